@@ -1,0 +1,701 @@
+//! [`MemoryBroker`]: the in-process default backend.
+
+use std::{
+    collections::{hash_map::Entry, BTreeSet, HashMap, VecDeque},
+    fmt,
+    ops::Bound,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex, MutexGuard, RwLock,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+use super::{
+    check_page_limit, AckStatus, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease,
+    LeaseToken, QueueStats, Reservation, ReserveRequest,
+};
+use crate::{
+    clock::{Clock, TokioClock},
+    envelope::{to_chrono, AttemptRecord, JobEnvelope},
+    error::{Error, Result},
+    job::{JobId, QueueName},
+};
+
+/// How long a completed job's idempotency key is remembered by default.
+pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// An in-process broker with the full semantics of a shared one: leases
+/// with fencing tokens, delayed jobs, idempotency keys, the dead-letter
+/// queue, statistics.
+///
+/// It keeps everything in memory: **jobs are lost when the process exits.**
+/// Use it for tests, development, and work that may be dropped on restart;
+/// use the Redis broker (feature `redis`) for anything that must survive.
+///
+/// Each queue has its own lock, never held across an `.await`; idle workers
+/// sleep until a job is enqueued or a delayed job falls due.
+///
+/// ```
+/// use flagship_worker::MemoryBroker;
+/// let broker = MemoryBroker::new();
+/// # let _ = broker;
+/// ```
+pub struct MemoryBroker {
+    /// Queues by name, created on first use. Read on every call, written
+    /// once per queue.
+    queues: RwLock<HashMap<QueueName, Arc<QueueSlot>>>,
+    /// Where time comes from (tokio's clock by default, so paused-clock
+    /// tests work).
+    clock: Arc<dyn Clock>,
+    /// Source of fencing tokens; unique for the broker's life.
+    next_token: AtomicU64,
+    /// How long a completed job's idempotency key is kept.
+    key_retention: chrono::TimeDelta,
+}
+
+impl fmt::Debug for MemoryBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryBroker")
+            .field("queues", &self.read_queues().len())
+            .field("clock", &self.clock)
+            .field("key_retention", &self.key_retention)
+            .finish()
+    }
+}
+
+/// One queue: its state behind a lock, and the wake-up for idle reservers.
+#[derive(Default)]
+struct QueueSlot {
+    state: Mutex<QueueState>,
+    /// Woken (one permit per job, up to the waiters) when jobs become ready.
+    notify: Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    /// Every job the queue holds (not yet completed), by id.
+    jobs: HashMap<JobId, Stored>,
+    /// Ready jobs, oldest first.
+    ready: VecDeque<JobId>,
+    /// Delayed and backing-off jobs by due time.
+    scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// Leased jobs by lease deadline.
+    active: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// Dead jobs by dead-lettered time.
+    dead: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// Idempotency keys held, with their job.
+    keys: HashMap<String, JobId>,
+    /// Keys of completed jobs and when they are released.
+    completed_keys: VecDeque<(DateTime<Utc>, String)>,
+    completed: u64,
+    retried: u64,
+    dead_lettered: u64,
+}
+
+struct Stored {
+    envelope: Arc<JobEnvelope>,
+    state: JobState,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum JobState {
+    Ready,
+    Scheduled,
+    Active {
+        token: LeaseToken,
+        deadline: DateTime<Utc>,
+        started: DateTime<Utc>,
+    },
+    Dead,
+}
+
+impl Default for MemoryBroker {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryBroker {
+    /// A broker on tokio's clock with the default key retention (24 h).
+    pub fn new() -> Self {
+        Self::with_clock(Arc::new(TokioClock::new()))
+    }
+
+    /// A broker reading time from `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        MemoryBroker {
+            queues: RwLock::new(HashMap::new()),
+            clock,
+            next_token: AtomicU64::new(1),
+            key_retention: chrono::TimeDelta::hours(24),
+        }
+    }
+
+    /// Sets how long completed jobs' idempotency keys are remembered.
+    pub fn with_key_retention(mut self, retention: Duration) -> Result<Self> {
+        self.key_retention = to_chrono(retention)?;
+        Ok(self)
+    }
+
+    fn read_queues(&self) -> std::sync::RwLockReadGuard<'_, HashMap<QueueName, Arc<QueueSlot>>> {
+        self.queues.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(&self, queue: &QueueName) -> Arc<QueueSlot> {
+        if let Some(slot) = self.read_queues().get(queue) {
+            return slot.clone();
+        }
+        let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
+        queues.entry(queue.clone()).or_default().clone()
+    }
+
+    fn token(&self) -> LeaseToken {
+        LeaseToken(self.next_token.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn lease_deadline(&self, now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
+        Ok(now + to_chrono(lease)?)
+    }
+}
+
+impl QueueSlot {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        // A panic while holding the lock cannot leave the state half-changed
+        // in a way later calls depend on, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl QueueState {
+    /// Moves due scheduled jobs to ready; returns the next due time left.
+    fn promote_due(&mut self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        while let Some(&(due, id)) = self.scheduled.first() {
+            if due > now {
+                return Some(due);
+            }
+            self.scheduled.pop_first();
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.state = JobState::Ready;
+                self.ready.push_back(id);
+            }
+        }
+        None
+    }
+
+    fn release_expired_keys(&mut self, now: DateTime<Utc>) {
+        while let Some((until, _)) = self.completed_keys.front() {
+            if *until > now {
+                break;
+            }
+            if let Some((_, key)) = self.completed_keys.pop_front() {
+                // Only release the key if no newer job took it meanwhile.
+                if let Some(id) = self.keys.get(&key) {
+                    if !self.jobs.contains_key(id) {
+                        self.keys.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The job, if `lease` is its current lease.
+    fn leased(&mut self, lease: &Lease) -> Option<&mut Stored> {
+        match self.jobs.get_mut(&lease.id) {
+            Some(job) if matches!(job.state, JobState::Active { token, .. } if token == lease.token) => Some(job),
+            _ => None,
+        }
+    }
+
+    fn take_active(&mut self, lease: &Lease) -> Option<(Arc<JobEnvelope>, DateTime<Utc>)> {
+        let job = self.leased(lease)?;
+        let JobState::Active { deadline, started, .. } = job.state else {
+            return None;
+        };
+        let envelope = job.envelope.clone();
+        self.active.remove(&(deadline, lease.id));
+        Some((envelope, started))
+    }
+
+    fn schedule(&mut self, id: JobId, run_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        if run_at <= now {
+            job.state = JobState::Ready;
+            self.ready.push_back(id);
+            true
+        } else {
+            job.state = JobState::Scheduled;
+            self.scheduled.insert((run_at, id));
+            false
+        }
+    }
+
+    fn remove_dead(&mut self, id: JobId) -> Option<Stored> {
+        let job = self.jobs.get(&id)?;
+        if job.state != JobState::Dead {
+            return None;
+        }
+        let stored = self.jobs.remove(&id)?;
+        if let Some(at) = stored.envelope.dead_lettered_at {
+            self.dead.remove(&(at, id));
+        }
+        Some(stored)
+    }
+
+    fn retry_dead(&mut self, id: JobId, now: DateTime<Utc>) -> bool {
+        let Some(job) = self.jobs.get_mut(&id) else {
+            return false;
+        };
+        if job.state != JobState::Dead {
+            return false;
+        }
+        let envelope = Arc::make_mut(&mut job.envelope);
+        let dead_at = envelope.dead_lettered_at.take();
+        envelope.dead_letter_reason = None;
+        envelope.attempt = 0;
+        envelope.run_at = now;
+        job.state = JobState::Ready;
+        if let Some(at) = dead_at {
+            self.dead.remove(&(at, id));
+        }
+        self.ready.push_back(id);
+        true
+    }
+
+    fn dead_ids(
+        &self,
+        filter: &DeadFilter,
+        after: Option<(DateTime<Utc>, JobId)>,
+    ) -> impl Iterator<Item = (DateTime<Utc>, JobId)> + '_ {
+        let start = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
+        let filter = filter.clone();
+        self.dead
+            .range((start, Bound::Unbounded))
+            .filter(move |(_, id)| self.jobs.get(id).is_some_and(|j| filter.matches(&j.envelope)))
+            .copied()
+    }
+}
+
+fn encode_cursor((at, id): (DateTime<Utc>, JobId)) -> DeadCursor {
+    DeadCursor(format!("{}:{id}", at.timestamp_nanos_opt().unwrap_or_default()))
+}
+
+fn decode_cursor(cursor: &DeadCursor) -> Result<(DateTime<Utc>, JobId)> {
+    let bad = || Error::InvalidConfig(format!("`{}` is not a DLQ cursor from this broker", cursor.0));
+    let (nanos, id) = cursor.0.split_once(':').ok_or_else(bad)?;
+    let nanos: i64 = nanos.parse().map_err(|_| bad())?;
+    Ok((DateTime::from_timestamp_nanos(nanos), id.parse().map_err(|_| bad())?))
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn enqueue(&self, jobs: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
+        let now = self.clock.now();
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        // Group runs of the same queue under one lock.
+        let mut iter = jobs.into_iter().peekable();
+        while let Some(first) = iter.next() {
+            let slot = self.slot(&first.queue);
+            let mut woken = 0usize;
+            {
+                let mut state = slot.lock();
+                state.release_expired_keys(now);
+                let mut next = Some(first);
+                while let Some(job) = next.take() {
+                    if let Some(key) = &job.idempotency_key {
+                        match state.keys.entry(key.clone()) {
+                            Entry::Occupied(holder) => {
+                                outcomes.push(EnqueueOutcome::Duplicate(*holder.get()));
+                                next = iter.next_if(|j| j.queue == job.queue);
+                                continue;
+                            }
+                            Entry::Vacant(slot) => {
+                                slot.insert(job.id);
+                            }
+                        }
+                    }
+                    let id = job.id;
+                    let run_at = job.run_at;
+                    let queue = job.queue.clone();
+                    state.jobs.insert(
+                        id,
+                        Stored {
+                            envelope: Arc::new(job),
+                            state: JobState::Scheduled,
+                        },
+                    );
+                    // Ready now, or a new due time that waiters must sleep towards.
+                    state.schedule(id, run_at, now);
+                    woken += 1;
+                    tracing::debug!(job.id = %id, queue = %queue, "job enqueued");
+                    outcomes.push(EnqueueOutcome::Enqueued(id));
+                    next = iter.next_if(|j| j.queue == queue);
+                }
+            }
+            for _ in 0..woken.min(64) {
+                slot.notify.notify_one();
+            }
+        }
+        Ok(outcomes)
+    }
+
+    async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {
+        if request.max == 0 {
+            return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
+        }
+        let slot = self.slot(queue);
+        let give_up = tokio::time::Instant::now() + request.wait;
+        loop {
+            let now = self.clock.now();
+            let deadline = self.lease_deadline(now, request.lease)?;
+            let next_due = {
+                let mut state = slot.lock();
+                let next_due = state.promote_due(now);
+                let take = request.max.min(state.ready.len());
+                if take > 0 {
+                    let mut out = Vec::with_capacity(take);
+                    for _ in 0..take {
+                        let Some(id) = state.ready.pop_front() else { break };
+                        let token = self.token();
+                        let Some(job) = state.jobs.get_mut(&id) else { continue };
+                        job.state = JobState::Active {
+                            token,
+                            deadline,
+                            started: now,
+                        };
+                        let envelope = job.envelope.clone();
+                        state.active.insert((deadline, id));
+                        out.push(Reservation {
+                            envelope,
+                            lease: Lease {
+                                id,
+                                queue: queue.clone(),
+                                token,
+                            },
+                            deadline,
+                            expired_attempt_started_at: None,
+                        });
+                    }
+                    let more_ready = !state.ready.is_empty();
+                    drop(state);
+                    if more_ready {
+                        // Pass the baton: another idle reserver can take the rest.
+                        slot.notify.notify_one();
+                    }
+                    return Ok(out);
+                }
+                next_due
+            };
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            let until_due = next_due
+                .map(|due| (due - now).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::MAX);
+            let _ = tokio::time::timeout(left.min(until_due), slot.notify.notified()).await;
+        }
+    }
+
+    async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
+        let now = self.clock.now();
+        let mut statuses = Vec::with_capacity(leases.len());
+        for group in leases.chunk_by(|a, b| a.queue == b.queue) {
+            let slot = self.slot(&group[0].queue);
+            let mut state = slot.lock();
+            for lease in group {
+                let Some((envelope, _)) = state.take_active(lease) else {
+                    statuses.push(AckStatus::LeaseLost);
+                    continue;
+                };
+                state.jobs.remove(&lease.id);
+                state.completed += 1;
+                if let Some(key) = &envelope.idempotency_key {
+                    let until = now + self.key_retention;
+                    state.completed_keys.push_back((until, key.clone()));
+                }
+                statuses.push(AckStatus::Done);
+            }
+            state.release_expired_keys(now);
+        }
+        Ok(statuses)
+    }
+
+    async fn retry_at(&self, lease: &Lease, at: DateTime<Utc>, attempt: AttemptRecord) -> Result<()> {
+        let now = self.clock.now();
+        let slot = self.slot(&lease.queue);
+        {
+            let mut state = slot.lock();
+            if state.take_active(lease).is_none() {
+                return Err(Error::LeaseLost(lease.id));
+            }
+            if let Some(job) = state.jobs.get_mut(&lease.id) {
+                let envelope = Arc::make_mut(&mut job.envelope);
+                envelope.attempt += 1;
+                envelope.attempts.push(attempt);
+                envelope.run_at = at;
+            }
+            state.retried += 1;
+            state.schedule(lease.id, at, now);
+        }
+        // Either a ready job or a new due time: wake a waiter to look.
+        slot.notify.notify_one();
+        Ok(())
+    }
+
+    async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<()> {
+        let now = self.clock.now();
+        let slot = self.slot(&lease.queue);
+        let mut state = slot.lock();
+        if state.take_active(lease).is_none() {
+            return Err(Error::LeaseLost(lease.id));
+        }
+        if let Some(job) = state.jobs.get_mut(&lease.id) {
+            let envelope = Arc::make_mut(&mut job.envelope);
+            envelope.attempts.extend(attempt);
+            envelope.dead_lettered_at = Some(now);
+            envelope.dead_letter_reason = Some(crate::envelope::truncate_error(reason.to_owned()));
+            job.state = JobState::Dead;
+        }
+        state.dead.insert((now, lease.id));
+        state.dead_lettered += 1;
+        Ok(())
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
+        let mut statuses = Vec::with_capacity(leases.len());
+        for group in leases.chunk_by(|a, b| a.queue == b.queue) {
+            let slot = self.slot(&group[0].queue);
+            let mut released = 0;
+            {
+                let mut state = slot.lock();
+                // Released jobs go to the front, keeping their relative order.
+                for lease in group.iter().rev() {
+                    if state.take_active(lease).is_none() {
+                        statuses.push(AckStatus::LeaseLost);
+                        continue;
+                    }
+                    if let Some(job) = state.jobs.get_mut(&lease.id) {
+                        job.state = JobState::Ready;
+                    }
+                    state.ready.push_front(lease.id);
+                    statuses.push(AckStatus::Done);
+                    released += 1;
+                }
+            }
+            let start = statuses.len() - group.len();
+            statuses[start..].reverse();
+            for _ in 0..released.min(64) {
+                slot.notify.notify_one();
+            }
+        }
+        Ok(statuses)
+    }
+
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<AckStatus>> {
+        let now = self.clock.now();
+        let new_deadline = self.lease_deadline(now, lease)?;
+        let mut statuses = Vec::with_capacity(leases.len());
+        for group in leases.chunk_by(|a, b| a.queue == b.queue) {
+            let slot = self.slot(&group[0].queue);
+            let mut state = slot.lock();
+            for held in group {
+                let Some(job) = state.leased(held) else {
+                    statuses.push(AckStatus::LeaseLost);
+                    continue;
+                };
+                let JobState::Active {
+                    token,
+                    deadline,
+                    started,
+                } = job.state
+                else {
+                    statuses.push(AckStatus::LeaseLost);
+                    continue;
+                };
+                job.state = JobState::Active {
+                    token,
+                    deadline: new_deadline,
+                    started,
+                };
+                state.active.remove(&(deadline, held.id));
+                state.active.insert((new_deadline, held.id));
+                statuses.push(AckStatus::Done);
+            }
+        }
+        Ok(statuses)
+    }
+
+    async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>> {
+        let now = self.clock.now();
+        let deadline = self.lease_deadline(now, lease)?;
+        let slot = self.slot(queue);
+        let mut state = slot.lock();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(&(expired_at, id)) = state.active.first() else {
+                break;
+            };
+            if expired_at > now {
+                break;
+            }
+            state.active.pop_first();
+            let token = self.token();
+            let Some(job) = state.jobs.get_mut(&id) else { continue };
+            let JobState::Active { started, .. } = job.state else {
+                continue;
+            };
+            job.state = JobState::Active {
+                token,
+                deadline,
+                started: now,
+            };
+            let envelope = job.envelope.clone();
+            state.active.insert((deadline, id));
+            tracing::warn!(job.id = %id, queue = %queue, "lease expired; job recovered");
+            out.push(Reservation {
+                envelope,
+                lease: Lease {
+                    id,
+                    queue: queue.clone(),
+                    token,
+                },
+                deadline,
+                expired_attempt_started_at: Some(started),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        let now = self.clock.now();
+        let slot = self.slot(queue);
+        let mut state = slot.lock();
+        state.promote_due(now);
+        let oldest_ready_age_ms = state
+            .ready
+            .iter()
+            .filter_map(|id| state.jobs.get(id))
+            .map(|job| (now - job.envelope.run_at).num_milliseconds().max(0) as u64)
+            .max();
+        Ok(QueueStats {
+            ready: state.ready.len() as u64,
+            scheduled: state.scheduled.len() as u64,
+            active: state.active.len() as u64,
+            dead: state.dead.len() as u64,
+            oldest_ready_age_ms,
+            completed: state.completed,
+            retried: state.retried,
+            dead_lettered: state.dead_lettered,
+        })
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>> {
+        let mut names: Vec<_> = self.read_queues().keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+#[async_trait]
+impl DeadLetterQueue for MemoryBroker {
+    async fn list_dead(&self, filter: &DeadFilter, cursor: Option<&DeadCursor>, limit: usize) -> Result<DeadPage> {
+        check_page_limit(limit)?;
+        let after = cursor.map(decode_cursor).transpose()?;
+        let slot = self.slot(&filter.queue);
+        let state = slot.lock();
+        let keys: Vec<_> = state.dead_ids(filter, after).take(limit + 1).collect();
+        let next = (keys.len() > limit).then(|| encode_cursor(keys[limit - 1]));
+        let jobs = keys
+            .iter()
+            .take(limit)
+            .filter_map(|(_, id)| state.jobs.get(id))
+            .map(|job| (*job.envelope).clone())
+            .collect();
+        Ok(DeadPage { jobs, next })
+    }
+
+    async fn get_dead(&self, queue: &QueueName, id: JobId) -> Result<Option<JobEnvelope>> {
+        let slot = self.slot(queue);
+        let state = slot.lock();
+        Ok(state
+            .jobs
+            .get(&id)
+            .filter(|j| j.state == JobState::Dead)
+            .map(|j| (*j.envelope).clone()))
+    }
+
+    async fn retry_dead(&self, queue: &QueueName, id: JobId) -> Result<bool> {
+        let now = self.clock.now();
+        let slot = self.slot(queue);
+        let retried = slot.lock().retry_dead(id, now);
+        if retried {
+            tracing::info!(job.id = %id, queue = %queue, "dead job retried");
+            slot.notify.notify_one();
+        }
+        Ok(retried)
+    }
+
+    async fn retry_dead_matching(&self, filter: &DeadFilter) -> Result<u64> {
+        let now = self.clock.now();
+        let slot = self.slot(&filter.queue);
+        let count = {
+            let mut state = slot.lock();
+            let ids: Vec<_> = state.dead_ids(filter, None).map(|(_, id)| id).collect();
+            ids.into_iter().filter(|id| state.retry_dead(*id, now)).count()
+        };
+        for _ in 0..count.min(64) {
+            slot.notify.notify_one();
+        }
+        tracing::info!(queue = %filter.queue, count, "dead jobs retried");
+        Ok(count as u64)
+    }
+
+    async fn delete_dead(&self, queue: &QueueName, id: JobId) -> Result<bool> {
+        let slot = self.slot(queue);
+        let mut state = slot.lock();
+        let Some(stored) = state.remove_dead(id) else {
+            return Ok(false);
+        };
+        if let Some(key) = &stored.envelope.idempotency_key {
+            state.keys.remove(key);
+        }
+        Ok(true)
+    }
+
+    async fn purge_dead(&self, queue: &QueueName, older_than: DateTime<Utc>) -> Result<u64> {
+        let slot = self.slot(queue);
+        let mut state = slot.lock();
+        let ids: Vec<_> = state
+            .dead
+            .iter()
+            .take_while(|(at, _)| *at < older_than)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut purged = 0;
+        for id in ids {
+            if let Some(stored) = state.remove_dead(id) {
+                if let Some(key) = &stored.envelope.idempotency_key {
+                    state.keys.remove(key);
+                }
+                purged += 1;
+            }
+        }
+        Ok(purged)
+    }
+
+    async fn count_dead(&self, filter: &DeadFilter) -> Result<u64> {
+        let slot = self.slot(&filter.queue);
+        let state = slot.lock();
+        Ok(state.dead_ids(filter, None).count() as u64)
+    }
+}

@@ -1,0 +1,365 @@
+//! Brokers: where jobs wait, are leased and die.
+//!
+//! [`Broker`] moves jobs through their lifecycle; [`DeadLetterQueue`] is the
+//! operators' view of jobs that gave up. Every backend implements both and
+//! passes the conformance suite (`testing::conformance`, feature `test-util`).
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    envelope::{AttemptRecord, JobEnvelope},
+    error::{Error, Result},
+    job::{JobId, QueueName},
+};
+
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+/// A fencing token proving that the holder owns a job's current lease.
+///
+/// Every reservation (and every recovery of an expired lease) issues a new
+/// token, so a worker whose lease expired cannot act on the job any more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LeaseToken(pub u64);
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// What a worker holds for a leased job: the job, where it lives, and the token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    /// The job.
+    pub id: JobId,
+    /// Its queue.
+    pub queue: QueueName,
+    /// The fencing token of this lease.
+    pub token: LeaseToken,
+}
+
+/// A job handed to a worker, leased until `deadline`.
+#[derive(Debug, Clone)]
+pub struct Reservation {
+    /// The job as stored. Shared: a backend that keeps the envelope in
+    /// memory hands it over without copying.
+    pub envelope: Arc<JobEnvelope>,
+    /// The lease to acknowledge with.
+    pub lease: Lease,
+    /// When the lease expires unless extended.
+    pub deadline: DateTime<Utc>,
+    /// For a job returned by [`Broker::recover_expired`]: when the attempt
+    /// whose lease expired had started. `None` for a fresh reservation.
+    pub expired_attempt_started_at: Option<DateTime<Utc>>,
+}
+
+/// The result of enqueueing one job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnqueueOutcome {
+    /// The job was stored under this id.
+    Enqueued(JobId),
+    /// A job with the same idempotency key is already known; this is its id.
+    /// Nothing was stored.
+    Duplicate(JobId),
+}
+
+impl EnqueueOutcome {
+    /// The id of the stored job (the new one, or the existing duplicate).
+    pub fn id(&self) -> JobId {
+        match *self {
+            EnqueueOutcome::Enqueued(id) | EnqueueOutcome::Duplicate(id) => id,
+        }
+    }
+
+    /// Whether a job was stored.
+    pub fn is_enqueued(&self) -> bool {
+        matches!(self, EnqueueOutcome::Enqueued(_))
+    }
+}
+
+/// Whether an acknowledgement found its lease still held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AckStatus {
+    /// The lease was held; the operation took effect.
+    Done,
+    /// The lease was gone (expired and recovered, or already acknowledged);
+    /// nothing changed.
+    LeaseLost,
+}
+
+/// What to reserve: how many jobs, for how long, and how long to wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReserveRequest {
+    /// Take at most this many jobs (at least 1).
+    pub max: usize,
+    /// Lease them for this long.
+    pub lease: Duration,
+    /// When no job is ready, wait up to this long for one (zero: do not wait).
+    pub wait: Duration,
+}
+
+/// A queue's counts, as the broker sees them now.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Jobs ready to run now.
+    pub ready: u64,
+    /// Jobs waiting for their run time (delayed or backing off).
+    pub scheduled: u64,
+    /// Jobs leased by a worker.
+    pub active: u64,
+    /// Jobs in the dead-letter queue.
+    pub dead: u64,
+    /// How long the oldest ready job has been ready, in milliseconds.
+    pub oldest_ready_age_ms: Option<u64>,
+    /// Jobs completed since the broker started counting.
+    pub completed: u64,
+    /// Attempts that failed and were scheduled for retry.
+    pub retried: u64,
+    /// Jobs moved to the dead-letter queue.
+    pub dead_lettered: u64,
+}
+
+/// A job queue backend.
+///
+/// # Contract
+///
+/// All methods are safe to call concurrently from many tasks and, for
+/// shared backends, many processes. Every state change is atomic: a crash
+/// between two calls never leaves a job half-moved.
+///
+/// - [`enqueue`](Broker::enqueue) MUST store each envelope whose
+///   idempotency key (if any) is not held, and MUST NOT store one whose key
+///   is held by a job that is pending, active, dead, or completed within
+///   the backend's retention window; that one gets
+///   [`EnqueueOutcome::Duplicate`] with the holder's id. Under any race,
+///   exactly one job per key is stored. A job whose `run_at` is in the
+///   future MUST NOT be reserved before `run_at`.
+/// - [`reserve`](Broker::reserve) MUST hand out each ready job to one
+///   caller at a time, oldest first (FIFO per queue), with a fresh
+///   [`LeaseToken`]. When nothing is ready it MUST wait up to
+///   `request.wait` for work and MUST wake for a newly enqueued or newly
+///   due job without polling in a busy loop. A stored envelope the backend
+///   cannot decode MUST be dead-lettered with the reason, never returned,
+///   dropped or retried.
+/// - [`complete`](Broker::complete), [`retry_at`](Broker::retry_at),
+///   [`dead_letter`](Broker::dead_letter), [`release`](Broker::release) and
+///   [`extend`](Broker::extend) MUST act only if the lease's token is the
+///   job's current one; otherwise they change nothing and report
+///   [`AckStatus::LeaseLost`] (or [`Error::LeaseLost`]).
+/// - [`retry_at`](Broker::retry_at) and [`dead_letter`](Broker::dead_letter)
+///   MUST append the attempt record to the job's history.
+///   `retry_at` MUST increment `attempt`. Nothing ever removes history.
+/// - [`release`](Broker::release) MUST put the job back at the front of
+///   ready without counting an attempt.
+/// - [`recover_expired`](Broker::recover_expired) MUST take jobs whose
+///   lease deadline has passed, fence the old token, and hand them to the
+///   caller under a new lease with
+///   [`Reservation::expired_attempt_started_at`] set; the caller then
+///   records the failed attempt through `retry_at` or `dead_letter`.
+/// - Time (due times, lease deadlines) is decided by the backend's clock.
+/// - A backend MAY batch or pipeline internally; it MAY keep completed
+///   idempotency keys for a bounded retention window only.
+#[async_trait]
+pub trait Broker: Send + Sync + fmt::Debug + 'static {
+    /// Stores jobs (one batch may span queues). Returns one outcome per
+    /// envelope, in order.
+    async fn enqueue(&self, jobs: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>>;
+
+    /// Leases up to `request.max` ready jobs of `queue`, waiting up to
+    /// `request.wait` when none is ready. An empty result means none came.
+    async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>>;
+
+    /// Acknowledges finished jobs: they leave the broker (their idempotency
+    /// key is kept for the retention window). One status per lease, in order.
+    async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>>;
+
+    /// Schedules a failed job to run again at `at`, recording the attempt.
+    async fn retry_at(&self, lease: &Lease, at: DateTime<Utc>, attempt: AttemptRecord) -> Result<()>;
+
+    /// Moves a job to the dead-letter queue with `reason`, recording the
+    /// attempt if there was one.
+    async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<()>;
+
+    /// Puts leased jobs back at the front of ready without counting an
+    /// attempt (graceful shutdown). One status per lease, in order.
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>>;
+
+    /// Moves the deadline of held leases to now + `lease`. One status per
+    /// lease, in order.
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<AckStatus>>;
+
+    /// Takes up to `max` jobs of `queue` whose lease has expired and leases
+    /// them to the caller for `lease` (see the contract).
+    async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>>;
+
+    /// The queue's counts.
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats>;
+
+    /// Every queue the broker has seen a job for.
+    async fn queues(&self) -> Result<Vec<QueueName>>;
+
+    /// Checks that the backend is reachable.
+    async fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Acknowledges one finished job; [`Error::LeaseLost`] if its lease was gone.
+    async fn complete_one(&self, lease: &Lease) -> Result<()> {
+        match self.complete(std::slice::from_ref(lease)).await?.first() {
+            Some(AckStatus::Done) => Ok(()),
+            _ => Err(Error::LeaseLost(lease.id)),
+        }
+    }
+}
+
+/// Which dead jobs a DLQ operation applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadFilter {
+    /// The queue.
+    pub queue: QueueName,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// Only jobs dead-lettered at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only jobs dead-lettered before this time.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl DeadFilter {
+    /// Every dead job of `queue`.
+    pub fn queue(queue: QueueName) -> Self {
+        DeadFilter {
+            queue,
+            kind: None,
+            since: None,
+            until: None,
+        }
+    }
+
+    /// Only jobs of `kind`.
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Only jobs dead-lettered in `[since, until)`.
+    pub fn between(mut self, since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> Self {
+        self.since = since;
+        self.until = until;
+        self
+    }
+
+    /// Whether a dead envelope matches the filter.
+    pub fn matches(&self, job: &JobEnvelope) -> bool {
+        let at = job.dead_lettered_at;
+        job.queue == self.queue
+            && self.kind.as_deref().is_none_or(|k| k == job.kind)
+            && self.since.is_none_or(|s| at.is_some_and(|at| at >= s))
+            && self.until.is_none_or(|u| at.is_some_and(|at| at < u))
+    }
+}
+
+/// A position in a DLQ listing: pass it back to get the next page.
+///
+/// Opaque text; stable across calls while the entries it points past exist.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeadCursor(pub String);
+
+/// One page of a DLQ listing.
+#[derive(Debug, Clone)]
+pub struct DeadPage {
+    /// The dead jobs, oldest dead-lettered first.
+    pub jobs: Vec<JobEnvelope>,
+    /// Where the next page starts; `None` at the end.
+    pub next: Option<DeadCursor>,
+}
+
+/// The largest DLQ page a backend hands out.
+pub const MAX_DEAD_PAGE: usize = 1_000;
+
+/// The dead-letter queue: jobs that gave up, kept for operators.
+///
+/// # Contract
+///
+/// - Dead jobs keep their payload and full attempt history, and MUST NOT
+///   be reserved until retried.
+/// - [`list_dead`](DeadLetterQueue::list_dead) MUST order by
+///   dead-lettered time, then id, and page without skipping or repeating
+///   entries that exist for the whole listing. `limit` above
+///   [`MAX_DEAD_PAGE`] MUST be refused with [`Error::InvalidConfig`].
+/// - [`retry_dead`](DeadLetterQueue::retry_dead) MUST move the job back to
+///   ready with `attempt` reset to 0, its history kept and its dead-letter
+///   fields cleared, atomically: of concurrent retries of one job exactly
+///   one returns `true`.
+/// - [`purge_dead`](DeadLetterQueue::purge_dead) MUST remove exactly the
+///   entries dead-lettered strictly before `older_than`.
+/// - Deleting or purging a dead job releases its idempotency key.
+#[async_trait]
+pub trait DeadLetterQueue: Send + Sync + fmt::Debug + 'static {
+    /// One page of dead jobs matching `filter`, after `cursor`.
+    async fn list_dead(&self, filter: &DeadFilter, cursor: Option<&DeadCursor>, limit: usize) -> Result<DeadPage>;
+
+    /// One dead job.
+    async fn get_dead(&self, queue: &QueueName, id: JobId) -> Result<Option<JobEnvelope>>;
+
+    /// Moves a dead job back to ready. `false` if it was not dead (already
+    /// retried, deleted, or never there).
+    async fn retry_dead(&self, queue: &QueueName, id: JobId) -> Result<bool>;
+
+    /// Retries every dead job matching `filter`; returns how many.
+    async fn retry_dead_matching(&self, filter: &DeadFilter) -> Result<u64>;
+
+    /// Deletes a dead job. `false` if it was not there.
+    async fn delete_dead(&self, queue: &QueueName, id: JobId) -> Result<bool>;
+
+    /// Deletes the dead jobs of `queue` dead-lettered before `older_than`;
+    /// returns how many.
+    async fn purge_dead(&self, queue: &QueueName, older_than: DateTime<Utc>) -> Result<u64>;
+
+    /// How many dead jobs match `filter`.
+    async fn count_dead(&self, filter: &DeadFilter) -> Result<u64>;
+}
+
+/// A complete backend: a [`Broker`] with its [`DeadLetterQueue`].
+///
+/// Implemented for every type that is both; use `Arc<dyn Backend>` to hold
+/// any backend.
+pub trait Backend: Broker + DeadLetterQueue {
+    /// This backend as a [`Broker`] trait object.
+    fn as_broker(self: Arc<Self>) -> Arc<dyn Broker>;
+    /// This backend as a [`DeadLetterQueue`] trait object.
+    fn as_dead_letter_queue(self: Arc<Self>) -> Arc<dyn DeadLetterQueue>;
+}
+
+impl<T: Broker + DeadLetterQueue> Backend for T {
+    fn as_broker(self: Arc<Self>) -> Arc<dyn Broker> {
+        self
+    }
+    fn as_dead_letter_queue(self: Arc<Self>) -> Arc<dyn DeadLetterQueue> {
+        self
+    }
+}
+
+/// Checks a DLQ page size against [`MAX_DEAD_PAGE`].
+pub fn check_page_limit(limit: usize) -> Result<()> {
+    if limit == 0 || limit > MAX_DEAD_PAGE {
+        return Err(Error::InvalidConfig(format!(
+            "page size {limit} must be between 1 and {MAX_DEAD_PAGE}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn _object_safe(_: Box<dyn Broker>, _: Box<dyn DeadLetterQueue>, _: Arc<dyn Backend>) {}
+}

@@ -1,0 +1,162 @@
+//! Handlers: the code that runs a job, and what it tells the worker.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::{
+    client::Client,
+    error::BoxError,
+    job::{Job, JobId, QueueName},
+};
+
+/// Runs jobs of one type.
+///
+/// Delivery is at-least-once: a job can run more than once (a worker
+/// crashed after doing the work but before acknowledging it), so handlers
+/// must be idempotent.
+///
+/// # Contract
+///
+/// - `handle` MUST return `Ok(())` only when the job's work is done.
+/// - It SHOULD return [`HandlerError::Permanent`] when retrying cannot help
+///   (bad data, a refused request) and [`HandlerError::Retry`] or
+///   [`HandlerError::RetryAfter`] when it might.
+/// - It MAY panic or run past the queue's job timeout: both count as a
+///   retryable failure and the worker keeps running.
+///
+/// ```
+/// use async_trait::async_trait;
+/// use flagship_worker::{Handler, HandlerError, Job, JobContext};
+/// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, JsonSchema)] struct SendWelcome { user_id: u64 }
+/// # impl Job for SendWelcome { const KIND: &'static str = "send-welcome"; const QUEUE: &'static str = "emails"; }
+///
+/// struct Welcomer;
+///
+/// #[async_trait]
+/// impl Handler for Welcomer {
+///     type Job = SendWelcome;
+///
+///     async fn handle(&self, job: SendWelcome, ctx: &JobContext) -> Result<(), HandlerError> {
+///         if job.user_id == 0 {
+///             return Err(HandlerError::permanent("user 0 does not exist"));
+///         }
+///         tracing::info!(attempt = ctx.attempt, "welcoming user {}", job.user_id);
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// The job type this handler runs.
+    type Job: Job;
+
+    /// Runs one job.
+    async fn handle(&self, job: Self::Job, ctx: &JobContext) -> Result<(), HandlerError>;
+}
+
+/// What a failed handler tells the worker to do.
+///
+/// Any `std::error::Error` converts into [`HandlerError::Retry`] with `?`.
+#[non_exhaustive]
+pub enum HandlerError {
+    /// A transient failure: retry according to the retry policy.
+    Retry(BoxError),
+    /// A transient failure and the callee said when to come back (an HTTP
+    /// 429 with Retry-After): retry after this delay. Uses an attempt.
+    RetryAfter(Duration, BoxError),
+    /// Retrying cannot help: dead-letter the job now.
+    Permanent(BoxError),
+}
+
+impl HandlerError {
+    /// A transient failure.
+    pub fn retry(error: impl Into<BoxError>) -> Self {
+        HandlerError::Retry(error.into())
+    }
+
+    /// A transient failure to retry after `delay`.
+    pub fn retry_after(delay: Duration, error: impl Into<BoxError>) -> Self {
+        HandlerError::RetryAfter(delay, error.into())
+    }
+
+    /// A permanent failure: dead-letter the job.
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        HandlerError::Permanent(error.into())
+    }
+
+    /// The underlying error.
+    pub fn error(&self) -> &BoxError {
+        match self {
+            HandlerError::Retry(e) | HandlerError::RetryAfter(_, e) | HandlerError::Permanent(e) => e,
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(error: E) -> Self {
+        HandlerError::Retry(Box::new(error))
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::Retry(e) => f.debug_tuple("Retry").field(e).finish(),
+            HandlerError::RetryAfter(d, e) => f.debug_tuple("RetryAfter").field(d).field(e).finish(),
+            HandlerError::Permanent(e) => f.debug_tuple("Permanent").field(e).finish(),
+        }
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HandlerError::Retry(e) => write!(f, "{e}"),
+            HandlerError::RetryAfter(d, e) => write!(f, "{e} (retry after {d:?})"),
+            HandlerError::Permanent(e) => write!(f, "{e} (permanent)"),
+        }
+    }
+}
+
+/// What a handler knows about the job it runs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct JobContext {
+    /// The job's id.
+    pub id: JobId,
+    /// The job's kind.
+    pub kind: String,
+    /// The job's queue.
+    pub queue: QueueName,
+    /// Failed attempts before this one (0 on the first run).
+    pub attempt: u32,
+    /// When the job was first enqueued.
+    pub enqueued_at: DateTime<Utc>,
+    /// When this attempt started.
+    pub started_at: DateTime<Utc>,
+    /// The worker running the job.
+    pub worker_id: Arc<str>,
+    /// A client on the same broker and registry, to enqueue follow-up jobs.
+    pub client: Client,
+}
+
+/// A handler with its job type erased, so the worker can hold many.
+#[async_trait]
+pub(crate) trait ErasedHandler: Send + Sync {
+    async fn call(&self, payload: &Value, ctx: &JobContext) -> Result<(), HandlerError>;
+}
+
+pub(crate) struct Typed<H>(pub(crate) H);
+
+#[async_trait]
+impl<H: Handler> ErasedHandler for Typed<H> {
+    async fn call(&self, payload: &Value, ctx: &JobContext) -> Result<(), HandlerError> {
+        let job = <H::Job as serde::Deserialize>::deserialize(payload)
+            .map_err(|e| HandlerError::permanent(format!("payload does not decode as `{}`: {e}", H::Job::KIND)))?;
+        self.0.handle(job, ctx).await
+    }
+}

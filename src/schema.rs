@@ -1,0 +1,317 @@
+//! The schema registry: each job kind's JSON Schema, compiled once.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    path::Path,
+    sync::{Arc, RwLock},
+};
+
+use serde_json::Value;
+
+use crate::{
+    error::{Error, Result},
+    job::{Job, QueueName},
+};
+
+/// Default largest payload accepted, in bytes of JSON: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+
+/// One registered job kind: its queue and its compiled schema.
+#[derive(Debug)]
+pub struct KindSchema {
+    kind: String,
+    queue: QueueName,
+    schema: Value,
+    validator: jsonschema::Validator,
+}
+
+impl KindSchema {
+    /// The job kind.
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The queue jobs of this kind go to.
+    pub fn queue(&self) -> &QueueName {
+        &self.queue
+    }
+
+    /// The JSON Schema, as registered.
+    pub fn schema(&self) -> &Value {
+        &self.schema
+    }
+
+    /// Validates `payload` against the schema; the error names the JSON path
+    /// of the offending value and the schema rule it broke.
+    pub fn validate(&self, payload: &Value) -> Result<()> {
+        if self.validator.is_valid(payload) {
+            return Ok(());
+        }
+        match self.validator.validate(payload) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(Error::InvalidPayload {
+                kind: self.kind.clone(),
+                path: e.instance_path().to_string(),
+                rule: e.schema_path().to_string(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The job kinds a client or worker knows, each with its compiled JSON
+/// Schema and queue.
+///
+/// Schemas are compiled once, at registration. A registry is shared (behind
+/// an `Arc`) by the client and the worker; registering is idempotent.
+///
+/// ```
+/// use flagship_worker::{Job, SchemaRegistry};
+/// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, JsonSchema)] struct Resize { width: u32 }
+/// # impl Job for Resize { const KIND: &'static str = "resize"; const QUEUE: &'static str = "images"; }
+///
+/// let registry = SchemaRegistry::new();
+/// registry.register::<Resize>().unwrap();
+/// let err = registry.validate("resize", &serde_json::json!({ "width": "wide" })).unwrap_err();
+/// assert!(err.to_string().contains("/width"));
+/// ```
+#[derive(Debug)]
+pub struct SchemaRegistry {
+    /// Kinds by name. Read on every enqueue and reservation, written only at
+    /// registration, so a read-mostly lock.
+    kinds: RwLock<BTreeMap<String, Arc<KindSchema>>>,
+    /// Payloads larger than this (as JSON) are refused.
+    max_payload_bytes: usize,
+}
+
+impl Default for SchemaRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SchemaRegistry {
+    /// An empty registry with the default payload limit of 1 MiB.
+    pub fn new() -> Self {
+        SchemaRegistry {
+            kinds: RwLock::new(BTreeMap::new()),
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+        }
+    }
+
+    /// Sets the largest payload accepted, in bytes of JSON.
+    pub fn with_max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
+        self
+    }
+
+    /// The largest payload accepted, in bytes of JSON.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_bytes
+    }
+
+    /// Registers a typed job kind, deriving its schema with `schemars`.
+    pub fn register<J: Job>(&self) -> Result<Arc<KindSchema>> {
+        if let Some(existing) = self.get(J::KIND) {
+            if existing.queue.as_str() == J::QUEUE {
+                return Ok(existing);
+            }
+        }
+        let schema = serde_json::to_value(schemars::schema_for!(J))
+            .map_err(|e| Error::InvalidConfig(format!("schema of job kind `{}` is not JSON: {e}", J::KIND)))?;
+        self.register_raw(J::KIND, QueueName::new(J::QUEUE)?, schema)
+    }
+
+    /// Registers a job kind from a JSON Schema, for kinds that have no Rust
+    /// type in this process (enqueued raw, or handled elsewhere).
+    pub fn register_raw(&self, kind: &str, queue: QueueName, schema: Value) -> Result<Arc<KindSchema>> {
+        check_kind(kind)?;
+        let mut kinds = self.kinds.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(existing) = kinds.get(kind) {
+            if existing.queue == queue && existing.schema == schema {
+                return Ok(existing.clone());
+            }
+            return Err(Error::ConflictingKind(kind.to_owned()));
+        }
+        let validator = jsonschema::validator_for(&schema)
+            .map_err(|e| Error::InvalidConfig(format!("schema of job kind `{kind}` does not compile: {e}")))?;
+        let entry = Arc::new(KindSchema {
+            kind: kind.to_owned(),
+            queue,
+            schema,
+            validator,
+        });
+        kinds.insert(kind.to_owned(), entry.clone());
+        Ok(entry)
+    }
+
+    /// The registered kind, if any.
+    pub fn get(&self, kind: &str) -> Option<Arc<KindSchema>> {
+        self.kinds
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(kind)
+            .cloned()
+    }
+
+    /// Every registered kind, sorted by name.
+    pub fn kinds(&self) -> Vec<Arc<KindSchema>> {
+        self.kinds
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Checks a payload for `kind`: the kind is known, the payload is within
+    /// the size limit and matches the schema.
+    pub fn validate(&self, kind: &str, payload: &Value) -> Result<Arc<KindSchema>> {
+        let entry = self.get(kind).ok_or_else(|| Error::UnknownKind(kind.to_owned()))?;
+        self.check_size(kind, payload)?;
+        entry.validate(payload)?;
+        Ok(entry)
+    }
+
+    /// Refuses a payload whose JSON is larger than the limit.
+    pub fn check_size(&self, kind: &str, payload: &Value) -> Result<()> {
+        let size = json_size(payload, self.max_payload_bytes);
+        if size > self.max_payload_bytes {
+            return Err(Error::PayloadTooLarge {
+                kind: kind.to_owned(),
+                size,
+                limit: self.max_payload_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes every registered kind's schema to `dir/{kind}.json`
+    /// (pretty-printed, with a trailing newline). Returns the files written.
+    pub fn export(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let mut written = Vec::new();
+        for entry in self.kinds() {
+            let path = dir.join(format!("{}.json", entry.kind));
+            std::fs::write(&path, pretty_json(&entry.schema))?;
+            written.push(path);
+        }
+        Ok(written)
+    }
+}
+
+/// A schema as committed to `docs/schemas/`: pretty JSON and a newline.
+pub fn pretty_json(value: &Value) -> String {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+/// The longest job kind accepted, in bytes.
+pub const MAX_KIND_LEN: usize = 128;
+
+fn check_kind(kind: &str) -> Result<()> {
+    let ok_chars = kind
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.'));
+    if kind.is_empty() || kind.len() > MAX_KIND_LEN || !ok_chars {
+        return Err(Error::InvalidConfig(format!(
+            "job kind `{}` must be 1 to {MAX_KIND_LEN} ASCII letters, digits or `: - _ .`",
+            kind.escape_debug()
+        )));
+    }
+    Ok(())
+}
+
+/// The size of `value` as compact JSON, counting no further than just past `limit`.
+fn json_size(value: &Value, limit: usize) -> usize {
+    struct Counter {
+        bytes: usize,
+        limit: usize,
+    }
+    impl io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.bytes += buf.len();
+            if self.bytes > self.limit {
+                // Stop early: the payload is too large whatever follows.
+                return Err(io::Error::other("over limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter { bytes: 0, limit };
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemars::JsonSchema;
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Serialize, Deserialize, JsonSchema)]
+    struct Resize {
+        width: u32,
+        name: String,
+    }
+    impl Job for Resize {
+        const KIND: &'static str = "resize";
+        const QUEUE: &'static str = "images";
+    }
+
+    #[test]
+    fn errors_name_the_path_and_the_rule() {
+        let registry = SchemaRegistry::new();
+        registry.register::<Resize>().unwrap();
+        let err = registry
+            .validate("resize", &serde_json::json!({ "width": -3, "name": "x" }))
+            .unwrap_err();
+        match err {
+            Error::InvalidPayload { path, rule, .. } => {
+                assert_eq!(path, "/width");
+                assert!(rule.contains("minimum") || rule.contains("format"), "{rule}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+        let err = registry
+            .validate("resize", &serde_json::json!({ "width": 3 }))
+            .unwrap_err();
+        assert!(err.to_string().contains("required"), "{err}");
+    }
+
+    #[test]
+    fn unknown_kinds_and_oversized_payloads_are_refused() {
+        let registry = SchemaRegistry::new().with_max_payload_bytes(64);
+        registry.register::<Resize>().unwrap();
+        assert!(matches!(
+            registry.validate("nope", &serde_json::json!({})),
+            Err(Error::UnknownKind(_))
+        ));
+        let big = serde_json::json!({ "width": 1, "name": "x".repeat(100) });
+        assert!(matches!(
+            registry.validate("resize", &big),
+            Err(Error::PayloadTooLarge { limit: 64, .. })
+        ));
+    }
+
+    #[test]
+    fn registering_twice_is_idempotent_but_conflicts_are_refused() {
+        let registry = SchemaRegistry::new();
+        registry.register::<Resize>().unwrap();
+        registry.register::<Resize>().unwrap();
+        let other_queue = QueueName::new("elsewhere").unwrap();
+        assert!(matches!(
+            registry.register_raw("resize", other_queue, serde_json::json!({})),
+            Err(Error::ConflictingKind(_))
+        ));
+        assert!(registry
+            .register_raw("bad kind", QueueName::new("q").unwrap(), serde_json::json!({}))
+            .is_err());
+    }
+}

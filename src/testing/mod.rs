@@ -1,0 +1,3 @@
+//! Test support for backends and applications (feature `test-util`).
+
+pub mod conformance;

@@ -1,0 +1,559 @@
+//! The [`Worker`]: pulls jobs from a broker and runs their handlers.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt,
+    future::Future,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::{sync::watch, task::JoinSet};
+
+use crate::{
+    broker::Broker,
+    client::Client,
+    clock::{Clock, TokioClock},
+    error::{Error, Result},
+    handler::{ErasedHandler, Handler, Typed},
+    job::{Job, QueueName},
+    retry::RetryPolicy,
+    schedule::Schedule,
+    schema::SchemaRegistry,
+};
+
+mod queue;
+
+/// The most concurrent jobs one queue may run in one worker.
+pub const MAX_CONCURRENCY: usize = 10_000;
+/// The shortest lease accepted.
+pub const MIN_LEASE: Duration = Duration::from_millis(100);
+/// The longest lease, job timeout or shutdown deadline accepted (one day).
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// How one queue is worked: concurrency, retry policy, job timeout.
+///
+/// ```
+/// use std::time::Duration;
+/// use flagship_worker::{QueueConfig, RetryPolicy};
+///
+/// let emails = QueueConfig::new("emails")?
+///     .concurrency(8)
+///     .retry_policy(RetryPolicy::linear(3, Duration::from_secs(10)))
+///     .job_timeout(Duration::from_secs(30));
+/// # Ok::<_, flagship_worker::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// The queue.
+    name: QueueName,
+    /// Jobs run at once (default 10).
+    concurrency: usize,
+    /// Policy for kinds without their own (default: 5 retries, exponential).
+    retry: RetryPolicy,
+    /// A handler running longer fails its attempt (default 5 minutes).
+    job_timeout: Duration,
+    /// Jobs leased ahead of free slots, so a slot never waits on a round
+    /// trip between jobs (default: as many as the concurrency).
+    prefetch: Option<usize>,
+}
+
+impl QueueConfig {
+    /// Defaults for `name`: concurrency 10, exponential retries, 5 minute timeout.
+    pub fn new(name: impl AsRef<str>) -> Result<Self> {
+        Ok(Self::for_queue(QueueName::new(name)?))
+    }
+
+    /// Defaults for an already validated queue name.
+    pub fn for_queue(name: QueueName) -> Self {
+        QueueConfig {
+            name,
+            concurrency: 10,
+            retry: RetryPolicy::exponential(),
+            job_timeout: Duration::from_secs(300),
+            prefetch: None,
+        }
+    }
+
+    /// How many jobs of this queue run at once (1 to [`MAX_CONCURRENCY`]).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// The retry policy for kinds of this queue without one of their own.
+    pub fn retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// How long one attempt may run before it fails as timed out.
+    pub fn job_timeout(mut self, timeout: Duration) -> Self {
+        self.job_timeout = timeout;
+        self
+    }
+
+    /// How many jobs to lease ahead of free slots (0 to [`MAX_CONCURRENCY`]).
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &QueueName {
+        &self.name
+    }
+
+    fn validate(&self) -> Result<()> {
+        let queue = &self.name;
+        if self.concurrency == 0 || self.concurrency > MAX_CONCURRENCY {
+            return Err(Error::InvalidConfig(format!(
+                "queue `{queue}`: concurrency {} must be between 1 and {MAX_CONCURRENCY}",
+                self.concurrency
+            )));
+        }
+        if self.prefetch.is_some_and(|p| p > MAX_CONCURRENCY) {
+            return Err(Error::InvalidConfig(format!(
+                "queue `{queue}`: prefetch must be at most {MAX_CONCURRENCY}"
+            )));
+        }
+        check_duration(
+            &format!("queue `{queue}`: job timeout"),
+            self.job_timeout,
+            Duration::from_millis(1),
+        )?;
+        self.retry
+            .validate()
+            .map_err(|e| Error::InvalidConfig(format!("queue `{queue}`: {e}")))
+    }
+}
+
+fn check_duration(what: &str, value: Duration, min: Duration) -> Result<()> {
+    if value < min || value > MAX_DURATION {
+        return Err(Error::InvalidConfig(format!(
+            "{what} of {value:?} must be between {min:?} and {MAX_DURATION:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// Worker-wide settings, shared by every queue's tasks.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// How long a reservation is leased before another worker may recover it.
+    lease: Duration,
+    /// How often in-flight leases are extended.
+    heartbeat: Duration,
+    /// How often expired leases are looked for.
+    recovery_interval: Duration,
+    /// How long graceful shutdown waits for running jobs before releasing them.
+    shutdown_timeout: Duration,
+    /// How long an idle reserve call waits for work before trying again.
+    idle_wait: Duration,
+}
+
+/// Counters of what a worker has done since it started.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) started: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) dead_lettered: AtomicU64,
+    pub(crate) panicked: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) recovered: AtomicU64,
+    pub(crate) released: AtomicU64,
+    pub(crate) lease_lost: AtomicU64,
+    pub(crate) broker_errors: AtomicU64,
+}
+
+/// A snapshot of a worker's lifecycle counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct WorkerStats {
+    /// Attempts started.
+    pub started: u64,
+    /// Jobs completed and acknowledged.
+    pub completed: u64,
+    /// Attempts that failed (any reason).
+    pub failed: u64,
+    /// Failed attempts scheduled for a retry.
+    pub retried: u64,
+    /// Jobs moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Attempts whose handler panicked.
+    pub panicked: u64,
+    /// Attempts that ran past the job timeout.
+    pub timed_out: u64,
+    /// Jobs recovered from an expired lease.
+    pub recovered: u64,
+    /// Jobs released back to ready at shutdown.
+    pub released: u64,
+    /// Acknowledgements refused because the lease was gone.
+    pub lease_lost: u64,
+    /// Broker calls that failed.
+    pub broker_errors: u64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> WorkerStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        WorkerStats {
+            started: get(&self.started),
+            completed: get(&self.completed),
+            failed: get(&self.failed),
+            retried: get(&self.retried),
+            dead_lettered: get(&self.dead_lettered),
+            panicked: get(&self.panicked),
+            timed_out: get(&self.timed_out),
+            recovered: get(&self.recovered),
+            released: get(&self.released),
+            lease_lost: get(&self.lease_lost),
+            broker_errors: get(&self.broker_errors),
+        }
+    }
+}
+
+/// Everything a running worker's tasks share.
+pub(crate) struct Shared {
+    pub(crate) broker: Arc<dyn Broker>,
+    pub(crate) registry: Arc<SchemaRegistry>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) client: Client,
+    pub(crate) handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    pub(crate) kind_policies: HashMap<String, RetryPolicy>,
+    pub(crate) counters: Counters,
+    pub(crate) worker_id: Arc<str>,
+    settings: Settings,
+}
+
+/// Runs handlers for jobs from a broker, with retries, leases, heartbeats,
+/// expired-lease recovery, schedules and graceful shutdown.
+///
+/// Build it with [`Worker::builder`]; run it with [`Worker::run_until`].
+///
+/// ```
+/// use std::{sync::Arc, time::Duration};
+/// use async_trait::async_trait;
+/// use flagship_worker::{Handler, HandlerError, Job, JobContext, MemoryBroker, Worker};
+/// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+/// # #[derive(Serialize, Deserialize, JsonSchema)] struct Ping { n: u32 }
+/// # impl Job for Ping { const KIND: &'static str = "ping"; const QUEUE: &'static str = "default"; }
+/// struct Pong;
+/// #[async_trait]
+/// impl Handler for Pong {
+///     type Job = Ping;
+///     async fn handle(&self, job: Ping, _: &JobContext) -> Result<(), HandlerError> {
+///         assert_eq!(job.n, 1);
+///         Ok(())
+///     }
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
+/// let worker = Worker::builder(Arc::new(MemoryBroker::new())).handler(Pong).build()?;
+/// worker.client().enqueue(&Ping { n: 1 }).await?;
+/// worker.run_until(tokio::time::sleep(Duration::from_millis(100))).await?;
+/// assert_eq!(worker.stats().completed, 1);
+/// # Ok::<_, flagship_worker::Error>(()) }).unwrap();
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    shared: Arc<Shared>,
+    queues: Arc<Vec<QueueConfig>>,
+    schedules: Arc<Vec<Schedule>>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.shared.worker_id)
+            .field("queues", &self.queues)
+            .field("kinds", &self.shared.handlers.keys().collect::<Vec<_>>())
+            .field("settings", &self.shared.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Starts building a worker on `broker`.
+    pub fn builder(broker: Arc<dyn Broker>) -> WorkerBuilder {
+        WorkerBuilder::new(broker)
+    }
+
+    /// A client on the same broker and registry.
+    pub fn client(&self) -> Client {
+        self.shared.client.clone()
+    }
+
+    /// The worker's id, as recorded in attempt records.
+    pub fn id(&self) -> &str {
+        &self.shared.worker_id
+    }
+
+    /// The worker's counters so far.
+    pub fn stats(&self) -> WorkerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully: stops
+    /// taking jobs, waits up to the shutdown timeout for running jobs, and
+    /// releases whatever has not finished back to ready (no attempt is
+    /// counted). Returns once every job this worker held is acknowledged,
+    /// scheduled for retry, dead-lettered or released.
+    pub async fn run_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (abort_tx, abort_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tracing::info!(worker.id = %self.shared.worker_id, queues = self.queues.len(), "worker started");
+        for config in self.queues.iter() {
+            let runner = queue::QueueRunner::new(self.shared.clone(), config.clone());
+            tasks.spawn(runner.run(stop_rx.clone(), abort_rx.clone()));
+        }
+        for schedule in self.schedules.iter() {
+            let schedule = schedule.clone();
+            let client = self.shared.client.clone();
+            let clock = self.shared.clock.clone();
+            tasks.spawn(schedule.run(client, clock, stop_rx.clone()));
+        }
+
+        shutdown.await;
+        tracing::info!(worker.id = %self.shared.worker_id, "worker shutting down");
+        let _ = stop_tx.send(true);
+        let deadline = tokio::time::sleep(self.shared.settings.shutdown_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                joined = tasks.join_next() => match joined {
+                    None => break,
+                    Some(Err(e)) if e.is_panic() => tracing::error!(error = %e, "worker task panicked"),
+                    Some(_) => {}
+                },
+                _ = &mut deadline, if !*abort_rx.borrow() => {
+                    tracing::warn!(worker.id = %self.shared.worker_id, "shutdown deadline passed; releasing unfinished jobs");
+                    let _ = abort_tx.send(true);
+                }
+            }
+        }
+        tracing::info!(worker.id = %self.shared.worker_id, "worker stopped");
+        Ok(())
+    }
+}
+
+/// Builds a [`Worker`]; every setting is checked by [`build`](WorkerBuilder::build).
+pub struct WorkerBuilder {
+    broker: Arc<dyn Broker>,
+    registry: Option<Arc<SchemaRegistry>>,
+    clock: Arc<dyn Clock>,
+    handlers: Vec<(String, QueueName, Arc<dyn ErasedHandler>)>,
+    register: Vec<Box<dyn FnOnce(&SchemaRegistry) -> Result<()> + Send>>,
+    kind_policies: HashMap<String, RetryPolicy>,
+    queues: BTreeMap<QueueName, QueueConfig>,
+    schedules: Vec<Schedule>,
+    lease: Duration,
+    heartbeat: Option<Duration>,
+    recovery_interval: Option<Duration>,
+    shutdown_timeout: Duration,
+    idle_wait: Duration,
+    worker_id: Option<String>,
+    errors: Vec<Error>,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("queues", &self.queues)
+            .field("kinds", &self.handlers.iter().map(|h| &h.0).collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WorkerBuilder {
+    fn new(broker: Arc<dyn Broker>) -> Self {
+        WorkerBuilder {
+            broker,
+            registry: None,
+            clock: Arc::new(TokioClock::new()),
+            handlers: Vec::new(),
+            register: Vec::new(),
+            kind_policies: HashMap::new(),
+            queues: BTreeMap::new(),
+            schedules: Vec::new(),
+            lease: Duration::from_secs(30),
+            heartbeat: None,
+            recovery_interval: None,
+            shutdown_timeout: Duration::from_secs(30),
+            idle_wait: Duration::from_secs(1),
+            worker_id: None,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Configures a queue. Queues of registered handlers that are not
+    /// configured get [`QueueConfig::new`]'s defaults.
+    pub fn queue(mut self, config: QueueConfig) -> Self {
+        self.queues.insert(config.name.clone(), config);
+        self
+    }
+
+    /// Registers a handler for its job kind (and the kind's schema).
+    pub fn handler<H: Handler>(mut self, handler: H) -> Self {
+        let kind = <H::Job as Job>::KIND;
+        match QueueName::new(<H::Job as Job>::QUEUE) {
+            Ok(queue) => {
+                if self.handlers.iter().any(|(k, _, _)| k == kind) {
+                    self.errors.push(Error::ConflictingKind(kind.to_owned()));
+                }
+                self.handlers.push((kind.to_owned(), queue, Arc::new(Typed(handler))));
+                self.register
+                    .push(Box::new(|registry| registry.register::<H::Job>().map(drop)));
+            }
+            Err(e) => self.errors.push(e),
+        }
+        self
+    }
+
+    /// Uses `policy` for jobs of `J` instead of their queue's policy.
+    pub fn retry_policy_for<J: Job>(mut self, policy: RetryPolicy) -> Self {
+        self.kind_policies.insert(J::KIND.to_owned(), policy);
+        self
+    }
+
+    /// Shares a schema registry (and its payload limit) with other clients.
+    pub fn registry(mut self, registry: Arc<SchemaRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Reads time from `clock` (default: [`TokioClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Runs `schedule` in this worker. Any number of workers may run the
+    /// same schedule: each tick still enqueues one job.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.schedules.push(schedule);
+        self
+    }
+
+    /// How long a reserved job is leased (default 30 s). A worker that
+    /// dies loses its jobs' leases after this long; they are then recovered.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How often running jobs' leases are extended (default: a third of the lease).
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        self.heartbeat = Some(interval);
+        self
+    }
+
+    /// How often expired leases are looked for (default: half the lease).
+    pub fn recovery_interval(mut self, interval: Duration) -> Self {
+        self.recovery_interval = Some(interval);
+        self
+    }
+
+    /// How long graceful shutdown waits for running jobs (default 30 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// How long one idle reserve call waits for work (default 1 s).
+    pub fn idle_wait(mut self, wait: Duration) -> Self {
+        self.idle_wait = wait;
+        self
+    }
+
+    /// Names this worker in attempt records and logs (default: process id
+    /// and a random suffix).
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// Checks the configuration and builds the worker.
+    pub fn build(mut self) -> Result<Worker> {
+        if let Some(error) = self.errors.into_iter().next() {
+            return Err(error);
+        }
+        if self.handlers.is_empty() && self.schedules.is_empty() {
+            return Err(Error::InvalidConfig(
+                "the worker has no handlers and no schedules; register a handler with `.handler(...)`".into(),
+            ));
+        }
+        check_duration("lease", self.lease, MIN_LEASE)?;
+        let heartbeat = self.heartbeat.unwrap_or(self.lease / 3);
+        if heartbeat.is_zero() || heartbeat >= self.lease {
+            return Err(Error::InvalidConfig(format!(
+                "heartbeat of {heartbeat:?} must be above zero and shorter than the lease of {:?}",
+                self.lease
+            )));
+        }
+        let recovery_interval = self.recovery_interval.unwrap_or(self.lease / 2);
+        check_duration("recovery interval", recovery_interval, Duration::from_millis(10))?;
+        check_duration("shutdown timeout", self.shutdown_timeout, Duration::ZERO)?;
+        check_duration("idle wait", self.idle_wait, Duration::from_millis(1))?;
+        for (kind, policy) in &self.kind_policies {
+            policy
+                .validate()
+                .map_err(|e| Error::InvalidConfig(format!("job kind `{kind}`: {e}")))?;
+        }
+
+        let registry = self.registry.unwrap_or_default();
+        for register in self.register.drain(..) {
+            register(&registry)?;
+        }
+        let mut handlers = HashMap::new();
+        for (kind, queue, handler) in self.handlers {
+            self.queues
+                .entry(queue.clone())
+                .or_insert_with(|| QueueConfig::for_queue(queue));
+            handlers.insert(kind, handler);
+        }
+        for config in self.queues.values() {
+            config.validate()?;
+        }
+        for schedule in &self.schedules {
+            registry
+                .validate(schedule.kind(), schedule.payload())
+                .map_err(|e| Error::InvalidConfig(format!("schedule `{}`: {e}", schedule.name())))?;
+        }
+
+        let worker_id: Arc<str> = self
+            .worker_id
+            .unwrap_or_else(|| format!("worker-{}-{:08x}", std::process::id(), rand::random::<u32>()))
+            .into();
+        let client = Client::with_registry(self.broker.clone(), registry.clone()).with_clock(self.clock.clone());
+        let shared = Shared {
+            broker: self.broker,
+            registry,
+            clock: self.clock,
+            client,
+            handlers,
+            kind_policies: self.kind_policies,
+            counters: Counters::default(),
+            worker_id,
+            settings: Settings {
+                lease: self.lease,
+                heartbeat,
+                recovery_interval,
+                shutdown_timeout: self.shutdown_timeout,
+                idle_wait: self.idle_wait,
+            },
+        };
+        Ok(Worker {
+            shared: Arc::new(shared),
+            queues: Arc::new(self.queues.into_values().collect()),
+            schedules: Arc::new(self.schedules),
+        })
+    }
+}

@@ -1,0 +1,530 @@
+//! One queue's tasks inside a worker: a fetcher that leases jobs ahead, long-lived
+//! slot tasks that run them, an acker that batches completions, a heartbeat
+//! that extends leases, and a recovery loop for expired leases.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    panic::AssertUnwindSafe,
+    sync::{atomic::Ordering, Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use tokio::{
+    sync::{mpsc, watch, Mutex as AsyncMutex},
+    task::JoinSet,
+};
+use tracing::Instrument;
+
+use super::{QueueConfig, Shared};
+use crate::{
+    broker::{AckStatus, Lease, Reservation, ReserveRequest},
+    envelope::{to_chrono, AttemptRecord},
+    error::Error,
+    handler::{HandlerError, JobContext},
+    job::JobId,
+    retry::RetryPolicy,
+};
+
+/// The most completions sent to the broker in one call.
+const ACK_BATCH: usize = 512;
+/// The most expired leases recovered in one call.
+const RECOVER_BATCH: usize = 256;
+
+pub(super) struct QueueRunner {
+    shared: Arc<Shared>,
+    config: QueueConfig,
+    /// Leases this worker holds for the queue, extended by the heartbeat.
+    in_flight: Mutex<HashMap<JobId, Lease>>,
+}
+
+/// How an attempt ended.
+enum Outcome {
+    Success,
+    Failure {
+        error: String,
+        permanent: bool,
+        retry_after: Option<Duration>,
+    },
+    /// Shutdown ran out of time: release the job without counting an attempt.
+    Aborted,
+}
+
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after stopping.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+impl QueueRunner {
+    pub(super) fn new(shared: Arc<Shared>, config: QueueConfig) -> Arc<Self> {
+        Arc::new(QueueRunner {
+            shared,
+            config,
+            in_flight: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Lease>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) async fn run(self: Arc<Self>, stop: watch::Receiver<bool>, abort: watch::Receiver<bool>) {
+        let queue = self.config.name.clone();
+        let prefetch = self.config.prefetch.unwrap_or(self.config.concurrency).max(1);
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Reservation>(prefetch);
+        let jobs_rx = Arc::new(AsyncMutex::new(jobs_rx));
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Lease>();
+
+        let acker = tokio::spawn(self.clone().acker(ack_rx));
+        let mut background = JoinSet::new();
+        background.spawn(self.clone().heartbeat());
+        background.spawn(self.clone().recovery(stop.clone()));
+
+        let mut slots = JoinSet::new();
+        slots.spawn(self.clone().fetcher(jobs_tx, stop.clone()));
+        for _ in 0..self.config.concurrency {
+            slots.spawn(
+                self.clone()
+                    .slot(jobs_rx.clone(), ack_tx.clone(), stop.clone(), abort.clone()),
+            );
+        }
+        drop(ack_tx);
+        while let Some(joined) = slots.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!(%queue, error = %e, "worker slot failed");
+            }
+        }
+        // Jobs leased ahead but never started go back to ready.
+        let mut left = Vec::new();
+        {
+            let mut rx = jobs_rx.lock().await;
+            rx.close();
+            while let Ok(reservation) = rx.try_recv() {
+                left.push(reservation.lease);
+            }
+        }
+        self.release(&left).await;
+        if let Err(e) = acker.await {
+            tracing::error!(%queue, error = %e, "acknowledgement task failed");
+        }
+        background.shutdown().await;
+    }
+
+    async fn release(&self, leases: &[Lease]) {
+        if leases.is_empty() {
+            return;
+        }
+        match self.shared.broker.release(leases).await {
+            Ok(statuses) => {
+                let released = statuses.iter().filter(|s| **s == AckStatus::Done).count();
+                self.shared
+                    .counters
+                    .released
+                    .fetch_add(released as u64, Ordering::Relaxed);
+                tracing::info!(queue = %self.config.name, released, "unstarted jobs released");
+            }
+            Err(e) => {
+                self.shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(queue = %self.config.name, error = %e, "could not release jobs; they return when their lease expires");
+            }
+        }
+        let mut in_flight = self.in_flight();
+        for lease in leases {
+            in_flight.remove(&lease.id);
+        }
+    }
+
+    /// Leases jobs ahead of free slots, waiting server-side while idle.
+    async fn fetcher(self: Arc<Self>, tx: mpsc::Sender<Reservation>, mut stop: watch::Receiver<bool>) {
+        let queue = self.config.name.clone();
+        let settings = &self.shared.settings;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => return,
+                permit = tx.reserve() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+            };
+            if *stop.borrow() {
+                return;
+            }
+            let max = 1 + tx.capacity();
+            let request = ReserveRequest {
+                max,
+                lease: settings.lease,
+                wait: settings.idle_wait,
+            };
+            // The reserve call is not cancelled on stop: a lease taken by a
+            // cancelled call would only come back after it expired.
+            let reserved = match self.shared.broker.reserve(&queue, request).await {
+                Ok(reserved) => {
+                    backoff = Duration::from_millis(50);
+                    reserved
+                }
+                Err(e) => {
+                    self.shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%queue, error = %e, retry_in = ?backoff, "reserve failed; retrying");
+                    drop(permit);
+                    tokio::select! {
+                        _ = stopped(&mut stop) => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            };
+            if reserved.is_empty() {
+                continue;
+            }
+            {
+                let mut in_flight = self.in_flight();
+                for r in &reserved {
+                    in_flight.insert(r.lease.id, r.lease.clone());
+                }
+            }
+            if *stop.borrow() {
+                let leases: Vec<_> = reserved.into_iter().map(|r| r.lease).collect();
+                self.release(&leases).await;
+                return;
+            }
+            let mut reserved = reserved.into_iter();
+            if let Some(first) = reserved.next() {
+                permit.send(first);
+            }
+            for r in reserved {
+                // Only this task sends, and `max` was the free capacity.
+                if let Err(e) = tx.try_send(r) {
+                    let lease = match e {
+                        mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r.lease,
+                    };
+                    self.release(&[lease]).await;
+                }
+            }
+        }
+    }
+
+    /// A long-lived task running one job at a time.
+    async fn slot(
+        self: Arc<Self>,
+        jobs: Arc<AsyncMutex<mpsc::Receiver<Reservation>>>,
+        acks: mpsc::UnboundedSender<Lease>,
+        mut stop: watch::Receiver<bool>,
+        abort: watch::Receiver<bool>,
+    ) {
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = stopped(&mut stop) => None,
+                next = async { jobs.lock().await.recv().await } => next,
+            };
+            let Some(reservation) = next else { return };
+            self.process(reservation, &acks, abort.clone()).await;
+        }
+    }
+
+    async fn process(
+        &self,
+        reservation: Reservation,
+        acks: &mpsc::UnboundedSender<Lease>,
+        mut abort: watch::Receiver<bool>,
+    ) {
+        let envelope = reservation.envelope.clone();
+        let span = tracing::info_span!(
+            "job",
+            job.id = %envelope.id,
+            job.type = %envelope.kind,
+            queue = %envelope.queue,
+            attempt = envelope.attempt,
+        );
+        async move {
+            let shared = &self.shared;
+            let started_at = shared.clock.now();
+            shared.counters.started.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!("job started");
+            tracing::trace!(payload = %envelope.payload, "job payload");
+
+            let Some(handler) = shared.handlers.get(&envelope.kind) else {
+                let reason = format!("unknown job kind `{}`: no handler is registered for it on queue `{}`", envelope.kind, envelope.queue);
+                self.settle(&reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
+                return;
+            };
+            if let Err(e) = shared.registry.validate(&envelope.kind, &envelope.payload) {
+                let reason = format!("payload refused: {e}");
+                self.settle(&reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
+                return;
+            }
+
+            let ctx = JobContext {
+                id: envelope.id,
+                kind: envelope.kind.clone(),
+                queue: envelope.queue.clone(),
+                attempt: envelope.attempt,
+                enqueued_at: envelope.enqueued_at,
+                started_at,
+                worker_id: shared.worker_id.clone(),
+                client: shared.client.clone(),
+            };
+            let run = AssertUnwindSafe(handler.call(&envelope.payload, &ctx)).catch_unwind();
+            let timed = tokio::time::timeout(self.config.job_timeout, run);
+            let outcome = tokio::select! {
+                biased;
+                result = timed => match result {
+                    Ok(Ok(Ok(()))) => Outcome::Success,
+                    Ok(Ok(Err(e))) => {
+                        let (permanent, retry_after) = match &e {
+                            HandlerError::Permanent(_) => (true, None),
+                            HandlerError::RetryAfter(delay, _) => (false, Some(*delay)),
+                            HandlerError::Retry(_) => (false, None),
+                        };
+                        Outcome::Failure { error: e.error().to_string(), permanent, retry_after }
+                    }
+                    Ok(Err(panic)) => {
+                        shared.counters.panicked.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Failure { error: format!("handler panicked: {}", panic_message(&*panic)), permanent: false, retry_after: None }
+                    }
+                    Err(_) => {
+                        shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                        Outcome::Failure { error: format!("timed out after {:?}", self.config.job_timeout), permanent: false, retry_after: None }
+                    }
+                },
+                _ = stopped(&mut abort) => Outcome::Aborted,
+            };
+            self.settle(&reservation, started_at, outcome, acks).await;
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn policy_for(&self, kind: &str) -> &RetryPolicy {
+        self.shared.kind_policies.get(kind).unwrap_or(&self.config.retry)
+    }
+
+    /// Records how an attempt ended: acknowledge, retry, dead-letter or release.
+    async fn settle(
+        &self,
+        reservation: &Reservation,
+        started_at: DateTime<Utc>,
+        outcome: Outcome,
+        acks: &mpsc::UnboundedSender<Lease>,
+    ) {
+        let lease = &reservation.lease;
+        match outcome {
+            Outcome::Success => {
+                tracing::debug!("job succeeded");
+                if acks.send(lease.clone()).is_err() {
+                    // The acker only stops after every slot has; complete directly.
+                    self.complete(vec![lease.clone()]).await;
+                }
+            }
+            Outcome::Aborted => {
+                tracing::warn!("shutdown deadline passed; job released unfinished");
+                self.release(std::slice::from_ref(lease)).await;
+            }
+            Outcome::Failure {
+                error,
+                permanent,
+                retry_after,
+            } => {
+                self.fail(reservation, started_at, error, permanent, retry_after).await;
+            }
+        }
+    }
+
+    /// Counts a failed attempt and lets the retry policy decide.
+    async fn fail(
+        &self,
+        reservation: &Reservation,
+        started_at: DateTime<Utc>,
+        error: String,
+        permanent: bool,
+        retry_after: Option<Duration>,
+    ) {
+        let shared = &self.shared;
+        let envelope = &reservation.envelope;
+        let lease = &reservation.lease;
+        let now = shared.clock.now();
+        shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+        let record = AttemptRecord::failed(started_at, now, error.clone(), Some(shared.worker_id.to_string()));
+        let policy = self.policy_for(&envelope.kind);
+        let allowed = envelope.max_retries.unwrap_or(policy.max_retries);
+        let retry = envelope.attempt + 1;
+        let delay = if permanent {
+            None
+        } else {
+            policy
+                .delay_with(retry, allowed, rand::random::<f64>())
+                .map(|d| retry_after.unwrap_or(d))
+        };
+        let result = match delay {
+            Some(delay) => {
+                let at = now + to_chrono(delay).unwrap_or(chrono::TimeDelta::MAX);
+                tracing::warn!(%error, retry, of = allowed, delay = ?delay, "job failed; retry scheduled");
+                let result = shared.broker.retry_at(lease, at, record).await;
+                if result.is_ok() {
+                    shared.counters.retried.fetch_add(1, Ordering::Relaxed);
+                }
+                result
+            }
+            None => {
+                let reason = if permanent {
+                    error
+                } else {
+                    format!("retries exhausted after {} attempts: {error}", envelope.attempt + 1)
+                };
+                tracing::warn!(%reason, "job dead-lettered");
+                let result = shared.broker.dead_letter(lease, Some(record), &reason).await;
+                if result.is_ok() {
+                    shared.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+                result
+            }
+        };
+        self.after_ack(lease.id, result);
+    }
+
+    fn after_ack(&self, id: JobId, result: Result<(), Error>) {
+        match result {
+            Ok(()) => {}
+            Err(Error::LeaseLost(_)) => {
+                self.shared.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(job.id = %id, "lease lost before the outcome was recorded; another worker owns the job now");
+            }
+            Err(e) => {
+                self.shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(job.id = %id, error = %e, "could not record the job's outcome; it runs again after its lease expires");
+            }
+        }
+        self.in_flight().remove(&id);
+    }
+
+    /// Batches completions into as few broker calls as possible.
+    async fn acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Lease>) {
+        let mut batch = Vec::with_capacity(ACK_BATCH);
+        while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
+            self.complete(std::mem::take(&mut batch)).await;
+        }
+    }
+
+    async fn complete(&self, batch: Vec<Lease>) {
+        let shared = &self.shared;
+        let mut delay = Duration::from_millis(50);
+        for attempt in 1..=5 {
+            match shared.broker.complete(&batch).await {
+                Ok(statuses) => {
+                    let mut in_flight = self.in_flight();
+                    for (lease, status) in batch.iter().zip(statuses) {
+                        in_flight.remove(&lease.id);
+                        match status {
+                            AckStatus::Done => {
+                                shared.counters.completed.fetch_add(1, Ordering::Relaxed);
+                                tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job completed");
+                            }
+                            AckStatus::LeaseLost => {
+                                shared.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(job.id = %lease.id, queue = %lease.queue, "completion refused: lease lost; another worker owns the job now");
+                            }
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, attempt, jobs = batch.len(), "completing jobs failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+            }
+        }
+        tracing::error!(
+            jobs = batch.len(),
+            "could not complete jobs; they run again after their lease expires"
+        );
+        let mut in_flight = self.in_flight();
+        for lease in &batch {
+            in_flight.remove(&lease.id);
+        }
+    }
+
+    /// Extends the leases of jobs this worker holds; runs until the queue's
+    /// runner aborts it, after the last job is settled.
+    async fn heartbeat(self: Arc<Self>) {
+        let settings = &self.shared.settings;
+        let mut ticker = tokio::time::interval(settings.heartbeat);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let leases: Vec<Lease> = self.in_flight().values().cloned().collect();
+            if leases.is_empty() {
+                continue;
+            }
+            match self.shared.broker.extend(&leases, settings.lease).await {
+                Ok(statuses) => {
+                    for (lease, status) in leases.iter().zip(statuses) {
+                        if status == AckStatus::LeaseLost {
+                            tracing::warn!(job.id = %lease.id, queue = %lease.queue, "lease lost while the job ran");
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "extending leases failed");
+                }
+            }
+        }
+    }
+
+    /// Takes jobs whose lease expired (their worker died or hung) and
+    /// counts the lost attempt as a failure.
+    async fn recovery(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let settings = &self.shared.settings;
+        let mut ticker = tokio::time::interval(settings.recovery_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stopped(&mut stop) => return,
+            }
+            let recovered = match self
+                .shared
+                .broker
+                .recover_expired(&self.config.name, RECOVER_BATCH, settings.lease)
+                .await
+            {
+                Ok(recovered) => recovered,
+                Err(e) => {
+                    self.shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(queue = %self.config.name, error = %e, "recovering expired leases failed");
+                    continue;
+                }
+            };
+            for reservation in recovered {
+                self.shared.counters.recovered.fetch_add(1, Ordering::Relaxed);
+                let envelope = &reservation.envelope;
+                let span = tracing::info_span!("job", job.id = %envelope.id, job.type = %envelope.kind, queue = %envelope.queue, attempt = envelope.attempt);
+                let started = reservation
+                    .expired_attempt_started_at
+                    .unwrap_or_else(|| self.shared.clock.now());
+                let error = "lease expired: the worker running the job died or stopped heartbeating".to_owned();
+                self.fail(&reservation, started, error, false, None)
+                    .instrument(span)
+                    .await;
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-text panic payload".to_owned()
+    }
+}

@@ -48,7 +48,10 @@ pub struct AuditEvent {
 /// Persist one audit event (kind `audit-event`, queue `flagship:audit`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(title = "audit-event", description = "Persist one audit event. Queue `flagship:audit`.")]
+#[schemars(
+    title = "audit-event",
+    description = "Persist one audit event. Queue `flagship:audit`."
+)]
 pub struct AuditEventJob {
     /// The event.
     pub event: AuditEvent,
@@ -439,7 +442,8 @@ mod tests {
         );
         let registry = registry();
         registry.validate(NotificationJob::KIND, &value).unwrap();
-        let wrong = json!({ "orgId": "acme", "type": "limit_exceeded", "data": { "flagKey": "new-ui", "reason": "x" } });
+        let wrong =
+            json!({ "orgId": "acme", "type": "limit_exceeded", "data": { "flagKey": "new-ui", "reason": "x" } });
         assert!(registry.validate(NotificationJob::KIND, &wrong).is_err());
         let unknown = json!({ "orgId": "acme", "type": "party", "data": {} });
         assert!(registry.validate(NotificationJob::KIND, &unknown).is_err());
@@ -449,10 +453,16 @@ mod tests {
     fn schemas_refuse_bad_identifiers_and_empty_batches() {
         let registry = registry();
         let bad_org = json!({ "orgId": "a:b", "events": [], "batchId": "b" });
-        let err = registry.validate(UsageIngestionJob::KIND, &bad_org).unwrap_err().to_string();
+        let err = registry
+            .validate(UsageIngestionJob::KIND, &bad_org)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/orgId") || err.contains("/events"), "{err}");
         let empty = json!({ "orgId": "acme", "events": [], "batchId": "b" });
-        let err = registry.validate(UsageIngestionJob::KIND, &empty).unwrap_err().to_string();
+        let err = registry
+            .validate(UsageIngestionJob::KIND, &empty)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("/events"), "{err}");
         let zero = json!({ "orgId": "acme", "batchId": "b", "events": [{ "metric": "m", "quantity": 0, "timestamp": "2026-01-01T00:00:00Z" }] });
         assert!(registry.validate(UsageIngestionJob::KIND, &zero).is_err());

@@ -338,17 +338,31 @@ impl OrgConfig {
     /// limit per metric and period, recipients without line breaks.
     pub fn validate(&self) -> Result<(), String> {
         if !is_valid_id(&self.org_id) {
-            return Err(format!("organization id `{}` does not match {ID_PATTERN}", self.org_id.escape_debug()));
+            return Err(format!(
+                "organization id `{}` does not match {ID_PATTERN}",
+                self.org_id.escape_debug()
+            ));
         }
         if !(1..=99).contains(&self.warning_percent) {
-            return Err(format!("warning percent {} must be between 1 and 99", self.warning_percent));
+            return Err(format!(
+                "warning percent {} must be between 1 and 99",
+                self.warning_percent
+            ));
         }
         for (i, limit) in self.limits.iter().enumerate() {
             if !is_valid_id(&limit.metric) || limit.limit == 0 {
-                return Err(format!("limit {i}: metric must match {ID_PATTERN} and the limit be at least 1"));
+                return Err(format!(
+                    "limit {i}: metric must match {ID_PATTERN} and the limit be at least 1"
+                ));
             }
-            if self.limits[..i].iter().any(|l| l.metric == limit.metric && l.period == limit.period) {
-                return Err(format!("two {} limits on metric `{}`; keep one", limit.period, limit.metric));
+            if self.limits[..i]
+                .iter()
+                .any(|l| l.metric == limit.metric && l.period == limit.period)
+            {
+                return Err(format!(
+                    "two {} limits on metric `{}`; keep one",
+                    limit.period, limit.metric
+                ));
             }
         }
         for recipient in &self.notifications.email_recipients {
@@ -361,7 +375,10 @@ impl OrgConfig {
             .chain(&enforcement.block_api_keys)
             .find(|id| !is_valid_id(id))
         {
-            return Err(format!("auto-action target `{}` does not match {ID_PATTERN}", bad.escape_debug()));
+            return Err(format!(
+                "auto-action target `{}` does not match {ID_PATTERN}",
+                bad.escape_debug()
+            ));
         }
         Ok(())
     }
@@ -516,9 +533,18 @@ mod tests {
         assert_eq!(PeriodKind::Hourly.start_of(t), at("2026-12-31T23:00:00Z"));
         assert_eq!(PeriodKind::Daily.start_of(t), at("2026-12-31T00:00:00Z"));
         assert_eq!(PeriodKind::Monthly.start_of(t), at("2026-12-01T00:00:00Z"));
-        assert_eq!(PeriodKind::Hourly.end_of(at("2026-12-31T23:00:00Z")), at("2027-01-01T00:00:00Z"));
-        assert_eq!(PeriodKind::Monthly.end_of(at("2026-12-01T00:00:00Z")), at("2027-01-01T00:00:00Z"));
-        assert_eq!(PeriodKind::Monthly.end_of(at("2028-02-01T00:00:00Z")), at("2028-03-01T00:00:00Z"));
+        assert_eq!(
+            PeriodKind::Hourly.end_of(at("2026-12-31T23:00:00Z")),
+            at("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            PeriodKind::Monthly.end_of(at("2026-12-01T00:00:00Z")),
+            at("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            PeriodKind::Monthly.end_of(at("2028-02-01T00:00:00Z")),
+            at("2028-03-01T00:00:00Z")
+        );
         let before_epoch = at("1969-12-31T23:30:00Z");
         assert_eq!(PeriodKind::Hourly.start_of(before_epoch), at("1969-12-31T23:00:00Z"));
     }

@@ -260,9 +260,27 @@ impl FlagshipWorker {
     pub fn schedules() -> Result<Vec<Schedule>> {
         let [hourly, daily, monthly, aggregation, cleanup] = SCHEDULES;
         Ok(vec![
-            Schedule::cron(hourly.0, hourly.1, &PeriodRolloverJob { period: PeriodKind::Hourly })?,
-            Schedule::cron(daily.0, daily.1, &PeriodRolloverJob { period: PeriodKind::Daily })?,
-            Schedule::cron(monthly.0, monthly.1, &PeriodRolloverJob { period: PeriodKind::Monthly })?,
+            Schedule::cron(
+                hourly.0,
+                hourly.1,
+                &PeriodRolloverJob {
+                    period: PeriodKind::Hourly,
+                },
+            )?,
+            Schedule::cron(
+                daily.0,
+                daily.1,
+                &PeriodRolloverJob {
+                    period: PeriodKind::Daily,
+                },
+            )?,
+            Schedule::cron(
+                monthly.0,
+                monthly.1,
+                &PeriodRolloverJob {
+                    period: PeriodKind::Monthly,
+                },
+            )?,
             Schedule::cron(aggregation.0, aggregation.1, &UsageAggregationJob { day: None })?,
             Schedule::cron(cleanup.0, cleanup.1, &DlqCleanupJob::default())?,
             Schedule::every("flagship:health-check", HEALTH_CHECK_INTERVAL, &HealthCheckJob {})?,
@@ -289,12 +307,30 @@ mod tests {
                 .next_after(at(after))
                 .unwrap()
         };
-        assert_eq!(next("flagship:rollover-hourly", "2026-03-31T23:59:59Z"), at("2026-04-01T00:00:00Z"));
-        assert_eq!(next("flagship:rollover-daily", "2026-03-31T12:00:00Z"), at("2026-04-01T00:00:00Z"));
-        assert_eq!(next("flagship:rollover-monthly", "2026-03-02T00:00:00Z"), at("2026-04-01T00:00:00Z"));
-        assert_eq!(next("flagship:usage-aggregation", "2026-03-31T12:00:00Z"), at("2026-04-01T00:05:00Z"));
+        assert_eq!(
+            next("flagship:rollover-hourly", "2026-03-31T23:59:59Z"),
+            at("2026-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            next("flagship:rollover-daily", "2026-03-31T12:00:00Z"),
+            at("2026-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            next("flagship:rollover-monthly", "2026-03-02T00:00:00Z"),
+            at("2026-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            next("flagship:usage-aggregation", "2026-03-31T12:00:00Z"),
+            at("2026-04-01T00:05:00Z")
+        );
         // 2026-04-05 is a Sunday.
-        assert_eq!(next("flagship:dlq-cleanup", "2026-04-01T00:00:00Z"), at("2026-04-05T03:00:00Z"));
-        assert_eq!(next("flagship:health-check", "2026-04-01T00:00:30Z"), at("2026-04-01T00:01:00Z"));
+        assert_eq!(
+            next("flagship:dlq-cleanup", "2026-04-01T00:00:00Z"),
+            at("2026-04-05T03:00:00Z")
+        );
+        assert_eq!(
+            next("flagship:health-check", "2026-04-01T00:00:30Z"),
+            at("2026-04-01T00:01:00Z")
+        );
     }
 }

@@ -2,11 +2,9 @@
 //! queue's linear retries into the dead-letter queue, with its history;
 //! retried from there once the mailer works, it is delivered.
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicU32, Ordering},
-        Arc,
-    },
+use std::sync::{
+    atomic::{AtomicBool, AtomicU32, Ordering},
+    Arc,
 };
 
 use async_trait::async_trait;
@@ -85,11 +83,21 @@ async fn failing_email_retries_linearly_into_the_dlq_and_is_retried_from_it() {
         }
     });
 
-    wait_until("the notification is dead", || async { backend.count_dead(&dead).await.unwrap() == 1 }).await;
+    wait_until("the notification is dead", || async {
+        backend.count_dead(&dead).await.unwrap() == 1
+    })
+    .await;
     let envelope = backend.get_dead(&queue, id).await.unwrap().unwrap();
-    assert_eq!(mailer.attempts.load(Ordering::SeqCst), 4, "one attempt and three retries");
+    assert_eq!(
+        mailer.attempts.load(Ordering::SeqCst),
+        4,
+        "one attempt and three retries"
+    );
     assert_eq!(envelope.attempts.len(), 4);
-    assert!(envelope.attempts.iter().all(|a| a.error.as_deref().unwrap_or_default().contains("503")));
+    assert!(envelope
+        .attempts
+        .iter()
+        .all(|a| a.error.as_deref().unwrap_or_default().contains("503")));
     let reason = envelope.dead_letter_reason.clone().unwrap();
     assert!(reason.contains("retries exhausted after 4 attempts"), "{reason}");
     let gaps: Vec<i64> = envelope
@@ -102,7 +110,10 @@ async fn failing_email_retries_linearly_into_the_dlq_and_is_retried_from_it() {
     // The mail service recovers; an operator retries the job from the DLQ.
     mailer.down.store(false, Ordering::SeqCst);
     assert!(backend.retry_dead(&queue, id).await.unwrap());
-    wait_until("the email is sent", || async { mailer.sent.load(Ordering::SeqCst) == 1 }).await;
+    wait_until("the email is sent", || async {
+        mailer.sent.load(Ordering::SeqCst) == 1
+    })
+    .await;
     wait_until("the job completes", || async { worker.stats().completed == 1 }).await;
     assert_eq!(backend.count_dead(&dead).await.unwrap(), 0);
 

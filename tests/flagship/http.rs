@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::Utc;
 use flagship_worker::flagship::{
     notify::{
-        DeliveryError, Email, EgressPolicy, HttpWebhookSender, Mailer, ResendMailer, RestrictedRange, WebhookMessage,
+        DeliveryError, EgressPolicy, Email, HttpWebhookSender, Mailer, ResendMailer, RestrictedRange, WebhookMessage,
         WebhookSender,
     },
     WebhookEndpoint,
@@ -28,7 +28,10 @@ fn email() -> Email {
 #[tokio::test]
 async fn resend_gets_the_key_the_idempotency_key_and_the_email() {
     let server = MockServer::resend().await;
-    let mailer = ResendMailer::new("re_live_123").unwrap().with_base_url(format!("{}/", server.url)).unwrap();
+    let mailer = ResendMailer::new("re_live_123")
+        .unwrap()
+        .with_base_url(format!("{}/", server.url))
+        .unwrap();
     mailer.send(&email()).await.unwrap();
     let requests = server.requests();
     assert_eq!(requests.len(), 1);
@@ -71,7 +74,10 @@ async fn answers_are_judged_retry_after_transient_or_permanent() {
             message: "Resend answered 429 Too Many Requests: scripted".into()
         }
     );
-    assert!(matches!(outcomes[1], DeliveryError::Transient(_)), "429 without Retry-After backs off");
+    assert!(
+        matches!(outcomes[1], DeliveryError::Transient(_)),
+        "429 without Retry-After backs off"
+    );
     assert!(matches!(outcomes[2], DeliveryError::Transient(_)), "408");
     assert!(matches!(outcomes[3], DeliveryError::Transient(_)), "503");
     assert!(outcomes[4].is_permanent(), "422");
@@ -117,7 +123,11 @@ async fn webhooks_are_signed_and_judged() {
     assert_eq!(got.header("webhook-id"), Some("msg_1"));
     assert_eq!(got.header("content-type"), Some("application/json"));
 
-    receiver.script([(429, vec![("retry-after", "3".to_owned())]), (410, vec![]), (500, vec![])]);
+    receiver.script([
+        (429, vec![("retry-after", "3".to_owned())]),
+        (410, vec![]),
+        (500, vec![]),
+    ]);
     let err = sender.send(&target, &message()).await.unwrap_err();
     assert!(matches!(err, DeliveryError::RetryAfter { delay, .. } if delay == Duration::from_secs(3)));
     assert!(sender.send(&target, &message()).await.unwrap_err().is_permanent());

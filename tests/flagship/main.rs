@@ -9,11 +9,7 @@ mod pipeline;
 mod schemas;
 mod stores;
 
-use std::{
-    future::Future,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{future::Future, sync::Mutex, time::Duration};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use flagship_worker::Clock;

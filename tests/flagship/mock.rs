@@ -87,12 +87,7 @@ impl MockServer {
     }
 }
 
-async fn record(
-    State(shared): State<Arc<Shared>>,
-    uri: axum::http::Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn record(State(shared): State<Arc<Shared>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
     let signature_valid = shared.signer.as_ref().map(|signer| {
         let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
         let timestamp = get("webhook-timestamp").parse().unwrap_or(0);

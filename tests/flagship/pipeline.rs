@@ -39,10 +39,17 @@ impl Pipeline {
     /// are replaced by HTTP ones aimed at the mock servers), with the org
     /// `acme`: an hourly limit of 100 api_calls, email and webhook, and
     /// enforcement that disables `new-ui` and blocks `key-1`.
-    pub(crate) async fn start<B: Backend>(backend: Arc<B>, services: FlagshipServices, clock: Arc<ShiftedClock>) -> Self {
+    pub(crate) async fn start<B: Backend>(
+        backend: Arc<B>,
+        services: FlagshipServices,
+        clock: Arc<ShiftedClock>,
+    ) -> Self {
         let resend = MockServer::resend().await;
         let hooks = MockServer::webhook_receiver(SECRET).await;
-        let mailer = ResendMailer::new("re_test_key").unwrap().with_base_url(&resend.url).unwrap();
+        let mailer = ResendMailer::new("re_test_key")
+            .unwrap()
+            .with_base_url(&resend.url)
+            .unwrap();
         let webhooks = HttpWebhookSender::new(EgressPolicy::strict().allow(RestrictedRange::Loopback)).unwrap();
         let services = services.with_mailer(Arc::new(mailer)).with_webhooks(Arc::new(webhooks));
 
@@ -64,7 +71,11 @@ impl Pipeline {
         };
         services.orgs.put_org(&config).await.unwrap();
         services.flags.put_flag(&Flag::enabled("acme", "new-ui")).await.unwrap();
-        services.api_keys.put_api_key(&ApiKey::active("acme", "key-1")).await.unwrap();
+        services
+            .api_keys
+            .put_api_key(&ApiKey::active("acme", "key-1"))
+            .await
+            .unwrap();
 
         let broker = backend.clone().as_broker();
         let worker = FlagshipWorker::new(services.clone(), backend)
@@ -158,9 +169,16 @@ pub(crate) async fn threshold_scenario(p: &Pipeline) {
     let email = &emails[0];
     assert_eq!(email.path, "/emails");
     assert_eq!(email.header("authorization"), Some("Bearer re_test_key"));
-    assert!(email.header("idempotency-key").unwrap().starts_with("acme:warning-"), "{:?}", email.headers);
+    assert!(
+        email.header("idempotency-key").unwrap().starts_with("acme:warning-"),
+        "{:?}",
+        email.headers
+    );
     assert_eq!(email.json()["to"], serde_json::json!(["ops@acme.test"]));
-    assert_eq!(email.json()["subject"], "[FlagShip] api_calls at 80% of its hourly limit");
+    assert_eq!(
+        email.json()["subject"],
+        "[FlagShip] api_calls at 80% of its hourly limit"
+    );
     let hooks = p.hooks.requests();
     assert_eq!(hooks.len(), 1, "one warning webhook");
     assert_eq!(hooks[0].signature_valid, Some(true));
@@ -170,12 +188,21 @@ pub(crate) async fn threshold_scenario(p: &Pipeline) {
 
     // 105 of 100, with the same batch delivered twice: enforced once.
     p.ingest("b-2", 20, "2026-01-01T10:25:00Z", EnqueueOptions::new()).await;
-    p.ingest("b-2", 20, "2026-01-01T10:25:00Z", EnqueueOptions::new().idempotency_key("redelivered-b-2")).await;
+    p.ingest(
+        "b-2",
+        20,
+        "2026-01-01T10:25:00Z",
+        EnqueueOptions::new().idempotency_key("redelivered-b-2"),
+    )
+    .await;
     p.settle().await;
     assert_eq!(p.services.usage.counter(&hour).await.unwrap(), 105);
     let emails = p.resend.requests();
     assert_eq!(emails.len(), 2, "one limit_exceeded email: {emails:?}");
-    assert_eq!(emails[1].json()["subject"], "[FlagShip] api_calls hourly limit exceeded");
+    assert_eq!(
+        emails[1].json()["subject"],
+        "[FlagShip] api_calls hourly limit exceeded"
+    );
     let hooks = p.hooks.requests();
     assert_eq!(hooks.len(), 2);
     assert_eq!(hooks[1].json()["type"], "limit_exceeded");
@@ -190,13 +217,18 @@ pub(crate) async fn threshold_scenario(p: &Pipeline) {
     assert_eq!(trail.len(), 3, "{actions:?}");
     assert!(actions.contains(&"flag.created"));
     let disabled = trail.iter().find(|e| e.action == "flag.disabled").unwrap();
-    assert_eq!((disabled.actor.as_str(), disabled.target_id.as_str()), ("flagship-worker", "new-ui"));
+    assert_eq!(
+        (disabled.actor.as_str(), disabled.target_id.as_str()),
+        ("flagship-worker", "new-ui")
+    );
     assert!(disabled.id.starts_with("auto-action-"));
     assert!(actions.contains(&"api_key.blocked"));
 
     // The hour ends: rollover archives it and the next hour starts at zero.
     p.clock.jump_to("2026-01-01T11:00:01Z");
-    let rollover = PeriodRolloverJob { period: PeriodKind::Hourly };
+    let rollover = PeriodRolloverJob {
+        period: PeriodKind::Hourly,
+    };
     p.client.enqueue(&rollover).await.unwrap();
     p.client.enqueue(&rollover).await.unwrap();
     p.settle().await;
@@ -204,7 +236,11 @@ pub(crate) async fn threshold_scenario(p: &Pipeline) {
     let archived = p
         .services
         .archive
-        .archived(PeriodKind::Hourly, at("2026-01-01T00:00:00Z"), at("2026-01-02T00:00:00Z"))
+        .archived(
+            PeriodKind::Hourly,
+            at("2026-01-01T00:00:00Z"),
+            at("2026-01-02T00:00:00Z"),
+        )
         .await
         .unwrap();
     assert_eq!(archived.len(), 1);
@@ -215,7 +251,10 @@ pub(crate) async fn threshold_scenario(p: &Pipeline) {
     p.settle().await;
     assert_eq!(p.resend.requests().len(), 3);
     assert_eq!(p.hooks.requests().len(), 3);
-    assert_eq!(p.hooks.requests()[2].json()["data"]["periodStart"], "2026-01-01T11:00:00Z");
+    assert_eq!(
+        p.hooks.requests()[2].json()["data"]["periodStart"],
+        "2026-01-01T11:00:00Z"
+    );
 }
 
 #[tokio::test]

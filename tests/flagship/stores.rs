@@ -56,7 +56,10 @@ async fn audit<S: AuditLog>(store: &S, org: &str) {
     let ids: Vec<_> = store.list(org, 10).await.unwrap().into_iter().map(|e| e.id).collect();
     assert_eq!(ids, ["e-1", "e-2", "e-0"], "by time, then id");
     assert_eq!(store.list(org, 1).await.unwrap().len(), 1);
-    assert_eq!(store.get(org, "e-1").await.unwrap(), Some(event("e-1", "2026-01-01T10:00:00Z")));
+    assert_eq!(
+        store.get(org, "e-1").await.unwrap(),
+        Some(event("e-1", "2026-01-01T10:00:00Z"))
+    );
     assert_eq!(store.get(org, "nope").await.unwrap(), None);
 }
 
@@ -92,7 +95,14 @@ async fn batches_apply_once_even_concurrently<S: UsageStore>(store: Arc<S>, org:
     assert_eq!(again.counters[0].1, 10);
     assert_eq!(store.counter(&hour).await.unwrap(), 10);
     let other_org = format!("{org}-other");
-    assert!(store.apply_batch(&other_org, "b-1", &[], now, WEEK).await.unwrap().applied, "batch ids are per organization");
+    assert!(
+        store
+            .apply_batch(&other_org, "b-1", &[], now, WEEK)
+            .await
+            .unwrap()
+            .applied,
+        "batch ids are per organization"
+    );
     assert_eq!(store.counters(org).await.unwrap(), vec![(hour, 10), (month, 10)]);
 }
 
@@ -117,27 +127,53 @@ async fn thresholds_mark_once<S: UsageStore>(store: Arc<S>, org: &str) {
 async fn closing_periods_archives_once<S: UsageStore + PeriodArchive>(store: &S, org: &str) {
     let hour = key(org, PeriodKind::Hourly, "2026-01-01T10:10:00Z");
     let month = key(org, PeriodKind::Monthly, "2026-01-01T10:10:00Z");
-    let before_end = store.close_periods(PeriodKind::Hourly, at("2026-01-01T10:59:59Z")).await.unwrap();
+    let before_end = store
+        .close_periods(PeriodKind::Hourly, at("2026-01-01T10:59:59Z"))
+        .await
+        .unwrap();
     assert!(before_end.iter().all(|p| p.key.org_id != org), "the hour has not ended");
-    let closed = store.close_periods(PeriodKind::Hourly, at("2026-01-01T11:00:00Z")).await.unwrap();
+    let closed = store
+        .close_periods(PeriodKind::Hourly, at("2026-01-01T11:00:00Z"))
+        .await
+        .unwrap();
     let mine: Vec<_> = closed.iter().filter(|p| p.key.org_id == org).collect();
     assert_eq!(mine.len(), 1);
     assert_eq!((mine[0].key.clone(), mine[0].total), (hour.clone(), 10));
-    let again = store.close_periods(PeriodKind::Hourly, at("2026-01-01T11:00:00Z")).await.unwrap();
+    let again = store
+        .close_periods(PeriodKind::Hourly, at("2026-01-01T11:00:00Z"))
+        .await
+        .unwrap();
     assert!(again.iter().all(|p| p.key.org_id != org), "nothing left to close");
     assert_eq!(store.counter(&hour).await.unwrap(), 0);
-    assert!(!store.threshold_marked(&hour, Threshold::Warning).await.unwrap(), "markers reset");
-    assert_eq!(store.counter(&month).await.unwrap(), 10, "other period lengths untouched");
+    assert!(
+        !store.threshold_marked(&hour, Threshold::Warning).await.unwrap(),
+        "markers reset"
+    );
+    assert_eq!(
+        store.counter(&month).await.unwrap(),
+        10,
+        "other period lengths untouched"
+    );
 
     // A late event for the closed hour is added to its archive by the next close.
     let late = [CounterIncrement {
         key: hour.clone(),
         amount: 3,
     }];
-    store.apply_batch(org, "late", &late, at("2026-01-01T11:05:00Z"), WEEK).await.unwrap();
-    store.close_periods(PeriodKind::Hourly, at("2026-01-01T11:05:00Z")).await.unwrap();
+    store
+        .apply_batch(org, "late", &late, at("2026-01-01T11:05:00Z"), WEEK)
+        .await
+        .unwrap();
+    store
+        .close_periods(PeriodKind::Hourly, at("2026-01-01T11:05:00Z"))
+        .await
+        .unwrap();
     let archived = store
-        .archived(PeriodKind::Hourly, at("2026-01-01T10:00:00Z"), at("2026-01-01T11:00:00Z"))
+        .archived(
+            PeriodKind::Hourly,
+            at("2026-01-01T10:00:00Z"),
+            at("2026-01-01T11:00:00Z"),
+        )
         .await
         .unwrap();
     let mine: Vec<_> = archived.iter().filter(|p| p.key.org_id == org).collect();
@@ -157,7 +193,11 @@ async fn closing_periods_archives_once<S: UsageStore + PeriodArchive>(store: &S,
     store.put_daily(&usage).await.unwrap();
     let next = day.succ_opt().unwrap();
     assert_eq!(store.daily(org, day, next).await.unwrap(), vec![usage]);
-    assert!(store.daily(org, next, next.succ_opt().unwrap()).await.unwrap().is_empty());
+    assert!(store
+        .daily(org, next, next.succ_opt().unwrap())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn flags_keys_orgs<S: FlagStore + ApiKeyStore + OrgConfigStore>(store: &S, org: &str) {
@@ -181,14 +221,20 @@ async fn flags_keys_orgs<S: FlagStore + ApiKeyStore + OrgConfigStore>(store: &S,
     store.put_org(&config).await.unwrap();
     assert_eq!(store.org(org).await.unwrap(), Some(config.clone()));
     config.warning_percent = 0;
-    assert!(store.put_org(&config).await.is_err(), "invalid configurations are refused");
+    assert!(
+        store.put_org(&config).await.is_err(),
+        "invalid configurations are refused"
+    );
     assert_eq!(store.org(&format!("{org}-unknown")).await.unwrap(), None);
 }
 
 async fn deliveries_and_health<S: DeliveryLog + HealthStore>(store: &S, org: &str) {
     let key = format!("{org}:n-1");
     assert!(!store.delivered(&key, Channel::Email).await.unwrap());
-    store.record_delivery(&key, Channel::Email, at("2026-01-01T10:00:00Z")).await.unwrap();
+    store
+        .record_delivery(&key, Channel::Email, at("2026-01-01T10:00:00Z"))
+        .await
+        .unwrap();
     assert!(store.delivered(&key, Channel::Email).await.unwrap());
     assert!(!store.delivered(&key, Channel::Webhook).await.unwrap());
 

@@ -90,7 +90,10 @@ mod tests {
             amount,
         });
         let week = std::time::Duration::from_secs(7 * 86_400);
-        f.store.apply_batch("acme", "b-1", &increments, at("2026-01-02T00:10:00Z"), week).await.unwrap();
+        f.store
+            .apply_batch("acme", "b-1", &increments, at("2026-01-02T00:10:00Z"), week)
+            .await
+            .unwrap();
 
         let handler = UsageAggregationHandler::new(f.services.clone());
         let run = f.run("2026-01-02T00:15:00Z");

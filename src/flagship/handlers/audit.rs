@@ -82,10 +82,16 @@ mod tests {
         let f = Fixture::new();
         let handler = AuditHandler::new(f.services.clone());
         let run = f.run("2026-01-01T10:00:00Z");
-        let err = handler.process(event("evt-2", "2026-01-01T11:00:00Z"), &run).await.unwrap_err();
+        let err = handler
+            .process(event("evt-2", "2026-01-01T11:00:00Z"), &run)
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandlerError::Permanent(_)), "{err}");
         assert!(err.to_string().contains("in the future"), "{err}");
-        let err = handler.process(event("evt:3", "2026-01-01T09:00:00Z"), &run).await.unwrap_err();
+        let err = handler
+            .process(event("evt:3", "2026-01-01T09:00:00Z"), &run)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("not a valid identifier"), "{err}");
         assert!(f.services.audit.list("acme", 10).await.unwrap().is_empty());
     }

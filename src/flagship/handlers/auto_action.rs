@@ -6,9 +6,7 @@ use serde_json::json;
 
 use super::{handle_with_process, require_id, JobRun};
 use crate::{
-    flagship::{
-        AuditEvent, AutoAction, AutoActionJob, FeatureDisabled, FlagshipServices, Notice, NotificationJob,
-    },
+    flagship::{AuditEvent, AutoAction, AutoActionJob, FeatureDisabled, FlagshipServices, Notice, NotificationJob},
     EnqueueOptions, HandlerError,
 };
 
@@ -120,8 +118,14 @@ mod tests {
         f.store.put_flag(&Flag::enabled("acme", "new-ui")).await.unwrap();
         let handler = AutoActionHandler::new(f.services.clone());
         let run = f.run("2026-01-01T10:31:00Z");
-        handler.process(job(AutoAction::DisableFeature, "new-ui"), &run).await.unwrap();
-        handler.process(job(AutoAction::DisableFeature, "new-ui"), &run).await.unwrap();
+        handler
+            .process(job(AutoAction::DisableFeature, "new-ui"), &run)
+            .await
+            .unwrap();
+        handler
+            .process(job(AutoAction::DisableFeature, "new-ui"), &run)
+            .await
+            .unwrap();
 
         let flag = f.store.flag("acme", "new-ui").await.unwrap().unwrap();
         assert!(!flag.enabled);
@@ -129,7 +133,10 @@ mod tests {
         let audit = f.services.audit.list("acme", 10).await.unwrap();
         assert_eq!(audit.len(), 1);
         assert_eq!(audit[0].id, format!("auto-action-{}", run.job_id));
-        assert_eq!((audit[0].action.as_str(), audit[0].target_id.as_str()), ("flag.disabled", "new-ui"));
+        assert_eq!(
+            (audit[0].action.as_str(), audit[0].target_id.as_str()),
+            ("flag.disabled", "new-ui")
+        );
         assert_eq!(audit[0].actor, WORKER_ACTOR);
     }
 
@@ -139,8 +146,14 @@ mod tests {
         f.store.put_api_key(&ApiKey::active("acme", "key-1")).await.unwrap();
         let handler = AutoActionHandler::new(f.services.clone());
         let run = f.run("2026-01-01T10:31:00Z");
-        handler.process(job(AutoAction::BlockApiKey, "key-1"), &run).await.unwrap();
-        handler.process(job(AutoAction::BlockApiKey, "key-1"), &run).await.unwrap();
+        handler
+            .process(job(AutoAction::BlockApiKey, "key-1"), &run)
+            .await
+            .unwrap();
+        handler
+            .process(job(AutoAction::BlockApiKey, "key-1"), &run)
+            .await
+            .unwrap();
         let key = f.store.api_key("acme", "key-1").await.unwrap().unwrap();
         assert!(key.blocked);
         assert_eq!(key.blocked_at, Some(run.now));
@@ -152,8 +165,14 @@ mod tests {
         let f = Fixture::new();
         let handler = AutoActionHandler::new(f.services.clone());
         let run = f.run("2026-01-01T10:31:00Z");
-        handler.process(job(AutoAction::SendNotification, "new-ui"), &run).await.unwrap();
-        handler.process(job(AutoAction::SendNotification, "new-ui"), &run).await.unwrap();
+        handler
+            .process(job(AutoAction::SendNotification, "new-ui"), &run)
+            .await
+            .unwrap();
+        handler
+            .process(job(AutoAction::SendNotification, "new-ui"), &run)
+            .await
+            .unwrap();
         let queued = f.drain(NOTIFICATIONS_QUEUE).await;
         assert_eq!(queued.len(), 1);
         assert_eq!(queued[0].payload["type"], "feature_disabled");
@@ -166,10 +185,16 @@ mod tests {
         let f = Fixture::new();
         let handler = AutoActionHandler::new(f.services.clone());
         let run = f.run("2026-01-01T10:31:00Z");
-        let err = handler.process(job(AutoAction::DisableFeature, "ghost"), &run).await.unwrap_err();
+        let err = handler
+            .process(job(AutoAction::DisableFeature, "ghost"), &run)
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandlerError::Permanent(_)));
         assert!(err.to_string().contains("flag `ghost`"), "{err}");
-        let err = handler.process(job(AutoAction::BlockApiKey, "ghost"), &run).await.unwrap_err();
+        let err = handler
+            .process(job(AutoAction::BlockApiKey, "ghost"), &run)
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("API key `ghost`"), "{err}");
         assert!(f.services.audit.list("acme", 10).await.unwrap().is_empty());
     }

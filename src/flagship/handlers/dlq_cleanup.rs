@@ -40,7 +40,11 @@ impl DlqCleanupHandler {
             }
             purged += n;
         }
-        tracing::info!(purged, older_than_days = job.older_than_days, "dead-letter cleanup done");
+        tracing::info!(
+            purged,
+            older_than_days = job.older_than_days,
+            "dead-letter cleanup done"
+        );
         Ok(())
     }
 }

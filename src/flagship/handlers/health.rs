@@ -132,7 +132,13 @@ impl HealthCheckHandler {
             dead_total,
             dlq_growth,
             problems,
-            last_alert_at: if alert_due { Some(run.now) } else if healthy { None } else { last_alert },
+            last_alert_at: if alert_due {
+                Some(run.now)
+            } else if healthy {
+                None
+            } else {
+                last_alert
+            },
         };
         services.health.record_health(&report).await?;
         if healthy {
@@ -196,14 +202,27 @@ mod tests {
         handler.process(HealthCheckJob {}, &first).await.unwrap();
         let report = f.services.health.latest().await.unwrap().unwrap();
         assert!(!report.healthy);
-        assert!(report.problems[0].contains("flagship:audit: 1 ready jobs"), "{:?}", report.problems);
+        assert!(
+            report.problems[0].contains("flagship:audit: 1 ready jobs"),
+            "{:?}",
+            report.problems
+        );
         let alerts = f.drain(NOTIFICATIONS_QUEUE).await;
         assert_eq!(alerts.len(), 1, "one alert for the same check run twice");
         assert_eq!(alerts[0].kind, "operator-alert");
 
-        handler.process(HealthCheckJob {}, &f.run("2026-01-01T10:01:00Z")).await.unwrap();
-        assert!(f.drain(NOTIFICATIONS_QUEUE).await.is_empty(), "no reminder within the hour");
-        handler.process(HealthCheckJob {}, &f.run("2026-01-01T11:00:00Z")).await.unwrap();
+        handler
+            .process(HealthCheckJob {}, &f.run("2026-01-01T10:01:00Z"))
+            .await
+            .unwrap();
+        assert!(
+            f.drain(NOTIFICATIONS_QUEUE).await.is_empty(),
+            "no reminder within the hour"
+        );
+        handler
+            .process(HealthCheckJob {}, &f.run("2026-01-01T11:00:00Z"))
+            .await
+            .unwrap();
         assert_eq!(f.drain(NOTIFICATIONS_QUEUE).await.len(), 1, "a reminder after an hour");
     }
 }

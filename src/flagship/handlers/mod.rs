@@ -85,7 +85,8 @@ macro_rules! handle_with_process {
             type Job = $job;
 
             async fn handle(&self, job: $job, ctx: &$crate::JobContext) -> Result<(), $crate::HandlerError> {
-                self.process(job, &$crate::flagship::handlers::JobRun::from_context(ctx)).await
+                self.process(job, &$crate::flagship::handlers::JobRun::from_context(ctx))
+                    .await
             }
         }
     };
@@ -244,7 +245,11 @@ pub(crate) mod test_support {
                 lease: std::time::Duration::from_secs(60),
                 wait: std::time::Duration::ZERO,
             };
-            let reserved = self.broker.reserve(&QueueName::new(queue).unwrap(), request).await.unwrap();
+            let reserved = self
+                .broker
+                .reserve(&QueueName::new(queue).unwrap(), request)
+                .await
+                .unwrap();
             let leases: Vec<_> = reserved.iter().map(|r| r.lease.clone()).collect();
             self.broker.complete(&leases).await.unwrap();
             reserved.into_iter().map(|r| r.envelope).collect()

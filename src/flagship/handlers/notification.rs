@@ -233,7 +233,10 @@ mod tests {
         let handler = NotificationHandler::new(f.services.clone().with_webhooks(hooks.clone()));
         let run = f.run("2026-01-01T10:31:00Z");
         let err = handler.process(warning(), &run).await.unwrap_err();
-        assert!(matches!(err, HandlerError::RetryAfter(d, _) if d == Duration::from_secs(42)), "{err}");
+        assert!(
+            matches!(err, HandlerError::RetryAfter(d, _) if d == Duration::from_secs(42)),
+            "{err}"
+        );
         assert_eq!(f.mailer.sent().len(), 1);
 
         handler.process(warning(), &run).await.unwrap();
@@ -246,16 +249,38 @@ mod tests {
         let f = Fixture::new();
         f.acme().await;
         let mailer = Arc::new(Scripted::default());
-        mailer.failures.lock().unwrap().push(DeliveryError::Permanent("422 invalid".into()));
+        mailer
+            .failures
+            .lock()
+            .unwrap()
+            .push(DeliveryError::Permanent("422 invalid".into()));
         let hooks = Arc::new(Scripted::default());
-        hooks.failures.lock().unwrap().push(DeliveryError::Permanent("410 gone".into()));
-        let services = f.services.clone().with_mailer(mailer.clone()).with_webhooks(hooks.clone());
+        hooks
+            .failures
+            .lock()
+            .unwrap()
+            .push(DeliveryError::Permanent("410 gone".into()));
+        let services = f
+            .services
+            .clone()
+            .with_mailer(mailer.clone())
+            .with_webhooks(hooks.clone());
         let handler = NotificationHandler::new(services.clone());
-        let err = handler.process(warning(), &f.run("2026-01-01T10:31:00Z")).await.unwrap_err();
+        let err = handler
+            .process(warning(), &f.run("2026-01-01T10:31:00Z"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandlerError::Permanent(_)), "{err}");
-        assert!(err.to_string().contains("email: 422 invalid; webhook: 410 gone"), "{err}");
+        assert!(
+            err.to_string().contains("email: 422 invalid; webhook: 410 gone"),
+            "{err}"
+        );
 
-        mailer.failures.lock().unwrap().push(DeliveryError::Transient("timeout".into()));
+        mailer
+            .failures
+            .lock()
+            .unwrap()
+            .push(DeliveryError::Transient("timeout".into()));
         let mut job = warning();
         job.notification_id = Some("warning-2".into());
         let err = handler.process(job, &f.run("2026-01-01T10:31:00Z")).await.unwrap_err();
@@ -266,14 +291,20 @@ mod tests {
     async fn honours_preferences_and_refuses_unknown_orgs() {
         let f = Fixture::new();
         let handler = NotificationHandler::new(f.services.clone());
-        let err = handler.process(warning(), &f.run("2026-01-01T10:31:00Z")).await.unwrap_err();
+        let err = handler
+            .process(warning(), &f.run("2026-01-01T10:31:00Z"))
+            .await
+            .unwrap_err();
         assert!(matches!(err, HandlerError::Permanent(_)));
         assert!(err.to_string().contains("no configuration"), "{err}");
 
         let mut config = f.acme().await;
         config.notifications.types = vec![NotificationType::LimitExceeded];
         f.store.put_org(&config).await.unwrap();
-        handler.process(warning(), &f.run("2026-01-01T10:31:00Z")).await.unwrap();
+        handler
+            .process(warning(), &f.run("2026-01-01T10:31:00Z"))
+            .await
+            .unwrap();
         assert!(f.mailer.sent().is_empty());
         assert!(f.webhooks.sent().is_empty());
 
@@ -292,7 +323,11 @@ mod tests {
         handler.process(disabled.clone(), &run).await.unwrap();
         handler.process(disabled, &run).await.unwrap();
         let emails = f.mailer.sent();
-        assert_eq!(emails.len(), 1, "keyed by the job id when the job has no notification id");
+        assert_eq!(
+            emails.len(),
+            1,
+            "keyed by the job id when the job has no notification id"
+        );
         assert_eq!(emails[0].idempotency_key(), format!("acme:{}:email", run.job_id));
     }
 

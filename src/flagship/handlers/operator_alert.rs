@@ -79,7 +79,10 @@ mod tests {
     async fn refuses_injected_subjects_and_tolerates_no_operators() {
         let mut f = Fixture::new();
         let handler = OperatorAlertHandler::new(f.services.clone());
-        handler.process(alert("x"), &f.run("2026-01-01T10:00:00Z")).await.unwrap();
+        handler
+            .process(alert("x"), &f.run("2026-01-01T10:00:00Z"))
+            .await
+            .unwrap();
         assert!(f.mailer.sent().is_empty());
 
         f.services.settings.operator_emails = vec!["oncall@flagship.test".into()];

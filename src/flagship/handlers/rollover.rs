@@ -51,22 +51,35 @@ mod tests {
         let increments = [(ten.clone(), 90), (eleven.clone(), 5), (day.clone(), 95)]
             .map(|(key, amount)| CounterIncrement { key, amount });
         let week = std::time::Duration::from_secs(7 * 86_400);
-        f.store.apply_batch("acme", "b-1", &increments, at("2026-01-01T11:10:00Z"), week).await.unwrap();
+        f.store
+            .apply_batch("acme", "b-1", &increments, at("2026-01-01T11:10:00Z"), week)
+            .await
+            .unwrap();
         f.store.mark_threshold(&ten, Threshold::Warning).await.unwrap();
 
         let handler = PeriodRolloverHandler::new(f.services.clone());
         let run = f.run("2026-01-01T11:10:00Z");
-        let job = PeriodRolloverJob { period: PeriodKind::Hourly };
+        let job = PeriodRolloverJob {
+            period: PeriodKind::Hourly,
+        };
         handler.process(job.clone(), &run).await.unwrap();
         handler.process(job, &run).await.unwrap();
 
         assert_eq!(f.store.counter(&ten).await.unwrap(), 0, "the closed hour starts over");
         assert!(!f.store.threshold_marked(&ten, Threshold::Warning).await.unwrap());
         assert_eq!(f.store.counter(&eleven).await.unwrap(), 5, "the open hour is untouched");
-        assert_eq!(f.store.counter(&day).await.unwrap(), 95, "daily periods roll over on their own schedule");
+        assert_eq!(
+            f.store.counter(&day).await.unwrap(),
+            95,
+            "daily periods roll over on their own schedule"
+        );
         let archived = f
             .store
-            .archived(PeriodKind::Hourly, at("2026-01-01T00:00:00Z"), at("2026-01-02T00:00:00Z"))
+            .archived(
+                PeriodKind::Hourly,
+                at("2026-01-01T00:00:00Z"),
+                at("2026-01-02T00:00:00Z"),
+            )
             .await
             .unwrap();
         assert_eq!(archived.len(), 1);

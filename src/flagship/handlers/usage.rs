@@ -78,9 +78,9 @@ impl UsageIngestionHandler {
             for period in config.counted_periods(&event.metric) {
                 let key = CounterKey::containing(&job.org_id, &event.metric, period, event.timestamp);
                 let sum = sums.entry(key).or_insert(0);
-                *sum = sum
-                    .checked_add(event.quantity)
-                    .ok_or_else(|| HandlerError::permanent(format!("events of batch `{}` overflow a counter", job.batch_id)))?;
+                *sum = sum.checked_add(event.quantity).ok_or_else(|| {
+                    HandlerError::permanent(format!("events of batch `{}` overflow a counter", job.batch_id))
+                })?;
             }
         }
         let increments: Vec<CounterIncrement> = sums
@@ -127,7 +127,11 @@ impl UsageIngestionHandler {
                 period_start: key.period_start,
                 limit: limit.limit,
                 current: value,
-                threshold_percent: if reached == Threshold::Limit { 100 } else { config.warning_percent },
+                threshold_percent: if reached == Threshold::Limit {
+                    100
+                } else {
+                    config.warning_percent
+                },
             };
             tracing::info!(org = %key.org_id, metric = %key.metric, period = %key.period, value, limit = limit.limit, threshold = reached.as_str(), "usage threshold crossed");
             let notice = match reached {
@@ -173,7 +177,10 @@ impl UsageIngestionHandler {
             let notify = enforcement.notify.then_some((AutoAction::SendNotification, flag));
             [Some((AutoAction::DisableFeature, flag)), notify]
         });
-        let keys = enforcement.block_api_keys.iter().map(|key| Some((AutoAction::BlockApiKey, key)));
+        let keys = enforcement
+            .block_api_keys
+            .iter()
+            .map(|key| Some((AutoAction::BlockApiKey, key)));
         for (action, target) in flags.chain(keys).flatten() {
             let job = AutoActionJob {
                 org_id: config.org_id.clone(),
@@ -272,7 +279,10 @@ mod tests {
         assert!(f.drain(AUTO_ACTIONS_QUEUE).await.is_empty());
 
         // Another batch below the limit: no second warning.
-        handler.process(batch("b-2", 5, "2026-01-01T10:21:00Z"), &run).await.unwrap();
+        handler
+            .process(batch("b-2", 5, "2026-01-01T10:21:00Z"), &run)
+            .await
+            .unwrap();
         assert!(notifications(&f).await.is_empty());
 
         let over = batch("b-3", 10, "2026-01-01T10:25:00Z");
@@ -296,8 +306,16 @@ mod tests {
                 (AutoAction::BlockApiKey, "key-1")
             ]
         );
-        assert!(actions[0].reason.contains("reached the hourly limit of 100"), "{}", actions[0].reason);
-        assert!(f.store.threshold_marked(&hourly("2026-01-01T10:00:00Z"), Threshold::Limit).await.unwrap());
+        assert!(
+            actions[0].reason.contains("reached the hourly limit of 100"),
+            "{}",
+            actions[0].reason
+        );
+        assert!(f
+            .store
+            .threshold_marked(&hourly("2026-01-01T10:00:00Z"), Threshold::Limit)
+            .await
+            .unwrap());
     }
 
     #[tokio::test]
@@ -306,13 +324,23 @@ mod tests {
         f.acme().await;
         let handler = UsageIngestionHandler::new(f.services.clone());
         handler
-            .process(batch("b-1", 150, "2026-01-01T10:20:00Z"), &f.run("2026-01-01T10:30:00Z"))
+            .process(
+                batch("b-1", 150, "2026-01-01T10:20:00Z"),
+                &f.run("2026-01-01T10:30:00Z"),
+            )
             .await
             .unwrap();
         let sent = notifications(&f).await;
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].notice.kind(), crate::flagship::NotificationType::LimitExceeded);
-        assert_eq!(f.broker.stats(&crate::QueueName::new(AutoActionJob::QUEUE).unwrap()).await.unwrap().ready, 0);
+        assert_eq!(
+            f.broker
+                .stats(&crate::QueueName::new(AutoActionJob::QUEUE).unwrap())
+                .await
+                .unwrap()
+                .ready,
+            0
+        );
     }
 
     #[tokio::test]
@@ -321,7 +349,10 @@ mod tests {
         f.acme().await;
         let handler = UsageIngestionHandler::new(f.services.clone());
         handler
-            .process(batch("b-1", 150, "2026-01-01T09:59:00Z"), &f.run("2026-01-01T10:01:00Z"))
+            .process(
+                batch("b-1", 150, "2026-01-01T09:59:00Z"),
+                &f.run("2026-01-01T10:01:00Z"),
+            )
             .await
             .unwrap();
         assert_eq!(f.store.counter(&hourly("2026-01-01T09:00:00Z")).await.unwrap(), 150);

@@ -305,7 +305,14 @@ mod tests {
     fn recipients_and_subjects_with_line_breaks_are_refused() {
         let to = |a: &str| vec![a.to_owned()];
         assert!(Email::new("a@example.com", to("b@example.com"), "s", "t", "k").is_ok());
-        for bad in ["b@example.com\r\nBcc: evil@x.test", "b@example.com\n", "no-at-sign", "a@b@c", " b@x.test", "a,b@x.test"] {
+        for bad in [
+            "b@example.com\r\nBcc: evil@x.test",
+            "b@example.com\n",
+            "no-at-sign",
+            "a@b@c",
+            " b@x.test",
+            "a,b@x.test",
+        ] {
             let err = Email::new("a@example.com", to(bad), "s", "t", "k").unwrap_err();
             assert!(err.is_permanent(), "{bad:?}");
         }

@@ -84,7 +84,10 @@ impl ResendMailer {
         if key.len() <= MAX_IDEMPOTENCY_KEY {
             return key.to_owned();
         }
-        Sha256::digest(key.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+        Sha256::digest(key.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
     }
 }
 

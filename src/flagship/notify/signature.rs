@@ -68,7 +68,10 @@ impl WebhookSigner {
 
     /// The `webhook-signature` header value for a message.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        format!("v1,{}", STANDARD.encode(self.mac(id, timestamp, body).finalize().into_bytes()))
+        format!(
+            "v1,{}",
+            STANDARD.encode(self.mac(id, timestamp, body).finalize().into_bytes())
+        )
     }
 
     /// Whether `header` (space-separated `v1,<base64>` signatures) holds a

@@ -92,7 +92,11 @@ impl AuditLog for MemoryStore {
 
     async fn list(&self, org_id: &str, limit: usize) -> Result<Vec<AuditEvent>> {
         let state = self.state();
-        let mut events: Vec<AuditEvent> = state.audit.get(org_id).map(|e| e.values().cloned().collect()).unwrap_or_default();
+        let mut events: Vec<AuditEvent> = state
+            .audit
+            .get(org_id)
+            .map(|e| e.values().cloned().collect())
+            .unwrap_or_default();
         events.sort_by(|a, b| (a.occurred_at, &a.id).cmp(&(b.occurred_at, &b.id)));
         events.truncate(limit);
         Ok(events)
@@ -117,7 +121,10 @@ impl UsageStore for MemoryStore {
             for inc in increments {
                 let current = state.counters.get(&inc.key).copied().unwrap_or(0);
                 if current.checked_add(inc.amount).is_none() {
-                    return Err(Error::InvalidConfig(format!("usage counter {} would overflow", inc.key)));
+                    return Err(Error::InvalidConfig(format!(
+                        "usage counter {} would overflow",
+                        inc.key
+                    )));
                 }
             }
             state
@@ -178,7 +185,12 @@ impl UsageStore for MemoryStore {
 
 #[async_trait]
 impl PeriodArchive for MemoryStore {
-    async fn archived(&self, period: PeriodKind, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<ArchivedPeriod>> {
+    async fn archived(
+        &self,
+        period: PeriodKind,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ArchivedPeriod>> {
         Ok(self
             .state()
             .archive

@@ -121,7 +121,8 @@ pub trait UsageStore: Send + Sync + fmt::Debug + 'static {
 #[async_trait]
 pub trait PeriodArchive: Send + Sync + fmt::Debug + 'static {
     /// Archived periods starting in `[from, to)`.
-    async fn archived(&self, period: PeriodKind, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Vec<ArchivedPeriod>>;
+    async fn archived(&self, period: PeriodKind, from: DateTime<Utc>, to: DateTime<Utc>)
+        -> Result<Vec<ArchivedPeriod>>;
 
     /// Stores (replaces) one day's usage of a metric.
     async fn put_daily(&self, usage: &DailyUsage) -> Result<()>;

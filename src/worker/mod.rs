@@ -344,13 +344,16 @@ impl Worker {
     }
 }
 
+/// Registers one handler's job kind in the worker's schema registry.
+type RegisterSchema = Box<dyn FnOnce(&SchemaRegistry) -> Result<()> + Send>;
+
 /// Builds a [`Worker`]; every setting is checked by [`build`](WorkerBuilder::build).
 pub struct WorkerBuilder {
     broker: Arc<dyn Broker>,
     registry: Option<Arc<SchemaRegistry>>,
     clock: Arc<dyn Clock>,
     handlers: Vec<(String, QueueName, Arc<dyn ErasedHandler>)>,
-    register: Vec<Box<dyn FnOnce(&SchemaRegistry) -> Result<()> + Send>>,
+    register: Vec<RegisterSchema>,
     kind_policies: HashMap<String, RetryPolicy>,
     queues: BTreeMap<QueueName, QueueConfig>,
     schedules: Vec<Schedule>,

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::{QueueConfig, Shared};
 use crate::{
     broker::{AckStatus, Lease, Reservation, ReserveRequest},
-    envelope::{to_chrono, AttemptRecord},
+    envelope::AttemptRecord,
     error::Error,
     handler::{HandlerError, JobContext},
     job::JobId,
@@ -362,9 +362,8 @@ impl QueueRunner {
         };
         let result = match delay {
             Some(delay) => {
-                let at = now + to_chrono(delay).unwrap_or(chrono::TimeDelta::MAX);
                 tracing::warn!(%error, retry, of = allowed, delay = ?delay, "job failed; retry scheduled");
-                let result = shared.broker.retry_at(lease, at, record).await;
+                let result = shared.broker.retry_after(lease, delay, record).await;
                 if result.is_ok() {
                     shared.counters.retried.fetch_add(1, Ordering::Relaxed);
                 }

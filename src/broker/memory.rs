@@ -352,6 +352,12 @@ impl Broker for MemoryBroker {
         Ok(outcomes)
     }
 
+    /// Jobs are taken without an `.await` in between, so a dropped call
+    /// leases nothing.
+    fn reserve_is_cancel_safe(&self) -> bool {
+        true
+    }
+
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {
         if request.max == 0 {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));

@@ -209,6 +209,14 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Every queue the broker has seen a job for.
     async fn queues(&self) -> Result<Vec<QueueName>>;
 
+    /// Whether dropping a [`reserve`](Broker::reserve) future before it
+    /// completes is guaranteed to lease nothing. When `true`, a worker
+    /// shutting down abandons an idle reserve at once instead of waiting
+    /// for it to return. Defaults to `false`.
+    fn reserve_is_cancel_safe(&self) -> bool {
+        false
+    }
+
     /// Checks that the backend is reachable.
     async fn ping(&self) -> Result<()> {
         Ok(())

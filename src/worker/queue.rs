@@ -159,9 +159,20 @@ impl QueueRunner {
                 lease: settings.lease,
                 wait: settings.idle_wait,
             };
-            // The reserve call is not cancelled on stop: a lease taken by a
-            // cancelled call would only come back after it expired.
-            let reserved = match self.shared.broker.reserve(&queue, request).await {
+            // A reserve call is abandoned on stop only where the broker says
+            // that leases nothing; otherwise a lease taken by the dropped call
+            // would only come back after it expired.
+            let reserve = self.shared.broker.reserve(&queue, request);
+            let result = if self.shared.broker.reserve_is_cancel_safe() {
+                tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => return,
+                    result = reserve => result,
+                }
+            } else {
+                reserve.await
+            };
+            let reserved = match result {
                 Ok(reserved) => {
                     backoff = Duration::from_millis(50);
                     reserved

@@ -601,17 +601,16 @@ async fn after_downtime_the_latest_missed_tick_runs_once() {
     assert!(ticks.try_recv().is_err());
 }
 
+type Configure = fn(flagship_worker::WorkerBuilder) -> flagship_worker::WorkerBuilder;
+
 #[test]
 fn bad_configuration_is_refused_when_built() {
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new());
-    let build = |f: fn(flagship_worker::WorkerBuilder) -> flagship_worker::WorkerBuilder| {
+    let build = |f: Configure| {
         let (handler, _rx) = scripted(|_, _| Behaviour::Succeed);
         f(Worker::builder(broker.clone()).handler(handler)).build()
     };
-    let cases: [(
-        &str,
-        fn(flagship_worker::WorkerBuilder) -> flagship_worker::WorkerBuilder,
-    ); 8] = [
+    let cases: [(&str, Configure); 8] = [
         ("concurrency", |b| {
             b.queue(QueueConfig::new("tasks").unwrap().concurrency(0))
         }),

@@ -526,9 +526,7 @@ impl WorkerBuilder {
             config.validate()?;
         }
         for schedule in &self.schedules {
-            registry
-                .validate(schedule.kind(), schedule.payload())
-                .map_err(|e| Error::InvalidConfig(format!("schedule `{}`: {e}", schedule.name())))?;
+            schedule.register(&registry)?;
         }
 
         let worker_id: Arc<str> = self

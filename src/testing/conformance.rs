@@ -411,23 +411,29 @@ pub async fn reserve_waits_and_wakes_on_enqueue<F: Fixture + ?Sized>(f: &F) {
 }
 
 /// A waiting `reserve` wakes when a delayed job falls due, not before and
-/// not at the end of its wait.
+/// not at the end of its wait, even when another waiter that was waiting
+/// longer gives up before the job is due.
 pub async fn reserve_wakes_when_delayed_job_falls_due<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "reserve-due");
+    let impatient = spawn_reserve(&b, &q, request(1, LONG, ms(150)));
+    tokio::task::yield_now().await;
+    f.pass(ms(25)).await;
     let waiter = spawn_reserve(&b, &q, request(1, LONG, Duration::from_secs(5)));
     tokio::task::yield_now().await;
-    f.pass(ms(50)).await;
+    f.pass(ms(25)).await;
     let delay = ms(300);
     let mut j = job(f, &q, "due", 0);
     j.run_at = f.now() + delta(delay);
     let (id, run_at) = (j.id, j.run_at);
     enqueue_new(&*b, vec![j]).await;
+    let (early, _) = join(impatient).await;
+    assert!(early.is_empty(), "a waiter gave up with a job not yet due");
     let (got, waited) = join(waiter).await;
     assert_eq!(ids(&got), [id], "the waiting reserve did not get the job that fell due");
     assert!(f.now() + delta(f.tolerance()) >= run_at, "the delayed job was handed out before its run_at");
     assert!(
-        waited < ms(50) + delay + Duration::from_secs(1),
+        waited < ms(25) + delay + Duration::from_secs(1),
         "reserve took {waited:?}: it was not woken when the job fell due"
     );
 }

@@ -1,10 +1,11 @@
-//! The broker conformance suite: what every [`Broker`] + [`DeadLetterQueue`]
-//! backend must do.
+//! The broker conformance suite: what every backend, a
+//! [`Broker`](crate::Broker) with its [`DeadLetterQueue`](crate::DeadLetterQueue),
+//! must do.
 //!
-//! Each public `async fn` here checks one point of the contracts written on
-//! [`Broker`] and [`DeadLetterQueue`], against a [`Fixture`] that hands out
-//! the backend under test, isolated queue names, and a way to let time
-//! pass. A backend's own test file runs all of them with one
+//! Each public `async fn` here checks one point of the `# Contract`
+//! sections of those traits, against a [`Fixture`] that hands out the
+//! backend under test, isolated queue names, and a way to let time pass.
+//! A backend's own test file runs all of them with one
 //! [`conformance_tests!`](crate::conformance_tests) invocation, which
 //! generates one test per case; a backend is done when every case passes.
 //! Changing a backend starts by extending this suite.
@@ -14,10 +15,10 @@
 //! 300 ms) so a backend whose clock cannot be paused (Redis) still runs
 //! the suite in seconds; on a paused tokio clock they take no real time.
 //!
-//! Capabilities that differ between backends are arguments of the case
-//! (such as the key retention of
-//! [`completed_key_released_after_retention`]) or properties of the
-//! fixture (such as [`Fixture::tolerance`]), never a second copy of a test.
+//! Capabilities that differ between backends are arguments of a case (the
+//! key retention of [`completed_key_released_after_retention`]) or
+//! properties of the fixture ([`Fixture::tolerance`]), never a second copy
+//! of a test.
 //!
 //! # Running the suite for a backend
 //!
@@ -34,23 +35,22 @@
 //! # fn main() {}
 //! ```
 //!
-//! # Decisions the contracts leave open, fixed here
+//! # Details the contracts leave open, fixed here
 //!
 //! - Idempotency keys are scoped to a queue: the same key on two queues
 //!   stores two jobs ([`batch_enqueue_spans_queues`]).
 //! - `reserve` with `max` of 0 is refused with [`Error::InvalidConfig`].
-//! - A reservation, a retry and a DLQ round trip hand back the envelope as
-//!   enqueued, except for the fields the contract says change (`attempt`,
-//!   `attempts`, `run_at` on retry, the dead-letter fields).
-//! - A `retry_at` moves the envelope's `run_at` to the retry time.
-//! - [`DeadLetterQueue::list_dead`] returns `next: None` on the page that
-//!   holds the last entry, even when that page is full; a cursor that is
-//!   not one the backend handed out is refused.
-//! - A dead-letter reason is stored truncated to
-//!   [`MAX_ERROR_BYTES`](crate::envelope::MAX_ERROR_BYTES), like an attempt's
-//!   error.
-//! - [`Broker::queues`] lists queues that have had a job, not queues that
-//!   were only asked about (`stats`, `reserve`, DLQ calls).
+//! - Reservations, retries and the DLQ hand back the envelope as enqueued,
+//!   except for the fields the contracts change (`attempt`, `attempts`,
+//!   the dead-letter fields) and `run_at`, which `retry_at` moves to the
+//!   retry time.
+//! - [`list_dead`](crate::DeadLetterQueue::list_dead) returns `next: None`
+//!   on the page that holds the last entry, even when that page is full;
+//!   a cursor the backend did not hand out is refused.
+//! - A dead-letter reason is stored truncated to [`MAX_ERROR_BYTES`], like
+//!   an attempt's error.
+//! - [`queues`](crate::Broker::queues) lists queues that have had a job,
+//!   not queues that were only asked about (`stats`, `reserve`, DLQ calls).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -256,7 +256,10 @@ pub async fn envelope_round_trips<F: Fixture + ?Sized>(f: &F) {
     assert_eq!(*r.envelope, sent, "the reserved envelope differs from the enqueued one");
     assert_eq!(r.lease.id, sent.id);
     assert_eq!(r.lease.queue, q);
-    assert_eq!(r.expired_attempt_started_at, None, "a fresh reservation has no expired attempt");
+    assert_eq!(
+        r.expired_attempt_started_at, None,
+        "a fresh reservation has no expired attempt"
+    );
     assert_near("lease deadline", r.deadline, reserved_at + delta(LONG), f.tolerance());
 }
 
@@ -288,7 +291,11 @@ pub async fn reserve_is_fifo_per_queue<F: Fixture + ?Sized>(f: &F) {
     }
     got_a.extend(ids(&reserve_now(&*b, &qa, 100, LONG).await));
     assert_eq!(got_a, expected_a, "queue a is not first in, first out");
-    assert_eq!(ids(&reserve_now(&*b, &qb, 100, LONG).await), expected_b, "queue b is not FIFO");
+    assert_eq!(
+        ids(&reserve_now(&*b, &qb, 100, LONG).await),
+        expected_b,
+        "queue b is not FIFO"
+    );
 }
 
 /// One batch may span queues: one outcome per envelope in order, each job
@@ -333,7 +340,10 @@ pub async fn reserve_takes_at_most_max<F: Fixture + ?Sized>(f: &F) {
     assert_eq!(ids(&first), all[..3]);
     let second = reserve_now(&*b, &q, 3, LONG).await;
     assert_eq!(ids(&second), all[3..]);
-    assert!(reserve_now(&*b, &q, 3, LONG).await.is_empty(), "an empty queue handed out a job");
+    assert!(
+        reserve_now(&*b, &q, 3, LONG).await.is_empty(),
+        "an empty queue handed out a job"
+    );
     let tokens: BTreeSet<_> = first.iter().chain(&second).map(|r| r.lease.token.0).collect();
     assert_eq!(tokens.len(), 5, "lease tokens must be unique");
     assert_eq!(stats(&*b, &q).await.active, 5);
@@ -344,7 +354,10 @@ pub async fn reserve_takes_at_most_max<F: Fixture + ?Sized>(f: &F) {
         wait: Duration::ZERO,
     };
     let refused = b.reserve(&q, zero).await;
-    assert!(matches!(refused, Err(Error::InvalidConfig(_))), "max 0 must be refused: {refused:?}");
+    assert!(
+        matches!(refused, Err(Error::InvalidConfig(_))),
+        "max 0 must be refused: {refused:?}"
+    );
 }
 
 /// Callers racing for jobs each get distinct ones: every job is handed out
@@ -431,7 +444,10 @@ pub async fn reserve_wakes_when_delayed_job_falls_due<F: Fixture + ?Sized>(f: &F
     assert!(early.is_empty(), "a waiter gave up with a job not yet due");
     let (got, waited) = join(waiter).await;
     assert_eq!(ids(&got), [id], "the waiting reserve did not get the job that fell due");
-    assert!(f.now() + delta(f.tolerance()) >= run_at, "the delayed job was handed out before its run_at");
+    assert!(
+        f.now() + delta(f.tolerance()) >= run_at,
+        "the delayed job was handed out before its run_at"
+    );
     assert!(
         waited < ms(25) + delay + Duration::from_secs(1),
         "reserve took {waited:?}: it was not woken when the job fell due"
@@ -477,15 +493,24 @@ pub async fn acknowledged_lease_is_gone<F: Fixture + ?Sized>(f: &F) {
     let q = queue(f, "acked");
     enqueue_new(&*b, vec![job(f, &q, "acked", 0), job(f, &q, "acked", 1)]).await;
     let done = reserve_one(&*b, &q, LONG).await.lease;
-    assert_eq!(b.complete(&[done.clone()]).await.or_fail("complete"), [AckStatus::Done]);
+    assert_eq!(
+        b.complete(std::slice::from_ref(&done)).await.or_fail("complete"),
+        [AckStatus::Done]
+    );
     expect_all_refused(f, &*b, &done).await;
 
     let released = reserve_one(&*b, &q, LONG).await.lease;
-    assert_eq!(b.release(&[released.clone()]).await.or_fail("release"), [AckStatus::Done]);
+    assert_eq!(
+        b.release(std::slice::from_ref(&released)).await.or_fail("release"),
+        [AckStatus::Done]
+    );
     expect_all_refused(f, &*b, &released).await;
     let again = reserve_one(&*b, &q, LONG).await;
     assert_eq!(again.lease.id, released.id);
-    assert_ne!(again.lease.token, released.token, "a new reservation must carry a new token");
+    assert_ne!(
+        again.lease.token, released.token,
+        "a new reservation must carry a new token"
+    );
     b.complete_one(&again.lease).await.or_fail("complete_one");
 
     let s = stats(&*b, &q).await;
@@ -518,7 +543,15 @@ pub async fn stale_lease_is_refused<F: Fixture + ?Sized>(f: &F) {
 
     let s = stats(&*b, &q).await;
     assert_eq!(
-        (s.ready, s.scheduled, s.active, s.dead, s.completed, s.retried, s.dead_lettered),
+        (
+            s.ready,
+            s.scheduled,
+            s.active,
+            s.dead,
+            s.completed,
+            s.retried,
+            s.dead_lettered
+        ),
         (0, 0, 1, 0, 0, 0, 0),
         "a refused call changed the queue: {s:?}"
     );
@@ -556,7 +589,10 @@ pub async fn expired_lease_is_recovered_and_fenced<F: Fixture + ?Sized>(f: &F) {
     recovered.extend(b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired"));
     assert_eq!(recovered.len(), 2, "an expired lease was not recovered");
     assert!(
-        b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired").is_empty(),
+        b.recover_expired(&q, 10, LONG)
+            .await
+            .or_fail("recover_expired")
+            .is_empty(),
         "a recovered job was recovered again under its new lease"
     );
 
@@ -566,13 +602,19 @@ pub async fn expired_lease_is_recovered_and_fenced<F: Fixture + ?Sized>(f: &F) {
             .find(|o| o.lease.id == r.lease.id)
             .or_fail("recovered a job that was not reserved");
         assert_ne!(r.lease.token, old.lease.token, "recovery must issue a new token");
-        assert_eq!(*r.envelope, sent[&r.lease.id], "recovery changed the job (or counted the attempt)");
+        assert_eq!(
+            *r.envelope, sent[&r.lease.id],
+            "recovery changed the job (or counted the attempt)"
+        );
         let started = r
             .expired_attempt_started_at
             .or_fail("a recovered reservation must say when the lost attempt started");
         assert_near("expired attempt start", started, reserved_at, tol);
         assert_near("new lease deadline", r.deadline, recovered_at + delta(LONG), tol);
-        assert_eq!(b.complete(&[old.lease.clone()]).await.or_fail("complete"), [AckStatus::LeaseLost]);
+        assert_eq!(
+            b.complete(std::slice::from_ref(&old.lease)).await.or_fail("complete"),
+            [AckStatus::LeaseLost]
+        );
     }
     let s = stats(&*b, &q).await;
     assert_eq!((s.active, s.ready), (2, 0), "{s:?}");
@@ -599,7 +641,10 @@ pub async fn crashing_job_reaches_dead_letter_queue<F: Fixture + ?Sized>(f: &F) 
         // A worker takes the job (waiting for its backoff to pass) and dies.
         let taken = b.reserve(&q, request(1, lease, GUARD)).await.or_fail("reserve");
         let [taken] = taken.as_slice() else {
-            panic!("round {round}: the job was not handed out again (got {} jobs)", taken.len())
+            panic!(
+                "round {round}: the job was not handed out again (got {} jobs)",
+                taken.len()
+            )
         };
         assert_eq!(taken.envelope.attempt, round, "the lost attempts were not counted");
         crashes += 1;
@@ -609,7 +654,10 @@ pub async fn crashing_job_reaches_dead_letter_queue<F: Fixture + ?Sized>(f: &F) 
         f.pass(lease + f.tolerance()).await;
         let recovered = b.recover_expired(&q, 10, lease).await.or_fail("recover_expired");
         let [r] = recovered.as_slice() else {
-            panic!("round {round}: the expired lease was not recovered (got {} jobs)", recovered.len())
+            panic!(
+                "round {round}: the expired lease was not recovered (got {} jobs)",
+                recovered.len()
+            )
         };
         let started = r.expired_attempt_started_at.or_fail("expired_attempt_started_at");
         starts.push(started);
@@ -629,11 +677,16 @@ pub async fn crashing_job_reaches_dead_letter_queue<F: Fixture + ?Sized>(f: &F) 
         }
     }
     assert_eq!(crashes, 1 + policy.max_retries, "the job ran a wrong number of times");
-    let dead = get_dead(&*b, &q, id).await.or_fail("the crashing job is not in the DLQ");
+    let dead = get_dead(&*b, &q, id)
+        .await
+        .or_fail("the crashing job is not in the DLQ");
     let recorded: Vec<_> = dead.attempts.iter().map(|a| a.started_at).collect();
     assert_eq!(recorded, starts, "the DLQ entry lacks the lost attempts");
     assert_eq!(dead.attempt, policy.max_retries);
-    assert!(reserve_now(&*b, &q, 10, LONG).await.is_empty(), "a dead job was handed out");
+    assert!(
+        reserve_now(&*b, &q, 10, LONG).await.is_empty(),
+        "a dead job was handed out"
+    );
     let s = stats(&*b, &q).await;
     assert_eq!(
         (s.ready, s.scheduled, s.active, s.dead, s.retried, s.dead_lettered),
@@ -659,7 +712,10 @@ pub async fn retry_at_counts_attempt_and_keeps_history<F: Fixture + ?Sized>(f: &
     let s = stats(&*b, &q).await;
     assert_eq!((s.ready, s.scheduled, s.active, s.retried), (0, 1, 0, 1), "{s:?}");
     f.pass(delay - tol - ms(1)).await;
-    assert!(reserve_now(&*b, &q, 1, LONG).await.is_empty(), "a retry ran before its time");
+    assert!(
+        reserve_now(&*b, &q, 1, LONG).await.is_empty(),
+        "a retry ran before its time"
+    );
     f.pass(ms(1) + tol * 2).await;
     let r = reserve_one(&*b, &q, LONG).await;
     let expected = JobEnvelope {
@@ -675,7 +731,11 @@ pub async fn retry_at_counts_attempt_and_keeps_history<F: Fixture + ?Sized>(f: &
     b.retry_at(&r.lease, past, second.clone()).await.or_fail("retry_at");
     let r = reserve_one(&*b, &q, LONG).await;
     assert_eq!(r.envelope.attempt, 2);
-    assert_eq!(r.envelope.attempts, [first, second], "history must be appended, oldest first");
+    assert_eq!(
+        r.envelope.attempts,
+        [first, second],
+        "history must be appended, oldest first"
+    );
     assert_eq!(stats(&*b, &q).await.retried, 2);
 }
 
@@ -725,7 +785,10 @@ pub async fn extend_moves_deadline<F: Fixture + ?Sized>(f: &F) {
     // Past the old deadline (200 ms), before the new one (700 ms).
     f.pass(ms(300)).await;
     assert!(
-        b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired").is_empty(),
+        b.recover_expired(&q, 10, LONG)
+            .await
+            .or_fail("recover_expired")
+            .is_empty(),
         "an extended lease was recovered at its old deadline"
     );
     f.pass(ms(300) + tol).await;
@@ -750,9 +813,15 @@ pub async fn idempotent_enqueue<F: Fixture + ?Sized>(f: &F) {
     let dup = |f: &F| keyed(job(f, &q, "order", 1), "order-42");
     assert_duplicate(&*b, dup(f), holder, "ready").await;
 
-    let (x, y) = (keyed(job(f, &q, "x", 0), "batch-key"), keyed(job(f, &q, "x", 1), "batch-key"));
+    let (x, y) = (
+        keyed(job(f, &q, "x", 0), "batch-key"),
+        keyed(job(f, &q, "x", 1), "batch-key"),
+    );
     let outcomes = b.enqueue(vec![x.clone(), y]).await.or_fail("enqueue");
-    assert_eq!(outcomes, [EnqueueOutcome::Enqueued(x.id), EnqueueOutcome::Duplicate(x.id)]);
+    assert_eq!(
+        outcomes,
+        [EnqueueOutcome::Enqueued(x.id), EnqueueOutcome::Duplicate(x.id)]
+    );
     let plain = vec![job(f, &q, "plain", 0), job(f, &q, "plain", 0)];
     enqueue_new(&*b, plain).await;
     assert_eq!(stats(&*b, &q).await.ready, 4, "a duplicate was stored");
@@ -801,7 +870,11 @@ pub async fn idempotent_enqueue_race<F: Fixture + ?Sized>(f: &F) {
         .iter()
         .filter(|o| **o == EnqueueOutcome::Duplicate(*stored))
         .count();
-    assert_eq!(duplicates, TASKS * EACH - 1, "every other enqueue must name the stored job");
+    assert_eq!(
+        duplicates,
+        TASKS * EACH - 1,
+        "every other enqueue must name the stored job"
+    );
     assert_eq!(stats(&*b, &q).await.ready, 1);
 }
 
@@ -813,7 +886,13 @@ pub async fn idempotency_key_lifecycle<F: Fixture + ?Sized>(f: &F) {
     let dead = dead_job(f, &*b, keyed(job(f, &q, "k", 0), "dead-key"), "boom").await;
     assert_duplicate(&*b, keyed(job(f, &q, "k", 1), "dead-key"), dead.id, "dead").await;
     assert!(b.retry_dead(&q, dead.id).await.or_fail("retry_dead"));
-    assert_duplicate(&*b, keyed(job(f, &q, "k", 2), "dead-key"), dead.id, "retried from the DLQ").await;
+    assert_duplicate(
+        &*b,
+        keyed(job(f, &q, "k", 2), "dead-key"),
+        dead.id,
+        "retried from the DLQ",
+    )
+    .await;
     let r = reserve_one(&*b, &q, LONG).await;
     b.dead_letter(&r.lease, None, "again").await.or_fail("dead_letter");
     assert!(b.delete_dead(&q, dead.id).await.or_fail("delete_dead"));
@@ -848,7 +927,13 @@ pub async fn completed_key_released_after_retention<F: Fixture + ?Sized>(f: &F, 
     let r = reserve_one(&*b, &q, LONG).await;
     b.complete_one(&r.lease).await.or_fail("complete_one");
     f.pass(retention - tol - ms(1)).await;
-    assert_duplicate(&*b, keyed(job(f, &q, "k", 1), "kept-key"), id, "completed within retention").await;
+    assert_duplicate(
+        &*b,
+        keyed(job(f, &q, "k", 1), "kept-key"),
+        id,
+        "completed within retention",
+    )
+    .await;
     f.pass(ms(1) + tol * 2).await;
     enqueue_new(&*b, vec![keyed(job(f, &q, "k", 2), "kept-key")]).await;
 }
@@ -863,7 +948,11 @@ pub async fn stats_count_every_state<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "stats");
     let tol = f.tolerance();
-    assert_eq!(stats(&*b, &q).await, QueueStats::default(), "a queue without jobs has all-zero stats");
+    assert_eq!(
+        stats(&*b, &q).await,
+        QueueStats::default(),
+        "a queue without jobs has all-zero stats"
+    );
 
     let mut jobs: Vec<_> = (0..4).map(|n| job(f, &q, "stats", n)).collect();
     let mut delayed = job(f, &q, "stats", 4);
@@ -884,7 +973,9 @@ pub async fn stats_count_every_state<F: Fixture + ?Sized>(f: &F) {
     assert_eq!(stats(&*b, &q).await.active, 3);
     b.complete_one(&held[0].lease).await.or_fail("complete_one");
     let later = f.now() + chrono::TimeDelta::hours(1);
-    b.retry_at(&held[1].lease, later, failure(f, "x")).await.or_fail("retry_at");
+    b.retry_at(&held[1].lease, later, failure(f, "x"))
+        .await
+        .or_fail("retry_at");
     b.dead_letter(&held[2].lease, None, "x").await.or_fail("dead_letter");
     let s = stats(&*b, &q).await;
     let expected = QueueStats {
@@ -914,7 +1005,9 @@ pub async fn queues_lists_queues_with_jobs<F: Fixture + ?Sized>(f: &F) {
     b.complete_one(&drained[0].lease).await.or_fail("complete_one");
     stats(&*b, &asked).await;
     reserve_now(&*b, &asked, 1, LONG).await;
-    b.count_dead(&DeadFilter::queue(asked.clone())).await.or_fail("count_dead");
+    b.count_dead(&DeadFilter::queue(asked.clone()))
+        .await
+        .or_fail("count_dead");
     b.list_dead(&DeadFilter::queue(asked.clone()), None, 10)
         .await
         .or_fail("list_dead");
@@ -922,8 +1015,14 @@ pub async fn queues_lists_queues_with_jobs<F: Fixture + ?Sized>(f: &F) {
     let queues = b.queues().await.or_fail("queues");
     let unique: BTreeSet<_> = queues.iter().collect();
     assert_eq!(unique.len(), queues.len(), "a queue is listed twice: {queues:?}");
-    assert!(queues.contains(&qa) && queues.contains(&qb), "a queue with jobs is missing: {queues:?}");
-    assert!(!queues.contains(&asked), "a queue that never had a job is listed: {queues:?}");
+    assert!(
+        queues.contains(&qa) && queues.contains(&qb),
+        "a queue with jobs is missing: {queues:?}"
+    );
+    assert!(
+        !queues.contains(&asked),
+        "a queue that never had a job is listed: {queues:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -957,7 +1056,10 @@ pub async fn dead_letter_keeps_job_and_history<F: Fixture + ?Sized>(f: &F) {
     assert_eq!(dead, expected, "dead_letter must keep the job and append the attempt");
 
     let long = dead_job_with(&*b, job(f, &q, "dead", 1), None, &"x".repeat(3 * MAX_ERROR_BYTES)).await;
-    assert!(long.attempts.is_empty(), "dead_letter without an attempt must not add one");
+    assert!(
+        long.attempts.is_empty(),
+        "dead_letter without an attempt must not add one"
+    );
     let reason = long.dead_letter_reason.or_fail("dead_letter_reason");
     assert!(
         reason.len() <= MAX_ERROR_BYTES && reason.starts_with("xxx"),
@@ -970,7 +1072,11 @@ pub async fn dead_letter_keeps_job_and_history<F: Fixture + ?Sized>(f: &F) {
     enqueue_new(&*b, vec![live]).await;
     assert_eq!(get_dead(&*b, &q, live_id).await, None, "get_dead returned a live job");
     assert_eq!(get_dead(&*b, &q, JobId::new()).await, None, "get_dead invented a job");
-    assert_eq!(ids(&reserve_now(&*b, &q, 10, ms(100)).await), [live_id], "a dead job was handed out");
+    assert_eq!(
+        ids(&reserve_now(&*b, &q, 10, ms(100)).await),
+        [live_id],
+        "a dead job was handed out"
+    );
     f.pass(ms(100) + tol).await;
     let recovered = b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired");
     assert_eq!(ids(&recovered), [live_id], "a dead job was recovered");
@@ -998,7 +1104,10 @@ pub async fn list_dead_filters<F: Fixture + ?Sized>(f: &F) {
         (all.clone().kind("gamma"), vec![]),
         (all.clone().between(Some(t1), None), vec![&a1, &b1]),
         (all.clone().between(None, Some(t1)), vec![&a0, &b0]),
-        (all.clone().kind("beta").between(Some(dead_time(&a0)), Some(t1)), vec![&b0]),
+        (
+            all.clone().kind("beta").between(Some(dead_time(&a0)), Some(t1)),
+            vec![&b0],
+        ),
     ];
     for (filter, expected) in cases {
         let mut expected: Vec<_> = expected.into_iter().map(|j| (dead_time(j), j.id)).collect();
@@ -1053,7 +1162,11 @@ pub async fn list_dead_pages_without_skips_or_repeats<F: Fixture + ?Sized>(f: &F
         rest.extend(page.jobs.iter().map(|j| j.id));
         next = page.next;
     }
-    assert_eq!(rest, full[7..], "deleting listed entries disturbed the rest of the listing");
+    assert_eq!(
+        rest,
+        full[7..],
+        "deleting listed entries disturbed the rest of the listing"
+    );
 
     let garbage = DeadCursor("not a cursor".into());
     let refused = b.list_dead(&filter, Some(&garbage), 7).await;
@@ -1100,7 +1213,10 @@ pub async fn retry_dead_restores_job<F: Fixture + ?Sized>(f: &F) {
 
     assert!(b.retry_dead(&q, sent.id).await.or_fail("retry_dead"));
     assert_eq!(get_dead(&*b, &q, sent.id).await, None, "a retried job is still dead");
-    assert!(!b.retry_dead(&q, sent.id).await.or_fail("retry_dead"), "a job was retried twice");
+    assert!(
+        !b.retry_dead(&q, sent.id).await.or_fail("retry_dead"),
+        "a job was retried twice"
+    );
     let s = stats(&*b, &q).await;
     assert_eq!((s.ready, s.dead), (1, 0), "{s:?}");
     let r = reserve_one(&*b, &q, LONG).await;
@@ -1114,8 +1230,14 @@ pub async fn retry_dead_restores_job<F: Fixture + ?Sized>(f: &F) {
     };
     assert_eq!(*r.envelope, expected, "retry_dead must keep the job and its history");
 
-    assert!(!b.retry_dead(&q, r.lease.id).await.or_fail("retry_dead"), "a live job was retried");
-    assert!(!b.retry_dead(&q, JobId::new()).await.or_fail("retry_dead"), "an unknown job was retried");
+    assert!(
+        !b.retry_dead(&q, r.lease.id).await.or_fail("retry_dead"),
+        "a live job was retried"
+    );
+    assert!(
+        !b.retry_dead(&q, JobId::new()).await.or_fail("retry_dead"),
+        "an unknown job was retried"
+    );
     assert_eq!(stats(&*b, &q).await.active, 1);
 }
 
@@ -1173,11 +1295,20 @@ pub async fn retry_dead_matching_filter<F: Fixture + ?Sized>(f: &F) {
     let late_beta = dead_job(f, &*b, job(f, &q, "beta", 1), "x").await;
 
     let all = DeadFilter::queue(q.clone());
-    assert_eq!(b.retry_dead_matching(&all.clone().kind("alpha")).await.or_fail("retry"), 3);
+    assert_eq!(
+        b.retry_dead_matching(&all.clone().kind("alpha")).await.or_fail("retry"),
+        3
+    );
     let retried = reserve_now(&*b, &q, 100, LONG).await;
     assert_eq!(ids(&retried).into_iter().collect::<BTreeSet<_>>(), alpha);
-    assert!(retried.iter().all(|r| r.envelope.attempts.len() == 1), "history was lost");
-    assert_eq!(b.count_dead(&DeadFilter::queue(other.clone())).await.or_fail("count"), 1);
+    assert!(
+        retried.iter().all(|r| r.envelope.attempts.len() == 1),
+        "history was lost"
+    );
+    assert_eq!(
+        b.count_dead(&DeadFilter::queue(other.clone())).await.or_fail("count"),
+        1
+    );
 
     let since = all.clone().kind("beta").between(Some(dead_time(&late_beta)), None);
     assert_eq!(b.retry_dead_matching(&since).await.or_fail("retry"), 1);
@@ -1195,15 +1326,27 @@ pub async fn delete_dead<F: Fixture + ?Sized>(f: &F) {
     let q = queue(f, "dlq-delete");
     let dead = dead_job(f, &*b, job(f, &q, "delete", 0), "x").await;
     assert!(b.delete_dead(&q, dead.id).await.or_fail("delete_dead"));
-    assert!(!b.delete_dead(&q, dead.id).await.or_fail("delete_dead"), "deleted twice");
+    assert!(
+        !b.delete_dead(&q, dead.id).await.or_fail("delete_dead"),
+        "deleted twice"
+    );
     assert_eq!(get_dead(&*b, &q, dead.id).await, None);
-    assert!(!b.retry_dead(&q, dead.id).await.or_fail("retry_dead"), "a deleted job was retried");
-    assert_eq!(b.count_dead(&DeadFilter::queue(q.clone())).await.or_fail("count_dead"), 0);
+    assert!(
+        !b.retry_dead(&q, dead.id).await.or_fail("retry_dead"),
+        "a deleted job was retried"
+    );
+    assert_eq!(
+        b.count_dead(&DeadFilter::queue(q.clone())).await.or_fail("count_dead"),
+        0
+    );
 
     let live = job(f, &q, "live", 0);
     let live_id = live.id;
     enqueue_new(&*b, vec![live]).await;
-    assert!(!b.delete_dead(&q, live_id).await.or_fail("delete_dead"), "a live job was deleted");
+    assert!(
+        !b.delete_dead(&q, live_id).await.or_fail("delete_dead"),
+        "a live job was deleted"
+    );
     assert_eq!(ids(&reserve_now(&*b, &q, 10, LONG).await), [live_id]);
     let s = stats(&*b, &q).await;
     assert_eq!((s.dead, s.active, s.ready), (0, 1, 0), "{s:?}");
@@ -1234,7 +1377,11 @@ pub async fn purge_dead_removes_only_strictly_older<F: Fixture + ?Sized>(f: &F) 
 
     assert_eq!(b.purge_dead(&q, dead_time(&d3)).await.or_fail("purge_dead"), 2);
     let left = b.list_dead(&all, None, 10).await.or_fail("list_dead").jobs;
-    assert_eq!(remaining(left), BTreeSet::from([d3.id]), "an entry at `older_than` was purged");
+    assert_eq!(
+        remaining(left),
+        BTreeSet::from([d3.id]),
+        "an entry at `older_than` was purged"
+    );
     assert_eq!(b.count_dead(&DeadFilter::queue(other)).await.or_fail("count_dead"), 1);
     assert_eq!(stats(&*b, &q).await.dead, 1);
 }
@@ -1333,7 +1480,9 @@ async fn assert_duplicate(b: &dyn Backend, job: JobEnvelope, holder: JobId, whil
 }
 
 async fn reserve_now(b: &dyn Backend, q: &QueueName, max: usize, lease: Duration) -> Vec<Reservation> {
-    b.reserve(q, request(max, lease, Duration::ZERO)).await.or_fail("reserve")
+    b.reserve(q, request(max, lease, Duration::ZERO))
+        .await
+        .or_fail("reserve")
 }
 
 async fn reserve_one(b: &dyn Backend, q: &QueueName, lease: Duration) -> Reservation {
@@ -1394,14 +1543,23 @@ async fn list_all(b: &dyn Backend, filter: &DeadFilter, limit: usize) -> (Vec<Jo
 /// Checks that every lease operation refuses `lease` and reports it lost.
 async fn expect_all_refused<F: Fixture + ?Sized>(f: &F, b: &dyn Backend, lease: &Lease) {
     let lost = |r: Result<()>| matches!(r, Err(Error::LeaseLost(id)) if id == lease.id);
-    assert_eq!(b.complete(&[lease.clone()]).await.or_fail("complete"), [AckStatus::LeaseLost]);
+    assert_eq!(
+        b.complete(std::slice::from_ref(lease)).await.or_fail("complete"),
+        [AckStatus::LeaseLost]
+    );
     assert!(lost(b.complete_one(lease).await), "complete_one accepted a lost lease");
     let retried = b.retry_at(lease, f.now(), failure(f, "zombie")).await;
     assert!(lost(retried), "retry_at accepted a lost lease");
     let dead = b.dead_letter(lease, Some(failure(f, "zombie")), "zombie").await;
     assert!(lost(dead), "dead_letter accepted a lost lease");
-    assert_eq!(b.release(&[lease.clone()]).await.or_fail("release"), [AckStatus::LeaseLost]);
-    assert_eq!(b.extend(&[lease.clone()], LONG).await.or_fail("extend"), [AckStatus::LeaseLost]);
+    assert_eq!(
+        b.release(std::slice::from_ref(lease)).await.or_fail("release"),
+        [AckStatus::LeaseLost]
+    );
+    assert_eq!(
+        b.extend(std::slice::from_ref(lease), LONG).await.or_fail("extend"),
+        [AckStatus::LeaseLost]
+    );
 }
 
 /// Starts a `reserve` in a task; it answers with the jobs and how long the
@@ -1421,7 +1579,10 @@ fn spawn_reserve(
 
 /// Waits for a task (with a guard), passing on its panic if it failed.
 async fn join<T>(task: tokio::task::JoinHandle<T>) -> T {
-    match tokio::time::timeout(GUARD, task).await.or_fail("the task did not finish in time") {
+    match tokio::time::timeout(GUARD, task)
+        .await
+        .or_fail("the task did not finish in time")
+    {
         Ok(value) => value,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => panic!("the task did not finish: {e}"),

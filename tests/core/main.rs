@@ -1,1 +1,6 @@
+//! Core integration tests: the broker conformance suite on the in-memory
+//! backend, the worker runtime, schedules, and the committed schemas.
 
+mod memory;
+mod schemas;
+mod worker;

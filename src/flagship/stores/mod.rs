@@ -245,11 +245,8 @@ mod tests {
 
     use super::*;
 
-    fn _object_safe(
-        _: Arc<dyn AuditLog>,
-        _: Arc<dyn UsageStore>,
-        _: Arc<dyn PeriodArchive>,
-        _: Arc<dyn FlagStore>,
+    fn _object_safe(_: Arc<dyn AuditLog>, _: Arc<dyn UsageStore>, _: Arc<dyn PeriodArchive>, _: Arc<dyn FlagStore>) {}
+    fn _more_object_safe(
         _: Arc<dyn ApiKeyStore>,
         _: Arc<dyn OrgConfigStore>,
         _: Arc<dyn DeliveryLog>,

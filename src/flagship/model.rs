@@ -494,7 +494,7 @@ pub struct QueueHealth {
 }
 
 /// The result of one health check, readable by the admin API through
-/// [`HealthStore::latest`](super::HealthStore::latest).
+/// [`HealthStore::latest`](super::stores::HealthStore::latest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthReport {

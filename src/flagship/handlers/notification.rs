@@ -173,25 +173,24 @@ mod tests {
         calls: Mutex<u32>,
     }
 
+    impl Scripted {
+        fn next(&self) -> Result<(), DeliveryError> {
+            *self.calls.lock().unwrap() += 1;
+            self.failures.lock().unwrap().pop().map_or(Ok(()), Err)
+        }
+    }
+
     #[async_trait]
     impl WebhookSender for Scripted {
         async fn send(&self, _: &WebhookEndpoint, _: &WebhookMessage) -> Result<(), DeliveryError> {
-            *self.calls.lock().unwrap() += 1;
-            match self.failures.lock().unwrap().pop() {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
+            self.next()
         }
     }
 
     #[async_trait]
     impl Mailer for Scripted {
         async fn send(&self, _: &Email) -> Result<(), DeliveryError> {
-            *self.calls.lock().unwrap() += 1;
-            match self.failures.lock().unwrap().pop() {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
+            self.next()
         }
     }
 

@@ -136,7 +136,7 @@ pub trait PeriodArchive: Send + Sync + fmt::Debug + 'static {
 ///
 /// # Contract
 ///
-/// [`disable`](FlagStore::disable) MUST be idempotent: disabling a
+/// [`disable_flag`](FlagStore::disable_flag) MUST be idempotent: disabling a
 /// disabled flag changes nothing and returns `Some(false)`.
 #[async_trait]
 pub trait FlagStore: Send + Sync + fmt::Debug + 'static {

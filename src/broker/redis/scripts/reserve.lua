@@ -1,0 +1,55 @@
+-- reserve: promote due jobs, then lease up to ARGV[1] ready jobs, oldest first.
+-- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 lease, 6 seq, 7 wake
+-- ARGV: 1 max jobs, 2 lease in ms, 3 most scheduled jobs to promote
+-- Returns {now-ms, next-due-in-ms or -1, id, envelope, token, id, envelope, token, ...}.
+-- next-due is only given when nothing was leased: how long until the first
+-- scheduled job falls due. An id without an envelope (written by hand) is
+-- dropped: there is nothing to run.
+local jobs, ready, scheduled, active, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now = now_ms()
+
+-- Removals first: they are allowed when Redis is out of memory, and the
+-- writes after them then are too, so workers keep draining a full Redis.
+local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+if #due > 0 then
+  variadic('ZREM', scheduled, due)
+  variadic('RPUSH', ready, due)
+end
+
+local ids = redis.call('LPOP', ready, tonumber(ARGV[1]))
+if not ids then
+  local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+  local next_due = -1
+  if first[2] then
+    next_due = math.max(0, tonumber(first[2]) - now)
+  end
+  return {now, next_due}
+end
+
+local envelopes = redis.call('HMGET', jobs, unpack(ids))
+local token = redis.call('INCRBY', KEYS[6], #ids) - #ids
+local deadline = int(now + tonumber(ARGV[2]))
+local started = ':' .. int(now)
+local out, deadlines, leases = {now, -1}, {}, {}
+for i, id in ipairs(ids) do
+  token = token + 1
+  if envelopes[i] then
+    local t = int(token)
+    deadlines[#deadlines + 1] = deadline
+    deadlines[#deadlines + 1] = id
+    leases[#leases + 1] = id
+    leases[#leases + 1] = t .. started
+    out[#out + 1] = id
+    out[#out + 1] = envelopes[i]
+    out[#out + 1] = t
+  end
+end
+if #deadlines > 0 then
+  variadic('ZADD', active, deadlines)
+  variadic('HSET', lease, leases)
+end
+-- Pass the baton: another idle worker can take what is left.
+if redis.call('LLEN', ready) > 0 then
+  wake(KEYS[7])
+end
+return out

@@ -164,7 +164,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         builder = builder.worker_id(id);
     }
     let worker = builder.build()?;
-    eprintln!("worker {} running", worker.id());
+    tracing::info!(worker.id = worker.id(), "worker running");
     worker.run_until(shutdown_signal(args.run_for)).await?;
     println!("{}", serde_json::to_string(&worker.stats())?);
     Ok(())

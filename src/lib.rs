@@ -77,6 +77,9 @@
 //! | `redis` | the Redis broker |
 //! | `test-util` | [`testing::conformance`], the suite every backend must pass |
 
+// The library never panics on a `Result` or `Option`; tests and examples may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod broker;
 pub mod client;
 pub mod clock;

@@ -232,7 +232,9 @@ impl RedisServer {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
         self.child = Some(child);
         let started = Instant::now();
         while started.elapsed() < STARTUP {

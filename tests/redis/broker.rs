@@ -1,10 +1,10 @@
 //! The broker's contract, case by case.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use flagship_worker::{
-    broker::redis::RedisBroker, AckStatus, AttemptRecord, Broker, EnqueueOutcome, Error, JobEnvelope, TokioClock,
+    broker::redis::RedisBroker, AckStatus, AttemptRecord, Broker, EnqueueOutcome, Error, JobEnvelope,
 };
 use tokio::time::Instant;
 
@@ -41,7 +41,11 @@ async fn an_expired_lease_is_fenced_after_recovery() {
     let q = queue("fence");
     broker.enqueue(vec![job(&q, 1)]).await.unwrap();
     let old = broker.reserve(&q, take(1, 100)).await.unwrap().remove(0);
-    assert!(broker.recover_expired(&q, 10, Duration::from_secs(30)).await.unwrap().is_empty());
+    assert!(broker
+        .recover_expired(&q, 10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_empty());
     tokio::time::sleep(Duration::from_millis(150)).await;
 
     let recovered = broker.recover_expired(&q, 10, Duration::from_secs(30)).await.unwrap();
@@ -49,18 +53,36 @@ async fn an_expired_lease_is_fenced_after_recovery() {
     let new = &recovered[0];
     assert_eq!(new.lease.id, old.lease.id);
     assert_ne!(new.lease.token, old.lease.token);
-    let started = new.expired_attempt_started_at.expect("recovered jobs say when the lost attempt started");
+    let started = new
+        .expired_attempt_started_at
+        .expect("recovered jobs say when the lost attempt started");
     assert!((started - Utc::now()).num_seconds().abs() < 5);
 
     let record = AttemptRecord::failed(Utc::now(), Utc::now(), "zombie", None);
-    assert_eq!(broker.complete(std::slice::from_ref(&old.lease)).await.unwrap(), vec![AckStatus::LeaseLost]);
-    assert!(matches!(broker.retry_at(&old.lease, Utc::now(), record.clone()).await, Err(Error::LeaseLost(_))));
-    assert!(matches!(broker.dead_letter(&old.lease, None, "zombie").await, Err(Error::LeaseLost(_))));
+    let now = Duration::ZERO;
     assert_eq!(
-        broker.extend(std::slice::from_ref(&old.lease), Duration::from_secs(1)).await.unwrap(),
+        broker.complete(std::slice::from_ref(&old.lease)).await.unwrap(),
         vec![AckStatus::LeaseLost]
     );
-    assert_eq!(broker.release(std::slice::from_ref(&old.lease)).await.unwrap(), vec![AckStatus::LeaseLost]);
+    assert!(matches!(
+        broker.retry_after(&old.lease, now, record.clone()).await,
+        Err(Error::LeaseLost(_))
+    ));
+    assert!(matches!(
+        broker.dead_letter(&old.lease, None, "zombie").await,
+        Err(Error::LeaseLost(_))
+    ));
+    assert_eq!(
+        broker
+            .extend(std::slice::from_ref(&old.lease), Duration::from_secs(1))
+            .await
+            .unwrap(),
+        vec![AckStatus::LeaseLost]
+    );
+    assert_eq!(
+        broker.release(std::slice::from_ref(&old.lease)).await.unwrap(),
+        vec![AckStatus::LeaseLost]
+    );
     broker.complete_one(&new.lease).await.unwrap();
     assert_eq!(broker.stats(&q).await.unwrap().completed, 1);
 }
@@ -72,10 +94,15 @@ async fn a_retry_records_the_attempt_and_waits_for_its_time() {
     broker.enqueue(vec![job(&q, 1)]).await.unwrap();
     let r = broker.reserve(&q, take(1, 30_000)).await.unwrap().remove(0);
     let record = AttemptRecord::failed(Utc::now(), Utc::now(), "boom", Some("w1".into()));
-    let at = Utc::now() + TimeDelta::milliseconds(200);
     let scheduled = Instant::now();
-    broker.retry_at(&r.lease, at, record.clone()).await.unwrap();
-    assert!(broker.reserve(&q, take(1, 30_000)).await.unwrap().is_empty(), "not before its time");
+    broker
+        .retry_after(&r.lease, Duration::from_millis(200), record.clone())
+        .await
+        .unwrap();
+    assert!(
+        broker.reserve(&q, take(1, 30_000)).await.unwrap().is_empty(),
+        "not before its time"
+    );
     assert_eq!(broker.stats(&q).await.unwrap().scheduled, 1);
 
     let again = broker.reserve(&q, wait_for(1, 2_000)).await.unwrap().remove(0);
@@ -85,7 +112,9 @@ async fn a_retry_records_the_attempt_and_waits_for_its_time() {
     assert_eq!(again.envelope.attempts, vec![record]);
     assert_eq!(broker.stats(&q).await.unwrap().retried, 1);
     assert!(matches!(
-        broker.retry_at(&r.lease, Utc::now(), again.envelope.attempts[0].clone()).await,
+        broker
+            .retry_after(&r.lease, Duration::ZERO, again.envelope.attempts[0].clone())
+            .await,
         Err(Error::LeaseLost(_))
     ));
 }
@@ -129,7 +158,11 @@ async fn an_idle_reserve_wakes_for_a_new_job() {
         got += waiter.await.unwrap().unwrap().len();
     }
     assert_eq!(got, 3, "each waiter took one job");
-    assert!(enqueued.elapsed() < Duration::from_secs(1), "woken, not timed out: {:?}", enqueued.elapsed());
+    assert!(
+        enqueued.elapsed() < Duration::from_secs(1),
+        "woken, not timed out: {:?}",
+        enqueued.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -149,8 +182,14 @@ async fn idempotency_keys_hold_until_the_retention_ends() {
     let first = keyed(1);
     let first_id = first.id;
     let outcomes = broker.enqueue(vec![first.clone(), keyed(2)]).await.unwrap();
-    assert_eq!(outcomes, vec![EnqueueOutcome::Enqueued(first_id), EnqueueOutcome::Duplicate(first_id)]);
-    assert_eq!(broker.enqueue(vec![keyed(3)]).await.unwrap(), vec![EnqueueOutcome::Duplicate(first_id)]);
+    assert_eq!(
+        outcomes,
+        vec![EnqueueOutcome::Enqueued(first_id), EnqueueOutcome::Duplicate(first_id)]
+    );
+    assert_eq!(
+        broker.enqueue(vec![keyed(3)]).await.unwrap(),
+        vec![EnqueueOutcome::Duplicate(first_id)]
+    );
     assert_eq!(
         broker.enqueue(vec![first]).await.unwrap(),
         vec![EnqueueOutcome::Duplicate(first_id)],
@@ -167,8 +206,14 @@ async fn idempotency_keys_hold_until_the_retention_ends() {
     );
     tokio::time::sleep(Duration::from_millis(350)).await;
     let late = keyed(5);
-    assert_eq!(broker.enqueue(vec![late.clone()]).await.unwrap(), vec![EnqueueOutcome::Enqueued(late.id)]);
-    assert_eq!(broker.enqueue(vec![keyed(6)]).await.unwrap(), vec![EnqueueOutcome::Duplicate(late.id)]);
+    assert_eq!(
+        broker.enqueue(vec![late.clone()]).await.unwrap(),
+        vec![EnqueueOutcome::Enqueued(late.id)]
+    );
+    assert_eq!(
+        broker.enqueue(vec![keyed(6)]).await.unwrap(),
+        vec![EnqueueOutcome::Duplicate(late.id)]
+    );
 }
 
 #[tokio::test]
@@ -184,7 +229,9 @@ async fn released_jobs_go_back_to_the_front_without_an_attempt() {
     assert_eq!(broker.release(&leases).await.unwrap(), vec![AckStatus::LeaseLost; 2]);
     let again = broker.reserve(&q, take(3, 30_000)).await.unwrap();
     assert_eq!(again.iter().map(|r| r.envelope.id).collect::<Vec<_>>(), ids);
-    assert!(again.iter().all(|r| r.envelope.attempt == 0 && r.envelope.attempts.is_empty()));
+    assert!(again
+        .iter()
+        .all(|r| r.envelope.attempt == 0 && r.envelope.attempts.is_empty()));
 }
 
 #[tokio::test]
@@ -195,11 +242,25 @@ async fn extending_a_lease_keeps_the_job_from_recovery() {
     let r = broker.reserve(&q, take(1, 200)).await.unwrap().remove(0);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let lease = std::slice::from_ref(&r.lease);
-    assert_eq!(broker.extend(lease, Duration::from_millis(600)).await.unwrap(), vec![AckStatus::Done]);
+    assert_eq!(
+        broker.extend(lease, Duration::from_millis(600)).await.unwrap(),
+        vec![AckStatus::Done]
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(broker.recover_expired(&q, 10, Duration::from_secs(1)).await.unwrap().is_empty());
+    assert!(broker
+        .recover_expired(&q, 10, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .is_empty());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(broker.recover_expired(&q, 10, Duration::from_secs(1)).await.unwrap().len(), 1);
+    assert_eq!(
+        broker
+            .recover_expired(&q, 10, Duration::from_secs(1))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -208,7 +269,10 @@ async fn stats_and_queue_names_reflect_the_jobs() {
     let (a, b) = (queue("stats:a"), queue("stats:b"));
     let mut later = job(&a, 2);
     later.run_at = Utc::now() + TimeDelta::seconds(60);
-    broker.enqueue(vec![job(&a, 1), later, job(&b, 3), job(&a, 4)]).await.unwrap();
+    broker
+        .enqueue(vec![job(&a, 1), later, job(&b, 3), job(&a, 4)])
+        .await
+        .unwrap();
     let held = broker.reserve(&a, take(1, 30_000)).await.unwrap();
     assert_eq!(held.len(), 1);
     let stats = broker.stats(&a).await.unwrap();
@@ -219,18 +283,20 @@ async fn stats_and_queue_names_reflect_the_jobs() {
 }
 
 #[tokio::test]
-async fn due_times_follow_redis_time_whatever_the_worker_clock_says() {
-    let Some((server, _)) = start().await else { return };
+async fn due_times_follow_redis_time_whatever_the_producer_clock_says() {
+    let Some((_server, broker)) = start().await else { return };
     for skew in [TimeDelta::hours(1), TimeDelta::hours(-1)] {
-        let clock = Arc::new(TokioClock::starting_at(Utc::now() + skew));
-        let broker = RedisBroker::builder(server.url()).clock(clock.clone()).connect().await.unwrap();
         let q = queue(&format!("skew{}", skew.num_hours()));
-        let mut delayed = job(&q, 1);
-        // What a client on the skewed machine writes: its now + 150 ms.
-        delayed.run_at = flagship_worker::Clock::now(&*clock) + TimeDelta::milliseconds(150);
+        // What a producer on a skewed machine writes: its now, plus 150 ms.
+        let skewed_now = Utc::now() + skew;
+        let mut delayed = JobEnvelope::new("k", q.clone(), serde_json::json!({}), skewed_now);
+        delayed.run_at = skewed_now + TimeDelta::milliseconds(150);
         let enqueued = Instant::now();
         broker.enqueue(vec![delayed]).await.unwrap();
-        assert!(broker.reserve(&q, take(1, 30_000)).await.unwrap().is_empty(), "skew {skew}: early");
+        assert!(
+            broker.reserve(&q, take(1, 30_000)).await.unwrap().is_empty(),
+            "skew {skew}: early"
+        );
         let got = broker.reserve(&q, wait_for(1, 2_000)).await.unwrap();
         assert_eq!(got.len(), 1, "skew {skew}: stuck");
         assert!(enqueued.elapsed() >= Duration::from_millis(145));
@@ -239,13 +305,18 @@ async fn due_times_follow_redis_time_whatever_the_worker_clock_says() {
 
 #[tokio::test]
 async fn a_lost_connection_is_unavailable_and_then_recovers() {
-    let Some((mut server, broker)) = start().await else { return };
+    let Some((mut server, broker)) = start().await else {
+        return;
+    };
     let q = queue("reconnect");
     broker.enqueue(vec![job(&q, 1)]).await.unwrap();
     server.kill();
     let err = broker.reserve(&q, take(1, 30_000)).await.unwrap_err();
     assert!(err.is_transient(), "{err}");
-    assert!(matches!(broker.enqueue(vec![job(&q, 2)]).await, Err(Error::Unavailable(_))));
+    assert!(matches!(
+        broker.enqueue(vec![job(&q, 2)]).await,
+        Err(Error::Unavailable(_))
+    ));
     server.start_again();
     eventually("the broker reconnects", Duration::from_secs(10), || {
         let broker = broker.clone();

@@ -29,7 +29,10 @@ async fn dead_jobs_are_listed_in_order_page_by_page() {
     let mut jobs: Vec<_> = (0..7).map(|n| job(&q, n)).collect();
     jobs[3].kind = "other".into();
     let ids = kill_all(&*broker, &q, jobs).await;
-    assert!(broker.reserve(&q, take(10, 30_000)).await.unwrap().is_empty(), "dead jobs are not reserved");
+    assert!(
+        broker.reserve(&q, take(10, 30_000)).await.unwrap().is_empty(),
+        "dead jobs are not reserved"
+    );
 
     let filter = DeadFilter::queue(q.clone());
     let mut seen = Vec::new();
@@ -58,8 +61,14 @@ async fn dead_jobs_are_listed_in_order_page_by_page() {
     assert_eq!(broker.count_dead(&filter).await.unwrap(), 7);
     let later = filter.clone().between(Some(Utc::now()), None);
     assert_eq!(broker.count_dead(&later).await.unwrap(), 0);
-    assert!(matches!(broker.list_dead(&filter, None, 0).await, Err(Error::InvalidConfig(_))));
-    assert!(matches!(broker.list_dead(&filter, None, 1_001).await, Err(Error::InvalidConfig(_))));
+    assert!(matches!(
+        broker.list_dead(&filter, None, 0).await,
+        Err(Error::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        broker.list_dead(&filter, None, 1_001).await,
+        Err(Error::InvalidConfig(_))
+    ));
     assert_eq!(broker.stats(&q).await.unwrap().dead_lettered, 7);
 }
 
@@ -118,21 +127,40 @@ async fn deleting_and_purging_release_idempotency_keys() {
     };
     let first = kill_all(&*broker, &q, vec![keyed(1, "a"), keyed(2, "b")]).await;
     let dup = keyed(3, "a");
-    assert_eq!(broker.enqueue(vec![dup]).await.unwrap(), vec![EnqueueOutcome::Duplicate(first[0])]);
+    assert_eq!(
+        broker.enqueue(vec![dup]).await.unwrap(),
+        vec![EnqueueOutcome::Duplicate(first[0])]
+    );
     tokio::time::sleep(Duration::from_millis(5)).await;
     let cut = Utc::now();
     tokio::time::sleep(Duration::from_millis(5)).await;
     let later = kill_all(&*broker, &q, vec![keyed(4, "c")]).await;
 
-    assert_eq!(broker.purge_dead(&q, cut).await.unwrap(), 2, "exactly the ones dead before the cut");
+    assert_eq!(
+        broker.purge_dead(&q, cut).await.unwrap(),
+        2,
+        "exactly the ones dead before the cut"
+    );
     assert!(broker.get_dead(&q, later[0]).await.unwrap().is_some());
     let again = keyed(5, "a");
-    assert_eq!(broker.enqueue(vec![again.clone()]).await.unwrap(), vec![EnqueueOutcome::Enqueued(again.id)]);
+    assert_eq!(
+        broker.enqueue(vec![again.clone()]).await.unwrap(),
+        vec![EnqueueOutcome::Enqueued(again.id)]
+    );
 
     assert!(broker.delete_dead(&q, later[0]).await.unwrap());
     assert!(!broker.delete_dead(&q, later[0]).await.unwrap());
     let c = keyed(6, "c");
-    assert_eq!(broker.enqueue(vec![c.clone()]).await.unwrap(), vec![EnqueueOutcome::Enqueued(c.id)]);
-    let ids: HashSet<_> = broker.reserve(&q, take(10, 30_000)).await.unwrap().iter().map(|r| r.lease.id).collect();
+    assert_eq!(
+        broker.enqueue(vec![c.clone()]).await.unwrap(),
+        vec![EnqueueOutcome::Enqueued(c.id)]
+    );
+    let ids: HashSet<_> = broker
+        .reserve(&q, take(10, 30_000))
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.lease.id)
+        .collect();
     assert_eq!(ids, HashSet::from([again.id, c.id]));
 }

@@ -90,7 +90,9 @@ async fn jobs_of_a_killed_worker_process_are_all_finished_by_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workers_ride_out_a_redis_restart() {
-    let Some((mut server, broker)) = start_with(RedisServerOptions::new().appendonly(true)).await else { return };
+    let Some((mut server, broker)) = start_with(RedisServerOptions::new().appendonly(true)).await else {
+        return;
+    };
     broker.enqueue((0..1_000).map(demo).collect()).await.unwrap();
     let workers = [
         demo_worker(&server, "a", 8, Duration::from_secs(2), Duration::from_millis(2)).await,
@@ -103,9 +105,11 @@ async fn workers_ride_out_a_redis_restart() {
     .await;
     server.kill();
     server.start_again();
-    eventually("every job finished after the restart", Duration::from_secs(60), || async {
-        broker.ping().await.is_ok() && settled(&broker, 1_000).await
-    })
+    eventually(
+        "every job finished after the restart",
+        Duration::from_secs(60),
+        || async { broker.ping().await.is_ok() && settled(&broker, 1_000).await },
+    )
     .await;
     for (stop, task) in running {
         stop.send(true).unwrap();
@@ -115,7 +119,10 @@ async fn workers_ride_out_a_redis_restart() {
     assert_eq!(stats.completed + stats.dead, 1_000);
     assert_eq!(stats.dead, 0, "retries absorbed the outage");
     assert_eq!(hash(&server, "examples:done").len(), 1_000, "none lost");
-    assert!(workers.iter().all(|w| w.stats().broker_errors > 0), "both workers saw the outage");
+    assert!(
+        workers.iter().all(|w| w.stats().broker_errors > 0),
+        "both workers saw the outage"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -128,14 +135,22 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
     }
     let processes: Vec<_> = ["p1", "p2"]
         .iter()
-        .map(|id| WorkerProcess::start(&server, &["--concurrency", "16", "--lease-ms", "10000", "--worker-id", id]))
+        .map(|id| {
+            WorkerProcess::start(
+                &server,
+                &["--concurrency", "16", "--lease-ms", "10000", "--worker-id", id],
+            )
+        })
         .collect();
     let mut workers = Vec::new();
     for name in ["t1", "t2", "t3", "t4"] {
         workers.push(demo_worker(&server, name, 16, Duration::from_secs(10), Duration::ZERO).await);
     }
     let running: Vec<_> = workers.iter().map(run).collect();
-    eventually("all jobs completed", Duration::from_secs(120), || settled(&broker, total)).await;
+    eventually("all jobs completed", Duration::from_secs(120), || {
+        settled(&broker, total)
+    })
+    .await;
     for (stop, task) in running {
         stop.send(true).unwrap();
         task.await.unwrap();
@@ -158,7 +173,10 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
         assert_eq!(stats["completed"].as_u64(), by_worker.get(id).copied().or(Some(0)));
     }
     let acked: u64 = workers.iter().map(|w| w.stats().completed).sum::<u64>()
-        + process_stats.iter().map(|s| s["completed"].as_u64().unwrap()).sum::<u64>();
+        + process_stats
+            .iter()
+            .map(|s| s["completed"].as_u64().unwrap())
+            .sum::<u64>();
     assert_eq!(acked, total, "each job acknowledged once");
     assert_eq!(broker.stats(&queue("examples:demo")).await.unwrap().completed, total);
 }
@@ -171,7 +189,16 @@ async fn a_paused_worker_cannot_complete_a_job_taken_over_by_another() {
     broker.enqueue(vec![job]).await.unwrap();
     let stale = WorkerProcess::start(
         &server,
-        &["--concurrency", "1", "--lease-ms", "600", "--handler-ms", "1500", "--worker-id", "stale"],
+        &[
+            "--concurrency",
+            "1",
+            "--lease-ms",
+            "600",
+            "--handler-ms",
+            "1500",
+            "--worker-id",
+            "stale",
+        ],
     );
     eventually("the job started in the child", Duration::from_secs(60), || async {
         hash(&server, "examples:started").contains_key(&id)
@@ -181,9 +208,11 @@ async fn a_paused_worker_cannot_complete_a_job_taken_over_by_another() {
 
     let second = demo_worker(&server, "second", 1, Duration::from_millis(600), Duration::ZERO).await;
     let (stop, task) = run(&second);
-    eventually("the job completed by the second worker", Duration::from_secs(10), || {
-        settled(&broker, 1)
-    })
+    eventually(
+        "the job completed by the second worker",
+        Duration::from_secs(10),
+        || settled(&broker, 1),
+    )
     .await;
     stop.send(true).unwrap();
     task.await.unwrap();
@@ -195,8 +224,14 @@ async fn a_paused_worker_cannot_complete_a_job_taken_over_by_another() {
 
     assert_eq!(second.stats().recovered, 1);
     assert_eq!(second.stats().completed, 1);
-    assert_eq!(hash(&server, "examples:done").get("7").map(String::as_str), Some("second"));
-    assert_eq!(hash(&server, "examples:started").get(&id).map(String::as_str), Some("2"));
+    assert_eq!(
+        hash(&server, "examples:done").get("7").map(String::as_str),
+        Some("second")
+    );
+    assert_eq!(
+        hash(&server, "examples:started").get(&id).map(String::as_str),
+        Some("2")
+    );
     let stats = broker.stats(&queue("examples:demo")).await.unwrap();
     assert_eq!((stats.completed, stats.dead), (1, 0), "acknowledged once");
 }
@@ -229,13 +264,20 @@ async fn garbage_in_the_queue_is_dead_lettered_and_the_worker_goes_on() {
 
     let worker = demo_worker(&server, "w", 4, Duration::from_secs(5), Duration::ZERO).await;
     let (stop, task) = run(&worker);
-    eventually("good jobs done, garbage dead", Duration::from_secs(10), || settled(&broker, 10)).await;
+    eventually("good jobs done, garbage dead", Duration::from_secs(10), || {
+        settled(&broker, 10)
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
 
     assert_eq!(worker.stats().completed, 6);
     assert_eq!(hash(&server, "examples:done").len(), 6);
-    let dead = broker.list_dead(&DeadFilter::queue(q.clone()), None, 10).await.unwrap().jobs;
+    let dead = broker
+        .list_dead(&DeadFilter::queue(q.clone()), None, 10)
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(dead.len(), 4);
     let reason_of = |pred: &dyn Fn(&JobEnvelope) -> bool| {
         dead.iter()
@@ -247,7 +289,11 @@ async fn garbage_in_the_queue_is_dead_lettered_and_the_worker_goes_on() {
     assert!(garbage.contains("not a job envelope"), "{garbage}");
     let version = reason_of(&|j| j.id.to_string() == future_id);
     assert!(version.contains("version 2"), "{version}");
-    let misfiled = reason_of(&|j| j.dead_letter_reason.as_deref().is_some_and(|r| r.contains("not-a-uuid")));
+    let misfiled = reason_of(&|j| {
+        j.dead_letter_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not-a-uuid"))
+    });
     assert!(misfiled.contains("not a job id"), "{misfiled}");
     let unknown_reason = reason_of(&|j| j.id == unknown_id);
     assert!(unknown_reason.contains("unknown job kind"), "{unknown_reason}");

@@ -10,11 +10,20 @@ use crate::support::{job, queue, start_with, take};
 #[tokio::test]
 async fn an_evicting_redis_is_refused_unless_allowed() {
     let options = RedisServerOptions::new().maxmemory_policy("allkeys-lru");
-    let Some(server) = flagship_worker::testing::redis_server::RedisServer::start_with(options) else { return };
+    let Some(server) = flagship_worker::testing::redis_server::RedisServer::start_with(options) else {
+        return;
+    };
     let err = RedisBroker::connect(server.url()).await.unwrap_err();
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
-    assert!(err.to_string().contains("allkeys-lru") && err.to_string().contains("noeviction"), "{err}");
-    let broker = RedisBroker::builder(server.url()).allow_eviction(true).connect().await.unwrap();
+    assert!(
+        err.to_string().contains("allkeys-lru") && err.to_string().contains("noeviction"),
+        "{err}"
+    );
+    let broker = RedisBroker::builder(server.url())
+        .allow_eviction(true)
+        .connect()
+        .await
+        .unwrap();
     broker.ping().await.unwrap();
 }
 
@@ -23,14 +32,18 @@ async fn a_redis_without_config_get_is_accepted() {
     let options = RedisServerOptions::new()
         .maxmemory_policy("allkeys-lru")
         .args(["--rename-command", "CONFIG", ""]);
-    let Some((_server, broker)) = start_with(options).await else { return };
+    let Some((_server, broker)) = start_with(options).await else {
+        return;
+    };
     broker.ping().await.unwrap();
 }
 
 #[tokio::test]
 async fn a_full_redis_refuses_enqueue_and_keeps_no_partial_job() {
     let options = RedisServerOptions::new().maxmemory(4 * 1024 * 1024);
-    let Some((server, broker)) = start_with(options).await else { return };
+    let Some((server, broker)) = start_with(options).await else {
+        return;
+    };
     let q = queue("oom");
     let big = "x".repeat(16 * 1024);
     let mut stored = 0u64;
@@ -62,5 +75,8 @@ async fn a_full_redis_refuses_enqueue_and_keeps_no_partial_job() {
     let leases: Vec<_> = held.iter().map(|r| r.lease.clone()).collect();
     broker.complete(&leases).await.unwrap();
     let again = job(&q, 99);
-    assert_eq!(broker.enqueue(vec![again.clone()]).await.unwrap(), vec![EnqueueOutcome::Enqueued(again.id)]);
+    assert_eq!(
+        broker.enqueue(vec![again.clone()]).await.unwrap(),
+        vec![EnqueueOutcome::Enqueued(again.id)]
+    );
 }

@@ -74,7 +74,12 @@ impl flagship_worker::Job for Demo {
 
 /// A demo job envelope, as the example's producer writes it.
 pub(crate) fn demo(n: u64) -> JobEnvelope {
-    JobEnvelope::new("demo", queue("examples:demo"), serde_json::json!({ "n": n }), Utc::now())
+    JobEnvelope::new(
+        "demo",
+        queue("examples:demo"),
+        serde_json::json!({ "n": n }),
+        Utc::now(),
+    )
 }
 
 /// The example's handler, in-process: counts starts in `examples:started`,
@@ -95,11 +100,7 @@ impl DemoHandler {
 impl flagship_worker::Handler for DemoHandler {
     type Job = Demo;
 
-    async fn handle(
-        &self,
-        job: Demo,
-        ctx: &flagship_worker::JobContext,
-    ) -> Result<(), flagship_worker::HandlerError> {
+    async fn handle(&self, job: Demo, ctx: &flagship_worker::JobContext) -> Result<(), flagship_worker::HandlerError> {
         use redis::AsyncCommands;
         let mut redis = self.redis.clone();
         let _: i64 = redis

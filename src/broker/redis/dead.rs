@@ -45,7 +45,8 @@ struct DeadEntry {
 impl DeadEntry {
     /// The entry from a script reply: id, score, envelope, reason.
     fn from_reply(mut fields: impl Iterator<Item = Value>) -> Result<Option<Self>> {
-        let (Some(id), Some(score), Some(raw), Some(reason)) = (fields.next(), fields.next(), fields.next(), fields.next())
+        let (Some(id), Some(score), Some(raw), Some(reason)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
         else {
             return Ok(None);
         };
@@ -210,7 +211,11 @@ impl DeadLetterQueue for RedisBroker {
     async fn list_dead(&self, filter: &DeadFilter, cursor: Option<&DeadCursor>, limit: usize) -> Result<DeadPage> {
         check_page_limit(limit)?;
         let after = cursor.map(decode_cursor).transpose()?;
-        let batch = if filter.kind.is_some() { SCAN_BATCH.max(limit + 1) } else { limit + 1 };
+        let batch = if filter.kind.is_some() {
+            SCAN_BATCH.max(limit + 1)
+        } else {
+            limit + 1
+        };
         let mut found: Vec<(DeadEntry, JobEnvelope)> = Vec::new();
         self.scan_dead(filter, after, batch, |entry, envelope| {
             found.push((entry, envelope));

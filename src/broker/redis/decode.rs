@@ -15,7 +15,10 @@ use crate::{
 pub(super) const UNDECODABLE_KIND: &str = "undecodable";
 
 fn unexpected(what: &str, value: &Value) -> Error {
-    Error::Backend(format!("unexpected reply from Redis for {what}: {value:?}; is another program writing to the queue's keys?").into())
+    Error::Backend(
+        format!("unexpected reply from Redis for {what}: {value:?}; is another program writing to the queue's keys?")
+            .into(),
+    )
 }
 
 /// The elements of an array reply.
@@ -42,7 +45,9 @@ pub(super) fn int(what: &str, value: &Value) -> Result<i64> {
 /// A text reply.
 pub(super) fn text(what: &str, value: Value) -> Result<String> {
     match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|e| unexpected(what, &Value::BulkString(e.into_bytes()))),
+        Value::BulkString(bytes) => {
+            String::from_utf8(bytes).map_err(|e| unexpected(what, &Value::BulkString(e.into_bytes())))
+        }
         Value::SimpleString(s) => Ok(s),
         other => Err(unexpected(what, &other)),
     }
@@ -101,7 +106,10 @@ pub(super) fn decode_stored(queue: &QueueName, id: &str, raw: &[u8]) -> Result<J
     let Ok(job_id) = id.parse::<JobId>() else {
         return Err(poison(
             JobId::new(),
-            format!("it was stored under `{}`, which is not a job id (a UUID)", id.escape_debug()),
+            format!(
+                "it was stored under `{}`, which is not a job id (a UUID)",
+                id.escape_debug()
+            ),
         ));
     };
     let envelope = match JobEnvelope::from_json(id, raw) {
@@ -187,11 +195,17 @@ mod tests {
         let other = QueueName::new("other").unwrap();
         assert!(decode_stored(&other, &id, &raw).unwrap_err().reason.contains("queue"));
         let wrong_id = JobId::new().to_string();
-        assert!(decode_stored(&queue, &wrong_id, &raw).unwrap_err().reason.contains("differs"));
+        assert!(decode_stored(&queue, &wrong_id, &raw)
+            .unwrap_err()
+            .reason
+            .contains("differs"));
         let bad = decode_stored(&queue, "not-a-uuid", &raw).unwrap_err();
         assert!(bad.reason.contains("not a job id"), "{}", bad.reason);
         assert_eq!(bad.stored_id, "not-a-uuid");
-        assert!(decode_stored(&queue, &id, b"garbage").unwrap_err().reason.contains("not a job envelope"));
+        assert!(decode_stored(&queue, &id, b"garbage")
+            .unwrap_err()
+            .reason
+            .contains("not a job envelope"));
     }
 
     #[test]

@@ -93,8 +93,8 @@ pub struct RedisBroker {
     /// or a dead-letter needs no read first. The lease token fences them: a
     /// job cannot change while its lease is held.
     held: Mutex<HashMap<JobId, Held>>,
-    /// Converts `run_at` and retry times into delays; Redis adds them to its
-    /// own clock.
+    /// The time written into envelopes and used for ages in stats; due
+    /// times come from Redis's clock.
     clock: Arc<dyn Clock>,
     /// How long a completed job's idempotency key stays held.
     key_retention: Duration,
@@ -181,9 +181,11 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// Measures `run_at` and retry times against `clock` (default: a
-    /// [`TokioClock`], like the worker's). Only the difference to now is
-    /// sent; Redis adds it to its own clock.
+    /// Reads the time written into envelopes (a retry's `run_at`, the
+    /// dead-lettered time shown until read back) and used for the age in
+    /// [`QueueStats`] from `clock` (default: a [`TokioClock`], like the
+    /// worker's). Due times and lease deadlines never depend on it: only
+    /// delays are sent, and Redis adds them to its own clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -200,7 +202,9 @@ impl RedisBrokerBuilder {
             }
         }
         if self.key_retention.is_zero() {
-            return Err(Error::InvalidConfig("the idempotency key retention must be above zero".into()));
+            return Err(Error::InvalidConfig(
+                "the idempotency key retention must be above zero".into(),
+            ));
         }
         let client = redis::Client::open(self.url.as_str())
             .map_err(|e| Error::InvalidConfig(format!("the Redis URL is not valid: {e}")))?;
@@ -251,7 +255,10 @@ async fn check_eviction_policy(conn: &mut ConnectionManager, allow_eviction: boo
     match policy.as_deref() {
         Some("noeviction") => Ok(()),
         Some(policy) if allow_eviction => {
-            tracing::warn!(policy, "Redis maxmemory-policy is not `noeviction`: jobs can be evicted when Redis is full");
+            tracing::warn!(
+                policy,
+                "Redis maxmemory-policy is not `noeviction`: jobs can be evicted when Redis is full"
+            );
             Ok(())
         }
         Some(policy) => Err(Error::InvalidConfig(format!(
@@ -288,14 +295,20 @@ fn by_queue<T>(items: &[T], queue: impl Fn(&T) -> &QueueName) -> Vec<(QueueName,
     groups
 }
 
-/// Whole milliseconds from `now` until `at`, rounded up (so a job never
-/// runs early); zero or less means now.
-fn delay_ms(at: DateTime<Utc>, now: DateTime<Utc>) -> i64 {
-    let micros = (at - now).num_microseconds().unwrap_or(i64::MAX);
-    if micros <= 0 {
-        0
+/// A job's delay in whole milliseconds: `run_at − enqueued_at` on the
+/// producer's clock, which Redis then adds to its own. Rounded up, so a job
+/// never runs early; zero means now.
+fn delay_ms(job: &JobEnvelope) -> u64 {
+    (job.run_at - job.enqueued_at).to_std().map(millis_ceil).unwrap_or(0)
+}
+
+/// Milliseconds in `d`, rounded up.
+fn millis_ceil(d: Duration) -> u64 {
+    let ms = millis(d);
+    if d > Duration::from_millis(ms) {
+        ms.saturating_add(1)
     } else {
-        micros.saturating_add(999) / 1000
+        ms
     }
 }
 
@@ -350,7 +363,11 @@ impl RedisBroker {
     async fn register<'a>(&self, queues: impl IntoIterator<Item = &'a QueueName>) -> Result<()> {
         let new: Vec<QueueName> = {
             let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
-            let mut new: Vec<QueueName> = queues.into_iter().filter(|q| !registered.contains(*q)).cloned().collect();
+            let mut new: Vec<QueueName> = queues
+                .into_iter()
+                .filter(|q| !registered.contains(*q))
+                .cloned()
+                .collect();
             new.dedup();
             new
         };
@@ -515,9 +532,14 @@ impl RedisBroker {
 }
 
 fn dead_letter_call(keys: &QueueKeys) -> Call {
-    SCRIPTS
-        .dead_letter
-        .call(&[&keys.jobs, &keys.active, &keys.lease, &keys.dead, &keys.reasons, &keys.stats])
+    SCRIPTS.dead_letter.call(&[
+        &keys.jobs,
+        &keys.active,
+        &keys.lease,
+        &keys.dead,
+        &keys.reasons,
+        &keys.stats,
+    ])
 }
 
 #[async_trait]
@@ -526,7 +548,6 @@ impl Broker for RedisBroker {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let now = self.clock.now();
         let groups = by_queue(&jobs, |j| &j.queue);
         self.register(groups.iter().map(|(q, _)| q)).await?;
         let mut calls = Vec::with_capacity(groups.len());
@@ -546,7 +567,7 @@ impl Broker for RedisBroker {
                 call = call
                     .arg(job.id.to_string())
                     .arg(job.to_json())
-                    .arg(delay_ms(job.run_at, now))
+                    .arg(delay_ms(job))
                     .arg(job.idempotency_key.as_deref().unwrap_or(""));
             }
             calls.push(call);
@@ -635,7 +656,7 @@ impl Broker for RedisBroker {
         Ok(out)
     }
 
-    async fn retry_at(&self, lease: &Lease, at: DateTime<Utc>, attempt: AttemptRecord) -> Result<()> {
+    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<()> {
         let k = self.keys(&lease.queue);
         let Some(mut envelope) = self.leased_envelope(lease, &k).await? else {
             let reason = "corrupt envelope: the stored job could not be decoded when its retry was recorded";
@@ -645,16 +666,17 @@ impl Broker for RedisBroker {
                 message: "it was dead-lettered instead of retried".into(),
             });
         };
+        let now = self.clock.now();
         envelope.attempt += 1;
         envelope.attempts.push(attempt);
-        envelope.run_at = at;
+        envelope.run_at = now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
         let call = SCRIPTS
             .retry
             .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])
             .arg(lease.id.to_string())
             .arg(lease.token.0)
             .arg(envelope.to_json())
-            .arg(delay_ms(at, self.clock.now()));
+            .arg(millis_ceil(delay));
         let done = int("retry", &run(&mut self.conn(), call).await?)?;
         self.forget(std::slice::from_ref(lease));
         if done == 1 {
@@ -783,9 +805,6 @@ impl Broker for RedisBroker {
     }
 
     async fn ping(&self) -> Result<()> {
-        redis::cmd("PING")
-            .exec_async(&mut self.conn())
-            .await
-            .map_err(map_err)
+        redis::cmd("PING").exec_async(&mut self.conn()).await.map_err(map_err)
     }
 }

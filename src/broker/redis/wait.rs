@@ -152,7 +152,12 @@ impl Waiters {
     /// Ends the blocked `BLPOP` on connection `id` as if it timed out and
     /// returns its reply. The command may not have reached Redis yet, so a
     /// few tries are made; `None` if it could not be ended.
-    async fn unblock<F: Future<Output = O> + Unpin, O>(&self, main: &ConnectionManager, id: i64, reply: &mut F) -> Option<O> {
+    async fn unblock<F: Future<Output = O> + Unpin, O>(
+        &self,
+        main: &ConnectionManager,
+        id: i64,
+        reply: &mut F,
+    ) -> Option<O> {
         let mut main = main.clone();
         for pause in [1, 2, 5, 10, 20] {
             let unblocked: redis::RedisResult<i64> = redis::cmd("CLIENT")

@@ -26,19 +26,21 @@ if #done > 0 then
   variadic('ZREM', active, done)
   variadic('HDEL', lease, done)
   variadic('HDEL', jobs, done)
-  local keys = redis.call('HMGET', job_keys, unpack(done))
-  local expiring, keyed = {}, {}
-  local until_ms = int(now + tonumber(ARGV[1]))
-  for i = 1, #done do
-    if keys[i] then
-      expiring[#expiring + 1] = until_ms
-      expiring[#expiring + 1] = keys[i]
-      keyed[#keyed + 1] = done[i]
+  if redis.call('EXISTS', job_keys) == 1 then
+    local keys = redis.call('HMGET', job_keys, unpack(done))
+    local expiring, keyed = {}, {}
+    local until_ms = int(now + tonumber(ARGV[1]))
+    for i = 1, #done do
+      if keys[i] then
+        expiring[#expiring + 1] = until_ms
+        expiring[#expiring + 1] = keys[i]
+        keyed[#keyed + 1] = done[i]
+      end
     end
-  end
-  if #keyed > 0 then
-    variadic('HDEL', job_keys, keyed)
-    variadic('ZADD', completed_keys, expiring)
+    if #keyed > 0 then
+      variadic('HDEL', job_keys, keyed)
+      variadic('ZADD', completed_keys, expiring)
+    end
   end
   redis.call('HINCRBY', KEYS[7], 'completed', #done)
 end

@@ -42,3 +42,15 @@ local function wake(key)
   redis.call('LPUSH', key, '1')
   redis.call('LTRIM', key, 0, 0)
 end
+
+-- A member kept in every queue's `active` sorted set (score +inf) and
+-- `lease` hash. Longer than 64 bytes, it keeps both in Redis's hashed
+-- encodings: the compact ones make each insert and lookup linear in the
+-- size, which costs more than the rest of a reservation at a few hundred
+-- leased jobs. It never expires and is never a job id.
+local SENTINEL = 'flagship-worker:sentinel: keeps this key in its hashed encoding, see docs/redis.md'
+
+local function keep_hashed(active, lease)
+  redis.call('ZADD', active, 'NX', '+inf', SENTINEL)
+  redis.call('HSETNX', lease, SENTINEL, '')
+end

@@ -37,6 +37,7 @@ if #gone > 0 then
   variadic('HDEL', lease, gone)
 end
 if #deadlines > 0 then
+  keep_hashed(active, lease)
   variadic('ZREM', active, ids)
   variadic('ZADD', active, deadlines)
   variadic('HSET', lease, leases)

@@ -45,6 +45,7 @@ for i, id in ipairs(ids) do
   end
 end
 if #deadlines > 0 then
+  keep_hashed(active, lease)
   variadic('ZADD', active, deadlines)
   variadic('HSET', lease, leases)
 end

@@ -19,7 +19,7 @@ return {
   now,
   redis.call('LLEN', KEYS[2]),
   redis.call('ZCARD', KEYS[3]),
-  redis.call('ZCARD', KEYS[4]),
+  redis.call('ZCOUNT', KEYS[4], '-inf', '(+inf'),
   redis.call('ZCARD', KEYS[5]),
   tonumber(counters[1] or 0),
   tonumber(counters[2] or 0),

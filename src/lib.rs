@@ -74,7 +74,9 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | *(none)* | the core: jobs, schemas, retries, [`MemoryBroker`], worker, schedules |
-//! | `redis` | the Redis broker |
+//! | `redis` | the Redis broker (and, with `flagship`, the FlagShip Redis stores) |
+//! | `flagship` | [`flagship`]: the FlagShip handlers, stores, notifications and schedules |
+//! | `http` | the FlagShip Resend mailer and HTTP webhook sender (reqwest, rustls) |
 //! | `test-util` | [`testing::conformance`], the suite every backend must pass |
 
 // The library never panics on a `Result` or `Option`; tests and examples may.
@@ -85,6 +87,8 @@ pub mod client;
 pub mod clock;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "flagship")]
+pub mod flagship;
 pub mod handler;
 pub mod job;
 pub mod retry;

@@ -26,6 +26,7 @@ use crate::{
     schema::SchemaRegistry,
 };
 
+mod buffer;
 mod queue;
 
 /// The most concurrent jobs one queue may run in one worker.

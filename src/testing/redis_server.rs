@@ -14,6 +14,8 @@
 //! let url = server.url();
 //! # let _ = url;
 //! ```
+//!
+//! [`RedisFixture`] runs the conformance suite on the Redis broker.
 
 use std::{
     collections::BTreeMap,
@@ -21,8 +23,21 @@ use std::{
     net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::atomic::{AtomicU32, Ordering},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::conformance::Fixture;
+use crate::{
+    broker::{redis::RedisBroker, Backend},
+    error::Result,
+    job::QueueName,
 };
 
 /// The environment variable that turns a missing `redis-server` into a failure.
@@ -334,5 +349,85 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The conformance fixture for the Redis broker: a `redis-server` of its
+/// own per case, and a broker on it.
+///
+/// Redis's clock cannot be paused, so [`pass`](Fixture::pass) sleeps; the
+/// cases keep their waits short. Completed idempotency keys are kept for
+/// [`RedisFixture::KEY_RETENTION`].
+///
+/// ```no_run
+/// use flagship_worker::testing::redis_server::RedisFixture;
+///
+/// flagship_worker::conformance_tests! {
+///     fixture: match RedisFixture::start().await { Some(f) => f, None => return },
+///     test: #[tokio::test],
+///     concurrent_test: #[tokio::test(flavor = "multi_thread", worker_threads = 4)],
+///     key_retention: RedisFixture::KEY_RETENTION,
+/// }
+/// # fn main() {}
+/// ```
+#[derive(Debug)]
+pub struct RedisFixture {
+    /// The case's own server (stopped when the fixture drops).
+    server: RedisServer,
+    /// The broker under test.
+    broker: Arc<RedisBroker>,
+}
+
+impl RedisFixture {
+    /// How long the fixture's broker keeps completed jobs' idempotency keys.
+    pub const KEY_RETENTION: Duration = Duration::from_millis(500);
+
+    /// Starts a server and connects a broker; `None` when `redis-server` is
+    /// missing (see [`RedisServer::start`]).
+    pub async fn start() -> Option<Self> {
+        let server = RedisServer::start()?;
+        let broker = RedisBroker::builder(server.url())
+            .key_retention(Self::KEY_RETENTION)
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test redis-server: {e}"));
+        Some(RedisFixture {
+            server,
+            broker: Arc::new(broker),
+        })
+    }
+
+    /// The server, for checks beyond the suite.
+    pub fn server(&self) -> &RedisServer {
+        &self.server
+    }
+
+    /// The broker, for checks beyond the suite.
+    pub fn broker(&self) -> Arc<RedisBroker> {
+        self.broker.clone()
+    }
+}
+
+#[async_trait]
+impl Fixture for RedisFixture {
+    fn backend(&self) -> Arc<dyn Backend> {
+        self.broker.clone()
+    }
+
+    fn queue(&self, name: &str) -> Result<QueueName> {
+        QueueName::new(name)
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        // Redis runs on this machine: its clock is the system clock.
+        Utc::now()
+    }
+
+    async fn pass(&self, by: Duration) {
+        tokio::time::sleep(by).await;
+    }
+
+    fn tolerance(&self) -> Duration {
+        Duration::from_millis(40)
     }
 }

@@ -33,7 +33,7 @@ use self::{
     decode::{array, bytes, int, ms_to_time, text, Poison},
     keys::{QueueKeys, QUEUES_KEY},
     scripts::{map_err, run, run_all, Call, Lua, SCRIPTS},
-    wait::Waiters,
+    wait::{Waiters, Woken},
 };
 use super::{AckStatus, Broker, EnqueueOutcome, Lease, LeaseToken, QueueStats, Reservation, ReserveRequest};
 use crate::{
@@ -596,17 +596,19 @@ impl Broker for RedisBroker {
         if request.max == 0 {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
         }
-        self.register([queue]).await?;
         let k = self.keys(queue);
         let lease_ms = millis(request.lease);
         let give_up = tokio::time::Instant::now() + request.wait;
+        // After a wake-up token: the first due time known before it (see reserve.lua).
+        let mut knew = String::from("-");
         loop {
             let call = SCRIPTS
                 .reserve
                 .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.lease, &k.seq, &k.wake])
                 .arg(request.max.min(MAX_BATCH))
                 .arg(lease_ms)
-                .arg(PROMOTE_BATCH);
+                .arg(PROMOTE_BATCH)
+                .arg(&knew);
             let mut reply = array("reserve", run(&mut self.conn(), call).await?)?.into_iter();
             let now = int("reserve", &reply.next().unwrap_or_default())?;
             let next_due = int("reserve", &reply.next().unwrap_or_default())?;
@@ -626,7 +628,11 @@ impl Broker for RedisBroker {
                 return Ok(Vec::new());
             }
             let due = u64::try_from(next_due).ok().map(Duration::from_millis);
-            self.waiters.wait(&self.conn, &k.wake, left, due).await?;
+            knew = match self.waiters.wait(&self.conn, &k.wake, left, due).await? {
+                Woken::Token if next_due >= 0 => (now + next_due).to_string(),
+                Woken::Token => String::new(),
+                Woken::Timeout => "-".into(),
+            };
         }
     }
 

@@ -6,25 +6,10 @@
 -- keys whose window has passed are released here, a bounded number per call.
 local jobs, active, lease, job_keys, unique, completed_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now = now_ms()
-local n = (#ARGV - 1) / 2
-local ids = {}
-for i = 1, n do
-  ids[i] = ARGV[i * 2]
-end
-local entries = redis.call('HMGET', lease, unpack(ids))
-local out, done = {}, {}
-for i = 1, n do
-  if holds(entries[i], ARGV[i * 2 + 1]) then
-    out[i] = 1
-    done[#done + 1] = ids[i]
-  else
-    out[i] = 0
-  end
-end
+local out, done = check_leases(lease, 2)
 
 if #done > 0 then
-  variadic('ZREM', active, done)
-  variadic('HDEL', lease, done)
+  end_leases(active, lease, done)
   variadic('HDEL', jobs, done)
   if redis.call('EXISTS', job_keys) == 1 then
     local keys = redis.call('HMGET', job_keys, unpack(done))

@@ -7,12 +7,10 @@
 -- Returns 1 done, 0 lease lost (nothing changed).
 -- The dead zset's score is the dead-lettered time: ms with a microsecond fraction.
 local id = ARGV[1]
-if not holds(redis.call('HGET', KEYS[3], id), ARGV[2]) then
+if not end_lease(KEYS[2], KEYS[3], id, ARGV[2]) then
   return 0
 end
 local now = now_ms_precise()
-redis.call('ZREM', KEYS[2], id)
-redis.call('HDEL', KEYS[3], id)
 local dead_id = id
 if ARGV[5] ~= '' and ARGV[5] ~= id then
   dead_id = ARGV[5]

@@ -9,37 +9,16 @@ local ids = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, tonumbe
 if #ids == 0 then
   return {now}
 end
+-- A removal first: Redis allows it when out of memory, and the writes
+-- after it then too.
+variadic('ZREM', active, ids)
 local entries = redis.call('HMGET', lease, unpack(ids))
-local envelopes = redis.call('HMGET', jobs, unpack(ids))
-local token = redis.call('INCRBY', KEYS[4], #ids) - #ids
-local deadline = int(now + tonumber(ARGV[2]))
-local started = ':' .. int(now)
-local out, deadlines, leases, gone = {now}, {}, {}, {}
-for i, id in ipairs(ids) do
-  token = token + 1
-  if envelopes[i] then
-    local t = int(token)
-    deadlines[#deadlines + 1] = deadline
-    deadlines[#deadlines + 1] = id
-    leases[#leases + 1] = id
-    leases[#leases + 1] = t .. started
-    out[#out + 1] = id
-    out[#out + 1] = envelopes[i]
-    out[#out + 1] = t
-    out[#out + 1] = int((entries[i] and lease_started(entries[i])) or now)
-  else
-    gone[#gone + 1] = id
-  end
-end
+local out = {now}
+local gone = lease_jobs(active, lease, KEYS[4], ids, redis.call('HMGET', jobs, unpack(ids)), now, tonumber(ARGV[2]), out, function(i)
+  out[#out + 1] = int((entries[i] and lease_started(entries[i])) or now)
+end)
 -- Entries without an envelope (written by hand) have nothing to run.
 if #gone > 0 then
-  variadic('ZREM', active, gone)
   variadic('HDEL', lease, gone)
-end
-if #deadlines > 0 then
-  keep_hashed(active, lease)
-  variadic('ZREM', active, ids)
-  variadic('ZADD', active, deadlines)
-  variadic('HSET', lease, leases)
 end
 return out

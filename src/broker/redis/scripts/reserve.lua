@@ -37,29 +37,8 @@ if not ids then
   return {now, next_due}
 end
 
-local envelopes = redis.call('HMGET', jobs, unpack(ids))
-local token = redis.call('INCRBY', KEYS[6], #ids) - #ids
-local deadline = int(now + tonumber(ARGV[2]))
-local started = ':' .. int(now)
-local out, deadlines, leases = {now, -1}, {}, {}
-for i, id in ipairs(ids) do
-  token = token + 1
-  if envelopes[i] then
-    local t = int(token)
-    deadlines[#deadlines + 1] = deadline
-    deadlines[#deadlines + 1] = id
-    leases[#leases + 1] = id
-    leases[#leases + 1] = t .. started
-    out[#out + 1] = id
-    out[#out + 1] = envelopes[i]
-    out[#out + 1] = t
-  end
-end
-if #deadlines > 0 then
-  keep_hashed(active, lease)
-  variadic('ZADD', active, deadlines)
-  variadic('HSET', lease, leases)
-end
+local out = {now, -1}
+lease_jobs(active, lease, KEYS[6], ids, redis.call('HMGET', jobs, unpack(ids)), now, tonumber(ARGV[2]), out)
 -- Pass the baton: another idle worker can take what is left.
 if redis.call('LLEN', ready) > 0 then
   wake(KEYS[7])

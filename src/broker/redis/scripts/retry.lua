@@ -3,12 +3,10 @@
 -- ARGV: 1 id, 2 lease token, 3 the updated envelope, 4 delay in ms (<= 0: ready now)
 -- Returns 1 done, 0 lease lost (nothing changed).
 local id = ARGV[1]
-if not holds(redis.call('HGET', KEYS[3], id), ARGV[2]) then
+if not end_lease(KEYS[2], KEYS[3], id, ARGV[2]) then
   return 0
 end
 local now = now_ms()
-redis.call('ZREM', KEYS[2], id)
-redis.call('HDEL', KEYS[3], id)
 redis.call('HSET', KEYS[1], id, ARGV[3])
 local delay = tonumber(ARGV[4])
 if delay > 0 then

@@ -315,9 +315,18 @@ async fn throughput(args: &Args) -> serde_json::Value {
     if let Some(p) = &probe {
         p.reset().await;
     }
+    // Time to the last job's end, not to the end of shutdown (an idle
+    // reserve may wait out its poll interval before the worker stops).
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let t1 = Instant::now();
-    worker.run_until(counter.finished.notified()).await.unwrap();
+    let running = {
+        let worker = worker.clone();
+        tokio::spawn(async move { worker.run_until(async { stopped.await.unwrap_or(()) }).await })
+    };
+    counter.finished.notified().await;
     let process_s = t1.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
     let process_redis = match &probe {
         Some(p) => p.read(args.jobs).await,
         None => serde_json::Value::Null,
@@ -404,10 +413,10 @@ async fn stream(args: &Args) -> serde_json::Value {
         p.reset().await;
     }
     let t0 = Instant::now();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = {
         let worker = worker.clone();
-        let counter = counter.clone();
-        tokio::spawn(async move { worker.run_until(counter.finished.notified()).await })
+        tokio::spawn(async move { worker.run_until(async { stopped.await.unwrap_or(()) }).await })
     };
     let mut batch = Vec::with_capacity(1_000);
     let mut sent = 0;
@@ -421,8 +430,10 @@ async fn stream(args: &Args) -> serde_json::Value {
         batch.clear();
         sent += n;
     }
-    running.await.unwrap().unwrap();
+    counter.finished.notified().await;
     let elapsed = t0.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
     let redis = match &probe {
         Some(p) => p.read(args.jobs).await,
         None => serde_json::Value::Null,
@@ -447,6 +458,13 @@ fn merge(into: &mut serde_json::Value, from: serde_json::Value) {
 }
 
 fn main() {
+    // `BENCH_LOG=flagship_worker=debug` shows what the worker does, with timestamps.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = parse_args();
     now_ns();
     let runtime = tokio::runtime::Builder::new_multi_thread()

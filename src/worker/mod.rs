@@ -31,6 +31,9 @@ mod queue;
 
 /// The most concurrent jobs one queue may run in one worker.
 pub const MAX_CONCURRENCY: usize = 10_000;
+/// The fewest jobs a queue leases ahead by default, so even a concurrency-1
+/// worker has its next jobs at hand instead of waiting on a round trip.
+pub const DEFAULT_MIN_PREFETCH: usize = 32;
 /// The shortest lease accepted.
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// The longest lease, job timeout or shutdown deadline accepted (one day).
@@ -59,7 +62,8 @@ pub struct QueueConfig {
     /// A handler running longer fails its attempt (default 5 minutes).
     job_timeout: Duration,
     /// Jobs leased ahead of free slots, so a slot never waits on a round
-    /// trip between jobs (default: as many as the concurrency).
+    /// trip between jobs (default: the concurrency, at least
+    /// [`DEFAULT_MIN_PREFETCH`]).
     prefetch: Option<usize>,
 }
 
@@ -98,7 +102,13 @@ impl QueueConfig {
         self
     }
 
-    /// How many jobs to lease ahead of free slots (0 to [`MAX_CONCURRENCY`]).
+    /// How many jobs to lease ahead of free slots (1 to [`MAX_CONCURRENCY`];
+    /// default: the concurrency, at least [`DEFAULT_MIN_PREFETCH`]).
+    ///
+    /// Leasing ahead hides the broker's round trip between jobs; the cost
+    /// is that jobs waiting in this worker's buffer are not available to
+    /// other workers meanwhile (they are released at shutdown). Lower it
+    /// for long jobs spread over many workers.
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = Some(prefetch);
         self
@@ -117,9 +127,9 @@ impl QueueConfig {
                 self.concurrency
             )));
         }
-        if self.prefetch.is_some_and(|p| p > MAX_CONCURRENCY) {
+        if self.prefetch.is_some_and(|p| p == 0 || p > MAX_CONCURRENCY) {
             return Err(Error::InvalidConfig(format!(
-                "queue `{queue}`: prefetch must be at most {MAX_CONCURRENCY}"
+                "queue `{queue}`: prefetch must be between 1 and {MAX_CONCURRENCY}"
             )));
         }
         check_duration(

@@ -71,7 +71,10 @@ impl QueueRunner {
 
     pub(super) async fn run(self: Arc<Self>, stop: watch::Receiver<bool>, abort: watch::Receiver<bool>) {
         let queue = self.config.name.clone();
-        let prefetch = self.config.prefetch.unwrap_or(self.config.concurrency).max(1);
+        let prefetch = self
+            .config
+            .prefetch
+            .unwrap_or(self.config.concurrency.max(super::DEFAULT_MIN_PREFETCH));
         let buffer = Arc::new(Buffer::new(prefetch));
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Lease>();
 

@@ -58,8 +58,12 @@ const PROMOTE_BATCH: usize = 1_000;
 /// (a retry or dead-letter then reads the envelope first).
 const HELD_LIMIT: usize = 100_000;
 
-/// A broker keeping jobs in Redis (6.2 or later; Redis Cluster works, one
-/// queue per slot).
+/// A broker keeping jobs in Redis 6.2 or later.
+///
+/// It connects to one Redis server (or a proxy in front of a cluster). The
+/// key layout is ready for Redis Cluster, one queue per slot: every call
+/// touches the keys of one queue only, which the tests check against Redis
+/// in cluster mode; a cluster-aware connection is not built in yet.
 ///
 /// Connect with [`RedisBroker::connect`] or [`RedisBroker::builder`]. Clones
 /// of the `Arc` share one multiplexed connection, which reconnects on its

@@ -16,7 +16,7 @@
 //! commands over the batch.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex, RwLock},
     time::Duration,
@@ -365,15 +365,13 @@ impl RedisBroker {
 
     /// Adds queues this process has not registered yet to the queue registry.
     async fn register<'a>(&self, queues: impl IntoIterator<Item = &'a QueueName>) -> Result<()> {
-        let new: Vec<QueueName> = {
+        let new: BTreeSet<QueueName> = {
             let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
-            let mut new: Vec<QueueName> = queues
+            queues
                 .into_iter()
                 .filter(|q| !registered.contains(*q))
                 .cloned()
-                .collect();
-            new.dedup();
-            new
+                .collect()
         };
         if new.is_empty() {
             return Ok(());

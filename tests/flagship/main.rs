@@ -6,6 +6,8 @@ mod dead_letter;
 mod http;
 mod mock;
 mod pipeline;
+#[cfg(feature = "redis")]
+mod redis;
 mod schemas;
 mod stores;
 

@@ -1,14 +1,14 @@
-//! The Redis stores: the store contract, and the pipeline end to end with
-//! every FlagShip store in Redis. Each test starts its own redis-server on
+//! The Redis stores: the store contract, and the pipeline end to end on the
+//! Redis broker with every FlagShip store in Redis. Each test starts its own redis-server on
 //! a free port (and skips with a notice when there is none, unless
 //! `FLAGSHIP_REQUIRE_REDIS=1`).
 
 use std::sync::Arc;
 
 use flagship_worker::{
+    broker::redis::RedisBroker,
     flagship::{stores::RedisStore, FlagshipServices},
     testing::redis_server::RedisServer,
-    MemoryBroker,
 };
 
 use crate::{
@@ -30,7 +30,7 @@ async fn redis_store_meets_the_contract() {
 async fn usage_thresholds_notify_and_enforce_once_with_redis_stores() {
     let Some(server) = RedisServer::start() else { return };
     let clock = Arc::new(ShiftedClock::starting_at("2026-01-01T10:30:00Z"));
-    let backend = Arc::new(MemoryBroker::with_clock(clock.clone()));
+    let backend = Arc::new(RedisBroker::connect(server.url()).await.unwrap());
     let store = RedisStore::new(server.client()).await.unwrap();
     let pipeline = Pipeline::start(backend, FlagshipServices::from_store(Arc::new(store)), clock).await;
     threshold_scenario(&pipeline).await;

@@ -173,8 +173,8 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
     assert_eq!(done.len() as u64, total, "every job done");
     let started = hash(&server, "examples:started");
     assert_eq!(started.len() as u64, total);
-    let recovered: u64 = workers.iter().map(|w| w.stats().recovered).sum::<u64>()
-        + process_stats[1]["recovered"].as_u64().unwrap();
+    let recovered: u64 =
+        workers.iter().map(|w| w.stats().recovered).sum::<u64>() + process_stats[1]["recovered"].as_u64().unwrap();
     assert!(recovered > 0, "p1's leases expired while it was paused");
     let twice = started.values().filter(|runs| *runs != "1").count();
     assert!(twice <= p1_holds_at_most, "{twice} jobs ran twice; only p1's could");

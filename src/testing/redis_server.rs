@@ -58,6 +58,10 @@ pub struct RedisServerOptions {
     pub maxmemory: Option<u64>,
     /// `maxmemory-policy` (none: Redis's default, `noeviction`).
     pub maxmemory_policy: Option<String>,
+    /// Cluster mode, as a one-node cluster serving every slot: Redis then
+    /// refuses a command or script whose keys span slots (`CROSSSLOT`),
+    /// which proves a backend's key layout fits a real cluster.
+    pub cluster: bool,
     /// More `redis-server` arguments, e.g. `["--rename-command", "CONFIG", ""]`.
     pub extra_args: Vec<String>,
 }
@@ -83,6 +87,12 @@ impl RedisServerOptions {
     /// Sets `maxmemory-policy`.
     pub fn maxmemory_policy(mut self, policy: impl Into<String>) -> Self {
         self.maxmemory_policy = Some(policy.into());
+        self
+    }
+
+    /// Runs the server as a one-node cluster (see [`cluster`](Self::cluster)).
+    pub fn cluster(mut self, on: bool) -> Self {
+        self.cluster = on;
         self
     }
 
@@ -243,6 +253,9 @@ impl RedisServer {
         if let Some(policy) = &self.options.maxmemory_policy {
             cmd.args(["--maxmemory-policy", policy]);
         }
+        if self.options.cluster {
+            cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+        }
         cmd.args(&self.options.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -262,7 +275,13 @@ impl RedisServer {
             let ready = self
                 .client()
                 .get_connection_with_timeout(Duration::from_millis(200))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+                .and_then(|mut c| {
+                    redis::cmd("PING").query::<String>(&mut c)?;
+                    if self.options.cluster {
+                        self.serve_every_slot(&mut c)?;
+                    }
+                    Ok(())
+                });
             if ready.is_ok() {
                 return Ok(());
             }
@@ -270,6 +289,28 @@ impl RedisServer {
         }
         self.kill();
         Err("redis-server did not accept connections in time".into())
+    }
+
+    /// Makes a cluster node serve all 16384 slots (again after a restart,
+    /// where `nodes.conf` already says so), and checks the cluster is up.
+    fn serve_every_slot(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query(conn)?;
+        if !info.contains("cluster_slots_assigned:16384") {
+            redis::cmd("CLUSTER")
+                .arg("ADDSLOTSRANGE")
+                .arg(0)
+                .arg(16383)
+                .exec(conn)?;
+        }
+        let info: String = redis::cmd("CLUSTER").arg("INFO").query(conn)?;
+        if info.contains("cluster_state:ok") {
+            Ok(())
+        } else {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "cluster not up yet",
+            )))
+        }
     }
 
     /// Kills the server with `SIGKILL` (no chance to write anything more).
@@ -385,7 +426,12 @@ impl RedisFixture {
     /// Starts a server and connects a broker; `None` when `redis-server` is
     /// missing (see [`RedisServer::start`]).
     pub async fn start() -> Option<Self> {
-        let server = RedisServer::start()?;
+        Self::start_with(RedisServerOptions::new()).await
+    }
+
+    /// Like [`start`](Self::start), with a server configured by `options`.
+    pub async fn start_with(options: RedisServerOptions) -> Option<Self> {
+        let server = RedisServer::start_with(options)?;
         let broker = RedisBroker::builder(server.url())
             .key_retention(Self::KEY_RETENTION)
             .connect()

@@ -133,12 +133,14 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
     for batch in jobs.chunks(2_000) {
         broker.enqueue(batch.to_vec()).await.unwrap();
     }
+    // p1's leases expire while it is paused below; 16 running + 16 prefetched.
+    let p1_holds_at_most = 32;
     let processes: Vec<_> = ["p1", "p2"]
         .iter()
         .map(|id| {
             WorkerProcess::start(
                 &server,
-                &["--concurrency", "16", "--lease-ms", "10000", "--worker-id", id],
+                &["--concurrency", "16", "--lease-ms", "1000", "--worker-id", id],
             )
         })
         .collect();
@@ -147,6 +149,16 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
         workers.push(demo_worker(&server, name, 16, Duration::from_secs(10), Duration::ZERO).await);
     }
     let running: Vec<_> = workers.iter().map(run).collect();
+
+    // Inject a lease expiry: pause p1 past its lease mid-run.
+    eventually("a third of the jobs done", Duration::from_secs(60), || async {
+        hash(&server, "examples:done").len() as u64 >= total / 3
+    })
+    .await;
+    processes[0].signal("STOP");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    processes[0].signal("CONT");
+
     eventually("all jobs completed", Duration::from_secs(120), || {
         settled(&broker, total)
     })
@@ -157,20 +169,27 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
     }
     let process_stats: Vec<_> = processes.into_iter().map(WorkerProcess::finish).collect();
 
+    let done = hash(&server, "examples:done");
+    assert_eq!(done.len() as u64, total, "every job done");
     let started = hash(&server, "examples:started");
     assert_eq!(started.len() as u64, total);
-    assert!(started.values().all(|runs| runs == "1"), "no job ran twice");
-    let done = hash(&server, "examples:done");
-    assert_eq!(done.len() as u64, total);
+    let recovered: u64 =
+        workers.iter().map(|w| w.stats().recovered).sum::<u64>() + process_stats[1]["recovered"].as_u64().unwrap();
+    assert!(recovered > 0, "p1's leases expired while it was paused");
+    let twice = started.values().filter(|runs| *runs != "1").count();
+    assert!(twice <= p1_holds_at_most, "{twice} jobs ran twice; only p1's could");
+    if twice > 0 {
+        assert!(
+            process_stats[0]["lease_lost"].as_u64().unwrap() > 0,
+            "{}",
+            process_stats[0]
+        );
+    }
+
+    // Each job acknowledged once, by the worker whose run was recorded.
     let mut by_worker: HashMap<&str, u64> = HashMap::new();
     for worker in done.values() {
         *by_worker.entry(worker.as_str()).or_default() += 1;
-    }
-    for w in &workers {
-        assert_eq!(by_worker.get(w.id()).copied().unwrap_or(0), w.stats().completed);
-    }
-    for (stats, id) in process_stats.iter().zip(["p1", "p2"]) {
-        assert_eq!(stats["completed"].as_u64(), by_worker.get(id).copied().or(Some(0)));
     }
     let acked: u64 = workers.iter().map(|w| w.stats().completed).sum::<u64>()
         + process_stats
@@ -179,6 +198,10 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
             .sum::<u64>();
     assert_eq!(acked, total, "each job acknowledged once");
     assert_eq!(broker.stats(&queue("examples:demo")).await.unwrap().completed, total);
+    for w in &workers {
+        assert!(w.stats().completed > 0, "worker {} did no work", w.id());
+    }
+    assert!(by_worker.get("p2").copied().unwrap_or(0) > 0, "process p2 did no work");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

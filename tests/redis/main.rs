@@ -4,6 +4,7 @@
 //! when `redis-server` is missing, unless `FLAGSHIP_REQUIRE_REDIS=1`).
 
 mod broker;
+mod cluster;
 mod conformance;
 mod dead;
 mod faults;

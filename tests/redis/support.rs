@@ -124,13 +124,17 @@ pub(crate) fn example_binary() -> std::path::PathBuf {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut features = Vec::new();
-            if cfg!(feature = "redis") {
-                features.push("redis");
-            }
-            if cfg!(feature = "test-util") {
-                features.push("test-util");
-            }
+            // The features this test was built with, so the library is not
+            // built again with other ones.
+            let features: Vec<&str> = [
+                ("redis", cfg!(feature = "redis")),
+                ("test-util", cfg!(feature = "test-util")),
+                ("flagship", cfg!(feature = "flagship")),
+                ("http", cfg!(feature = "http")),
+            ]
+            .into_iter()
+            .filter_map(|(name, on)| on.then_some(name))
+            .collect();
             let mut build = std::process::Command::new(cargo);
             build
                 .current_dir(env!("CARGO_MANIFEST_DIR"))

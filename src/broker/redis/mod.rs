@@ -16,7 +16,7 @@
 //! commands over the batch.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
     fmt,
     sync::{Arc, Mutex, RwLock},
     time::Duration,
@@ -58,8 +58,12 @@ const PROMOTE_BATCH: usize = 1_000;
 /// (a retry or dead-letter then reads the envelope first).
 const HELD_LIMIT: usize = 100_000;
 
-/// A broker keeping jobs in Redis (6.2 or later; Redis Cluster works, one
-/// queue per slot).
+/// A broker keeping jobs in Redis 6.2 or later.
+///
+/// It connects to one Redis server (or a proxy in front of a cluster). The
+/// key layout is ready for Redis Cluster, one queue per slot: every call
+/// touches the keys of one queue only, which the tests check against Redis
+/// in cluster mode; a cluster-aware connection is not built in yet.
 ///
 /// Connect with [`RedisBroker::connect`] or [`RedisBroker::builder`]. Clones
 /// of the `Arc` share one multiplexed connection, which reconnects on its
@@ -361,15 +365,13 @@ impl RedisBroker {
 
     /// Adds queues this process has not registered yet to the queue registry.
     async fn register<'a>(&self, queues: impl IntoIterator<Item = &'a QueueName>) -> Result<()> {
-        let new: Vec<QueueName> = {
+        let new: BTreeSet<QueueName> = {
             let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
-            let mut new: Vec<QueueName> = queues
+            queues
                 .into_iter()
                 .filter(|q| !registered.contains(*q))
                 .cloned()
-                .collect();
-            new.dedup();
-            new
+                .collect()
         };
         if new.is_empty() {
             return Ok(());

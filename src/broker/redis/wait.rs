@@ -142,7 +142,11 @@ impl Waiters {
                 self.put_back(blocker);
                 Ok(if token.is_some() { Woken::Token } else { Woken::Timeout })
             }
-            Ok(Err(e)) => Err(map_err(e)),
+            Ok(Err(e)) => {
+                // The other idle connections likely died with this one.
+                self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                Err(map_err(e))
+            }
             Err(_) => Err(Error::Unavailable(
                 format!("Redis did not answer a blocking wait within {guard:?}").into(),
             )),

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs flagship-worker's throughput bench and the BullMQ peer harness
+# alternately on one Redis, several rounds, and prints the median of each
+# workload and the ratio ours / BullMQ.
+#
+# Usage: benches/compare-bullmq.sh [ROUNDS=5] [PEER_DIR=../shared/peers/bullmq]
+# Env:   REDIS_HOST / REDIS_PORT (default 127.0.0.1:6379). BullMQ FLUSHALLs that
+#        Redis and ours flushes its database 15: point it at a Redis used only
+#        for benchmarks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rounds=${1:-5}
+peer=${2:-../shared/peers/bullmq}
+host=${REDIS_HOST:-127.0.0.1}
+port=${REDIS_PORT:-6379}
+url="redis://$host:$port/15"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+cargo bench --quiet --features redis --bench throughput --no-run >/dev/null 2>&1
+ours() { cargo bench --quiet --features redis --bench throughput -- --backend redis --redis-url "$url" "$@" 2>/dev/null | tail -n 1; }
+theirs() { REDIS_HOST=$host REDIS_PORT=$port "$peer/run.sh" "$@" 2>/dev/null | tail -n 1; }
+
+for round in $(seq 1 "$rounds"); do
+  echo "round $round of $rounds" >&2
+  ours --mode throughput --concurrency 50 --jobs 20000 >>"$out/ours-c50"
+  theirs throughput 50 20000 >>"$out/bull-c50"
+  ours --mode throughput --concurrency 1 --jobs 20000 >>"$out/ours-c1"
+  theirs throughput 1 10000 >>"$out/bull-c1"
+  ours --mode latency --jobs 2000 --interval-ms 2 >>"$out/ours-lat"
+  theirs latency 2000 2 10 >>"$out/bull-lat"
+  ours --mode retry --concurrency 50 --jobs 5000 >>"$out/ours-retry"
+  theirs retry none 5000 50 >>"$out/bull-retry"
+done
+
+python3 - "$out" <<'EOF'
+import json, statistics, sys, os
+d = sys.argv[1]
+def load(name):
+    with open(os.path.join(d, name)) as f:
+        return [json.loads(l) for l in f if l.strip().startswith("{")]
+def med(rows, *path):
+    vals = []
+    for r in rows:
+        v = r
+        for p in path:
+            v = v.get(p) if isinstance(v, dict) else None
+        if isinstance(v, (int, float)):
+            vals.append(v)
+    return statistics.median(vals) if vals else float("nan")
+rows = [
+    ("process jobs/s, concurrency 50", med(load("ours-c50"), "process_jobs_per_s"), med(load("bull-c50"), "process_jobs_per_s"), True),
+    ("process jobs/s, concurrency 1", med(load("ours-c1"), "process_jobs_per_s"), med(load("bull-c1"), "process_jobs_per_s"), True),
+    ("enqueue jobs/s (batches of 1,000)", med(load("ours-c50"), "enqueue_jobs_per_s"), med(load("bull-c50"), "enqueue_jobs_per_s"), True),
+    ("retry path jobs/s (fail once)", med(load("ours-retry"), "process_jobs_per_s"), med(load("bull-retry"), "jobs_per_s"), True),
+    ("latency p50 ms (idle worker)", med(load("ours-lat"), "latency_ms", "p50"), med(load("bull-lat"), "p50_ms"), False),
+    ("latency p99 ms (idle worker)", med(load("ours-lat"), "latency_ms", "p99"), med(load("bull-lat"), "p99_ms"), False),
+    ("Redis CPU µs per processed job, c50", med(load("ours-c50"), "redis_cpu_us_per_job"),
+     med(load("bull-c50"), "process_redis", "redis_cpu_s") * 1e6 / 20000, False),
+    ("Redis reads per processed job, c50", med(load("ours-c50"), "redis_reads_per_job"), med(load("bull-c50"), "process_redis", "reads_per_job"), False),
+]
+print(f"| workload (median of {len(load('ours-c50'))} rounds) | flagship-worker | BullMQ | ours / BullMQ |")
+print("|---|---:|---:|---:|")
+for name, ours, theirs, higher_better in rows:
+    ratio = ours / theirs if theirs else float("nan")
+    fmt = (lambda v: f"{v:,.0f}") if higher_better else (lambda v: f"{v:.3f}")
+    print(f"| {name} | {fmt(ours)} | {fmt(theirs)} | {ratio:.2f}× |")
+EOF

@@ -104,7 +104,7 @@ pub use job::{Job, JobId, QueueName};
 pub use retry::{Backoff, RetryPolicy};
 pub use schedule::{MissedTicks, Schedule};
 pub use schema::SchemaRegistry;
-pub use worker::{QueueConfig, Worker, WorkerBuilder, WorkerStats};
+pub use worker::{FinishedJob, JobObserver, JobOutcome, QueueConfig, Worker, WorkerBuilder, WorkerStats};
 
 // Re-exported so users derive schemas with the same version the crate uses.
 pub use schemars;

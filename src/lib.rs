@@ -75,8 +75,12 @@
 //! |---|---|
 //! | *(none)* | the core: jobs, schemas, retries, [`MemoryBroker`], worker, schedules |
 //! | `redis` | the Redis broker |
+//! | `admin` | [`admin`]: the operators' HTTP API, DLQ dashboard and Prometheus metrics |
+//! | `cli` | the `flagship-worker` command-line tool (queues, DLQ, health, schemas) |
 //! | `test-util` | [`testing::conformance`], the suite every backend must pass |
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod broker;
 pub mod client;
 pub mod clock;

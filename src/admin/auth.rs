@@ -102,7 +102,9 @@ impl Auth {
 
     /// Whether `value` is a session this router issued that has not expired.
     fn session_ok(&self, value: &str, now: DateTime<Utc>) -> bool {
-        let Some((expires, tag)) = value.split_once('.') else { return false };
+        let Some((expires, tag)) = value.split_once('.') else {
+            return false;
+        };
         let Some(tag) = unhex(tag) else { return false };
         let mut mac = self.mac();
         mac.update(expires.as_bytes());
@@ -170,9 +172,10 @@ pub(super) async fn require_bearer(State(state): State<SharedState>, request: Re
                 "send the admin token as `Authorization: Bearer <token>`",
             )
             .into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"flagship-admin\""));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"flagship-admin\""),
+            );
             response
         }
         _ => next.run(request).await,
@@ -197,7 +200,11 @@ pub(super) async fn require_session(State(state): State<SharedState>, request: R
     if request.method() == Method::GET {
         Redirect::to(&format!("{base}/ui/login")).into_response()
     } else {
-        dashboard::error_page(&base, StatusCode::UNAUTHORIZED, "Your session has expired; log in again.")
+        dashboard::error_page(
+            &base,
+            StatusCode::UNAUTHORIZED,
+            "Your session has expired; log in again.",
+        )
     }
 }
 

@@ -33,12 +33,14 @@ pub(super) fn base_path_of<B>(request: &axum::http::Request<B>) -> String {
 
 fn base_path(original: Option<&OriginalUri>, seen: &str) -> String {
     let Some(original) = original else { return String::new() };
-    original
-        .path()
-        .strip_suffix(seen)
-        .unwrap_or_default()
-        .trim_end_matches('/')
-        .to_owned()
+    let original = original.path();
+    // A router nested at `/admin` sees `/admin` itself as `/`.
+    let prefix = if seen == "/" {
+        original
+    } else {
+        original.strip_suffix(seen).unwrap_or_default()
+    };
+    prefix.trim_end_matches('/').to_owned()
 }
 
 /// The mount point of the router, for links.
@@ -220,7 +222,11 @@ pub(super) async fn login(
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
     if auth::cross_site(&headers) {
-        return error_page(&base, StatusCode::FORBIDDEN, "This form was sent from another site and was refused.");
+        return error_page(
+            &base,
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site and was refused.",
+        );
     }
     let Some(auth) = &state.auth else {
         return Redirect::to(&format!("{base}/ui")).into_response();
@@ -382,7 +388,11 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
         if let Some(kind) = &query.kind {
             let _ = write!(href, "&kind={}", url_encode(kind));
         }
-        let _ = write!(out, "<p class=\"paging\"><a href=\"{}\">Next page →</a></p>", esc(&href));
+        let _ = write!(
+            out,
+            "<p class=\"paging\"><a href=\"{}\">Next page →</a></p>",
+            esc(&href)
+        );
     }
     out.push_str("</section>");
     Ok(page_with_auth(state, base, "Dead-letter queue", &out))
@@ -427,9 +437,9 @@ fn action_buttons(base: &str, queue: &str, id: JobId) -> String {
 fn dead_row(base: &str, now: DateTime<Utc>, job: &DeadSummary) -> String {
     let queue = job.queue.as_str();
     let error = job.last_error.as_deref().unwrap_or("");
-    let since = job
-        .dead_lettered_at
-        .map_or_else(String::new, |at| format!("{}<br><small>{}</small>", time(at), ago(now, at)));
+    let since = job.dead_lettered_at.map_or_else(String::new, |at| {
+        format!("{}<br><small>{}</small>", time(at), ago(now, at))
+    });
     format!(
         "<tr data-job-id=\"{id}\"><td>{q}</td><td><code>{kind}</code></td>\
          <td class=\"error\" title=\"{error_full}\">{error}</td><td class=\"num\">{attempts}</td><td>{since}</td>\
@@ -465,7 +475,7 @@ fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> String {
     let now = Utc::now();
     let queue = job.queue.as_str();
     let mut out = format!(
-        "<p><a href=\"{base}/ui\">← Dead-letter queue</a></p><div class=\"section-head\"><h1><code>{kind}</code> on {q}</h1>\
+        "<p><a href=\"{base}/ui\">← Dead-letter queue</a></p><section><div class=\"section-head\"><h1><code>{kind}</code> on {q}</h1>\
          <div class=\"actions\">{buttons}</div></div><dl class=\"facts\">\
          <dt>Job id</dt><dd><code>{id}</code></dd><dt>Queue</dt><dd>{q}</dd><dt>Kind</dt><dd><code>{kind}</code></dd>\
          <dt>Enqueued</dt><dd>{enqueued}</dd>",
@@ -512,6 +522,7 @@ fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> String {
         }
         out.push_str("</tbody></table>");
     }
+    out.push_str("</section>");
     page_with_auth(state, base, &format!("{} {}", job.kind, job.id), &out)
 }
 
@@ -559,7 +570,10 @@ mod tests {
 
     #[test]
     fn markup_and_urls_are_escaped() {
-        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
         assert_eq!(url_encode("q:1~a b&c=d/é"), "q%3A1~a%20b%26c%3Dd%2F%C3%A9");
     }
 
@@ -570,6 +584,10 @@ mod tests {
         let root = OriginalUri("/ui".parse().unwrap());
         assert_eq!(base_path(Some(&root), "/ui"), "");
         assert_eq!(base_path(None, "/ui"), "");
+        let mount = OriginalUri("/admin".parse().unwrap());
+        assert_eq!(base_path(Some(&mount), "/"), "/admin");
+        let top = OriginalUri("/".parse().unwrap());
+        assert_eq!(base_path(Some(&top), "/"), "");
     }
 
     #[test]

@@ -107,7 +107,9 @@ pub(super) fn parse_time(field: &str, value: &str) -> Result<DateTime<Utc>, ApiE
 
 /// Parses a page size: 1 to [`MAX_DEAD_PAGE`], [`DEFAULT_PAGE`] when absent.
 pub(super) fn parse_limit(value: Option<&str>) -> Result<usize, ApiError> {
-    let Some(value) = given(value) else { return Ok(DEFAULT_PAGE) };
+    let Some(value) = given(value) else {
+        return Ok(DEFAULT_PAGE);
+    };
     match value.parse::<usize>() {
         Ok(limit) if (1..=MAX_DEAD_PAGE).contains(&limit) => Ok(limit),
         _ => Err(ApiError::bad_request(format!(

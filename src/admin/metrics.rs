@@ -78,13 +78,12 @@ impl Default for AdminMetrics {
 impl AdminMetrics {
     /// A fresh recorder with no samples.
     pub fn new() -> Self {
-        let recorder = match PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full(DURATION.into()), DURATION_BUCKETS)
-        {
-            Ok(with_buckets) => with_buckets.build_recorder(),
-            // Only refused for empty buckets; durations then render as a summary.
-            Err(_) => PrometheusBuilder::new().build_recorder(),
-        };
+        let recorder =
+            match PrometheusBuilder::new().set_buckets_for_metric(Matcher::Full(DURATION.into()), DURATION_BUCKETS) {
+                Ok(with_buckets) => with_buckets.build_recorder(),
+                // Only refused for empty buckets; durations then render as a summary.
+                Err(_) => PrometheusBuilder::new().build_recorder(),
+            };
         let handle = recorder.handle();
         let metrics = AdminMetrics {
             inner: Arc::new(Inner {
@@ -154,16 +153,25 @@ impl AdminMetrics {
 }
 
 fn describe_all() {
-    describe_counter!("flagship_jobs_processed_total", "Attempts finished by this worker, any outcome.");
+    describe_counter!(
+        "flagship_jobs_processed_total",
+        "Attempts finished by this worker, any outcome."
+    );
     describe_counter!("flagship_jobs_completed_total", "Jobs that succeeded.");
     describe_counter!(
         "flagship_jobs_failed_total",
         "Attempts that failed (retried or dead-lettered)."
     );
     describe_counter!("flagship_jobs_retried_total", "Failed attempts scheduled to run again.");
-    describe_counter!("flagship_jobs_dead_lettered_total", "Jobs moved to the dead-letter queue.");
+    describe_counter!(
+        "flagship_jobs_dead_lettered_total",
+        "Jobs moved to the dead-letter queue."
+    );
     describe_histogram!(DURATION, Unit::Seconds, "Handler run time per attempt.");
-    describe_gauge!("flagship_queue_depth", "Jobs per queue and state, as the broker reports them.");
+    describe_gauge!(
+        "flagship_queue_depth",
+        "Jobs per queue and state, as the broker reports them."
+    );
     describe_gauge!(
         "flagship_queue_oldest_ready_age_seconds",
         Unit::Seconds,

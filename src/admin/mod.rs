@@ -263,7 +263,10 @@ fn routes(state: SharedState) -> Router {
         .route("/api/dlq/{queue}/{id}/retry", post(api::retry_dead))
         .route("/api/health", get(api::health))
         .route("/metrics", get(api::metrics))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_bearer));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_bearer,
+        ));
     let ui = Router::new()
         .route("/ui", get(dashboard::index))
         .route("/ui/", get(dashboard::index))
@@ -271,7 +274,10 @@ fn routes(state: SharedState) -> Router {
         .route("/ui/jobs/{queue}/{id}/retry", post(dashboard::retry))
         .route("/ui/jobs/{queue}/{id}/delete", post(dashboard::delete))
         .route("/ui/logout", post(dashboard::logout))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_session));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
+        ));
     let public = Router::new()
         .route("/", get(dashboard::root))
         .route("/ui/login", get(dashboard::login_page).post(dashboard::login))

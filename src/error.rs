@@ -17,7 +17,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[non_exhaustive]
 pub enum Error {
     /// A payload did not match its job kind's JSON Schema. Nothing was enqueued.
-    #[error("invalid payload for job kind `{kind}`: at `{path}`: {message} (schema rule `{rule}`); fix the payload, nothing was enqueued")]
+    #[error("invalid payload for job kind `{kind}` at {}: {message} (schema rule `{rule}`); fix the payload, nothing was enqueued", json_path(path))]
     InvalidPayload {
         /// The job kind whose schema refused the payload.
         kind: String,
@@ -106,6 +106,15 @@ pub enum Error {
     /// The worker or client was shut down.
     #[error("shut down")]
     Shutdown,
+}
+
+/// Shows a JSON Pointer, naming the root explicitly.
+fn json_path(path: &str) -> String {
+    if path.is_empty() {
+        "the payload's root".to_owned()
+    } else {
+        format!("`{path}`")
+    }
 }
 
 impl Error {

@@ -58,6 +58,17 @@ pub trait Handler: Send + Sync + 'static {
     async fn handle(&self, job: Self::Job, ctx: &JobContext) -> Result<(), HandlerError>;
 }
 
+/// A shared handler is a handler: register an `Arc` and keep a clone to
+/// inspect or reconfigure it while the worker runs.
+#[async_trait]
+impl<H: Handler> Handler for Arc<H> {
+    type Job = H::Job;
+
+    async fn handle(&self, job: Self::Job, ctx: &JobContext) -> Result<(), HandlerError> {
+        (**self).handle(job, ctx).await
+    }
+}
+
 /// What a failed handler tells the worker to do.
 ///
 /// Any `std::error::Error` converts into [`HandlerError::Retry`] with `?`.

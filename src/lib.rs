@@ -79,6 +79,9 @@
 //! | `cli` | the `flagship-worker` command-line tool (queues, DLQ, health, schemas) |
 //! | `test-util` | [`testing::conformance`], the suite every backend must pass |
 
+// The library never panics on a `Result` or `Option`; tests and examples may.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 #[cfg(feature = "admin")]
 pub mod admin;
 pub mod broker;

@@ -4,7 +4,7 @@
 //! `schedule:{name}:{tick in unix milliseconds}`, so any number of workers
 //! running the same schedule produce exactly one job per tick.
 
-use std::{fmt, str::FromStr, time::Duration};
+use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -17,6 +17,7 @@ use crate::{
     envelope::{to_chrono, EnqueueOptions},
     error::{Error, Result},
     job::{Job, QueueName},
+    schema::{KindSchema, SchemaRegistry},
 };
 
 /// The shortest interval accepted for [`Schedule::every`].
@@ -74,6 +75,9 @@ pub struct Schedule {
     missed: MissedTicks,
     /// How far back a missed tick may be and still run on start.
     catch_up_window: Duration,
+    /// Registers the job's kind, so a worker without its handler (a
+    /// scheduler-only process) can still validate and enqueue it.
+    register: fn(&SchemaRegistry) -> Result<Arc<KindSchema>>,
 }
 
 impl Schedule {
@@ -130,6 +134,7 @@ impl Schedule {
             payload,
             missed: MissedTicks::default(),
             catch_up_window: Duration::from_secs(24 * 3600),
+            register: SchemaRegistry::register::<J>,
         })
     }
 
@@ -160,6 +165,15 @@ impl Schedule {
     /// The payload it enqueues.
     pub fn payload(&self) -> &Value {
         &self.payload
+    }
+
+    /// Registers the scheduled job's kind in `registry` and checks the payload.
+    pub fn register(&self, registry: &SchemaRegistry) -> Result<()> {
+        (self.register)(registry)?;
+        registry
+            .validate(&self.kind, &self.payload)
+            .map(drop)
+            .map_err(|e| Error::InvalidConfig(format!("schedule `{}`: {e}", self.name)))
     }
 
     /// The first tick strictly after `t`.
@@ -228,7 +242,7 @@ impl Schedule {
     }
 
     /// Runs the schedule until `stop` turns true.
-    pub(crate) async fn run(self, client: Client, clock: std::sync::Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self, client: Client, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
         let now = clock.now();
         let mut last = now;
         if self.missed == MissedTicks::RunLatest {

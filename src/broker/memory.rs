@@ -310,7 +310,7 @@ impl Broker for MemoryBroker {
                 let mut state = slot.lock();
                 state.release_expired_keys(now);
                 let mut next = Some(first);
-                while let Some(job) = next.take() {
+                while let Some(mut job) = next.take() {
                     if let Some(key) = &job.idempotency_key {
                         match state.keys.entry(key.clone()) {
                             Entry::Occupied(holder) => {
@@ -323,6 +323,10 @@ impl Broker for MemoryBroker {
                             }
                         }
                     }
+                    // Measure the delay on this broker's clock.
+                    let delay = (job.run_at - job.enqueued_at).max(chrono::TimeDelta::zero());
+                    job.enqueued_at = now;
+                    job.run_at = now + delay;
                     let id = job.id;
                     let run_at = job.run_at;
                     let queue = job.queue.clone();
@@ -346,6 +350,12 @@ impl Broker for MemoryBroker {
             }
         }
         Ok(outcomes)
+    }
+
+    /// Jobs are taken without an `.await` in between, so a dropped call
+    /// leases nothing.
+    fn reserve_is_cancel_safe(&self) -> bool {
+        true
     }
 
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {
@@ -430,8 +440,9 @@ impl Broker for MemoryBroker {
         Ok(statuses)
     }
 
-    async fn retry_at(&self, lease: &Lease, at: DateTime<Utc>, attempt: AttemptRecord) -> Result<()> {
+    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<()> {
         let now = self.clock.now();
+        let at = now + to_chrono(delay)?;
         let slot = self.slot(&lease.queue);
         {
             let mut state = slot.lock();

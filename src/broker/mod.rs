@@ -138,8 +138,11 @@ pub struct QueueStats {
 ///   is held by a job that is pending, active, dead, or completed within
 ///   the backend's retention window; that one gets
 ///   [`EnqueueOutcome::Duplicate`] with the holder's id. Under any race,
-///   exactly one job per key is stored. A job whose `run_at` is in the
-///   future MUST NOT be reserved before `run_at`.
+///   exactly one job per key is stored. A job MUST NOT be reserved before
+///   `run_at − enqueued_at` has passed on the backend's clock since it was
+///   stored: delays are measured by the backend, so producers with skewed
+///   clocks neither start jobs early nor leave them stuck. The backend MAY
+///   rewrite `enqueued_at` and `run_at` to its own clock.
 /// - [`reserve`](Broker::reserve) MUST hand out each ready job to one
 ///   caller at a time, oldest first (FIFO per queue), with a fresh
 ///   [`LeaseToken`]. When nothing is ready it MUST wait up to
@@ -147,21 +150,22 @@ pub struct QueueStats {
 ///   due job without polling in a busy loop. A stored envelope the backend
 ///   cannot decode MUST be dead-lettered with the reason, never returned,
 ///   dropped or retried.
-/// - [`complete`](Broker::complete), [`retry_at`](Broker::retry_at),
+/// - [`complete`](Broker::complete), [`retry_after`](Broker::retry_after),
 ///   [`dead_letter`](Broker::dead_letter), [`release`](Broker::release) and
 ///   [`extend`](Broker::extend) MUST act only if the lease's token is the
 ///   job's current one; otherwise they change nothing and report
 ///   [`AckStatus::LeaseLost`] (or [`Error::LeaseLost`]).
-/// - [`retry_at`](Broker::retry_at) and [`dead_letter`](Broker::dead_letter)
+/// - [`retry_after`](Broker::retry_after) and [`dead_letter`](Broker::dead_letter)
 ///   MUST append the attempt record to the job's history.
-///   `retry_at` MUST increment `attempt`. Nothing ever removes history.
+///   `retry_after` MUST increment `attempt` and make the job ready once
+///   `delay` has passed on the backend's clock. Nothing ever removes history.
 /// - [`release`](Broker::release) MUST put the job back at the front of
 ///   ready without counting an attempt.
 /// - [`recover_expired`](Broker::recover_expired) MUST take jobs whose
 ///   lease deadline has passed, fence the old token, and hand them to the
 ///   caller under a new lease with
 ///   [`Reservation::expired_attempt_started_at`] set; the caller then
-///   records the failed attempt through `retry_at` or `dead_letter`.
+///   records the failed attempt through `retry_after` or `dead_letter`.
 /// - Time (due times, lease deadlines) is decided by the backend's clock.
 /// - A backend MAY batch or pipeline internally; it MAY keep completed
 ///   idempotency keys for a bounded retention window only.
@@ -179,8 +183,9 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// key is kept for the retention window). One status per lease, in order.
     async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>>;
 
-    /// Schedules a failed job to run again at `at`, recording the attempt.
-    async fn retry_at(&self, lease: &Lease, at: DateTime<Utc>, attempt: AttemptRecord) -> Result<()>;
+    /// Schedules a failed job to run again once `delay` has passed (on the
+    /// backend's clock), recording the attempt.
+    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<()>;
 
     /// Moves a job to the dead-letter queue with `reason`, recording the
     /// attempt if there was one.
@@ -203,6 +208,14 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// Every queue the broker has seen a job for.
     async fn queues(&self) -> Result<Vec<QueueName>>;
+
+    /// Whether dropping a [`reserve`](Broker::reserve) future before it
+    /// completes is guaranteed to lease nothing. When `true`, a worker
+    /// shutting down abandons an idle reserve at once instead of waiting
+    /// for it to return. Defaults to `false`.
+    fn reserve_is_cancel_safe(&self) -> bool {
+        false
+    }
 
     /// Checks that the backend is reachable.
     async fn ping(&self) -> Result<()> {

@@ -409,13 +409,16 @@ impl Worker {
     }
 }
 
+/// Registers one handler's job kind in the worker's schema registry.
+type RegisterSchema = Box<dyn FnOnce(&SchemaRegistry) -> Result<()> + Send>;
+
 /// Builds a [`Worker`]; every setting is checked by [`build`](WorkerBuilder::build).
 pub struct WorkerBuilder {
     broker: Arc<dyn Broker>,
     registry: Option<Arc<SchemaRegistry>>,
     clock: Arc<dyn Clock>,
     handlers: Vec<(String, QueueName, Arc<dyn ErasedHandler>)>,
-    register: Vec<Box<dyn FnOnce(&SchemaRegistry) -> Result<()> + Send>>,
+    register: Vec<RegisterSchema>,
     kind_policies: HashMap<String, RetryPolicy>,
     queues: BTreeMap<QueueName, QueueConfig>,
     schedules: Vec<Schedule>,
@@ -597,9 +600,7 @@ impl WorkerBuilder {
             config.validate()?;
         }
         for schedule in &self.schedules {
-            registry
-                .validate(schedule.kind(), schedule.payload())
-                .map_err(|e| Error::InvalidConfig(format!("schedule `{}`: {e}", schedule.name())))?;
+            schedule.register(&registry)?;
         }
 
         let worker_id: Arc<str> = self

@@ -21,7 +21,7 @@ use tracing::Instrument;
 use super::{FinishedJob, JobOutcome, QueueConfig, Shared};
 use crate::{
     broker::{AckStatus, Lease, Reservation, ReserveRequest},
-    envelope::{to_chrono, AttemptRecord, JobEnvelope},
+    envelope::{AttemptRecord, JobEnvelope},
     error::Error,
     handler::{HandlerError, JobContext},
     job::JobId,
@@ -165,9 +165,20 @@ impl QueueRunner {
                 lease: settings.lease,
                 wait: settings.idle_wait,
             };
-            // The reserve call is not cancelled on stop: a lease taken by a
-            // cancelled call would only come back after it expired.
-            let reserved = match self.shared.broker.reserve(&queue, request).await {
+            // A reserve call is abandoned on stop only where the broker says
+            // that leases nothing; otherwise a lease taken by the dropped call
+            // would only come back after it expired.
+            let reserve = self.shared.broker.reserve(&queue, request);
+            let result = if self.shared.broker.reserve_is_cancel_safe() {
+                tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => return,
+                    result = reserve => result,
+                }
+            } else {
+                reserve.await
+            };
+            let reserved = match result {
                 Ok(reserved) => {
                     backoff = Duration::from_millis(50);
                     reserved
@@ -373,9 +384,8 @@ impl QueueRunner {
         };
         let (outcome, result) = match delay {
             Some(delay) => {
-                let at = now + to_chrono(delay).unwrap_or(chrono::TimeDelta::MAX);
                 tracing::warn!(%error, retry, of = allowed, delay = ?delay, "job failed; retry scheduled");
-                let result = shared.broker.retry_at(lease, at, record).await;
+                let result = shared.broker.retry_after(lease, delay, record).await;
                 if result.is_ok() {
                     shared.counters.retried.fetch_add(1, Ordering::Relaxed);
                 }

@@ -81,7 +81,7 @@ impl Fixture {
             if n + 1 == errors.len() {
                 broker.dead_letter(lease, Some(record), reason).await.unwrap();
             } else {
-                broker.retry_at(lease, now, record).await.unwrap();
+                broker.retry_after(lease, Duration::ZERO, record).await.unwrap();
             }
         }
         id

@@ -661,13 +661,21 @@ async fn a_run_at_absurdly_far_ahead_is_refused() {
 async fn a_scheduler_only_worker_enqueues_ticks_for_other_workers() {
     let clock = Arc::new(TokioClock::starting_at("2026-01-01T00:00:01Z".parse().unwrap()));
     let broker = Arc::new(MemoryBroker::with_clock(clock.clone()));
-    let schedule =
-        Schedule::every("every-ten", Duration::from_secs(10), &Tick {}).unwrap().on_missed(MissedTicks::Skip);
-    let scheduler = Worker::builder(broker.clone()).clock(clock).schedule(schedule).build().unwrap();
+    let schedule = Schedule::every("every-ten", Duration::from_secs(10), &Tick {})
+        .unwrap()
+        .on_missed(MissedTicks::Skip);
+    let scheduler = Worker::builder(broker.clone())
+        .clock(clock)
+        .schedule(schedule)
+        .build()
+        .unwrap();
     let (stop, running) = spawn(&scheduler);
     tokio::time::sleep(Duration::from_secs(25)).await;
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
     let stats = broker.stats(&QueueName::new(Tick::QUEUE).unwrap()).await.unwrap();
-    assert_eq!(stats.ready, 2, "ticks at 10 s and 20 s wait for a worker with the handler");
+    assert_eq!(
+        stats.ready, 2,
+        "ticks at 10 s and 20 s wait for a worker with the handler"
+    );
 }

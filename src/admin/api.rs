@@ -11,7 +11,7 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    dlq::{self, DeadQuery},
+    dlq::{self, DeadQuery, JobAction},
     health::HealthStatus,
     AdminState, SharedState,
 };
@@ -167,25 +167,27 @@ pub(super) async fn show_dead(
 }
 
 /// `POST /api/dlq/{queue}/{id}/retry`
-pub(super) async fn retry_dead(
-    State(state): State<SharedState>,
-    Path((queue, id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
-    let (queue, id) = dlq::parse_job(&queue, &id)?;
-    dlq::retry_one(&state, &queue, id).await?;
-    tracing::info!(target: "flagship_worker::admin", action = "retry", %queue, job.id = %id, via = "api", "dead job moved back to ready");
-    Ok(Json(json!({ "retried": true, "queue": queue, "id": id })).into_response())
+pub(super) async fn retry_dead(state: State<SharedState>, path: Path<(String, String)>) -> Result<Response, ApiError> {
+    act_on_one(state, path, JobAction::Retry).await
 }
 
 /// `DELETE /api/dlq/{queue}/{id}`
-pub(super) async fn delete_dead(
+pub(super) async fn delete_dead(state: State<SharedState>, path: Path<(String, String)>) -> Result<Response, ApiError> {
+    act_on_one(state, path, JobAction::Delete).await
+}
+
+/// Answers `{"retried": true, ...}` or `{"deleted": true, ...}`.
+async fn act_on_one(
     State(state): State<SharedState>,
     Path((queue, id)): Path<(String, String)>,
+    action: JobAction,
 ) -> Result<Response, ApiError> {
-    let (queue, id) = dlq::parse_job(&queue, &id)?;
-    dlq::delete_one(&state, &queue, id).await?;
-    tracing::info!(target: "flagship_worker::admin", action = "delete", %queue, job.id = %id, via = "api", "dead job deleted");
-    Ok(Json(json!({ "deleted": true, "queue": queue, "id": id })).into_response())
+    let (queue, id) = dlq::act_on_one(&state, &queue, &id, action, "api").await?;
+    let mut body = serde_json::Map::new();
+    body.insert(action.done().into(), true.into());
+    body.insert("queue".into(), queue.as_str().into());
+    body.insert("id".into(), id.to_string().into());
+    Ok(Json(body).into_response())
 }
 
 /// The body of `POST /api/dlq/retry`.

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{
     api::{all_queue_stats, ApiError},
     auth,
-    dlq::{self, DeadQuery, DeadSummary},
+    dlq::{self, DeadQuery, DeadSummary, JobAction},
     health::HealthStatus,
     SharedState,
 };
@@ -527,39 +527,24 @@ fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> String {
 }
 
 /// `POST /ui/jobs/{queue}/{id}/retry`
-pub(super) async fn retry(
-    State(state): State<SharedState>,
-    Base(base): Base,
-    Path((queue, id)): Path<(String, String)>,
-) -> Response {
-    let result = match dlq::parse_job(&queue, &id) {
-        Ok((queue, id)) => dlq::retry_one(&state, &queue, id).await.map(|()| (queue, id)),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok((queue, id)) => {
-            tracing::info!(target: "flagship_worker::admin", action = "retry", %queue, job.id = %id, via = "dashboard", "dead job moved back to ready");
-            Redirect::to(&format!("{base}/ui?notice=retried&job={id}")).into_response()
-        }
-        Err(e) => api_error_page(&base, e),
-    }
+pub(super) async fn retry(state: State<SharedState>, base: Base, path: Path<(String, String)>) -> Response {
+    act_on_one(state, base, path, JobAction::Retry).await
 }
 
 /// `POST /ui/jobs/{queue}/{id}/delete`
-pub(super) async fn delete(
+pub(super) async fn delete(state: State<SharedState>, base: Base, path: Path<(String, String)>) -> Response {
+    act_on_one(state, base, path, JobAction::Delete).await
+}
+
+/// Acts, then back to the list with a notice saying what was done.
+async fn act_on_one(
     State(state): State<SharedState>,
     Base(base): Base,
     Path((queue, id)): Path<(String, String)>,
+    action: JobAction,
 ) -> Response {
-    let result = match dlq::parse_job(&queue, &id) {
-        Ok((queue, id)) => dlq::delete_one(&state, &queue, id).await.map(|()| (queue, id)),
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok((queue, id)) => {
-            tracing::info!(target: "flagship_worker::admin", action = "delete", %queue, job.id = %id, via = "dashboard", "dead job deleted");
-            Redirect::to(&format!("{base}/ui?notice=deleted&job={id}")).into_response()
-        }
+    match dlq::act_on_one(&state, &queue, &id, action, "dashboard").await {
+        Ok((_, id)) => Redirect::to(&format!("{base}/ui?notice={}&job={id}", action.done())).into_response(),
         Err(e) => api_error_page(&base, e),
     }
 }

@@ -268,22 +268,52 @@ pub(super) async fn purge(
     Ok(purged)
 }
 
-/// Retries one dead job; 404 when it is not in the DLQ.
-pub(super) async fn retry_one(state: &AdminState, queue: &QueueName, id: JobId) -> Result<(), ApiError> {
-    if state.dlq.retry_dead(queue, id).await? {
-        Ok(())
-    } else {
-        Err(not_dead(queue, id))
+/// What an operator can do to one dead job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum JobAction {
+    /// Move it back to ready.
+    Retry,
+    /// Delete it.
+    Delete,
+}
+
+impl JobAction {
+    /// The past tense, as in `{"retried": true}` and `?notice=retried`.
+    pub(super) fn done(self) -> &'static str {
+        match self {
+            JobAction::Retry => "retried",
+            JobAction::Delete => "deleted",
+        }
     }
 }
 
-/// Deletes one dead job; 404 when it is not in the DLQ.
-pub(super) async fn delete_one(state: &AdminState, queue: &QueueName, id: JobId) -> Result<(), ApiError> {
-    if state.dlq.delete_dead(queue, id).await? {
-        Ok(())
-    } else {
-        Err(not_dead(queue, id))
+/// Parses a job's `{queue}/{id}`, retries or deletes it, and leaves a
+/// tracing event saying so; 404 when it is not in the DLQ. `via` names the
+/// caller (`api`, `dashboard`) in the event.
+pub(super) async fn act_on_one(
+    state: &AdminState,
+    queue: &str,
+    id: &str,
+    action: JobAction,
+    via: &'static str,
+) -> Result<(QueueName, JobId), ApiError> {
+    let (queue, id) = parse_job(queue, id)?;
+    let acted = match action {
+        JobAction::Retry => state.dlq.retry_dead(&queue, id).await?,
+        JobAction::Delete => state.dlq.delete_dead(&queue, id).await?,
+    };
+    if !acted {
+        return Err(not_dead(&queue, id));
     }
+    match action {
+        JobAction::Retry => {
+            tracing::info!(target: "flagship_worker::admin", action = "retry", %queue, job.id = %id, via, "dead job moved back to ready");
+        }
+        JobAction::Delete => {
+            tracing::info!(target: "flagship_worker::admin", action = "delete", %queue, job.id = %id, via, "dead job deleted");
+        }
+    }
+    Ok((queue, id))
 }
 
 /// One dead job; 404 when it is not in the DLQ.

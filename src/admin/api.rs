@@ -11,8 +11,9 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::json;
 
 use super::{
-    dlq::{self, DeadQuery, JobAction},
+    dlq::{self, JobAction},
     health::HealthStatus,
+    query::DeadQuery,
     AdminState, SharedState,
 };
 use crate::{broker::QueueStats, error::Error, job::QueueName, worker::WorkerStats};
@@ -137,7 +138,7 @@ pub(super) struct ListParams {
 
 impl ListParams {
     pub(super) fn query(&self) -> Result<DeadQuery, ApiError> {
-        DeadQuery::parse(
+        dlq::parse_query(
             self.queue.as_deref(),
             self.kind.as_deref(),
             self.since.as_deref(),
@@ -205,13 +206,13 @@ pub(super) async fn retry_matching(
     State(state): State<SharedState>,
     ApiJson(body): ApiJson<RetryBody>,
 ) -> Result<Response, ApiError> {
-    let query = DeadQuery::parse(
+    let query = dlq::parse_query(
         body.queue.as_deref(),
         body.kind.as_deref(),
         body.since.as_deref(),
         body.until.as_deref(),
     )?;
-    let retried = dlq::retry_matching(&state, &query).await?;
+    let retried = query.retry_all(&*state.broker, &*state.dlq).await?;
     tracing::info!(
         target: "flagship_worker::admin",
         action = "retry_matching",

@@ -14,8 +14,9 @@ use serde::Deserialize;
 use super::{
     api::{all_queue_stats, ApiError},
     auth,
-    dlq::{self, DeadQuery, DeadSummary, JobAction},
+    dlq::{self, JobAction},
     health::HealthStatus,
+    query::{DeadQuery, DeadSummary},
     SharedState,
 };
 use crate::{envelope::JobEnvelope, job::JobId, schema::pretty_json};
@@ -300,7 +301,7 @@ pub(super) async fn index(
 }
 
 async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> Result<String, ApiError> {
-    let query = DeadQuery::parse(params.queue.as_deref(), params.kind.as_deref(), None, None)?;
+    let query = dlq::parse_query(params.queue.as_deref(), params.kind.as_deref(), None, None)?;
     let limit = dlq::parse_limit(params.limit.as_deref())?;
     let stats = all_queue_stats(state).await?;
     let page = dlq::list(state, &query, params.cursor.as_deref(), limit).await?;

@@ -1,13 +1,17 @@
-//! DLQ operations across queues, and the parsing of their inputs, shared by
-//! the JSON API and the dashboard.
+//! Parsing the DLQ inputs of the JSON API and the dashboard, and the
+//! operations they share.
 
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::{api::ApiError, AdminState};
+use super::{
+    api::ApiError,
+    query::{DeadQuery, DeadSummary},
+    AdminState,
+};
 use crate::{
-    broker::{DeadCursor, DeadFilter, MAX_DEAD_PAGE},
+    broker::MAX_DEAD_PAGE,
     envelope::JobEnvelope,
     job::{JobId, QueueName},
     schema::MAX_KIND_LEN,
@@ -16,78 +20,43 @@ use crate::{
 /// The page size when none is asked for.
 pub(super) const DEFAULT_PAGE: usize = 50;
 
-/// Separates the queue from the broker's cursor in a listing cursor; queue
-/// names cannot contain it.
-const CURSOR_SEPARATOR: char = '~';
-
-/// Which dead jobs an operation applies to: one queue or all of them.
-#[derive(Debug, Clone, Default)]
-pub(super) struct DeadQuery {
-    pub(super) queue: Option<QueueName>,
-    pub(super) kind: Option<String>,
-    pub(super) since: Option<DateTime<Utc>>,
-    pub(super) until: Option<DateTime<Utc>>,
-}
-
 /// An empty form field means "not given".
 fn given(value: Option<&str>) -> Option<&str> {
     value.map(str::trim).filter(|v| !v.is_empty())
 }
 
-impl DeadQuery {
-    /// Parses the filter fields; empty ones count as absent.
-    pub(super) fn parse(
-        queue: Option<&str>,
-        kind: Option<&str>,
-        since: Option<&str>,
-        until: Option<&str>,
-    ) -> Result<Self, ApiError> {
-        let queue = given(queue).map(parse_queue).transpose()?;
-        let kind = given(kind).map(str::to_owned);
-        if let Some(kind) = &kind {
-            if kind.len() > MAX_KIND_LEN {
-                return Err(ApiError::bad_request(format!(
-                    "`kind` is {} bytes long; job kinds are at most {MAX_KIND_LEN}",
-                    kind.len()
-                )));
-            }
-        }
-        let since = given(since).map(|v| parse_time("since", v)).transpose()?;
-        let until = given(until).map(|v| parse_time("until", v)).transpose()?;
-        if let (Some(since), Some(until)) = (since, until) {
-            if since >= until {
-                return Err(ApiError::bad_request(format!(
-                    "`since` ({since}) must be before `until` ({until})"
-                )));
-            }
-        }
-        Ok(DeadQuery {
-            queue,
-            kind,
-            since,
-            until,
-        })
-    }
-
-    fn filter(&self, queue: QueueName) -> DeadFilter {
-        let filter = DeadFilter::queue(queue).between(self.since, self.until);
-        match &self.kind {
-            Some(kind) => filter.kind(kind.clone()),
-            None => filter,
+/// Parses the filter fields; empty ones count as absent.
+pub(super) fn parse_query(
+    queue: Option<&str>,
+    kind: Option<&str>,
+    since: Option<&str>,
+    until: Option<&str>,
+) -> Result<DeadQuery, ApiError> {
+    let queue = given(queue).map(parse_queue).transpose()?;
+    let kind = given(kind).map(str::to_owned);
+    if let Some(kind) = &kind {
+        if kind.len() > MAX_KIND_LEN {
+            return Err(ApiError::bad_request(format!(
+                "`kind` is {} bytes long; job kinds are at most {MAX_KIND_LEN}",
+                kind.len()
+            )));
         }
     }
-
-    /// The queues this query covers: the one asked for, or every known one.
-    async fn queues(&self, state: &AdminState) -> Result<Vec<QueueName>, ApiError> {
-        match &self.queue {
-            Some(queue) => Ok(vec![queue.clone()]),
-            None => {
-                let mut queues = state.broker.queues().await?;
-                queues.sort();
-                Ok(queues)
-            }
+    let since = given(since).map(|v| parse_time("since", v)).transpose()?;
+    let until = given(until).map(|v| parse_time("until", v)).transpose()?;
+    if let (Some(since), Some(until)) = (since, until) {
+        if since >= until {
+            return Err(ApiError::bad_request(format!(
+                "`since` ({since}) must be before `until` ({until})"
+            )));
         }
     }
+    Ok(DeadQuery {
+        queue,
+        kind,
+        since,
+        until,
+    })
 }
 
 pub(super) fn parse_queue(value: &str) -> Result<QueueName, ApiError> {
@@ -128,43 +97,7 @@ pub(super) fn parse_job(queue: &str, id: &str) -> Result<(QueueName, JobId), Api
     Ok((queue, id))
 }
 
-/// A dead job as listed: enough to decide what to do with it.
-#[derive(Debug, Serialize)]
-pub(super) struct DeadSummary {
-    pub(super) id: JobId,
-    pub(super) queue: QueueName,
-    pub(super) kind: String,
-    /// Attempts recorded in its history.
-    pub(super) attempts: usize,
-    /// The last attempt's error, or the dead-letter reason when it never ran.
-    pub(super) last_error: Option<String>,
-    pub(super) reason: Option<String>,
-    pub(super) enqueued_at: DateTime<Utc>,
-    pub(super) dead_lettered_at: Option<DateTime<Utc>>,
-}
-
-impl From<JobEnvelope> for DeadSummary {
-    fn from(job: JobEnvelope) -> Self {
-        let last_error = job
-            .attempts
-            .iter()
-            .rev()
-            .find_map(|a| a.error.clone())
-            .or_else(|| job.dead_letter_reason.clone());
-        DeadSummary {
-            id: job.id,
-            queue: job.queue,
-            kind: job.kind,
-            attempts: job.attempts.len(),
-            last_error,
-            reason: job.dead_letter_reason,
-            enqueued_at: job.enqueued_at,
-            dead_lettered_at: job.dead_lettered_at,
-        }
-    }
-}
-
-/// One page of a listing across queues.
+/// One page of a listing, as the API answers it.
 #[derive(Debug, Serialize)]
 pub(super) struct Page {
     pub(super) jobs: Vec<DeadSummary>,
@@ -172,82 +105,18 @@ pub(super) struct Page {
     pub(super) next_cursor: Option<String>,
 }
 
-/// Splits a listing cursor into its queue and the broker's cursor (absent
-/// when the page starts at the queue's beginning).
-fn decode_cursor(cursor: &str) -> Result<(QueueName, Option<DeadCursor>), ApiError> {
-    let bad = || ApiError::bad_request(format!("`{}` is not a cursor from this API", cursor.escape_debug()));
-    let (queue, inner) = cursor.split_once(CURSOR_SEPARATOR).ok_or_else(bad)?;
-    let queue = QueueName::new(queue).map_err(|_| bad())?;
-    Ok((queue, (!inner.is_empty()).then(|| DeadCursor(inner.to_owned()))))
-}
-
-fn encode_cursor(queue: &QueueName, inner: Option<&DeadCursor>) -> String {
-    format!("{queue}{CURSOR_SEPARATOR}{}", inner.map_or("", |c| c.0.as_str()))
-}
-
-/// Lists dead jobs queue by queue (queues in name order, each oldest
-/// dead-lettered first), `limit` at a time.
+/// One page of dead jobs matching `query`.
 pub(super) async fn list(
     state: &AdminState,
     query: &DeadQuery,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<Page, ApiError> {
-    let queues = query.queues(state).await?;
-    let (mut index, mut inner) = match given(cursor) {
-        None => (0, None),
-        Some(cursor) => {
-            let (queue, inner) = decode_cursor(cursor)?;
-            if query.queue.as_ref().is_some_and(|q| *q != queue) {
-                return Err(ApiError::bad_request(format!(
-                    "the cursor belongs to queue `{queue}`, not to the queue asked for"
-                )));
-            }
-            // Queues are listed in name order; resume at this one, or at the
-            // next one if it has gone.
-            let index = queues.partition_point(|q| *q < queue);
-            let inner = inner.filter(|_| queues.get(index) == Some(&queue));
-            (index, inner)
-        }
-    };
-    let mut jobs = Vec::new();
-    while let Some(queue) = queues.get(index) {
-        let page = state
-            .dlq
-            .list_dead(&query.filter(queue.clone()), inner.as_ref(), limit - jobs.len())
-            .await?;
-        jobs.extend(page.jobs.into_iter().map(DeadSummary::from));
-        if let Some(next) = page.next {
-            return Ok(Page {
-                jobs,
-                next_cursor: Some(encode_cursor(queue, Some(&next))),
-            });
-        }
-        index += 1;
-        inner = None;
-        if jobs.len() == limit {
-            break;
-        }
-    }
-    // The page is full at the end of a queue: continue at the next queue
-    // that has matching jobs, so the last page is never empty.
-    let mut next_cursor = None;
-    for queue in queues.iter().skip(index) {
-        if state.dlq.count_dead(&query.filter(queue.clone())).await? > 0 {
-            next_cursor = Some(encode_cursor(queue, None));
-            break;
-        }
-    }
-    Ok(Page { jobs, next_cursor })
-}
-
-/// Retries every dead job matching `query`; returns how many.
-pub(super) async fn retry_matching(state: &AdminState, query: &DeadQuery) -> Result<u64, ApiError> {
-    let mut retried = 0;
-    for queue in query.queues(state).await? {
-        retried += state.dlq.retry_dead_matching(&query.filter(queue)).await?;
-    }
-    Ok(retried)
+    let listing = query.list(&*state.broker, &*state.dlq, cursor, limit).await?;
+    Ok(Page {
+        jobs: listing.jobs.iter().map(DeadSummary::from).collect(),
+        next_cursor: listing.next_cursor,
+    })
 }
 
 /// Deletes the dead jobs dead-lettered before `older_than`, of `queue` or
@@ -257,12 +126,9 @@ pub(super) async fn purge(
     queue: Option<QueueName>,
     older_than: DateTime<Utc>,
 ) -> Result<u64, ApiError> {
-    let query = DeadQuery {
-        queue,
-        ..DeadQuery::default()
-    };
+    let query = queue.map_or_else(DeadQuery::all, DeadQuery::queue);
     let mut purged = 0;
-    for queue in query.queues(state).await? {
+    for queue in query.queues(&*state.broker).await? {
         purged += state.dlq.purge_dead(&queue, older_than).await?;
     }
     Ok(purged)
@@ -332,18 +198,6 @@ fn not_dead(queue: &QueueName, id: JobId) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
-        let q = QueueName::new("emails").unwrap();
-        let inner = DeadCursor("123:abc~x".into());
-        let (queue, back) = decode_cursor(&encode_cursor(&q, Some(&inner))).unwrap();
-        assert_eq!((queue, back), (q.clone(), Some(inner)));
-        assert_eq!(decode_cursor(&encode_cursor(&q, None)).unwrap(), (q, None));
-        for bad in ["", "no-separator", "bad queue~x", "~x"] {
-            assert_eq!(decode_cursor(bad).unwrap_err().status, StatusCode::BAD_REQUEST, "{bad}");
-        }
-    }
 
     #[test]
     fn limits_outside_the_range_are_refused() {

@@ -81,9 +81,11 @@ mod dashboard;
 mod dlq;
 mod health;
 mod metrics;
+mod query;
 
 pub use health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus};
 pub use metrics::AdminMetrics;
+pub use query::{DeadListing, DeadQuery, DeadSummary};
 
 /// The shortest bearer token accepted, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;

@@ -74,7 +74,9 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | *(none)* | the core: jobs, schemas, retries, [`MemoryBroker`], worker, schedules |
-//! | `redis` | the Redis broker |
+//! | `redis` | the Redis broker (and, with `flagship`, the FlagShip Redis stores) |
+//! | `flagship` | [`flagship`]: the FlagShip handlers, stores, notifications and schedules |
+//! | `http` | the FlagShip Resend mailer and HTTP webhook sender (reqwest, rustls) |
 //! | `admin` | [`admin`]: the operators' HTTP API, DLQ dashboard and Prometheus metrics |
 //! | `cli` | the `flagship-worker` command-line tool (queues, DLQ, health, schemas) |
 //! | `test-util` | [`testing::conformance`], the suite every backend must pass |
@@ -89,6 +91,8 @@ pub mod client;
 pub mod clock;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "flagship")]
+pub mod flagship;
 pub mod handler;
 pub mod job;
 pub mod retry;

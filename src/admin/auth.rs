@@ -10,7 +10,7 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{digest::KeyInit, Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -87,7 +87,7 @@ impl Auth {
     }
 
     fn mac(&self) -> HmacSha256 {
-        HmacSha256::new(&self.session_key.into())
+        <HmacSha256 as KeyInit>::new(&self.session_key.into())
     }
 
     /// A session value valid until now + the session lifetime:

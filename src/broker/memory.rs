@@ -5,7 +5,7 @@ use std::{
     fmt,
     ops::Bound,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex, MutexGuard, RwLock,
     },
     time::Duration,
@@ -23,7 +23,7 @@ use crate::{
     clock::{Clock, TokioClock},
     envelope::{to_chrono, AttemptRecord, JobEnvelope},
     error::{Error, Result},
-    job::{JobId, QueueName},
+    job::{IdMap, IdSet, JobId, QueueName},
 };
 
 /// How long a completed job's idempotency key is remembered by default.
@@ -38,7 +38,8 @@ pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// use the Redis broker (feature `redis`) for anything that must survive.
 ///
 /// Each queue has its own lock, never held across an `.await`; idle workers
-/// sleep until a job is enqueued or a delayed job falls due.
+/// sleep until a job is enqueued or a delayed job falls due, without
+/// polling.
 ///
 /// ```
 /// use flagship_worker::MemoryBroker;
@@ -68,24 +69,45 @@ impl fmt::Debug for MemoryBroker {
     }
 }
 
+/// The most idle reservers one call wakes, one per job made ready; each
+/// woken reserver passes the wake-up on while jobs are left.
+const MAX_WAKE: usize = 64;
+
 /// One queue: its state behind a lock, and the wake-up for idle reservers.
 #[derive(Default)]
 struct QueueSlot {
     state: Mutex<QueueState>,
-    /// Woken (one permit per job, up to the waiters) when jobs become ready.
+    /// Idle reservers wait here. `notify_one` per job made ready;
+    /// `notify_waiters` when a job is scheduled earlier than every other,
+    /// so each waiter recomputes how long to sleep.
     notify: Notify,
+    /// Whether a job was ever stored here: [`Broker::queues`] lists only
+    /// those, not queues that were merely asked about.
+    has_had_jobs: AtomicBool,
+}
+
+/// Where [`QueueState::schedule`] put a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placed {
+    /// In ready: wake one idle reserver.
+    Ready,
+    /// Scheduled; `earliest` when no other job is due sooner, so idle
+    /// reservers must shorten their sleep.
+    Scheduled { earliest: bool },
 }
 
 #[derive(Default)]
 struct QueueState {
     /// Every job the queue holds (not yet completed), by id.
-    jobs: HashMap<JobId, Stored>,
+    jobs: IdMap<Stored>,
     /// Ready jobs, oldest first.
     ready: VecDeque<JobId>,
     /// Delayed and backing-off jobs by due time.
     scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
-    /// Leased jobs by lease deadline.
-    active: BTreeSet<(DateTime<Utc>, JobId)>,
+    /// Leased jobs (their deadline is in their state). Unordered: it holds
+    /// only jobs in flight, so recovery scans it, and reserving or
+    /// completing a job costs one hash insert or remove.
+    active: IdSet,
     /// Dead jobs by dead-lettered time.
     dead: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Idempotency keys held, with their job.
@@ -146,12 +168,20 @@ impl MemoryBroker {
         self.queues.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The queue's slot, created if needed (for enqueue and reserve).
     fn slot(&self, queue: &QueueName) -> Arc<QueueSlot> {
-        if let Some(slot) = self.read_queues().get(queue) {
-            return slot.clone();
+        if let Some(slot) = self.existing(queue) {
+            return slot;
         }
         let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
         queues.entry(queue.clone()).or_default().clone()
+    }
+
+    /// The queue's slot if the queue was ever used; the read-only and
+    /// acknowledging calls never create one, so asking about arbitrary
+    /// names does not grow the broker.
+    fn existing(&self, queue: &QueueName) -> Option<Arc<QueueSlot>> {
+        self.read_queues().get(queue).cloned()
     }
 
     fn token(&self) -> LeaseToken {
@@ -168,6 +198,18 @@ impl QueueSlot {
         // A panic while holding the lock cannot leave the state half-changed
         // in a way later calls depend on, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wakes idle reservers after `ready` jobs became ready and, if
+    /// `earlier_due`, a job was scheduled sooner than any other. Call after
+    /// releasing the lock.
+    fn wake(&self, ready: usize, earlier_due: bool) {
+        if earlier_due {
+            self.notify.notify_waiters();
+        }
+        for _ in 0..ready.min(MAX_WAKE) {
+            self.notify.notify_one();
+        }
     }
 }
 
@@ -213,39 +255,45 @@ impl QueueState {
 
     fn take_active(&mut self, lease: &Lease) -> Option<(Arc<JobEnvelope>, DateTime<Utc>)> {
         let job = self.leased(lease)?;
-        let JobState::Active { deadline, started, .. } = job.state else {
+        let JobState::Active { started, .. } = job.state else {
             return None;
         };
         let envelope = job.envelope.clone();
-        self.active.remove(&(deadline, lease.id));
+        self.active.remove(&lease.id);
         Some((envelope, started))
     }
 
-    fn schedule(&mut self, id: JobId, run_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
-        let Some(job) = self.jobs.get_mut(&id) else {
-            return false;
-        };
+    /// Puts a stored job in ready, or in scheduled until `run_at`.
+    fn schedule(&mut self, id: JobId, run_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Placed> {
+        let job = self.jobs.get_mut(&id)?;
         if run_at <= now {
             job.state = JobState::Ready;
             self.ready.push_back(id);
-            true
+            Some(Placed::Ready)
         } else {
             job.state = JobState::Scheduled;
             self.scheduled.insert((run_at, id));
-            false
+            let earliest = self.scheduled.first() == Some(&(run_at, id));
+            Some(Placed::Scheduled { earliest })
         }
     }
 
-    fn remove_dead(&mut self, id: JobId) -> Option<Stored> {
-        let job = self.jobs.get(&id)?;
-        if job.state != JobState::Dead {
-            return None;
+    /// Removes a dead job for good, releasing its idempotency key; `false`
+    /// if the job is not dead.
+    fn remove_dead(&mut self, id: JobId) -> bool {
+        if self.jobs.get(&id).is_none_or(|job| job.state != JobState::Dead) {
+            return false;
         }
-        let stored = self.jobs.remove(&id)?;
+        let Some(stored) = self.jobs.remove(&id) else {
+            return false;
+        };
         if let Some(at) = stored.envelope.dead_lettered_at {
             self.dead.remove(&(at, id));
         }
-        Some(stored)
+        if let Some(key) = &stored.envelope.idempotency_key {
+            self.keys.remove(key);
+        }
+        true
     }
 
     fn retry_dead(&mut self, id: JobId, now: DateTime<Utc>) -> bool {
@@ -305,7 +353,7 @@ impl Broker for MemoryBroker {
         let mut iter = jobs.into_iter().peekable();
         while let Some(first) = iter.next() {
             let slot = self.slot(&first.queue);
-            let mut woken = 0usize;
+            let (mut ready, mut earlier_due) = (0usize, false);
             {
                 let mut state = slot.lock();
                 state.release_expired_keys(now);
@@ -337,17 +385,18 @@ impl Broker for MemoryBroker {
                             state: JobState::Scheduled,
                         },
                     );
-                    // Ready now, or a new due time that waiters must sleep towards.
-                    state.schedule(id, run_at, now);
-                    woken += 1;
+                    match state.schedule(id, run_at, now) {
+                        Some(Placed::Ready) => ready += 1,
+                        Some(Placed::Scheduled { earliest }) => earlier_due |= earliest,
+                        None => {}
+                    }
+                    slot.has_had_jobs.store(true, Ordering::Relaxed);
                     tracing::debug!(job.id = %id, queue = %queue, "job enqueued");
                     outcomes.push(EnqueueOutcome::Enqueued(id));
                     next = iter.next_if(|j| j.queue == queue);
                 }
             }
-            for _ in 0..woken.min(64) {
-                slot.notify.notify_one();
-            }
+            slot.wake(ready, earlier_due);
         }
         Ok(outcomes)
     }
@@ -363,8 +412,14 @@ impl Broker for MemoryBroker {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
         }
         let slot = self.slot(queue);
-        let give_up = tokio::time::Instant::now() + request.wait;
+        // `None`: a wait too long to represent, i.e. wait for work forever.
+        let give_up = tokio::time::Instant::now().checked_add(request.wait);
         loop {
+            // Registered before looking at the queue, so a job enqueued
+            // between the look and the sleep still wakes this call.
+            let notified = slot.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
             let now = self.clock.now();
             let deadline = self.lease_deadline(now, request.lease)?;
             let next_due = {
@@ -383,7 +438,7 @@ impl Broker for MemoryBroker {
                             started: now,
                         };
                         let envelope = job.envelope.clone();
-                        state.active.insert((deadline, id));
+                        state.active.insert(id);
                         out.push(Reservation {
                             envelope,
                             lease: Lease {
@@ -405,14 +460,17 @@ impl Broker for MemoryBroker {
                 }
                 next_due
             };
-            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            let left = give_up.map_or(Duration::MAX, |at| {
+                at.saturating_duration_since(tokio::time::Instant::now())
+            });
             if left.is_zero() {
                 return Ok(Vec::new());
             }
             let until_due = next_due
                 .map(|due| (due - now).to_std().unwrap_or(Duration::ZERO))
                 .unwrap_or(Duration::MAX);
-            let _ = tokio::time::timeout(left.min(until_due), slot.notify.notified()).await;
+            // Woken by a new job, an earlier due time, or the timer.
+            let _ = tokio::time::timeout(left.min(until_due), notified).await;
         }
     }
 
@@ -420,7 +478,10 @@ impl Broker for MemoryBroker {
         let now = self.clock.now();
         let mut statuses = Vec::with_capacity(leases.len());
         for group in leases.chunk_by(|a, b| a.queue == b.queue) {
-            let slot = self.slot(&group[0].queue);
+            let Some(slot) = self.existing(&group[0].queue) else {
+                statuses.extend(group.iter().map(|_| AckStatus::LeaseLost));
+                continue;
+            };
             let mut state = slot.lock();
             for lease in group {
                 let Some((envelope, _)) = state.take_active(lease) else {
@@ -443,8 +504,8 @@ impl Broker for MemoryBroker {
     async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<()> {
         let now = self.clock.now();
         let at = now + to_chrono(delay)?;
-        let slot = self.slot(&lease.queue);
-        {
+        let slot = self.existing(&lease.queue).ok_or(Error::LeaseLost(lease.id))?;
+        let placed = {
             let mut state = slot.lock();
             if state.take_active(lease).is_none() {
                 return Err(Error::LeaseLost(lease.id));
@@ -456,16 +517,19 @@ impl Broker for MemoryBroker {
                 envelope.run_at = at;
             }
             state.retried += 1;
-            state.schedule(lease.id, at, now);
+            state.schedule(lease.id, at, now)
+        };
+        match placed {
+            Some(Placed::Ready) => slot.wake(1, false),
+            Some(Placed::Scheduled { earliest }) => slot.wake(0, earliest),
+            None => {}
         }
-        // Either a ready job or a new due time: wake a waiter to look.
-        slot.notify.notify_one();
         Ok(())
     }
 
     async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<()> {
         let now = self.clock.now();
-        let slot = self.slot(&lease.queue);
+        let slot = self.existing(&lease.queue).ok_or(Error::LeaseLost(lease.id))?;
         let mut state = slot.lock();
         if state.take_active(lease).is_none() {
             return Err(Error::LeaseLost(lease.id));
@@ -485,7 +549,10 @@ impl Broker for MemoryBroker {
     async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
         let mut statuses = Vec::with_capacity(leases.len());
         for group in leases.chunk_by(|a, b| a.queue == b.queue) {
-            let slot = self.slot(&group[0].queue);
+            let Some(slot) = self.existing(&group[0].queue) else {
+                statuses.extend(group.iter().map(|_| AckStatus::LeaseLost));
+                continue;
+            };
             let mut released = 0;
             {
                 let mut state = slot.lock();
@@ -505,9 +572,7 @@ impl Broker for MemoryBroker {
             }
             let start = statuses.len() - group.len();
             statuses[start..].reverse();
-            for _ in 0..released.min(64) {
-                slot.notify.notify_one();
-            }
+            slot.wake(released, false);
         }
         Ok(statuses)
     }
@@ -517,19 +582,17 @@ impl Broker for MemoryBroker {
         let new_deadline = self.lease_deadline(now, lease)?;
         let mut statuses = Vec::with_capacity(leases.len());
         for group in leases.chunk_by(|a, b| a.queue == b.queue) {
-            let slot = self.slot(&group[0].queue);
+            let Some(slot) = self.existing(&group[0].queue) else {
+                statuses.extend(group.iter().map(|_| AckStatus::LeaseLost));
+                continue;
+            };
             let mut state = slot.lock();
             for held in group {
                 let Some(job) = state.leased(held) else {
                     statuses.push(AckStatus::LeaseLost);
                     continue;
                 };
-                let JobState::Active {
-                    token,
-                    deadline,
-                    started,
-                } = job.state
-                else {
+                let JobState::Active { token, started, .. } = job.state else {
                     statuses.push(AckStatus::LeaseLost);
                     continue;
                 };
@@ -538,8 +601,6 @@ impl Broker for MemoryBroker {
                     deadline: new_deadline,
                     started,
                 };
-                state.active.remove(&(deadline, held.id));
-                state.active.insert((new_deadline, held.id));
                 statuses.push(AckStatus::Done);
             }
         }
@@ -549,17 +610,24 @@ impl Broker for MemoryBroker {
     async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>> {
         let now = self.clock.now();
         let deadline = self.lease_deadline(now, lease)?;
-        let slot = self.slot(queue);
+        let Some(slot) = self.existing(queue) else {
+            return Ok(Vec::new());
+        };
         let mut state = slot.lock();
-        let mut out = Vec::new();
-        while out.len() < max {
-            let Some(&(expired_at, id)) = state.active.first() else {
-                break;
-            };
-            if expired_at > now {
-                break;
-            }
-            state.active.pop_first();
+        let state = &mut *state;
+        // The active set holds only jobs in flight: scan it, oldest deadline first.
+        let mut expired: Vec<(DateTime<Utc>, JobId)> = state
+            .active
+            .iter()
+            .filter_map(|id| match state.jobs.get(id)?.state {
+                JobState::Active { deadline, .. } if deadline <= now => Some((deadline, *id)),
+                _ => None,
+            })
+            .collect();
+        expired.sort_unstable();
+        expired.truncate(max);
+        let mut out = Vec::with_capacity(expired.len());
+        for (_, id) in expired {
             let token = self.token();
             let Some(job) = state.jobs.get_mut(&id) else { continue };
             let JobState::Active { started, .. } = job.state else {
@@ -571,7 +639,6 @@ impl Broker for MemoryBroker {
                 started: now,
             };
             let envelope = job.envelope.clone();
-            state.active.insert((deadline, id));
             tracing::warn!(job.id = %id, queue = %queue, "lease expired; job recovered");
             out.push(Reservation {
                 envelope,
@@ -589,8 +656,12 @@ impl Broker for MemoryBroker {
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
         let now = self.clock.now();
-        let slot = self.slot(queue);
+        let Some(slot) = self.existing(queue) else {
+            return Ok(QueueStats::default());
+        };
         let mut state = slot.lock();
+        // Idle reservers sleep until the first due time themselves; no
+        // wake-up is needed for jobs promoted here.
         state.promote_due(now);
         let oldest_ready_age_ms = state
             .ready
@@ -611,7 +682,12 @@ impl Broker for MemoryBroker {
     }
 
     async fn queues(&self) -> Result<Vec<QueueName>> {
-        let mut names: Vec<_> = self.read_queues().keys().cloned().collect();
+        let mut names: Vec<_> = self
+            .read_queues()
+            .iter()
+            .filter(|(_, slot)| slot.has_had_jobs.load(Ordering::Relaxed))
+            .map(|(name, _)| name.clone())
+            .collect();
         names.sort();
         Ok(names)
     }
@@ -622,7 +698,12 @@ impl DeadLetterQueue for MemoryBroker {
     async fn list_dead(&self, filter: &DeadFilter, cursor: Option<&DeadCursor>, limit: usize) -> Result<DeadPage> {
         check_page_limit(limit)?;
         let after = cursor.map(decode_cursor).transpose()?;
-        let slot = self.slot(&filter.queue);
+        let Some(slot) = self.existing(&filter.queue) else {
+            return Ok(DeadPage {
+                jobs: Vec::new(),
+                next: None,
+            });
+        };
         let state = slot.lock();
         let keys: Vec<_> = state.dead_ids(filter, after).take(limit + 1).collect();
         let next = (keys.len() > limit).then(|| encode_cursor(keys[limit - 1]));
@@ -636,7 +717,9 @@ impl DeadLetterQueue for MemoryBroker {
     }
 
     async fn get_dead(&self, queue: &QueueName, id: JobId) -> Result<Option<JobEnvelope>> {
-        let slot = self.slot(queue);
+        let Some(slot) = self.existing(queue) else {
+            return Ok(None);
+        };
         let state = slot.lock();
         Ok(state
             .jobs
@@ -647,44 +730,44 @@ impl DeadLetterQueue for MemoryBroker {
 
     async fn retry_dead(&self, queue: &QueueName, id: JobId) -> Result<bool> {
         let now = self.clock.now();
-        let slot = self.slot(queue);
+        let Some(slot) = self.existing(queue) else {
+            return Ok(false);
+        };
         let retried = slot.lock().retry_dead(id, now);
         if retried {
             tracing::info!(job.id = %id, queue = %queue, "dead job retried");
-            slot.notify.notify_one();
+            slot.wake(1, false);
         }
         Ok(retried)
     }
 
     async fn retry_dead_matching(&self, filter: &DeadFilter) -> Result<u64> {
         let now = self.clock.now();
-        let slot = self.slot(&filter.queue);
+        let Some(slot) = self.existing(&filter.queue) else {
+            return Ok(0);
+        };
         let count = {
             let mut state = slot.lock();
             let ids: Vec<_> = state.dead_ids(filter, None).map(|(_, id)| id).collect();
             ids.into_iter().filter(|id| state.retry_dead(*id, now)).count()
         };
-        for _ in 0..count.min(64) {
-            slot.notify.notify_one();
-        }
+        slot.wake(count, false);
         tracing::info!(queue = %filter.queue, count, "dead jobs retried");
         Ok(count as u64)
     }
 
     async fn delete_dead(&self, queue: &QueueName, id: JobId) -> Result<bool> {
-        let slot = self.slot(queue);
-        let mut state = slot.lock();
-        let Some(stored) = state.remove_dead(id) else {
+        let Some(slot) = self.existing(queue) else {
             return Ok(false);
         };
-        if let Some(key) = &stored.envelope.idempotency_key {
-            state.keys.remove(key);
-        }
-        Ok(true)
+        let deleted = slot.lock().remove_dead(id);
+        Ok(deleted)
     }
 
     async fn purge_dead(&self, queue: &QueueName, older_than: DateTime<Utc>) -> Result<u64> {
-        let slot = self.slot(queue);
+        let Some(slot) = self.existing(queue) else {
+            return Ok(0);
+        };
         let mut state = slot.lock();
         let ids: Vec<_> = state
             .dead
@@ -692,20 +775,14 @@ impl DeadLetterQueue for MemoryBroker {
             .take_while(|(at, _)| *at < older_than)
             .map(|(_, id)| *id)
             .collect();
-        let mut purged = 0;
-        for id in ids {
-            if let Some(stored) = state.remove_dead(id) {
-                if let Some(key) = &stored.envelope.idempotency_key {
-                    state.keys.remove(key);
-                }
-                purged += 1;
-            }
-        }
-        Ok(purged)
+        let purged = ids.into_iter().filter(|id| state.remove_dead(*id)).count();
+        Ok(purged as u64)
     }
 
     async fn count_dead(&self, filter: &DeadFilter) -> Result<u64> {
-        let slot = self.slot(&filter.queue);
+        let Some(slot) = self.existing(&filter.queue) else {
+            return Ok(0);
+        };
         let state = slot.lock();
         Ok(state.dead_ids(filter, None).count() as u64)
     }

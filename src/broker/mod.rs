@@ -138,14 +138,16 @@ pub struct QueueStats {
 ///   is held by a job that is pending, active, dead, or completed within
 ///   the backend's retention window; that one gets
 ///   [`EnqueueOutcome::Duplicate`] with the holder's id. Under any race,
-///   exactly one job per key is stored. A job MUST NOT be reserved before
-///   `run_at − enqueued_at` has passed on the backend's clock since it was
-///   stored: delays are measured by the backend, so producers with skewed
-///   clocks neither start jobs early nor leave them stuck. The backend MAY
-///   rewrite `enqueued_at` and `run_at` to its own clock.
+///   exactly one job per key is stored. Keys are scoped to a queue. A job
+///   MUST NOT be reserved before `run_at − enqueued_at` has passed on the
+///   backend's clock since it was stored: delays are measured by the
+///   backend, so producers with skewed clocks neither start jobs early nor
+///   leave them stuck. The backend MAY rewrite `enqueued_at` and `run_at`
+///   to its own clock.
 /// - [`reserve`](Broker::reserve) MUST hand out each ready job to one
 ///   caller at a time, oldest first (FIFO per queue), with a fresh
-///   [`LeaseToken`]. When nothing is ready it MUST wait up to
+///   [`LeaseToken`], and MUST refuse a `max` of 0 with
+///   [`Error::InvalidConfig`]. When nothing is ready it MUST wait up to
 ///   `request.wait` for work and MUST wake for a newly enqueued or newly
 ///   due job without polling in a busy loop. A stored envelope the backend
 ///   cannot decode MUST be dead-lettered with the reason, never returned,
@@ -157,8 +159,11 @@ pub struct QueueStats {
 ///   [`AckStatus::LeaseLost`] (or [`Error::LeaseLost`]).
 /// - [`retry_after`](Broker::retry_after) and [`dead_letter`](Broker::dead_letter)
 ///   MUST append the attempt record to the job's history.
-///   `retry_after` MUST increment `attempt` and make the job ready once
-///   `delay` has passed on the backend's clock. Nothing ever removes history.
+///   `retry_after` MUST increment `attempt`, set `run_at` to the retry
+///   time and make the job ready once `delay` has passed on the backend's
+///   clock; `dead_letter` MUST store its reason truncated to
+///   [`MAX_ERROR_BYTES`](crate::envelope::MAX_ERROR_BYTES). Nothing ever
+///   removes history.
 /// - [`release`](Broker::release) MUST put the job back at the front of
 ///   ready without counting an attempt.
 /// - [`recover_expired`](Broker::recover_expired) MUST take jobs whose
@@ -167,6 +172,8 @@ pub struct QueueStats {
 ///   [`Reservation::expired_attempt_started_at`] set; the caller then
 ///   records the failed attempt through `retry_after` or `dead_letter`.
 /// - Time (due times, lease deadlines) is decided by the backend's clock.
+/// - [`queues`](Broker::queues) MUST list each queue that has had a job,
+///   and not queues that were only asked about.
 /// - A backend MAY batch or pipeline internally; it MAY keep completed
 ///   idempotency keys for a bounded retention window only.
 #[async_trait]
@@ -305,8 +312,10 @@ pub const MAX_DEAD_PAGE: usize = 1_000;
 ///   be reserved until retried.
 /// - [`list_dead`](DeadLetterQueue::list_dead) MUST order by
 ///   dead-lettered time, then id, and page without skipping or repeating
-///   entries that exist for the whole listing. `limit` above
-///   [`MAX_DEAD_PAGE`] MUST be refused with [`Error::InvalidConfig`].
+///   entries that exist for the whole listing; `next` MUST be `None` on the
+///   page holding the last entry. `limit` of 0 or above
+///   [`MAX_DEAD_PAGE`] MUST be refused with [`Error::InvalidConfig`], and
+///   so MUST a cursor the backend did not hand out.
 /// - [`retry_dead`](DeadLetterQueue::retry_dead) MUST move the job back to
 ///   ready with `attempt` reset to 0, its history kept and its dead-letter
 ///   fields cleared, atomically: of concurrent retries of one job exactly

@@ -26,6 +26,7 @@ use crate::{
     schema::SchemaRegistry,
 };
 
+mod buffer;
 mod queue;
 
 /// The most concurrent jobs one queue may run in one worker.
@@ -271,7 +272,7 @@ pub struct FinishedJob<'a> {
 ///
 /// - [`on_job_finished`](JobObserver::on_job_finished) is called once per
 ///   attempt whose outcome the broker recorded: after the acknowledgement
-///   for [`JobOutcome::Completed`], after `retry_at` or `dead_letter`
+///   for [`JobOutcome::Completed`], after `retry_after` or `dead_letter`
 ///   succeeded for the others. It is not called for jobs released at
 ///   shutdown, nor for outcomes the broker refused (lease lost, broker
 ///   error), which show in [`WorkerStats`] instead.

@@ -4,7 +4,6 @@
 
 use std::{
     any::Any,
-    collections::HashMap,
     panic::AssertUnwindSafe,
     sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
@@ -13,18 +12,18 @@ use std::{
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use tokio::{
-    sync::{mpsc, watch, Mutex as AsyncMutex},
+    sync::{mpsc, watch},
     task::JoinSet,
 };
 use tracing::Instrument;
 
-use super::{FinishedJob, JobOutcome, QueueConfig, Shared};
+use super::{buffer::Buffer, FinishedJob, JobOutcome, QueueConfig, Shared};
 use crate::{
     broker::{AckStatus, Lease, Reservation, ReserveRequest},
     envelope::{AttemptRecord, JobEnvelope},
     error::Error,
     handler::{HandlerError, JobContext},
-    job::JobId,
+    job::{IdMap, JobId},
     retry::RetryPolicy,
 };
 
@@ -37,7 +36,7 @@ pub(super) struct QueueRunner {
     shared: Arc<Shared>,
     config: QueueConfig,
     /// Leases this worker holds for the queue, extended by the heartbeat.
-    in_flight: Mutex<HashMap<JobId, Lease>>,
+    in_flight: Mutex<IdMap<Lease>>,
 }
 
 /// A succeeded job waiting for its batched acknowledgement.
@@ -71,19 +70,18 @@ impl QueueRunner {
         Arc::new(QueueRunner {
             shared,
             config,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(IdMap::default()),
         })
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Lease>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, IdMap<Lease>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(super) async fn run(self: Arc<Self>, stop: watch::Receiver<bool>, abort: watch::Receiver<bool>) {
         let queue = self.config.name.clone();
         let prefetch = self.config.prefetch.unwrap_or(self.config.concurrency).max(1);
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Reservation>(prefetch);
-        let jobs_rx = Arc::new(AsyncMutex::new(jobs_rx));
+        let buffer = Arc::new(Buffer::new(prefetch));
         let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Succeeded>();
 
         let acker = tokio::spawn(self.clone().acker(ack_rx));
@@ -92,11 +90,11 @@ impl QueueRunner {
         background.spawn(self.clone().recovery(stop.clone()));
 
         let mut slots = JoinSet::new();
-        slots.spawn(self.clone().fetcher(jobs_tx, stop.clone()));
+        slots.spawn(self.clone().fetcher(buffer.clone(), stop.clone()));
         for _ in 0..self.config.concurrency {
             slots.spawn(
                 self.clone()
-                    .slot(jobs_rx.clone(), ack_tx.clone(), stop.clone(), abort.clone()),
+                    .slot(buffer.clone(), ack_tx.clone(), stop.clone(), abort.clone()),
             );
         }
         drop(ack_tx);
@@ -106,14 +104,7 @@ impl QueueRunner {
             }
         }
         // Jobs leased ahead but never started go back to ready.
-        let mut left = Vec::new();
-        {
-            let mut rx = jobs_rx.lock().await;
-            rx.close();
-            while let Ok(reservation) = rx.try_recv() {
-                left.push(reservation.lease);
-            }
-        }
+        let left: Vec<_> = buffer.close().into_iter().map(|r| r.lease).collect();
         self.release(&left).await;
         if let Err(e) = acker.await {
             tracing::error!(%queue, error = %e, "acknowledgement task failed");
@@ -143,23 +134,19 @@ impl QueueRunner {
     }
 
     /// Leases jobs ahead of free slots, waiting server-side while idle.
-    async fn fetcher(self: Arc<Self>, tx: mpsc::Sender<Reservation>, mut stop: watch::Receiver<bool>) {
+    async fn fetcher(self: Arc<Self>, buffer: Arc<Buffer>, mut stop: watch::Receiver<bool>) {
         let queue = self.config.name.clone();
         let settings = &self.shared.settings;
         let mut backoff = Duration::from_millis(50);
         loop {
-            let permit = tokio::select! {
+            let max = tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => return,
-                permit = tx.reserve() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
+                free = buffer.wait_for_space() => free,
             };
             if *stop.borrow() {
                 return;
             }
-            let max = 1 + tx.capacity();
             let request = ReserveRequest {
                 max,
                 lease: settings.lease,
@@ -186,7 +173,6 @@ impl QueueRunner {
                 Err(e) => {
                     self.shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(%queue, error = %e, retry_in = ?backoff, "reserve failed; retrying");
-                    drop(permit);
                     tokio::select! {
                         _ = stopped(&mut stop) => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -209,26 +195,14 @@ impl QueueRunner {
                 self.release(&leases).await;
                 return;
             }
-            let mut reserved = reserved.into_iter();
-            if let Some(first) = reserved.next() {
-                permit.send(first);
-            }
-            for r in reserved {
-                // Only this task sends, and `max` was the free capacity.
-                if let Err(e) = tx.try_send(r) {
-                    let lease = match e {
-                        mpsc::error::TrySendError::Full(r) | mpsc::error::TrySendError::Closed(r) => r.lease,
-                    };
-                    self.release(&[lease]).await;
-                }
-            }
+            buffer.push(reserved);
         }
     }
 
     /// A long-lived task running one job at a time.
     async fn slot(
         self: Arc<Self>,
-        jobs: Arc<AsyncMutex<mpsc::Receiver<Reservation>>>,
+        buffer: Arc<Buffer>,
         acks: mpsc::UnboundedSender<Succeeded>,
         mut stop: watch::Receiver<bool>,
         abort: watch::Receiver<bool>,
@@ -237,7 +211,7 @@ impl QueueRunner {
             let next = tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => None,
-                next = async { jobs.lock().await.recv().await } => next,
+                next = buffer.pop() => next,
             };
             let Some(reservation) = next else { return };
             self.process(reservation, &acks, abort.clone()).await;

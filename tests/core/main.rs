@@ -1,5 +1,6 @@
-//! Core tests: the worker, schedules, schemas, and the conformance suite on
-//! the in-memory broker.
+//! Core integration tests: the broker conformance suite on the in-memory
+//! backend, the worker runtime, schedules, and the committed schemas.
 
+mod memory;
 mod schemas;
 mod worker;

@@ -1,0 +1,336 @@
+//! [`FlagshipServices`] (stores, channels, settings) and [`FlagshipWorker`],
+//! which installs every FlagShip handler, queue and schedule on a worker.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{
+    handlers::{
+        AuditHandler, AutoActionHandler, DlqCleanupHandler, HealthCheckHandler, NotificationHandler,
+        OperatorAlertHandler, PeriodRolloverHandler, UsageAggregationHandler, UsageIngestionHandler,
+    },
+    jobs::{DlqCleanupJob, HealthCheckJob, PeriodRolloverJob, UsageAggregationJob},
+    model::PeriodKind,
+    notify::{LoggingMailer, LoggingWebhookSender, Mailer, WebhookSender},
+    queues::FLAGSHIP_QUEUES,
+    stores::{
+        ApiKeyStore, AuditLog, DeliveryLog, FlagStore, HealthStore, MemoryStore, OrgConfigStore, PeriodArchive,
+        UsageStore,
+    },
+};
+use crate::{Backend, DeadLetterQueue, QueueConfig, Result, Schedule, WorkerBuilder};
+
+/// When a health check reports a problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthThresholds {
+    /// More ready jobs than this on one queue is a problem (default 10 000).
+    pub max_ready: u64,
+    /// A ready job waiting longer than this is a problem (default 5 minutes).
+    pub max_oldest_ready_age: Duration,
+    /// More jobs dead-lettered than this since the previous check is a
+    /// problem (default 10).
+    pub max_dlq_growth: u64,
+}
+
+impl Default for HealthThresholds {
+    fn default() -> Self {
+        HealthThresholds {
+            max_ready: 10_000,
+            max_oldest_ready_age: Duration::from_secs(300),
+            max_dlq_growth: 10,
+        }
+    }
+}
+
+/// Deployment settings of the FlagShip handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagshipSettings {
+    /// The sender of notification emails.
+    pub email_from: String,
+    /// Who receives operator alerts (unhealthy health checks).
+    pub operator_emails: Vec<String>,
+    /// How long a usage batch id is remembered, so a redelivered batch is
+    /// not counted twice (default 7 days).
+    pub batch_dedupe_window: Duration,
+    /// How far in the future an event's timestamp may be before it is
+    /// refused as a clock error (default 5 minutes).
+    pub max_clock_skew: Duration,
+    /// When a health check is unhealthy.
+    pub health: HealthThresholds,
+}
+
+impl Default for FlagshipSettings {
+    fn default() -> Self {
+        FlagshipSettings {
+            email_from: "FlagShip <notifications@flagship.local>".into(),
+            operator_emails: Vec::new(),
+            batch_dedupe_window: Duration::from_secs(7 * 24 * 3600),
+            max_clock_skew: Duration::from_secs(300),
+            health: HealthThresholds::default(),
+        }
+    }
+}
+
+/// Everything the FlagShip handlers use: the stores, the delivery channels
+/// and the settings. Cheap to clone.
+///
+/// ```
+/// use std::sync::Arc;
+/// use flagship_worker::flagship::{notify::LoggingMailer, stores::MemoryStore, FlagshipServices};
+///
+/// let services = FlagshipServices::from_store(Arc::new(MemoryStore::new()))
+///     .with_mailer(Arc::new(LoggingMailer::new()));
+/// assert!(services.settings.operator_emails.is_empty());
+/// ```
+#[derive(Debug, Clone)]
+pub struct FlagshipServices {
+    /// The audit trail.
+    pub audit: Arc<dyn AuditLog>,
+    /// Usage counters, batch de-duplication, threshold markers.
+    pub usage: Arc<dyn UsageStore>,
+    /// Closed periods and daily usage.
+    pub archive: Arc<dyn PeriodArchive>,
+    /// Feature flags.
+    pub flags: Arc<dyn FlagStore>,
+    /// API keys.
+    pub api_keys: Arc<dyn ApiKeyStore>,
+    /// Organizations' configuration.
+    pub orgs: Arc<dyn OrgConfigStore>,
+    /// Which channels delivered which notifications.
+    pub deliveries: Arc<dyn DeliveryLog>,
+    /// The latest health report.
+    pub health: Arc<dyn HealthStore>,
+    /// Sends email.
+    pub mailer: Arc<dyn Mailer>,
+    /// Sends webhooks.
+    pub webhooks: Arc<dyn WebhookSender>,
+    /// Deployment settings.
+    pub settings: FlagshipSettings,
+}
+
+impl FlagshipServices {
+    /// Every store backed by `store`, a [`LoggingMailer`], a
+    /// [`LoggingWebhookSender`] and default settings.
+    pub fn from_store<S>(store: Arc<S>) -> Self
+    where
+        S: AuditLog + UsageStore + PeriodArchive + FlagStore + ApiKeyStore + OrgConfigStore + DeliveryLog + HealthStore,
+    {
+        FlagshipServices {
+            audit: store.clone(),
+            usage: store.clone(),
+            archive: store.clone(),
+            flags: store.clone(),
+            api_keys: store.clone(),
+            orgs: store.clone(),
+            deliveries: store.clone(),
+            health: store,
+            mailer: Arc::new(LoggingMailer::new()),
+            webhooks: Arc::new(LoggingWebhookSender::new()),
+            settings: FlagshipSettings::default(),
+        }
+    }
+
+    /// Everything in memory ([`MemoryStore`]), logging channels.
+    pub fn in_memory() -> Self {
+        Self::from_store(Arc::new(MemoryStore::new()))
+    }
+
+    /// Sends email with `mailer`.
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.mailer = mailer;
+        self
+    }
+
+    /// Sends webhooks with `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: Arc<dyn WebhookSender>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// Uses `settings`.
+    pub fn with_settings(mut self, settings: FlagshipSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+}
+
+/// The cron schedules of the FlagShip maintenance jobs (UTC, seconds first).
+pub const SCHEDULES: [(&str, &str); 5] = [
+    ("flagship:rollover-hourly", "0 0 * * * *"),
+    ("flagship:rollover-daily", "0 0 0 * * *"),
+    ("flagship:rollover-monthly", "0 0 0 1 * *"),
+    ("flagship:usage-aggregation", "0 5 0 * * *"),
+    ("flagship:dlq-cleanup", "0 0 3 * * Sun"),
+];
+
+/// How often the health check runs.
+pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Installs the FlagShip module on a worker: every handler, the five
+/// queues with their retry policies, and the maintenance schedules
+/// (rollover at each hour, day and month boundary; daily aggregation at
+/// 00:05; weekly DLQ cleanup on Sundays at 03:00; a health check every
+/// minute).
+///
+/// ```
+/// use std::sync::Arc;
+/// use flagship_worker::{flagship::{FlagshipServices, FlagshipWorker}, MemoryBroker, Worker};
+///
+/// let backend = Arc::new(MemoryBroker::new());
+/// let worker = FlagshipWorker::new(FlagshipServices::in_memory(), backend.clone())
+///     .install(Worker::builder(backend))?
+///     .build()?;
+/// # let _ = worker;
+/// # Ok::<_, flagship_worker::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FlagshipWorker {
+    /// What the handlers use.
+    services: FlagshipServices,
+    /// The dead-letter queue the weekly cleanup purges.
+    dead_letters: Arc<dyn DeadLetterQueue>,
+    /// Whether to install the maintenance schedules.
+    schedules: bool,
+    /// Jobs run at once per queue.
+    concurrency: usize,
+}
+
+impl FlagshipWorker {
+    /// FlagShip on `services`, cleaning up `backend`'s dead-letter queue.
+    pub fn new<B: Backend>(services: FlagshipServices, backend: Arc<B>) -> Self {
+        Self::with_dead_letters(services, backend.as_dead_letter_queue())
+    }
+
+    /// FlagShip on `services`, cleaning up `dead_letters`.
+    pub fn with_dead_letters(services: FlagshipServices, dead_letters: Arc<dyn DeadLetterQueue>) -> Self {
+        FlagshipWorker {
+            services,
+            dead_letters,
+            schedules: true,
+            concurrency: 10,
+        }
+    }
+
+    /// Leaves the maintenance schedules out (another process runs them, or
+    /// a test enqueues maintenance jobs itself).
+    pub fn without_schedules(mut self) -> Self {
+        self.schedules = false;
+        self
+    }
+
+    /// How many jobs of each FlagShip queue run at once (default 10).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// The services the handlers use.
+    pub fn services(&self) -> &FlagshipServices {
+        &self.services
+    }
+
+    /// Registers the handlers, queues and schedules on `builder`.
+    pub fn install(self, mut builder: WorkerBuilder) -> Result<WorkerBuilder> {
+        for queue in FLAGSHIP_QUEUES {
+            builder = builder.queue(
+                QueueConfig::new(queue.name)?
+                    .retry_policy(queue.retry)
+                    .concurrency(self.concurrency),
+            );
+        }
+        let s = &self.services;
+        builder = builder
+            .handler(AuditHandler::new(s.clone()))
+            .handler(UsageIngestionHandler::new(s.clone()))
+            .handler(NotificationHandler::new(s.clone()))
+            .handler(OperatorAlertHandler::new(s.clone()))
+            .handler(AutoActionHandler::new(s.clone()))
+            .handler(PeriodRolloverHandler::new(s.clone()))
+            .handler(UsageAggregationHandler::new(s.clone()))
+            .handler(DlqCleanupHandler::new(self.dead_letters.clone()))
+            .handler(HealthCheckHandler::new(s.clone()));
+        if self.schedules {
+            for schedule in Self::schedules()? {
+                builder = builder.schedule(schedule);
+            }
+        }
+        Ok(builder)
+    }
+
+    /// The maintenance schedules [`install`](Self::install) adds.
+    pub fn schedules() -> Result<Vec<Schedule>> {
+        let [hourly, daily, monthly, aggregation, cleanup] = SCHEDULES;
+        Ok(vec![
+            Schedule::cron(
+                hourly.0,
+                hourly.1,
+                &PeriodRolloverJob {
+                    period: PeriodKind::Hourly,
+                },
+            )?,
+            Schedule::cron(
+                daily.0,
+                daily.1,
+                &PeriodRolloverJob {
+                    period: PeriodKind::Daily,
+                },
+            )?,
+            Schedule::cron(
+                monthly.0,
+                monthly.1,
+                &PeriodRolloverJob {
+                    period: PeriodKind::Monthly,
+                },
+            )?,
+            Schedule::cron(aggregation.0, aggregation.1, &UsageAggregationJob { day: None })?,
+            Schedule::cron(cleanup.0, cleanup.1, &DlqCleanupJob::default())?,
+            Schedule::every("flagship:health-check", HEALTH_CHECK_INTERVAL, &HealthCheckJob {})?,
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn schedules_fire_at_utc_boundaries() {
+        let schedules = FlagshipWorker::schedules().unwrap();
+        let next = |name: &str, after: &str| {
+            schedules
+                .iter()
+                .find(|s| s.name() == name)
+                .unwrap()
+                .next_after(at(after))
+                .unwrap()
+        };
+        assert_eq!(
+            next("flagship:rollover-hourly", "2026-03-31T23:59:59Z"),
+            at("2026-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            next("flagship:rollover-daily", "2026-03-31T12:00:00Z"),
+            at("2026-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            next("flagship:rollover-monthly", "2026-03-02T00:00:00Z"),
+            at("2026-04-01T00:00:00Z")
+        );
+        assert_eq!(
+            next("flagship:usage-aggregation", "2026-03-31T12:00:00Z"),
+            at("2026-04-01T00:05:00Z")
+        );
+        // 2026-04-05 is a Sunday.
+        assert_eq!(
+            next("flagship:dlq-cleanup", "2026-04-01T00:00:00Z"),
+            at("2026-04-05T03:00:00Z")
+        );
+        assert_eq!(
+            next("flagship:health-check", "2026-04-01T00:00:30Z"),
+            at("2026-04-01T00:01:00Z")
+        );
+    }
+}

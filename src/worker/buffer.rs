@@ -1,0 +1,94 @@
+//! The prefetch buffer between a queue's fetcher and its slots.
+//!
+//! A plain mutex-guarded deque with two wake-ups: slots wait for items, the
+//! fetcher waits for space. Cheaper per job than a channel behind an async
+//! mutex, since slots pop under a short synchronous lock.
+
+use std::{
+    collections::VecDeque,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex, MutexGuard,
+    },
+};
+
+use tokio::sync::Notify;
+
+use crate::broker::Reservation;
+
+pub(super) struct Buffer {
+    items: Mutex<VecDeque<Reservation>>,
+    /// How many reservations may wait here.
+    capacity: usize,
+    /// Set once the fetcher stops: slots drain what is left, then stop.
+    closed: AtomicBool,
+    /// Woken when reservations are pushed (or the buffer closes).
+    filled: Notify,
+    /// Woken when a slot takes a reservation.
+    drained: Notify,
+}
+
+impl Buffer {
+    pub(super) fn new(capacity: usize) -> Self {
+        Buffer {
+            items: Mutex::new(VecDeque::with_capacity(capacity)),
+            capacity: capacity.max(1),
+            closed: AtomicBool::new(false),
+            filled: Notify::new(),
+            drained: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Reservation>> {
+        // Push and pop cannot leave the deque inconsistent, so a poisoned
+        // lock is still usable.
+        self.items.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until there is room, then says how much.
+    pub(super) async fn wait_for_space(&self) -> usize {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            let free = self.capacity.saturating_sub(self.lock().len());
+            if free > 0 {
+                return free;
+            }
+            drained.await;
+        }
+    }
+
+    /// Adds reservations and wakes as many idle slots.
+    pub(super) fn push(&self, reservations: Vec<Reservation>) {
+        let n = reservations.len();
+        self.lock().extend(reservations);
+        for _ in 0..n {
+            self.filled.notify_one();
+        }
+    }
+
+    /// The next reservation; `None` once the buffer is closed and empty.
+    pub(super) async fn pop(&self) -> Option<Reservation> {
+        loop {
+            let filled = self.filled.notified();
+            tokio::pin!(filled);
+            filled.as_mut().enable();
+            if let Some(reservation) = self.lock().pop_front() {
+                self.drained.notify_one();
+                return Some(reservation);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            filled.await;
+        }
+    }
+
+    /// Stops the buffer and returns what no slot took.
+    pub(super) fn close(&self) -> Vec<Reservation> {
+        self.closed.store(true, Ordering::Release);
+        self.filled.notify_waiters();
+        self.lock().drain(..).collect()
+    }
+}

@@ -148,6 +148,78 @@ impl HealthSource for BrokerHealth {
     }
 }
 
+/// A [`HealthSource`] serving the latest FlagShip health check (the
+/// `health-check` maintenance job's report, kept in a
+/// [`HealthStore`](crate::flagship::stores::HealthStore)). Feature `flagship`.
+///
+/// The broker being unreachable is `down`, any other problem `degraded`;
+/// before the first check has run, the report is `degraded` and says so.
+#[cfg(feature = "flagship")]
+#[derive(Debug, Clone)]
+pub struct FlagshipHealth {
+    store: Arc<dyn crate::flagship::stores::HealthStore>,
+}
+
+#[cfg(feature = "flagship")]
+impl FlagshipHealth {
+    /// Reads reports from `store`.
+    pub fn new(store: Arc<dyn crate::flagship::stores::HealthStore>) -> Self {
+        FlagshipHealth { store }
+    }
+}
+
+#[cfg(feature = "flagship")]
+#[async_trait]
+impl HealthSource for FlagshipHealth {
+    async fn latest(&self) -> Result<HealthReport> {
+        let Some(report) = self.store.latest().await? else {
+            let check = HealthCheck::new(
+                "flagship health check",
+                HealthStatus::Degraded,
+                "no health check has run yet; the FlagShip worker schedules one",
+            );
+            return Ok(HealthReport::new(Utc::now(), vec![check]));
+        };
+        let mut checks = Vec::new();
+        let broker = if report.broker_reachable {
+            HealthCheck::new("broker", HealthStatus::Ok, "reachable")
+        } else {
+            HealthCheck::new("broker", HealthStatus::Down, "unreachable")
+        };
+        checks.push(broker);
+        for queue in &report.queues {
+            let message = format!(
+                "{} ready, {} scheduled, {} active, {} dead",
+                queue.ready, queue.scheduled, queue.active, queue.dead
+            );
+            checks.push(HealthCheck::new(
+                format!("queue {}", queue.queue),
+                HealthStatus::Ok,
+                message,
+            ));
+        }
+        checks.push(HealthCheck::new(
+            "dlq growth",
+            HealthStatus::Ok,
+            format!(
+                "{} dead in total, {} new since the previous check",
+                report.dead_total, report.dlq_growth
+            ),
+        ));
+        for problem in &report.problems {
+            checks.push(HealthCheck::new("problem", HealthStatus::Degraded, problem.clone()));
+        }
+        if !report.healthy && report.problems.is_empty() && report.broker_reachable {
+            checks.push(HealthCheck::new(
+                "flagship health check",
+                HealthStatus::Degraded,
+                "reported unhealthy",
+            ));
+        }
+        Ok(HealthReport::new(report.checked_at, checks))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,6 +83,8 @@ mod health;
 mod metrics;
 mod query;
 
+#[cfg(feature = "flagship")]
+pub use health::FlagshipHealth;
 pub use health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus};
 pub use metrics::AdminMetrics;
 pub use query::{DeadListing, DeadQuery, DeadSummary};

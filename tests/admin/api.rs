@@ -355,3 +355,62 @@ async fn health_comes_from_a_plugged_in_source() {
     assert_eq!(none.error_code(), "health_unavailable");
     assert!(none.body.contains("has not run yet"));
 }
+
+#[cfg(feature = "flagship")]
+#[tokio::test(start_paused = true)]
+async fn health_reads_the_latest_flagship_health_check() {
+    use flagship_worker::{
+        admin::FlagshipHealth,
+        flagship::{
+            stores::{HealthStore, MemoryStore},
+            QueueHealth,
+        },
+    };
+
+    let fx = Fixture::new();
+    let store = Arc::new(MemoryStore::new());
+    let router = AdminBuilder::new(fx.broker.clone())
+        .token(TOKEN)
+        .health(Arc::new(FlagshipHealth::new(store.clone())))
+        .build()
+        .unwrap();
+
+    let before = get(&router, "/api/health").await;
+    assert_eq!(before.status, StatusCode::OK);
+    assert_eq!(before.json()["status"], "degraded");
+    assert!(before.body.contains("no health check has run yet"));
+
+    let mut report = flagship_worker::flagship::HealthReport {
+        check_id: "check-1".into(),
+        checked_at: "2025-01-01T00:00:00Z".parse().unwrap(),
+        healthy: false,
+        broker_reachable: true,
+        queues: vec![QueueHealth {
+            queue: "flagship:audit".into(),
+            ready: 3,
+            scheduled: 0,
+            active: 1,
+            dead: 7,
+            oldest_ready_age_ms: Some(1200),
+        }],
+        dead_total: 7,
+        dlq_growth: 5,
+        last_alert_at: None,
+        problems: vec!["DLQ grew by 5 since the previous check (threshold 3)".into()],
+    };
+    store.record_health(&report).await.unwrap();
+    let degraded = get(&router, "/api/health").await;
+    assert_eq!(degraded.status, StatusCode::OK);
+    let json = degraded.json();
+    assert_eq!(json["status"], "degraded");
+    assert_eq!(json["checked_at"], "2025-01-01T00:00:00Z");
+    assert!(degraded.body.contains("DLQ grew by 5"));
+    assert!(degraded.body.contains("queue flagship:audit"));
+
+    report.broker_reachable = false;
+    report.queues.clear();
+    store.record_health(&report).await.unwrap();
+    let down = get(&router, "/api/health").await;
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.json()["status"], "down");
+}

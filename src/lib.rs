@@ -75,11 +75,11 @@
 //! |---|---|
 //! | *(none)* | the core: jobs, schemas, retries, [`MemoryBroker`], worker, schedules |
 //! | `redis` | the Redis broker (and, with `flagship`, the FlagShip Redis stores) |
-//! | `flagship` | [`flagship`]: the FlagShip handlers, stores, notifications and schedules |
+//! | `flagship` | the `flagship` module: FlagShip handlers, stores, notifications and schedules |
 //! | `http` | the FlagShip Resend mailer and HTTP webhook sender (reqwest, rustls) |
-//! | `admin` | [`admin`]: the operators' HTTP API, DLQ dashboard and Prometheus metrics |
+//! | `admin` | the `admin` module: the operators' HTTP API, DLQ dashboard and Prometheus metrics |
 //! | `cli` | the `flagship-worker` command-line tool (queues, DLQ, health, schemas) |
-//! | `test-util` | [`testing::conformance`], the suite every backend must pass |
+//! | `test-util` | `testing::conformance`, the suite every backend must pass |
 
 // The library never panics on a `Result` or `Option`; tests and examples may.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]

@@ -1,1 +1,816 @@
-//! The Redis broker.
+//! [`RedisBroker`]: jobs kept in Redis, shared by any number of worker
+//! processes on any number of machines.
+//!
+//! Every state change is one Lua script (`src/broker/redis/scripts/`), so a
+//! crash between two calls never leaves a job half-moved. All keys of a
+//! queue carry the hash tag `{queue}`, so a queue lives on one Redis Cluster
+//! slot. Due times and lease deadlines come from Redis's clock (`TIME`
+//! inside the scripts): workers with skewed clocks neither start jobs early
+//! nor leave them stuck. The key layout and every script's contract are in
+//! `docs/redis.md`, for producers written in other languages.
+//!
+//! Where the time goes: a round trip costs Redis far more than a command
+//! inside a script, so reserve takes up to 1,000 jobs per call,
+//! completions, releases and heartbeats are sent as batches, a batch
+//! enqueue is one script call per queue, and every script uses variadic
+//! commands over the batch.
+
+use std::{
+    collections::{HashMap, HashSet},
+    fmt,
+    sync::{Arc, Mutex, RwLock},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use redis::{
+    aio::{ConnectionManager, ConnectionManagerConfig},
+    Value,
+};
+
+use self::{
+    decode::{array, bytes, int, ms_to_time, text, Poison},
+    keys::{QueueKeys, QUEUES_KEY},
+    scripts::{map_err, run, run_all, Call, Lua, SCRIPTS},
+    wait::{Waiters, Woken},
+};
+use super::{AckStatus, Broker, EnqueueOutcome, Lease, LeaseToken, QueueStats, Reservation, ReserveRequest};
+use crate::{
+    clock::{Clock, TokioClock},
+    envelope::{truncate_error, AttemptRecord, JobEnvelope},
+    error::{Error, Result},
+    job::{JobId, QueueName},
+};
+
+mod dead;
+mod decode;
+mod keys;
+mod scripts;
+mod wait;
+
+/// The most jobs or leases one script call handles; larger requests are
+/// split (and pipelined).
+pub const MAX_BATCH: usize = 1_000;
+/// How many due jobs one call promotes from scheduled to ready.
+const PROMOTE_BATCH: usize = 1_000;
+/// Past this many, the envelopes of leased jobs are no longer remembered
+/// (a retry or dead-letter then reads the envelope first).
+const HELD_LIMIT: usize = 100_000;
+
+/// A broker keeping jobs in Redis (6.2 or later; Redis Cluster works, one
+/// queue per slot).
+///
+/// Connect with [`RedisBroker::connect`] or [`RedisBroker::builder`]. Clones
+/// of the `Arc` share one multiplexed connection, which reconnects on its
+/// own after a connection loss; calls made while Redis is unreachable fail
+/// with [`Error::Unavailable`] (the worker retries them with backoff).
+///
+/// Redis must run with `maxmemory-policy noeviction`: any other policy can
+/// silently delete jobs, so connecting refuses it unless
+/// [`RedisBrokerBuilder::allow_eviction`] says otherwise. When Redis is
+/// full, enqueue fails with [`Error::Backend`] and stores nothing.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use flagship_worker::broker::redis::RedisBroker;
+///
+/// # async fn run() -> flagship_worker::Result<()> {
+/// let broker = Arc::new(RedisBroker::connect("redis://127.0.0.1:6379").await?);
+/// # let _ = broker; Ok(()) }
+/// ```
+pub struct RedisBroker {
+    /// The shared connection for every non-blocking call; it reconnects by
+    /// itself after a connection loss.
+    conn: ConnectionManager,
+    /// Dedicated connections for idle reservers blocked on a wake-up list.
+    waiters: Waiters,
+    /// Key names per queue, built once.
+    keys: RwLock<HashMap<QueueName, Arc<QueueKeys>>>,
+    /// Queues this process has added to the queue registry.
+    registered: Mutex<HashSet<QueueName>>,
+    /// Envelopes of jobs leased through this broker, so recording a retry
+    /// or a dead-letter needs no read first. The lease token fences them: a
+    /// job cannot change while its lease is held.
+    held: Mutex<HashMap<JobId, Held>>,
+    /// The time written into envelopes and used for ages in stats; due
+    /// times come from Redis's clock.
+    clock: Arc<dyn Clock>,
+    /// How long a completed job's idempotency key stays held.
+    key_retention: Duration,
+    /// The server address, for `Debug`.
+    addr: String,
+}
+
+/// Leased jobs whose envelope cannot be decoded, with their lease tokens.
+type Poisoned = Vec<(Box<Poison>, LeaseToken)>;
+
+/// A leased job's envelope and the token it was leased under.
+struct Held {
+    token: LeaseToken,
+    envelope: Arc<JobEnvelope>,
+}
+
+impl fmt::Debug for RedisBroker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisBroker")
+            .field("addr", &self.addr)
+            .field("key_retention", &self.key_retention)
+            .field("clock", &self.clock)
+            .field("waiters", &self.waiters)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings for a [`RedisBroker`]; [`connect`](RedisBrokerBuilder::connect)
+/// checks them and connects.
+#[derive(Clone)]
+pub struct RedisBrokerBuilder {
+    /// Where Redis is (`redis://[user:password@]host:port[/db]`).
+    url: String,
+    /// Start even if `maxmemory-policy` is not `noeviction`.
+    allow_eviction: bool,
+    /// How long completed jobs' idempotency keys stay held.
+    key_retention: Duration,
+    /// How long a non-blocking call may wait for its reply.
+    response_timeout: Duration,
+    /// How long opening a connection may take.
+    connect_timeout: Duration,
+    /// Where delays are measured from.
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for RedisBrokerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL may carry a password: leave it out.
+        f.debug_struct("RedisBrokerBuilder")
+            .field("allow_eviction", &self.allow_eviction)
+            .field("key_retention", &self.key_retention)
+            .field("response_timeout", &self.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisBrokerBuilder {
+    /// Starts even when Redis's `maxmemory-policy` is not `noeviction`.
+    ///
+    /// Only for Redis instances that never reach `maxmemory`: under an
+    /// evicting policy a full Redis deletes keys, jobs among them.
+    pub fn allow_eviction(mut self, allow: bool) -> Self {
+        self.allow_eviction = allow;
+        self
+    }
+
+    /// How long a completed job's idempotency key stays held (default 24 h).
+    pub fn key_retention(mut self, retention: Duration) -> Self {
+        self.key_retention = retention;
+        self
+    }
+
+    /// How long a non-blocking call waits for Redis's reply before failing
+    /// with [`Error::Unavailable`] (default 5 s).
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = timeout;
+        self
+    }
+
+    /// How long opening a connection may take (default 2 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Reads the time written into envelopes (a retry's `run_at`, the
+    /// dead-lettered time shown until read back) and used for the age in
+    /// [`QueueStats`] from `clock` (default: a [`TokioClock`], like the
+    /// worker's). Due times and lease deadlines never depend on it: only
+    /// delays are sent, and Redis adds them to its own clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Connects, checks `maxmemory-policy` and loads the scripts.
+    pub async fn connect(self) -> Result<RedisBroker> {
+        for (what, value) in [
+            ("response timeout", self.response_timeout),
+            ("connect timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::InvalidConfig(format!("the Redis {what} must be above zero")));
+            }
+        }
+        if self.key_retention.is_zero() {
+            return Err(Error::InvalidConfig(
+                "the idempotency key retention must be above zero".into(),
+            ));
+        }
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| Error::InvalidConfig(format!("the Redis URL is not valid: {e}")))?;
+        let addr = client.get_connection_info().addr().to_string();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let mut conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(map_err)?;
+        check_eviction_policy(&mut conn, self.allow_eviction).await?;
+        scripts::load_all(&mut conn).await?;
+        tracing::info!(redis = %addr, "connected to Redis");
+        Ok(RedisBroker {
+            conn,
+            waiters: Waiters::new(client, self.connect_timeout),
+            keys: RwLock::new(HashMap::new()),
+            registered: Mutex::new(HashSet::new()),
+            held: Mutex::new(HashMap::new()),
+            clock: self.clock,
+            key_retention: self.key_retention,
+            addr,
+        })
+    }
+}
+
+/// Refuses an evicting `maxmemory-policy` unless allowed; warns when the
+/// policy cannot be read (managed Redis often forbids `CONFIG`).
+async fn check_eviction_policy(conn: &mut ConnectionManager, allow_eviction: bool) -> Result<()> {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(conn)
+        .await;
+    let policy = match reply {
+        Ok(pair) => pair.into_iter().nth(1),
+        Err(e) => {
+            let mapped = map_err(e);
+            if mapped.is_transient() {
+                return Err(mapped);
+            }
+            tracing::warn!(error = %mapped, "cannot read Redis's maxmemory-policy; make sure it is `noeviction`, or jobs may be evicted when Redis is full");
+            return Ok(());
+        }
+    };
+    match policy.as_deref() {
+        Some("noeviction") => Ok(()),
+        Some(policy) if allow_eviction => {
+            tracing::warn!(
+                policy,
+                "Redis maxmemory-policy is not `noeviction`: jobs can be evicted when Redis is full"
+            );
+            Ok(())
+        }
+        Some(policy) => Err(Error::InvalidConfig(format!(
+            "Redis maxmemory-policy is `{policy}`, which deletes keys (jobs among them) when Redis is full; \
+             set `maxmemory-policy noeviction` (redis.conf or CONFIG SET), or opt in with \
+             `RedisBrokerBuilder::allow_eviction(true)` if this Redis never reaches maxmemory"
+        ))),
+        None => {
+            tracing::warn!("Redis did not report its maxmemory-policy; make sure it is `noeviction`");
+            Ok(())
+        }
+    }
+}
+
+/// Milliseconds in `d`, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Groups positions of `items` by queue, keeping first-seen order, in
+/// slices of at most [`MAX_BATCH`].
+fn by_queue<T>(items: &[T], queue: impl Fn(&T) -> &QueueName) -> Vec<(QueueName, Vec<usize>)> {
+    let mut groups: Vec<(QueueName, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let name = queue(item);
+        match groups
+            .iter_mut()
+            .find(|(group, idx)| group == name && idx.len() < MAX_BATCH)
+        {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((name.clone(), vec![i])),
+        }
+    }
+    groups
+}
+
+/// A job's delay in whole milliseconds: `run_at − enqueued_at` on the
+/// producer's clock, which Redis then adds to its own. Rounded up, so a job
+/// never runs early; zero means now.
+fn delay_ms(job: &JobEnvelope) -> u64 {
+    (job.run_at - job.enqueued_at).to_std().map(millis_ceil).unwrap_or(0)
+}
+
+/// Milliseconds in `d`, rounded up.
+fn millis_ceil(d: Duration) -> u64 {
+    let ms = millis(d);
+    if d > Duration::from_millis(ms) {
+        ms.saturating_add(1)
+    } else {
+        ms
+    }
+}
+
+/// One status per script reply entry: 1 done, anything else lease lost.
+fn statuses(what: &str, reply: Value) -> Result<Vec<AckStatus>> {
+    array(what, reply)?
+        .iter()
+        .map(|v| {
+            Ok(if int(what, v)? == 1 {
+                AckStatus::Done
+            } else {
+                AckStatus::LeaseLost
+            })
+        })
+        .collect()
+}
+
+impl RedisBroker {
+    /// Connects to `url` with the default settings (see [`RedisBrokerBuilder`]).
+    pub async fn connect(url: impl Into<String>) -> Result<Self> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a broker for `url`
+    /// (`redis://[user:password@]host:port[/db]`).
+    pub fn builder(url: impl Into<String>) -> RedisBrokerBuilder {
+        RedisBrokerBuilder {
+            url: url.into(),
+            allow_eviction: false,
+            key_retention: crate::broker::memory::DEFAULT_KEY_RETENTION,
+            response_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            clock: Arc::new(TokioClock::new()),
+        }
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn keys(&self, queue: &QueueName) -> Arc<QueueKeys> {
+        if let Some(keys) = self.keys.read().unwrap_or_else(|p| p.into_inner()).get(queue) {
+            return keys.clone();
+        }
+        let mut all = self.keys.write().unwrap_or_else(|p| p.into_inner());
+        all.entry(queue.clone())
+            .or_insert_with(|| Arc::new(QueueKeys::new(queue)))
+            .clone()
+    }
+
+    /// Adds queues this process has not registered yet to the queue registry.
+    async fn register<'a>(&self, queues: impl IntoIterator<Item = &'a QueueName>) -> Result<()> {
+        let new: Vec<QueueName> = {
+            let registered = self.registered.lock().unwrap_or_else(|p| p.into_inner());
+            let mut new: Vec<QueueName> = queues
+                .into_iter()
+                .filter(|q| !registered.contains(*q))
+                .cloned()
+                .collect();
+            new.dedup();
+            new
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = new.iter().map(QueueName::as_str).collect();
+        redis::cmd("SADD")
+            .arg(QUEUES_KEY)
+            .arg(&names)
+            .exec_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        self.registered.lock().unwrap_or_else(|p| p.into_inner()).extend(new);
+        Ok(())
+    }
+
+    fn remember(&self, reservations: &[Reservation]) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() + reservations.len() > HELD_LIMIT {
+            held.clear();
+        }
+        for r in reservations {
+            held.insert(
+                r.lease.id,
+                Held {
+                    token: r.lease.token,
+                    envelope: r.envelope.clone(),
+                },
+            );
+        }
+    }
+
+    fn forget(&self, leases: &[Lease]) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        for lease in leases {
+            if held.get(&lease.id).is_some_and(|h| h.token == lease.token) {
+                held.remove(&lease.id);
+            }
+        }
+    }
+
+    /// The envelope of a job leased under `lease`: remembered from the
+    /// reservation, or read. `Ok(None)` when the stored envelope cannot be
+    /// decoded; [`Error::LeaseLost`] when the job is gone.
+    async fn leased_envelope(&self, lease: &Lease, keys: &QueueKeys) -> Result<Option<JobEnvelope>> {
+        let remembered = {
+            let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+            held.get(&lease.id)
+                .filter(|h| h.token == lease.token)
+                .map(|h| h.envelope.clone())
+        };
+        if let Some(envelope) = remembered {
+            return Ok(Some(Arc::unwrap_or_clone(envelope)));
+        }
+        let raw: Option<Vec<u8>> = redis::cmd("HGET")
+            .arg(&keys.jobs)
+            .arg(lease.id.to_string())
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let raw = raw.ok_or(Error::LeaseLost(lease.id))?;
+        Ok(decode::decode_stored(&lease.queue, &lease.id.to_string(), &raw).ok())
+    }
+
+    /// Runs one lease-fenced script per batch of leases, grouped by queue,
+    /// in one round trip. `lead` goes before the id/token pairs in ARGV.
+    async fn per_lease(
+        &self,
+        leases: &[Lease],
+        lua: &'static Lua,
+        keys: impl Fn(&QueueKeys) -> Vec<&str>,
+        lead: Option<u64>,
+    ) -> Result<Vec<AckStatus>> {
+        let groups = by_queue(leases, |l| &l.queue);
+        let mut calls = Vec::with_capacity(groups.len());
+        for (queue, idx) in &groups {
+            let queue_keys = self.keys(queue);
+            let mut call = lua.call(&keys(&queue_keys));
+            if let Some(lead) = lead {
+                call = call.arg(lead);
+            }
+            for &i in idx {
+                call = call.arg(leases[i].id.to_string()).arg(leases[i].token.0);
+            }
+            calls.push(call);
+        }
+        let replies = run_all(&mut self.conn(), calls).await?;
+        let mut out = vec![AckStatus::LeaseLost; leases.len()];
+        for ((_, idx), reply) in groups.iter().zip(replies) {
+            for (&i, status) in idx.iter().zip(statuses(lua.name(), reply)?) {
+                out[i] = status;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Turns leased entries of a reserve or recover reply into reservations;
+    /// entries that cannot be decoded are returned apart, to be dead-lettered.
+    fn leased(
+        &self,
+        queue: &QueueName,
+        entries: Vec<Value>,
+        recovered: bool,
+        deadline: DateTime<Utc>,
+    ) -> Result<(Vec<Reservation>, Poisoned)> {
+        let stride = if recovered { 4 } else { 3 };
+        let mut good = Vec::with_capacity(entries.len() / stride);
+        let mut poisoned = Vec::new();
+        let mut it = entries.into_iter();
+        while let (Some(id), Some(raw), Some(token)) = (it.next(), it.next(), it.next()) {
+            let started = if recovered {
+                Some(ms_to_time(int("recover", &it.next().unwrap_or_default())?))
+            } else {
+                None
+            };
+            let id = text("leased job id", id)?;
+            let token = LeaseToken(int("lease token", &token)? as u64);
+            let raw = bytes(raw).unwrap_or_default();
+            match decode::decode_stored(queue, &id, &raw) {
+                Ok(envelope) => good.push(Reservation {
+                    lease: Lease {
+                        id: envelope.id,
+                        queue: queue.clone(),
+                        token,
+                    },
+                    envelope: Arc::new(envelope),
+                    deadline,
+                    expired_attempt_started_at: started,
+                }),
+                Err(poison) => poisoned.push((poison, token)),
+            }
+        }
+        self.remember(&good);
+        Ok((good, poisoned))
+    }
+
+    /// Dead-letters jobs whose stored envelope cannot be decoded. Failures
+    /// are logged: the jobs stay leased and come back through lease expiry.
+    async fn bury(&self, queue: &QueueName, poisoned: Poisoned) {
+        if poisoned.is_empty() {
+            return;
+        }
+        let keys = self.keys(queue);
+        let calls = poisoned
+            .iter()
+            .map(|(poison, token)| {
+                tracing::warn!(job.id = %poison.stored_id, %queue, reason = %poison.reason, "stored job cannot be decoded; dead-lettering it");
+                let file_as = poison.file_as.to_string();
+                dead_letter_call(&keys)
+                    .arg(&poison.stored_id)
+                    .arg(token.0)
+                    .arg("")
+                    .arg(&poison.reason)
+                    .arg(if file_as == poison.stored_id { "" } else { file_as.as_str() })
+            })
+            .collect();
+        if let Err(e) = run_all(&mut self.conn(), calls).await {
+            tracing::error!(%queue, error = %e, "could not dead-letter undecodable jobs; they come back after their lease expires");
+        }
+    }
+}
+
+fn dead_letter_call(keys: &QueueKeys) -> Call {
+    SCRIPTS.dead_letter.call(&[
+        &keys.jobs,
+        &keys.active,
+        &keys.lease,
+        &keys.dead,
+        &keys.reasons,
+        &keys.stats,
+    ])
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn enqueue(&self, jobs: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let groups = by_queue(&jobs, |j| &j.queue);
+        self.register(groups.iter().map(|(q, _)| q)).await?;
+        let mut calls = Vec::with_capacity(groups.len());
+        for (queue, idx) in &groups {
+            let k = self.keys(queue);
+            let mut call = SCRIPTS.enqueue.call(&[
+                &k.jobs,
+                &k.ready,
+                &k.scheduled,
+                &k.unique,
+                &k.completed_keys,
+                &k.job_keys,
+                &k.wake,
+            ]);
+            for &i in idx {
+                let job = &jobs[i];
+                call = call
+                    .arg(job.id.to_string())
+                    .arg(job.to_json())
+                    .arg(delay_ms(job))
+                    .arg(job.idempotency_key.as_deref().unwrap_or(""));
+            }
+            calls.push(call);
+        }
+        let replies = run_all(&mut self.conn(), calls).await?;
+        let mut outcomes = vec![None; jobs.len()];
+        for ((_, idx), reply) in groups.iter().zip(replies) {
+            for (&i, entry) in idx.iter().zip(array("enqueue", reply)?) {
+                let id = jobs[i].id;
+                outcomes[i] = Some(match entry {
+                    Value::Int(1) => {
+                        tracing::debug!(job.id = %id, queue = %jobs[i].queue, "job enqueued");
+                        EnqueueOutcome::Enqueued(id)
+                    }
+                    holder => EnqueueOutcome::Duplicate(text("duplicate holder", holder)?.parse()?),
+                });
+            }
+        }
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| Error::Backend("Redis returned fewer enqueue outcomes than jobs".into())))
+            .collect()
+    }
+
+    async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {
+        if request.max == 0 {
+            return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
+        }
+        let k = self.keys(queue);
+        let lease_ms = millis(request.lease);
+        let give_up = tokio::time::Instant::now() + request.wait;
+        // After a wake-up token: the first due time known before it (see reserve.lua).
+        let mut knew = String::from("-");
+        loop {
+            let call = SCRIPTS
+                .reserve
+                .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.lease, &k.seq, &k.wake])
+                .arg(request.max.min(MAX_BATCH))
+                .arg(lease_ms)
+                .arg(PROMOTE_BATCH)
+                .arg(&knew);
+            let mut reply = array("reserve", run(&mut self.conn(), call).await?)?.into_iter();
+            let now = int("reserve", &reply.next().unwrap_or_default())?;
+            let next_due = int("reserve", &reply.next().unwrap_or_default())?;
+            let entries: Vec<Value> = reply.collect();
+            if !entries.is_empty() {
+                let deadline = ms_to_time(now.saturating_add(lease_ms as i64));
+                let (good, poisoned) = self.leased(queue, entries, false, deadline)?;
+                self.bury(queue, poisoned).await;
+                if !good.is_empty() {
+                    tracing::debug!(%queue, count = good.len(), "jobs reserved");
+                    return Ok(good);
+                }
+                continue;
+            }
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            let due = u64::try_from(next_due).ok().map(Duration::from_millis);
+            knew = match self.waiters.wait(&self.conn, &k.wake, left, due).await? {
+                Woken::Token if next_due >= 0 => (now + next_due).to_string(),
+                Woken::Token => String::new(),
+                Woken::Timeout => "-".into(),
+            };
+        }
+    }
+
+    async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .per_lease(
+                leases,
+                &SCRIPTS.complete,
+                |k| {
+                    vec![
+                        &k.jobs,
+                        &k.active,
+                        &k.lease,
+                        &k.job_keys,
+                        &k.unique,
+                        &k.completed_keys,
+                        &k.stats,
+                    ]
+                },
+                Some(millis(self.key_retention)),
+            )
+            .await?;
+        self.forget(leases);
+        Ok(out)
+    }
+
+    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<()> {
+        let k = self.keys(&lease.queue);
+        let Some(mut envelope) = self.leased_envelope(lease, &k).await? else {
+            let reason = "corrupt envelope: the stored job could not be decoded when its retry was recorded";
+            self.dead_letter(lease, None, reason).await?;
+            return Err(Error::CorruptEnvelope {
+                id: lease.id.to_string(),
+                message: "it was dead-lettered instead of retried".into(),
+            });
+        };
+        let now = self.clock.now();
+        envelope.attempt += 1;
+        envelope.attempts.push(attempt);
+        envelope.run_at = now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        let call = SCRIPTS
+            .retry
+            .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])
+            .arg(lease.id.to_string())
+            .arg(lease.token.0)
+            .arg(envelope.to_json())
+            .arg(millis_ceil(delay));
+        let done = int("retry", &run(&mut self.conn(), call).await?)?;
+        self.forget(std::slice::from_ref(lease));
+        if done == 1 {
+            Ok(())
+        } else {
+            Err(Error::LeaseLost(lease.id))
+        }
+    }
+
+    async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<()> {
+        let k = self.keys(&lease.queue);
+        let reason = truncate_error(reason.to_owned());
+        let stored = match self.leased_envelope(lease, &k).await? {
+            Some(mut envelope) => {
+                envelope.attempts.extend(attempt);
+                envelope.dead_lettered_at = Some(self.clock.now());
+                envelope.dead_letter_reason = Some(reason.clone());
+                envelope.to_json()
+            }
+            // Keep the stored text as it is: operators can inspect it.
+            None => Vec::new(),
+        };
+        let call = dead_letter_call(&k)
+            .arg(lease.id.to_string())
+            .arg(lease.token.0)
+            .arg(stored)
+            .arg(&reason)
+            .arg("");
+        let done = int("dead_letter", &run(&mut self.conn(), call).await?)?;
+        self.forget(std::slice::from_ref(lease));
+        if done == 1 {
+            tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job dead-lettered");
+            Ok(())
+        } else {
+            Err(Error::LeaseLost(lease.id))
+        }
+    }
+
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .per_lease(
+                leases,
+                &SCRIPTS.release,
+                |k| vec![&k.active, &k.lease, &k.ready, &k.wake],
+                None,
+            )
+            .await?;
+        self.forget(leases);
+        Ok(out)
+    }
+
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<AckStatus>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.per_lease(
+            leases,
+            &SCRIPTS.extend,
+            |k| vec![&k.active, &k.lease],
+            Some(millis(lease)),
+        )
+        .await
+    }
+
+    async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let k = self.keys(queue);
+        let lease_ms = millis(lease);
+        let call = SCRIPTS
+            .recover
+            .call(&[&k.jobs, &k.active, &k.lease, &k.seq])
+            .arg(max.min(MAX_BATCH))
+            .arg(lease_ms);
+        let mut reply = array("recover", run(&mut self.conn(), call).await?)?.into_iter();
+        let now = int("recover", &reply.next().unwrap_or_default())?;
+        let deadline = ms_to_time(now.saturating_add(lease_ms as i64));
+        let (good, poisoned) = self.leased(queue, reply.collect(), true, deadline)?;
+        self.bury(queue, poisoned).await;
+        for r in &good {
+            tracing::warn!(job.id = %r.lease.id, %queue, "lease expired; job recovered");
+        }
+        Ok(good)
+    }
+
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
+        let k = self.keys(queue);
+        let call = SCRIPTS
+            .stats
+            .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.dead, &k.stats])
+            .arg(PROMOTE_BATCH);
+        let reply = array("stats", run(&mut self.conn(), call).await?)?;
+        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, oldest] =
+            <[Value; 9]>::try_from(reply)
+                .map_err(|r| Error::Backend(format!("unexpected reply from Redis for stats: {r:?}").into()))?;
+        let count = |v: &Value| int("stats", v).map(|n| n.max(0) as u64);
+        let now = self.clock.now();
+        let oldest_ready_age_ms = bytes(oldest)
+            .and_then(|raw| serde_json::from_slice::<JobEnvelope>(&raw).ok())
+            .map(|envelope| (now - envelope.run_at).num_milliseconds().max(0) as u64);
+        Ok(QueueStats {
+            ready: count(&ready)?,
+            scheduled: count(&scheduled)?,
+            active: count(&active)?,
+            dead: count(&dead)?,
+            oldest_ready_age_ms,
+            completed: count(&completed)?,
+            retried: count(&retried)?,
+            dead_lettered: count(&dead_lettered)?,
+        })
+    }
+
+    async fn queues(&self) -> Result<Vec<QueueName>> {
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(QUEUES_KEY)
+            .query_async(&mut self.conn())
+            .await
+            .map_err(map_err)?;
+        let mut queues: Vec<QueueName> = names.into_iter().filter_map(|n| QueueName::new(n).ok()).collect();
+        queues.sort();
+        Ok(queues)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        redis::cmd("PING").exec_async(&mut self.conn()).await.map_err(map_err)
+    }
+}

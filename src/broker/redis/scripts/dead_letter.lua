@@ -1,0 +1,29 @@
+-- dead_letter: move a leased job to the dead-letter queue.
+-- KEYS: 1 jobs, 2 active, 3 lease, 4 dead, 5 reasons, 6 stats
+-- ARGV: 1 id, 2 lease token, 3 the updated envelope ('' keeps the stored text,
+--       for envelopes that cannot be decoded), 4 reason,
+--       5 the id to file it under ('' keeps ARGV[1]; used when the stored id
+--       is not a UUID)
+-- Returns 1 done, 0 lease lost (nothing changed).
+-- The dead zset's score is the dead-lettered time: ms with a microsecond fraction.
+local id = ARGV[1]
+if not end_lease(KEYS[2], KEYS[3], id, ARGV[2]) then
+  return 0
+end
+local now = now_ms_precise()
+local dead_id = id
+if ARGV[5] ~= '' and ARGV[5] ~= id then
+  dead_id = ARGV[5]
+  local stored = redis.call('HGET', KEYS[1], id)
+  redis.call('HDEL', KEYS[1], id)
+  if stored then
+    redis.call('HSET', KEYS[1], dead_id, stored)
+  end
+end
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], dead_id, ARGV[3])
+end
+redis.call('ZADD', KEYS[4], string.format('%.3f', now), dead_id)
+redis.call('HSET', KEYS[5], dead_id, ARGV[4])
+redis.call('HINCRBY', KEYS[6], 'dead_lettered', 1)
+return 1

@@ -1,0 +1,125 @@
+-- flagship-worker: helpers shared by every script (prepended to each one).
+-- Scripts take data only through KEYS and ARGV and read time from Redis.
+
+-- Redis time in whole milliseconds since the Unix epoch.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Redis time in milliseconds with microseconds as the fraction.
+local function now_ms_precise()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+
+-- An integer as decimal text (tostring would switch to exponents).
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Calls a variadic command with `args` in slices small enough for unpack.
+local function variadic(cmd, key, args)
+  local n = #args
+  for i = 1, n, 4000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 3999, n)))
+  end
+end
+
+-- A lease entry is "<token>:<started-ms>"; does it hold `token`?
+local function holds(entry, token)
+  return entry and string.sub(entry, 1, #token + 1) == token .. ':'
+end
+
+-- When the lease in `entry` started, in milliseconds.
+local function lease_started(entry)
+  local sep = string.find(entry, ':', 1, true)
+  return sep and tonumber(string.sub(entry, sep + 1)) or nil
+end
+
+-- Wakes one worker blocked on the queue's wake list (at most one token waits).
+local function wake(key)
+  redis.call('LPUSH', key, '1')
+  redis.call('LTRIM', key, 0, 0)
+end
+
+-- A member kept in every queue's `active` sorted set (score +inf) and
+-- `lease` hash. Longer than 64 bytes, it keeps both in Redis's hashed
+-- encodings: the compact ones make each insert and lookup linear in the
+-- size, which costs more than the rest of a reservation at a few hundred
+-- leased jobs. It never expires and is never a job id.
+local SENTINEL = 'flagship-worker:sentinel: keeps this key in its hashed encoding, see docs/redis.md'
+
+local function keep_hashed(active, lease)
+  redis.call('ZADD', active, 'NX', '+inf', SENTINEL)
+  redis.call('HSETNX', lease, SENTINEL, '')
+end
+
+-- Checks the `id token` pairs of ARGV from position `from` against the
+-- lease hash. Returns one status per pair (1 held, 0 lost) and the held ids.
+local function check_leases(lease, from)
+  local ids = {}
+  for i = from, #ARGV, 2 do
+    ids[#ids + 1] = ARGV[i]
+  end
+  local entries = redis.call('HMGET', lease, unpack(ids))
+  local out, held = {}, {}
+  for i = 1, #ids do
+    if holds(entries[i], ARGV[from + i * 2 - 1]) then
+      out[i] = 1
+      held[#held + 1] = ids[i]
+    else
+      out[i] = 0
+    end
+  end
+  return out, held
+end
+
+-- Ends the leases of `ids` (removals only).
+local function end_leases(active, lease, ids)
+  variadic('ZREM', active, ids)
+  variadic('HDEL', lease, ids)
+end
+
+-- Ends the lease of one job if `token` holds it; false when it does not.
+local function end_lease(active, lease, id, token)
+  if not holds(redis.call('HGET', lease, id), token) then
+    return false
+  end
+  end_leases(active, lease, {id})
+  return true
+end
+
+-- Leases the jobs `ids` whose `envelopes` exist under new tokens (from
+-- `seq`) until now + lease_ms. For each appends id, envelope and token to
+-- `out`, then calls `more(i)` if given. Returns the ids without an envelope.
+local function lease_jobs(active, lease, seq, ids, envelopes, now, lease_ms, out, more)
+  local token = redis.call('INCRBY', seq, #ids) - #ids
+  local deadline = int(now + lease_ms)
+  local started = ':' .. int(now)
+  local deadlines, leases, gone = {}, {}, {}
+  for i, id in ipairs(ids) do
+    token = token + 1
+    if envelopes[i] then
+      local t = int(token)
+      deadlines[#deadlines + 1] = deadline
+      deadlines[#deadlines + 1] = id
+      leases[#leases + 1] = id
+      leases[#leases + 1] = t .. started
+      out[#out + 1] = id
+      out[#out + 1] = envelopes[i]
+      out[#out + 1] = t
+      if more then
+        more(i)
+      end
+    else
+      gone[#gone + 1] = id
+    end
+  end
+  if #deadlines > 0 then
+    keep_hashed(active, lease)
+    variadic('ZADD', active, deadlines)
+    variadic('HSET', lease, leases)
+  end
+  return gone
+end

@@ -1,0 +1,17 @@
+-- release: put leased jobs back at the front of ready without counting an attempt.
+-- KEYS: 1 active, 2 lease, 3 ready, 4 wake
+-- ARGV: pairs: id, lease token
+-- Returns one entry per pair: 1 done, 0 lease lost. Released jobs keep their
+-- relative order at the front of the queue.
+local out, back = check_leases(KEYS[2], 1)
+if #back > 0 then
+  end_leases(KEYS[1], KEYS[2], back)
+  -- LPUSH puts its last argument first: push in reverse to keep the order.
+  local reversed = {}
+  for i = #back, 1, -1 do
+    reversed[#reversed + 1] = back[i]
+  end
+  variadic('LPUSH', KEYS[3], reversed)
+  wake(KEYS[4])
+end
+return out

@@ -1,0 +1,46 @@
+-- reserve: promote due jobs, then lease up to ARGV[1] ready jobs, oldest first.
+-- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 lease, 6 seq, 7 wake
+-- ARGV: 1 max jobs, 2 lease in ms, 3 most scheduled jobs to promote,
+--       4 what the caller knew before a wake-up token woke it: the due time
+--       (ms) of the first scheduled job, '' for none, or '-' when it was not
+--       woken by a token
+-- Returns {now-ms, next-due-in-ms or -1, id, envelope, token, id, envelope, token, ...}.
+-- next-due is only given when nothing was leased: how long until the first
+-- scheduled job falls due. An id without an envelope (written by hand) is
+-- dropped: there is nothing to run.
+-- A woken caller that finds nothing ready but a first due time other than
+-- the one it knew passes the token on: every blocked worker then learns the
+-- new due time in turn (Redis wakes the longest-blocked first), and the
+-- turn ends at a worker that already knew it.
+local jobs, ready, scheduled, active, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local now = now_ms()
+
+-- Removals first: they are allowed when Redis is out of memory, and the
+-- writes after them then are too, so workers keep draining a full Redis.
+local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+if #due > 0 then
+  variadic('ZREM', scheduled, due)
+  variadic('RPUSH', ready, due)
+end
+
+local ids = redis.call('LPOP', ready, tonumber(ARGV[1]))
+if not ids then
+  local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+  local next_due = -1
+  if first[2] then
+    next_due = math.max(0, tonumber(first[2]) - now)
+    local knew = ARGV[4]
+    if knew ~= '-' and (knew == '' or tonumber(knew) ~= tonumber(first[2])) then
+      wake(KEYS[7])
+    end
+  end
+  return {now, next_due}
+end
+
+local out = {now, -1}
+lease_jobs(active, lease, KEYS[6], ids, redis.call('HMGET', jobs, unpack(ids)), now, tonumber(ARGV[2]), out)
+-- Pass the baton: another idle worker can take what is left.
+if redis.call('LLEN', ready) > 0 then
+  wake(KEYS[7])
+end
+return out

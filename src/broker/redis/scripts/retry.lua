@@ -1,0 +1,20 @@
+-- retry: record a failed attempt and schedule the job to run again.
+-- KEYS: 1 jobs, 2 active, 3 lease, 4 ready, 5 scheduled, 6 stats, 7 wake
+-- ARGV: 1 id, 2 lease token, 3 the updated envelope, 4 delay in ms (<= 0: ready now)
+-- Returns 1 done, 0 lease lost (nothing changed).
+local id = ARGV[1]
+if not end_lease(KEYS[2], KEYS[3], id, ARGV[2]) then
+  return 0
+end
+local now = now_ms()
+redis.call('HSET', KEYS[1], id, ARGV[3])
+local delay = tonumber(ARGV[4])
+if delay > 0 then
+  redis.call('ZADD', KEYS[5], int(now + delay), id)
+else
+  redis.call('RPUSH', KEYS[4], id)
+end
+redis.call('HINCRBY', KEYS[6], 'retried', 1)
+-- Ready now, or a new earliest due time a blocked worker must sleep towards.
+wake(KEYS[7])
+return 1

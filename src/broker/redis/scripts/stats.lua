@@ -1,0 +1,28 @@
+-- stats: promote due jobs, then count the queue.
+-- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 dead, 6 stats
+-- ARGV: 1 most scheduled jobs to promote
+-- Returns {now-ms, ready, scheduled, active, dead, completed, retried,
+--          dead_lettered, envelope of the oldest ready job or false}.
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+if #due > 0 then
+  variadic('ZREM', KEYS[3], due)
+  variadic('RPUSH', KEYS[2], due)
+end
+local counters = redis.call('HMGET', KEYS[6], 'completed', 'retried', 'dead_lettered')
+local head = redis.call('LINDEX', KEYS[2], 0)
+local oldest = false
+if head then
+  oldest = redis.call('HGET', KEYS[1], head)
+end
+return {
+  now,
+  redis.call('LLEN', KEYS[2]),
+  redis.call('ZCARD', KEYS[3]),
+  redis.call('ZCOUNT', KEYS[4], '-inf', '(+inf'),
+  redis.call('ZCARD', KEYS[5]),
+  tonumber(counters[1] or 0),
+  tonumber(counters[2] or 0),
+  tonumber(counters[3] or 0),
+  oldest,
+}

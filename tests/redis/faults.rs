@@ -1,0 +1,304 @@
+//! Faults: killed and paused worker processes, a restarted Redis, many
+//! workers at once, and garbage written straight into a queue's keys.
+//!
+//! Leases are short so that recovery takes about a second.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use flagship_worker::{
+    broker::redis::RedisBroker, testing::redis_server::RedisServerOptions, Broker, DeadFilter, DeadLetterQueue,
+    JobEnvelope, QueueConfig, RetryPolicy, Worker,
+};
+use redis::Commands;
+use tokio::sync::watch;
+
+use crate::support::{demo, eventually, hash, queue, start, start_with, Demo, DemoHandler, WorkerProcess};
+
+/// A worker for the demo queue with short leases and quick retries.
+async fn demo_worker(
+    server: &flagship_worker::testing::redis_server::RedisServer,
+    name: &str,
+    concurrency: usize,
+    lease: Duration,
+    work: Duration,
+) -> Worker {
+    let broker = Arc::new(RedisBroker::connect(server.url()).await.unwrap());
+    Worker::builder(broker)
+        .handler(DemoHandler::new(server, work).await)
+        .queue(
+            QueueConfig::new(<Demo as flagship_worker::Job>::QUEUE)
+                .unwrap()
+                .concurrency(concurrency)
+                .retry_policy(RetryPolicy::fixed(20, Duration::from_millis(10))),
+        )
+        .lease(lease)
+        .recovery_interval(Duration::from_millis(100))
+        .idle_wait(Duration::from_millis(200))
+        .shutdown_timeout(Duration::from_secs(5))
+        .worker_id(name)
+        .build()
+        .unwrap()
+}
+
+/// Runs `worker` until the returned sender says stop.
+fn run(worker: &Worker) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (stop, mut stopped) = watch::channel(false);
+    let worker = worker.clone();
+    let task = tokio::spawn(async move {
+        worker
+            .run_until(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop, task)
+}
+
+async fn settled(broker: &RedisBroker, total: u64) -> bool {
+    let stats = broker.stats(&queue("examples:demo")).await.unwrap();
+    stats.completed + stats.dead == total && stats.ready + stats.scheduled + stats.active == 0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_of_a_killed_worker_process_are_all_finished_by_another() {
+    let Some((server, broker)) = start().await else { return };
+    broker.enqueue((0..100).map(demo).collect()).await.unwrap();
+    let doomed = WorkerProcess::start(
+        &server,
+        &["--concurrency", "100", "--lease-ms", "1000", "--handler-ms", "60000"],
+    );
+    eventually("100 jobs in flight in the child", Duration::from_secs(60), || async {
+        hash(&server, "examples:started").len() == 100
+    })
+    .await;
+    doomed.kill();
+
+    let rescuer = demo_worker(&server, "rescuer", 20, Duration::from_secs(1), Duration::ZERO).await;
+    let (stop, task) = run(&rescuer);
+    eventually("every job finished", Duration::from_secs(20), || settled(&broker, 100)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let done = hash(&server, "examples:done");
+    assert_eq!(done.len(), 100, "exactly 100 distinct jobs completed");
+    assert!(done.values().all(|w| w == "rescuer"));
+    let stats = broker.stats(&queue("examples:demo")).await.unwrap();
+    assert_eq!((stats.completed, stats.dead), (100, 0));
+    assert_eq!(rescuer.stats().recovered, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn workers_ride_out_a_redis_restart() {
+    let Some((mut server, broker)) = start_with(RedisServerOptions::new().appendonly(true)).await else {
+        return;
+    };
+    broker.enqueue((0..1_000).map(demo).collect()).await.unwrap();
+    let workers = [
+        demo_worker(&server, "a", 8, Duration::from_secs(2), Duration::from_millis(2)).await,
+        demo_worker(&server, "b", 8, Duration::from_secs(2), Duration::from_millis(2)).await,
+    ];
+    let running: Vec<_> = workers.iter().map(run).collect();
+    eventually("a third of the jobs done", Duration::from_secs(30), || async {
+        workers.iter().map(|w| w.stats().completed).sum::<u64>() >= 300
+    })
+    .await;
+    server.kill();
+    server.start_again();
+    eventually(
+        "every job finished after the restart",
+        Duration::from_secs(60),
+        || async { broker.ping().await.is_ok() && settled(&broker, 1_000).await },
+    )
+    .await;
+    for (stop, task) in running {
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+    let stats = broker.stats(&queue("examples:demo")).await.unwrap();
+    assert_eq!(stats.completed + stats.dead, 1_000);
+    assert_eq!(stats.dead, 0, "retries absorbed the outage");
+    assert_eq!(hash(&server, "examples:done").len(), 1_000, "none lost");
+    assert!(
+        workers.iter().all(|w| w.stats().broker_errors > 0),
+        "both workers saw the outage"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
+    let Some((server, broker)) = start().await else { return };
+    let total = 10_000u64;
+    let jobs: Vec<JobEnvelope> = (0..total).map(demo).collect();
+    for batch in jobs.chunks(2_000) {
+        broker.enqueue(batch.to_vec()).await.unwrap();
+    }
+    let processes: Vec<_> = ["p1", "p2"]
+        .iter()
+        .map(|id| {
+            WorkerProcess::start(
+                &server,
+                &["--concurrency", "16", "--lease-ms", "10000", "--worker-id", id],
+            )
+        })
+        .collect();
+    let mut workers = Vec::new();
+    for name in ["t1", "t2", "t3", "t4"] {
+        workers.push(demo_worker(&server, name, 16, Duration::from_secs(10), Duration::ZERO).await);
+    }
+    let running: Vec<_> = workers.iter().map(run).collect();
+    eventually("all jobs completed", Duration::from_secs(120), || {
+        settled(&broker, total)
+    })
+    .await;
+    for (stop, task) in running {
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+    let process_stats: Vec<_> = processes.into_iter().map(WorkerProcess::finish).collect();
+
+    let started = hash(&server, "examples:started");
+    assert_eq!(started.len() as u64, total);
+    assert!(started.values().all(|runs| runs == "1"), "no job ran twice");
+    let done = hash(&server, "examples:done");
+    assert_eq!(done.len() as u64, total);
+    let mut by_worker: HashMap<&str, u64> = HashMap::new();
+    for worker in done.values() {
+        *by_worker.entry(worker.as_str()).or_default() += 1;
+    }
+    for w in &workers {
+        assert_eq!(by_worker.get(w.id()).copied().unwrap_or(0), w.stats().completed);
+    }
+    for (stats, id) in process_stats.iter().zip(["p1", "p2"]) {
+        assert_eq!(stats["completed"].as_u64(), by_worker.get(id).copied().or(Some(0)));
+    }
+    let acked: u64 = workers.iter().map(|w| w.stats().completed).sum::<u64>()
+        + process_stats
+            .iter()
+            .map(|s| s["completed"].as_u64().unwrap())
+            .sum::<u64>();
+    assert_eq!(acked, total, "each job acknowledged once");
+    assert_eq!(broker.stats(&queue("examples:demo")).await.unwrap().completed, total);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_worker_cannot_complete_a_job_taken_over_by_another() {
+    let Some((server, broker)) = start().await else { return };
+    let job = demo(7);
+    let id = job.id.to_string();
+    broker.enqueue(vec![job]).await.unwrap();
+    let stale = WorkerProcess::start(
+        &server,
+        &[
+            "--concurrency",
+            "1",
+            "--lease-ms",
+            "600",
+            "--handler-ms",
+            "1500",
+            "--worker-id",
+            "stale",
+        ],
+    );
+    eventually("the job started in the child", Duration::from_secs(60), || async {
+        hash(&server, "examples:started").contains_key(&id)
+    })
+    .await;
+    stale.signal("STOP");
+
+    let second = demo_worker(&server, "second", 1, Duration::from_millis(600), Duration::ZERO).await;
+    let (stop, task) = run(&second);
+    eventually(
+        "the job completed by the second worker",
+        Duration::from_secs(10),
+        || settled(&broker, 1),
+    )
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    stale.signal("CONT");
+    let stale_stats = stale.finish();
+    assert_eq!(stale_stats["completed"], 0);
+    assert!(stale_stats["lease_lost"].as_u64().unwrap() >= 1, "{stale_stats}");
+
+    assert_eq!(second.stats().recovered, 1);
+    assert_eq!(second.stats().completed, 1);
+    assert_eq!(
+        hash(&server, "examples:done").get("7").map(String::as_str),
+        Some("second")
+    );
+    assert_eq!(
+        hash(&server, "examples:started").get(&id).map(String::as_str),
+        Some("2")
+    );
+    let stats = broker.stats(&queue("examples:demo")).await.unwrap();
+    assert_eq!((stats.completed, stats.dead), (1, 0), "acknowledged once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_in_the_queue_is_dead_lettered_and_the_worker_goes_on() {
+    let Some((server, broker)) = start().await else { return };
+    let q = queue("examples:demo");
+    broker.enqueue((0..3).map(demo).collect()).await.unwrap();
+
+    let not_json = flagship_worker::JobId::new().to_string();
+    let mut future = serde_json::to_value(demo(100)).unwrap();
+    future["v"] = 2.into();
+    let future_id = future["id"].as_str().unwrap().to_owned();
+    let mut unknown = demo(101);
+    unknown.kind = "nope".into();
+    let unknown_id = unknown.id;
+    let mut conn = server.connection();
+    let writes: [(&str, Vec<u8>); 4] = [
+        (&not_json, b"this is not json".to_vec()),
+        (&future_id, serde_json::to_vec(&future).unwrap()),
+        ("not-a-uuid", demo(102).to_json()),
+        (&unknown_id.to_string(), unknown.to_json()),
+    ];
+    for (id, raw) in &writes {
+        let _: () = conn.hset("{examples:demo}:jobs", *id, raw.as_slice()).unwrap();
+        let _: () = conn.rpush("{examples:demo}:ready", *id).unwrap();
+    }
+    broker.enqueue((3..6).map(demo).collect()).await.unwrap();
+
+    let worker = demo_worker(&server, "w", 4, Duration::from_secs(5), Duration::ZERO).await;
+    let (stop, task) = run(&worker);
+    eventually("good jobs done, garbage dead", Duration::from_secs(10), || {
+        settled(&broker, 10)
+    })
+    .await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    assert_eq!(worker.stats().completed, 6);
+    assert_eq!(hash(&server, "examples:done").len(), 6);
+    let dead = broker
+        .list_dead(&DeadFilter::queue(q.clone()), None, 10)
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(dead.len(), 4);
+    let reason_of = |pred: &dyn Fn(&JobEnvelope) -> bool| {
+        dead.iter()
+            .find(|j| pred(j))
+            .and_then(|j| j.dead_letter_reason.clone())
+            .unwrap_or_else(|| panic!("missing dead job in {dead:#?}"))
+    };
+    let garbage = reason_of(&|j| j.id.to_string() == not_json);
+    assert!(garbage.contains("not a job envelope"), "{garbage}");
+    let version = reason_of(&|j| j.id.to_string() == future_id);
+    assert!(version.contains("version 2"), "{version}");
+    let misfiled = reason_of(&|j| {
+        j.dead_letter_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("not-a-uuid"))
+    });
+    assert!(misfiled.contains("not a job id"), "{misfiled}");
+    let unknown_reason = reason_of(&|j| j.id == unknown_id);
+    assert!(unknown_reason.contains("unknown job kind"), "{unknown_reason}");
+
+    let shown = broker.get_dead(&q, not_json.parse().unwrap()).await.unwrap().unwrap();
+    assert_eq!(shown.payload, serde_json::json!("this is not json"));
+    assert_eq!(shown.kind, "undecodable");
+}

@@ -1,0 +1,11 @@
+//! The Redis broker against real `redis-server`s, one per test.
+//!
+//! Every test starts its own server on a free port (and skips with a notice
+//! when `redis-server` is missing, unless `FLAGSHIP_REQUIRE_REDIS=1`).
+
+mod broker;
+mod conformance;
+mod dead;
+mod faults;
+mod setup;
+mod support;

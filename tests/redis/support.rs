@@ -1,0 +1,218 @@
+//! Shared helpers: a server with a broker, jobs, and waiting on conditions.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use flagship_worker::{
+    broker::redis::RedisBroker,
+    testing::redis_server::{RedisServer, RedisServerOptions},
+    JobEnvelope, QueueName, ReserveRequest,
+};
+
+/// A fresh server and a broker connected to it.
+pub(crate) async fn start() -> Option<(RedisServer, Arc<RedisBroker>)> {
+    start_with(RedisServerOptions::new()).await
+}
+
+/// A fresh server configured by `options`, and a broker connected to it.
+pub(crate) async fn start_with(options: RedisServerOptions) -> Option<(RedisServer, Arc<RedisBroker>)> {
+    let server = RedisServer::start_with(options)?;
+    let broker = RedisBroker::connect(server.url()).await.expect("connect to test redis");
+    Some((server, Arc::new(broker)))
+}
+
+pub(crate) fn queue(name: &str) -> QueueName {
+    QueueName::new(name).unwrap()
+}
+
+/// A job of kind `k` on `queue`, ready now.
+pub(crate) fn job(queue: &QueueName, n: u64) -> JobEnvelope {
+    JobEnvelope::new("k", queue.clone(), serde_json::json!({ "n": n }), Utc::now())
+}
+
+/// Take up to `max` jobs, leased for `lease_ms`, without waiting.
+pub(crate) fn take(max: usize, lease_ms: u64) -> ReserveRequest {
+    ReserveRequest {
+        max,
+        lease: Duration::from_millis(lease_ms),
+        wait: Duration::ZERO,
+    }
+}
+
+/// Take up to `max` jobs, leased for 30 s, waiting up to `wait_ms`.
+pub(crate) fn wait_for(max: usize, wait_ms: u64) -> ReserveRequest {
+    ReserveRequest {
+        max,
+        lease: Duration::from_secs(30),
+        wait: Duration::from_millis(wait_ms),
+    }
+}
+
+/// Polls `condition` until it holds; panics after `limit`.
+pub(crate) async fn eventually<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The example worker's job (`examples/redis_worker.rs`): same kind and queue.
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub(crate) struct Demo {
+    pub(crate) n: u64,
+}
+
+impl flagship_worker::Job for Demo {
+    const KIND: &'static str = "demo";
+    const QUEUE: &'static str = "examples:demo";
+}
+
+/// A demo job envelope, as the example's producer writes it.
+pub(crate) fn demo(n: u64) -> JobEnvelope {
+    JobEnvelope::new(
+        "demo",
+        queue("examples:demo"),
+        serde_json::json!({ "n": n }),
+        Utc::now(),
+    )
+}
+
+/// The example's handler, in-process: counts starts in `examples:started`,
+/// waits `work`, records `n → worker` in `examples:done` with `HSETNX`.
+pub(crate) struct DemoHandler {
+    pub(crate) redis: redis::aio::ConnectionManager,
+    pub(crate) work: Duration,
+}
+
+impl DemoHandler {
+    pub(crate) async fn new(server: &RedisServer, work: Duration) -> Self {
+        let redis = redis::aio::ConnectionManager::new(server.client()).await.unwrap();
+        DemoHandler { redis, work }
+    }
+}
+
+#[async_trait::async_trait]
+impl flagship_worker::Handler for DemoHandler {
+    type Job = Demo;
+
+    async fn handle(&self, job: Demo, ctx: &flagship_worker::JobContext) -> Result<(), flagship_worker::HandlerError> {
+        use redis::AsyncCommands;
+        let mut redis = self.redis.clone();
+        let _: i64 = redis
+            .hincr("examples:started", ctx.id.to_string(), 1)
+            .await
+            .map_err(flagship_worker::HandlerError::retry)?;
+        if !self.work.is_zero() {
+            tokio::time::sleep(self.work).await;
+        }
+        let _: bool = redis
+            .hset_nx("examples:done", job.n, &*ctx.worker_id)
+            .await
+            .map_err(flagship_worker::HandlerError::retry)?;
+        Ok(())
+    }
+}
+
+/// `examples/redis_worker`, built once per test run with this test's features.
+pub(crate) fn example_binary() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut features = Vec::new();
+            if cfg!(feature = "redis") {
+                features.push("redis");
+            }
+            if cfg!(feature = "test-util") {
+                features.push("test-util");
+            }
+            let mut build = std::process::Command::new(cargo);
+            build
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--quiet", "--example", "redis_worker", "--features"])
+                .arg(features.join(","));
+            if !cfg!(debug_assertions) {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo to build the example worker");
+            assert!(status.success(), "building examples/redis_worker failed");
+            // This test runs from <target>/<profile>/deps/.
+            let exe = std::env::current_exe().unwrap();
+            let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+            profile_dir.join("examples").join("redis_worker")
+        })
+        .clone()
+}
+
+/// A worker process running `examples/redis_worker`.
+pub(crate) struct WorkerProcess {
+    child: Option<std::process::Child>,
+}
+
+impl WorkerProcess {
+    /// Starts `redis_worker --work` against `server` with `args`.
+    pub(crate) fn start(server: &RedisServer, args: &[&str]) -> Self {
+        let child = std::process::Command::new(example_binary())
+            .arg("--work")
+            .args(args)
+            .env("REDIS_URL", server.url())
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the example worker");
+        WorkerProcess { child: Some(child) }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map(std::process::Child::id).expect("running")
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Kills the process with `SIGKILL`.
+    pub(crate) fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Stops the process gracefully (`SIGTERM`) and returns its worker's
+    /// counters, as it printed them.
+    pub(crate) fn finish(mut self) -> serde_json::Value {
+        self.signal("TERM");
+        let child = self.child.take().expect("running");
+        let output = child.wait_with_output().expect("wait for the example worker");
+        assert!(output.status.success(), "worker process failed: {}", output.status);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("worker printed {stdout:?}: {e}"))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Reads a Redis hash of counters or names.
+pub(crate) fn hash(server: &RedisServer, key: &str) -> std::collections::HashMap<String, String> {
+    redis::Commands::hgetall(&mut server.connection(), key).unwrap()
+}

@@ -77,11 +77,15 @@
 //! | `redis` | the Redis broker (and, with `flagship`, the FlagShip Redis stores) |
 //! | `flagship` | the `flagship` module: FlagShip handlers, stores, notifications and schedules |
 //! | `http` | the FlagShip Resend mailer and HTTP webhook sender (reqwest, rustls) |
+//! | `admin` | the `admin` module: the operators' HTTP API, DLQ dashboard and Prometheus metrics |
+//! | `cli` | the `flagship-worker` command-line tool (queues, DLQ, health, schemas) |
 //! | `test-util` | `testing::conformance`, the suite every backend must pass |
 
 // The library never panics on a `Result` or `Option`; tests and examples may.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(feature = "admin")]
+pub mod admin;
 pub mod broker;
 pub mod client;
 pub mod clock;
@@ -111,7 +115,7 @@ pub use job::{Job, JobId, QueueName};
 pub use retry::{Backoff, RetryPolicy};
 pub use schedule::{MissedTicks, Schedule};
 pub use schema::SchemaRegistry;
-pub use worker::{QueueConfig, Worker, WorkerBuilder, WorkerStats};
+pub use worker::{FinishedJob, JobObserver, JobOutcome, QueueConfig, Worker, WorkerBuilder, WorkerStats};
 
 // Re-exported so users derive schemas with the same version the crate uses.
 pub use schemars;

@@ -20,7 +20,7 @@ use crate::{
     clock::{Clock, TokioClock},
     error::{Error, Result},
     handler::{ErasedHandler, Handler, Typed},
-    job::{Job, QueueName},
+    job::{Job, JobId, QueueName},
     retry::RetryPolicy,
     schedule::Schedule,
     schema::SchemaRegistry,
@@ -230,6 +230,69 @@ impl Counters {
     }
 }
 
+/// How an attempt ended, as told to a [`JobObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum JobOutcome {
+    /// The handler succeeded and the broker acknowledged the job.
+    Completed,
+    /// The attempt failed and the job is scheduled to run again.
+    Retried,
+    /// The attempt failed (or the job could not run at all: unknown kind,
+    /// invalid payload) and the job is in the dead-letter queue.
+    DeadLettered,
+}
+
+impl JobOutcome {
+    /// A short name for logs and metric labels: `completed`, `retried`,
+    /// `dead_lettered`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            JobOutcome::Completed => "completed",
+            JobOutcome::Retried => "retried",
+            JobOutcome::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// One finished attempt, as told to a [`JobObserver`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct FinishedJob<'a> {
+    /// The job.
+    pub id: JobId,
+    /// Its kind.
+    pub kind: &'a str,
+    /// Its queue.
+    pub queue: &'a QueueName,
+    /// The attempt that finished (0 for the first run).
+    pub attempt: u32,
+    /// How it ended.
+    pub outcome: JobOutcome,
+    /// From the attempt's start to the handler's end, by the worker's
+    /// clock. For a recovered expired lease: from the lost attempt's start
+    /// to its recovery; for a job that could not run: near zero.
+    pub duration: Duration,
+}
+
+/// Watches the attempts a worker finishes, for metrics or logs; set it
+/// with [`WorkerBuilder::observer`].
+///
+/// # Contract
+///
+/// - [`on_job_finished`](JobObserver::on_job_finished) is called once per
+///   attempt whose outcome the broker recorded: after the acknowledgement
+///   for [`JobOutcome::Completed`], after `retry_after` or `dead_letter`
+///   succeeded for the others. It is not called for jobs released at
+///   shutdown, nor for outcomes the broker refused (lease lost, broker
+///   error), which show in [`WorkerStats`] instead.
+/// - It runs on the worker's own tasks: it MUST return quickly and MUST
+///   NOT block (record a counter, send on a channel).
+pub trait JobObserver: Send + Sync + 'static {
+    /// An attempt finished and its outcome is recorded.
+    fn on_job_finished(&self, job: &FinishedJob<'_>);
+}
+
 /// Everything a running worker's tasks share.
 pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
@@ -240,6 +303,8 @@ pub(crate) struct Shared {
     pub(crate) kind_policies: HashMap<String, RetryPolicy>,
     pub(crate) counters: Counters,
     pub(crate) worker_id: Arc<str>,
+    /// Told about every finished attempt (metrics).
+    pub(crate) observers: Vec<Arc<dyn JobObserver>>,
     settings: Settings,
 }
 
@@ -374,6 +439,7 @@ pub struct WorkerBuilder {
     shutdown_timeout: Duration,
     idle_wait: Duration,
     worker_id: Option<String>,
+    observers: Vec<Arc<dyn JobObserver>>,
     errors: Vec<Error>,
 }
 
@@ -403,6 +469,7 @@ impl WorkerBuilder {
             shutdown_timeout: Duration::from_secs(30),
             idle_wait: Duration::from_secs(1),
             worker_id: None,
+            observers: Vec::new(),
             errors: Vec::new(),
         }
     }
@@ -494,6 +561,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Tells `observer` about every finished attempt (see [`JobObserver`]).
+    /// May be called more than once; every observer is told.
+    pub fn observer(mut self, observer: Arc<dyn JobObserver>) -> Self {
+        self.observers.push(observer);
+        self
+    }
+
     /// Checks the configuration and builds the worker.
     pub fn build(mut self) -> Result<Worker> {
         if let Some(error) = self.errors.into_iter().next() {
@@ -554,6 +628,7 @@ impl WorkerBuilder {
             kind_policies: self.kind_policies,
             counters: Counters::default(),
             worker_id,
+            observers: self.observers,
             settings: Settings {
                 lease: self.lease,
                 heartbeat,

@@ -17,10 +17,10 @@ use tokio::{
 };
 use tracing::Instrument;
 
-use super::{buffer::Buffer, QueueConfig, Shared};
+use super::{buffer::Buffer, FinishedJob, JobOutcome, QueueConfig, Shared};
 use crate::{
     broker::{AckStatus, Lease, Reservation, ReserveRequest},
-    envelope::AttemptRecord,
+    envelope::{AttemptRecord, JobEnvelope},
     error::Error,
     handler::{HandlerError, JobContext},
     job::{IdMap, JobId},
@@ -37,6 +37,15 @@ pub(super) struct QueueRunner {
     config: QueueConfig,
     /// Leases this worker holds for the queue, extended by the heartbeat.
     in_flight: Mutex<IdMap<Lease>>,
+}
+
+/// A succeeded job waiting for its batched acknowledgement.
+struct Succeeded {
+    lease: Lease,
+    /// For the observers, once acknowledged.
+    envelope: Arc<JobEnvelope>,
+    /// How long the handler ran.
+    duration: Duration,
 }
 
 /// How an attempt ended.
@@ -76,7 +85,7 @@ impl QueueRunner {
             .prefetch
             .unwrap_or(self.config.concurrency.max(super::DEFAULT_MIN_PREFETCH));
         let buffer = Arc::new(Buffer::new(prefetch));
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Lease>();
+        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Succeeded>();
 
         let acker = tokio::spawn(self.clone().acker(ack_rx));
         let mut background = JoinSet::new();
@@ -124,10 +133,7 @@ impl QueueRunner {
                 tracing::error!(queue = %self.config.name, error = %e, "could not release jobs; they return when their lease expires");
             }
         }
-        let mut in_flight = self.in_flight();
-        for lease in leases {
-            in_flight.remove(&lease.id);
-        }
+        self.forget(leases);
     }
 
     /// Leases jobs ahead of free slots, waiting server-side while idle.
@@ -200,7 +206,7 @@ impl QueueRunner {
     async fn slot(
         self: Arc<Self>,
         buffer: Arc<Buffer>,
-        acks: mpsc::UnboundedSender<Lease>,
+        acks: mpsc::UnboundedSender<Succeeded>,
         mut stop: watch::Receiver<bool>,
         abort: watch::Receiver<bool>,
     ) {
@@ -218,7 +224,7 @@ impl QueueRunner {
     async fn process(
         &self,
         reservation: Reservation,
-        acks: &mpsc::UnboundedSender<Lease>,
+        acks: &mpsc::UnboundedSender<Succeeded>,
         mut abort: watch::Receiver<bool>,
     ) {
         let envelope = reservation.envelope.clone();
@@ -298,15 +304,20 @@ impl QueueRunner {
         reservation: &Reservation,
         started_at: DateTime<Utc>,
         outcome: Outcome,
-        acks: &mpsc::UnboundedSender<Lease>,
+        acks: &mpsc::UnboundedSender<Succeeded>,
     ) {
         let lease = &reservation.lease;
         match outcome {
             Outcome::Success => {
                 tracing::debug!("job succeeded");
-                if acks.send(lease.clone()).is_err() {
+                let succeeded = Succeeded {
+                    lease: lease.clone(),
+                    envelope: reservation.envelope.clone(),
+                    duration: elapsed(started_at, self.shared.clock.now()),
+                };
+                if let Err(mpsc::error::SendError(succeeded)) = acks.send(succeeded) {
                     // The acker only stops after every slot has; complete directly.
-                    self.complete(vec![lease.clone()]).await;
+                    self.complete(vec![succeeded]).await;
                 }
             }
             Outcome::Aborted => {
@@ -348,14 +359,14 @@ impl QueueRunner {
                 .delay_with(retry, allowed, rand::random::<f64>())
                 .map(|d| retry_after.unwrap_or(d))
         };
-        let result = match delay {
+        let (outcome, result) = match delay {
             Some(delay) => {
                 tracing::warn!(%error, retry, of = allowed, delay = ?delay, "job failed; retry scheduled");
                 let result = shared.broker.retry_after(lease, delay, record).await;
                 if result.is_ok() {
                     shared.counters.retried.fetch_add(1, Ordering::Relaxed);
                 }
-                result
+                (JobOutcome::Retried, result)
             }
             None => {
                 let reason = if permanent {
@@ -368,10 +379,31 @@ impl QueueRunner {
                 if result.is_ok() {
                     shared.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
-                result
+                (JobOutcome::DeadLettered, result)
             }
         };
+        if result.is_ok() {
+            self.observe(envelope, outcome, elapsed(started_at, now));
+        }
         self.after_ack(lease.id, result);
+    }
+
+    /// Tells the worker's observers that an attempt's outcome is recorded.
+    fn observe(&self, envelope: &JobEnvelope, outcome: JobOutcome, duration: Duration) {
+        if self.shared.observers.is_empty() {
+            return;
+        }
+        let finished = FinishedJob {
+            id: envelope.id,
+            kind: &envelope.kind,
+            queue: &envelope.queue,
+            attempt: envelope.attempt,
+            outcome,
+            duration,
+        };
+        for observer in &self.shared.observers {
+            observer.on_job_finished(&finished);
+        }
     }
 
     fn after_ack(&self, id: JobId, result: Result<(), Error>) {
@@ -390,26 +422,28 @@ impl QueueRunner {
     }
 
     /// Batches completions into as few broker calls as possible.
-    async fn acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Lease>) {
+    async fn acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Succeeded>) {
         let mut batch = Vec::with_capacity(ACK_BATCH);
         while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
             self.complete(std::mem::take(&mut batch)).await;
         }
     }
 
-    async fn complete(&self, batch: Vec<Lease>) {
+    async fn complete(&self, batch: Vec<Succeeded>) {
         let shared = &self.shared;
+        let leases: Vec<Lease> = batch.iter().map(|s| s.lease.clone()).collect();
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=5 {
-            match shared.broker.complete(&batch).await {
+            match shared.broker.complete(&leases).await {
                 Ok(statuses) => {
-                    let mut in_flight = self.in_flight();
-                    for (lease, status) in batch.iter().zip(statuses) {
-                        in_flight.remove(&lease.id);
+                    self.forget(&leases);
+                    for (succeeded, status) in batch.iter().zip(statuses) {
+                        let lease = &succeeded.lease;
                         match status {
                             AckStatus::Done => {
                                 shared.counters.completed.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job completed");
+                                self.observe(&succeeded.envelope, JobOutcome::Completed, succeeded.duration);
                             }
                             AckStatus::LeaseLost => {
                                 shared.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
@@ -431,8 +465,13 @@ impl QueueRunner {
             jobs = batch.len(),
             "could not complete jobs; they run again after their lease expires"
         );
+        self.forget(&leases);
+    }
+
+    /// Stops heartbeating `leases`.
+    fn forget(&self, leases: &[Lease]) {
         let mut in_flight = self.in_flight();
-        for lease in &batch {
+        for lease in leases {
             in_flight.remove(&lease.id);
         }
     }
@@ -504,6 +543,11 @@ impl QueueRunner {
             }
         }
     }
+}
+
+/// The time from `start` to `end`, zero if the clock went backwards.
+fn elapsed(start: DateTime<Utc>, end: DateTime<Utc>) -> Duration {
+    (end - start).to_std().unwrap_or_default()
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {

@@ -1,0 +1,294 @@
+//! The operators' view (feature `admin`): an [`axum::Router`] with a JSON
+//! API, a dead-letter-queue dashboard and Prometheus metrics, for the host
+//! application to mount.
+//!
+//! It uses only the public API of the core: a [`Backend`] (any
+//! [`Broker`] + [`DeadLetterQueue`]), optionally a [`Worker`] for its
+//! counters, a [`HealthSource`] and an [`AdminMetrics`] recorder.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flagship_worker::{admin::AdminBuilder, MemoryBroker};
+//!
+//! let broker = Arc::new(MemoryBroker::new());
+//! let admin: axum::Router = AdminBuilder::new(broker)
+//!     .token("a-long-random-secret-from-your-vault")
+//!     .build()?;
+//! // Mount it wherever the application serves HTTP:
+//! let app = axum::Router::new().nest("/admin", admin);
+//! # drop(app);
+//! # Ok::<_, flagship_worker::Error>(())
+//! ```
+//!
+//! ## Authentication
+//!
+//! On by default: [`build`](AdminBuilder::build) refuses to build without a
+//! token unless [`insecure_no_auth`](AdminBuilder::insecure_no_auth) is
+//! called. The API and `/metrics` take `Authorization: Bearer <token>`;
+//! the token is compared in constant time. The dashboard asks for the token
+//! once and keeps a signed, expiring session in an `HttpOnly`,
+//! `SameSite=Strict` cookie scoped to the dashboard's path; the token itself
+//! never reaches the browser's storage. Dashboard forms are refused when the
+//! browser says they came from another site.
+//!
+//! ## Endpoints
+//!
+//! Paths are relative to where the router is mounted. Errors are JSON
+//! `{"error": {"code": "...", "message": "..."}}` with a 4xx status for bad
+//! input (unknown id, malformed filter, cursor or time, page size out of
+//! range) and 503 when the broker cannot be reached.
+//!
+//! | method and path | what it does |
+//! |---|---|
+//! | `GET /api/queues` | every queue's [`QueueStats`](crate::QueueStats), and the worker's counters if one was given |
+//! | `GET /api/dlq?queue=&kind=&since=&until=&limit=&cursor=` | one page of dead jobs (all queues unless `queue` is given; times in RFC 3339; `limit` 1 to 1000, default 50); `next_cursor` continues |
+//! | `GET /api/dlq/{queue}/{id}` | one dead job with its payload and full attempt history |
+//! | `POST /api/dlq/{queue}/{id}/retry` | moves one dead job back to ready |
+//! | `DELETE /api/dlq/{queue}/{id}` | deletes one dead job |
+//! | `POST /api/dlq/retry` | retries every dead job matching a JSON filter `{"queue", "kind", "since", "until"}` (all optional; `{}` is every dead job) |
+//! | `POST /api/dlq/purge` | deletes dead jobs dead-lettered before `{"older_than": "<RFC 3339>"}` (of `"queue"`, or of every queue) |
+//! | `GET /api/health` | the latest health report (503 when it says `down`) |
+//! | `GET /metrics` | Prometheus text format |
+//! | `GET /ui` | the dashboard |
+//!
+//! Every mutating call emits an `INFO` tracing event (target
+//! `flagship_worker::admin`) saying what it did.
+//!
+//! ## Metrics
+//!
+//! Per-kind counters and the handler duration histogram come from the
+//! worker: pass the same [`AdminMetrics`] to
+//! [`WorkerBuilder::observer`](crate::WorkerBuilder::observer) and to
+//! [`AdminBuilder::metrics`]. Queue depth gauges are read from the broker at
+//! each scrape. See [`AdminMetrics`] for the metric names.
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use axum::{
+    routing::{get, post},
+    Router,
+};
+
+use crate::{
+    broker::{Backend, Broker, DeadLetterQueue},
+    error::{Error, Result},
+    worker::Worker,
+};
+
+mod api;
+mod auth;
+mod dashboard;
+mod dlq;
+mod health;
+mod metrics;
+mod query;
+
+#[cfg(feature = "flagship")]
+pub use health::FlagshipHealth;
+pub use health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus};
+pub use metrics::AdminMetrics;
+pub use query::{DeadListing, DeadQuery, DeadSummary};
+
+/// The shortest bearer token accepted, in bytes.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// How long a dashboard login lasts by default (12 hours).
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// Builds the admin [`Router`]; see the [module docs](self).
+pub struct AdminBuilder {
+    /// The backend whose queues and DLQ are shown.
+    broker: Arc<dyn Broker>,
+    /// Its dead-letter queue.
+    dlq: Arc<dyn DeadLetterQueue>,
+    /// The bearer token, if one was set.
+    token: Option<String>,
+    /// Whether the caller chose to run without authentication.
+    insecure: bool,
+    /// A worker whose counters `/api/queues` and `/metrics` include.
+    worker: Option<Worker>,
+    /// Where `/api/health` reads from (default: [`BrokerHealth`]).
+    health: Option<Arc<dyn HealthSource>>,
+    /// The metrics recorder (default: a fresh one, without per-kind counters).
+    metrics: Option<AdminMetrics>,
+    /// How long a dashboard login lasts.
+    session_ttl: Duration,
+    /// Whether the session cookie is marked `Secure` (HTTPS only).
+    secure_cookie: bool,
+}
+
+impl fmt::Debug for AdminBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminBuilder")
+            .field("broker", &self.broker)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("insecure", &self.insecure)
+            .field("worker", &self.worker.as_ref().map(Worker::id))
+            .field("session_ttl", &self.session_ttl)
+            .field("secure_cookie", &self.secure_cookie)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AdminBuilder {
+    /// Starts building the router for `backend`.
+    pub fn new<B: Backend>(backend: Arc<B>) -> Self {
+        Self::from_parts(backend.clone().as_broker(), backend.as_dead_letter_queue())
+    }
+
+    /// Starts building the router for a broker and its dead-letter queue
+    /// held as trait objects.
+    pub fn from_parts(broker: Arc<dyn Broker>, dlq: Arc<dyn DeadLetterQueue>) -> Self {
+        AdminBuilder {
+            broker,
+            dlq,
+            token: None,
+            insecure: false,
+            worker: None,
+            health: None,
+            metrics: None,
+            session_ttl: DEFAULT_SESSION_TTL,
+            secure_cookie: false,
+        }
+    }
+
+    /// Requires `Authorization: Bearer <token>` (at least
+    /// [`MIN_TOKEN_LEN`] bytes; use a long random string).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Serves everything without authentication. Only for a router
+    /// reachable by trusted callers alone (a loopback port, a private
+    /// sidecar); never expose it otherwise.
+    pub fn insecure_no_auth(mut self) -> Self {
+        self.insecure = true;
+        self
+    }
+
+    /// Includes `worker`'s counters in `/api/queues`, `/metrics` and the
+    /// dashboard.
+    pub fn worker(mut self, worker: &Worker) -> Self {
+        self.worker = Some(worker.clone());
+        self
+    }
+
+    /// Reads `/api/health` from `source` instead of [`BrokerHealth`].
+    pub fn health(mut self, source: Arc<dyn HealthSource>) -> Self {
+        self.health = Some(source);
+        self
+    }
+
+    /// Renders `/metrics` from `metrics`; pass the same value to
+    /// [`WorkerBuilder::observer`](crate::WorkerBuilder::observer) to get
+    /// per-kind counters and durations.
+    pub fn metrics(mut self, metrics: AdminMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// How long a dashboard login lasts (default [`DEFAULT_SESSION_TTL`],
+    /// one minute to 30 days).
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// Marks the dashboard's session cookie `Secure`, so browsers send it
+    /// over HTTPS only. Turn it on whenever the dashboard is served over
+    /// HTTPS (directly or behind a TLS-terminating proxy).
+    pub fn secure_cookie(mut self, secure: bool) -> Self {
+        self.secure_cookie = secure;
+        self
+    }
+
+    /// Checks the settings and builds the router.
+    ///
+    /// Fails with [`Error::InvalidConfig`] when no token is set and
+    /// [`insecure_no_auth`](Self::insecure_no_auth) was not called, when the
+    /// token is shorter than [`MIN_TOKEN_LEN`] or when both were given.
+    pub fn build(self) -> Result<Router> {
+        let auth = match (self.token, self.insecure) {
+            (Some(_), true) => {
+                return Err(Error::InvalidConfig(
+                    "the admin router got both a token and `insecure_no_auth()`; choose one".into(),
+                ))
+            }
+            (None, false) => {
+                return Err(Error::InvalidConfig(
+                    "the admin router needs a bearer token: call `.token(...)` with a long random secret, \
+                     or `.insecure_no_auth()` if only trusted callers can reach it"
+                        .into(),
+                ))
+            }
+            (None, true) => {
+                tracing::warn!(target: "flagship_worker::admin", "admin router built without authentication");
+                None
+            }
+            (Some(token), false) => Some(auth::Auth::new(&token, self.session_ttl, self.secure_cookie)?),
+        };
+        let health = self
+            .health
+            .unwrap_or_else(|| Arc::new(BrokerHealth::new(self.broker.clone())));
+        let state = AdminState {
+            broker: self.broker,
+            dlq: self.dlq,
+            worker: self.worker,
+            health,
+            metrics: self.metrics.unwrap_or_default(),
+            auth: auth.map(Arc::new),
+        };
+        Ok(routes(Arc::new(state)))
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+struct AdminState {
+    broker: Arc<dyn Broker>,
+    dlq: Arc<dyn DeadLetterQueue>,
+    worker: Option<Worker>,
+    health: Arc<dyn HealthSource>,
+    metrics: AdminMetrics,
+    /// `None` when built with `insecure_no_auth`.
+    auth: Option<Arc<auth::Auth>>,
+}
+
+type SharedState = Arc<AdminState>;
+
+fn routes(state: SharedState) -> Router {
+    let api = Router::new()
+        .route("/api/queues", get(api::queues))
+        .route("/api/dlq", get(api::list_dead))
+        .route("/api/dlq/retry", post(api::retry_matching))
+        .route("/api/dlq/purge", post(api::purge))
+        .route("/api/dlq/{queue}/{id}", get(api::show_dead).delete(api::delete_dead))
+        .route("/api/dlq/{queue}/{id}/retry", post(api::retry_dead))
+        .route("/api/health", get(api::health))
+        .route("/metrics", get(api::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_bearer,
+        ));
+    let ui = Router::new()
+        .route("/ui", get(dashboard::index))
+        .route("/ui/", get(dashboard::index))
+        .route("/ui/jobs/{queue}/{id}", get(dashboard::show))
+        .route("/ui/jobs/{queue}/{id}/retry", post(dashboard::retry))
+        .route("/ui/jobs/{queue}/{id}/delete", post(dashboard::delete))
+        .route("/ui/logout", post(dashboard::logout))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_session,
+        ));
+    let public = Router::new()
+        .route("/", get(dashboard::root))
+        .route("/ui/login", get(dashboard::login_page).post(dashboard::login))
+        .route("/ui/style.css", get(dashboard::stylesheet));
+    api.merge(ui)
+        .merge(public)
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .with_state(state)
+}

@@ -1,0 +1,377 @@
+//! A real browser: headless Chromium logs in to the dashboard, clicks Retry
+//! and Delete, and the jobs leave the DLQ.
+//!
+//! Driven over the DevTools protocol (a websocket). Skips with a notice
+//! when no Chromium is installed, unless `FLAGSHIP_REQUIRE_BROWSER=1`. With
+//! `FLAGSHIP_SCREENSHOT_DIR=docs` it also writes `dashboard.png` and
+//! `dashboard-job.png` there.
+
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use base64::Engine;
+use chrono::{DateTime, TimeDelta, Utc};
+use flagship_worker::{admin::AdminBuilder, Broker, Clock, JobEnvelope, JobId};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+};
+use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
+
+use crate::support::{queue, Fixture, TOKEN};
+
+/// How long any single browser step may take before the test fails.
+const STEP: Duration = Duration::from_secs(30);
+
+fn find_chromium() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("FLAGSHIP_CHROMIUM") {
+        return Some(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Wall time with an adjustable offset, so fixtures can die "hours ago"
+/// while the browser test runs in real time.
+#[derive(Debug, Default)]
+struct ShiftedClock(Mutex<TimeDelta>);
+
+impl ShiftedClock {
+    fn set_offset(&self, offset: TimeDelta) {
+        *self.0.lock().unwrap() = offset;
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.0.lock().unwrap()
+    }
+}
+
+/// A DevTools connection attached to one page.
+struct DevTools {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    session: Option<String>,
+    /// Events read while waiting for a reply.
+    events: VecDeque<Value>,
+}
+
+impl DevTools {
+    async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("DevTools websocket");
+        DevTools {
+            ws,
+            next_id: 0,
+            session: None,
+            events: VecDeque::new(),
+        }
+    }
+
+    async fn read(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(STEP, self.ws.next())
+                .await
+                .expect("the browser answered in time")
+                .expect("the DevTools connection stayed open")
+                .expect("a websocket message");
+            if let Message::Text(text) = message {
+                return serde_json::from_str(&text).expect("DevTools sends JSON");
+            }
+        }
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let mut message = json!({ "id": id, "method": method, "params": params });
+        if let Some(session) = &self.session {
+            message["sessionId"] = json!(session);
+        }
+        self.ws.send(Message::text(message.to_string())).await.unwrap();
+        loop {
+            let reply = self.read().await;
+            if reply["id"] == id {
+                assert!(reply.get("error").is_none(), "{method} failed: {reply}");
+                return reply["result"].clone();
+            }
+            self.events.push_back(reply);
+        }
+    }
+
+    /// Waits for the page's next `load` event (after a navigation started
+    /// since the last wait).
+    async fn wait_for_load(&mut self) {
+        loop {
+            let event = match self.events.pop_front() {
+                Some(event) => event,
+                None => self.read().await,
+            };
+            if event["method"] == "Page.loadEventFired" {
+                return;
+            }
+        }
+    }
+
+    async fn eval(&mut self, expression: &str) -> Value {
+        let result = self
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true }),
+            )
+            .await;
+        assert!(result.get("exceptionDetails").is_none(), "{expression}: {result}");
+        result["result"]["value"].clone()
+    }
+
+    /// Clicks the centre of the element `selector` with real mouse events,
+    /// and waits for the page it leads to.
+    async fn click_and_wait(&mut self, selector: &str) {
+        let rect = self
+            .eval(&format!(
+                "(() => {{ const e = document.querySelector({selector:?}); if (!e) return null; \
+                 e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect(); \
+                 return [r.x + r.width / 2, r.y + r.height / 2]; }})()"
+            ))
+            .await;
+        let (x, y) = (rect[0].as_f64(), rect[1].as_f64());
+        let (Some(x), Some(y)) = (x, y) else {
+            panic!("no element {selector}")
+        };
+        self.events.clear();
+        for kind in ["mousePressed", "mouseReleased"] {
+            self.call(
+                "Input.dispatchMouseEvent",
+                json!({ "type": kind, "x": x, "y": y, "button": "left", "clickCount": 1 }),
+            )
+            .await;
+        }
+        self.wait_for_load().await;
+    }
+
+    async fn navigate(&mut self, url: &str) {
+        self.events.clear();
+        self.call("Page.navigate", json!({ "url": url })).await;
+        self.wait_for_load().await;
+    }
+
+    async fn screenshot(&mut self, path: &std::path::Path) {
+        let shot = self.call("Page.captureScreenshot", json!({ "format": "png" })).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, png).unwrap();
+        eprintln!("screenshot written to {}", path.display());
+    }
+}
+
+/// Starts Chromium with DevTools on a free port; returns it and the
+/// browser's websocket URL.
+async fn launch(chromium: &PathBuf, profile: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-port=0",
+            "--window-size=1280,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromium starts");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = tokio::time::timeout(STEP, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                return url.trim().to_owned();
+            }
+        }
+        panic!("chromium exited without opening DevTools");
+    })
+    .await
+    .expect("chromium opened DevTools in time");
+    // Keep draining stderr so the browser never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, url)
+}
+
+/// Dead jobs that look like a real day's failures.
+async fn realistic_dead_jobs(fx: &Fixture, clock: &ShiftedClock) -> Vec<(&'static str, JobId)> {
+    let jobs = [
+        (
+            "billing",
+            "send-invoice",
+            json!({"customer": "closed-initech", "amount_cents": 4900}),
+            &["customer `closed-initech` has closed their account; invoice not sent"][..],
+            "customer `closed-initech` has closed their account; invoice not sent",
+            26,
+        ),
+        (
+            "media",
+            "resize-image",
+            json!({"url": "https://slow-cdn.example.net/banner.jpg", "width": 1280}),
+            &[
+                "GET https://slow-cdn.example.net/banner.jpg timed out after 10 s (upstream 504)",
+                "GET https://slow-cdn.example.net/banner.jpg timed out after 10 s (upstream 504)",
+                "GET https://slow-cdn.example.net/banner.jpg: connection reset by peer",
+            ][..],
+            "retries exhausted after 3 attempts: GET https://slow-cdn.example.net/banner.jpg: connection reset by peer",
+            5,
+        ),
+        (
+            "notifications",
+            "send-email",
+            json!({"to": "ops@example.com", "template": "usage-warning"}),
+            &[
+                "Resend API 429: rate limited, retry after 30 s",
+                "Resend API 422: `to` domain has no MX record",
+            ][..],
+            "Resend API 422: `to` domain has no MX record",
+            2,
+        ),
+        (
+            "billing",
+            "send-invoice",
+            json!({"customer": "closed-globex", "amount_cents": 15000}),
+            &["customer `closed-globex` has closed their account; invoice not sent"][..],
+            "customer `closed-globex` has closed their account; invoice not sent",
+            1,
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (q, kind, payload, errors, reason, hours_ago) in jobs {
+        clock.set_offset(-TimeDelta::hours(hours_ago));
+        ids.push((q, fx.dead_job(q, kind, payload, errors, reason).await));
+    }
+    clock.set_offset(TimeDelta::zero());
+    // Some live work, for the stats table.
+    let now = fx.now();
+    let ready = (0..3)
+        .map(|n| JobEnvelope::new("send-email", queue("notifications"), json!({ "n": n }), now))
+        .collect();
+    fx.broker.enqueue(ready).await.unwrap();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_retries_and_deletes_dead_jobs() {
+    let Some(chromium) = find_chromium() else {
+        if std::env::var("FLAGSHIP_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("FLAGSHIP_REQUIRE_BROWSER=1 but no chromium was found on PATH (apt-get install chromium)");
+        }
+        eprintln!("skipping the browser test: no chromium on PATH (set FLAGSHIP_REQUIRE_BROWSER=1 to fail instead)");
+        return;
+    };
+
+    let clock = Arc::new(ShiftedClock::default());
+    let fx = Fixture::with_clock(clock.clone());
+    let ids = realistic_dead_jobs(&fx, &clock).await;
+    let (retry_queue, retry_id) = ids[1];
+    let (delete_queue, delete_id) = ids[2];
+
+    let admin = AdminBuilder::new(fx.broker.clone()).token(TOKEN).build().unwrap();
+    let app = axum::Router::new().nest("/admin", admin);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/admin", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let profile = tempfile::tempdir().unwrap();
+    let (mut browser, url) = launch(&chromium, profile.path()).await;
+    let mut devtools = DevTools::connect(&url).await;
+    let target = devtools
+        .call("Target.createTarget", json!({ "url": "about:blank" }))
+        .await;
+    let attached = devtools
+        .call(
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        )
+        .await;
+    devtools.session = attached["sessionId"].as_str().map(str::to_owned);
+    devtools.call("Page.enable", json!({})).await;
+    devtools
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+
+    // Unauthenticated: the dashboard sends the browser to the login form.
+    devtools.navigate(&format!("{base}/ui")).await;
+    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui/login");
+    devtools.eval("document.querySelector('#token').focus()").await;
+    devtools.call("Input.insertText", json!({ "text": TOKEN })).await;
+    devtools.click_and_wait("form button[type=submit]").await;
+    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui");
+    let cookie_visible = devtools.eval("document.cookie").await;
+    assert_eq!(cookie_visible, "", "the session cookie is HttpOnly");
+    let rows = devtools
+        .eval("document.querySelectorAll('tr[data-job-id]').length")
+        .await;
+    assert_eq!(rows, 4, "every dead job is listed");
+
+    let shots = std::env::var_os("FLAGSHIP_SCREENSHOT_DIR").map(PathBuf::from);
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard.png")).await;
+    }
+
+    // Retry from the table.
+    devtools
+        .click_and_wait(&format!("tr[data-job-id='{retry_id}'] button.retry"))
+        .await;
+    assert!(!fx.is_dead(retry_queue, retry_id).await, "the job left the DLQ");
+    assert_eq!(fx.broker.stats(&queue(retry_queue)).await.unwrap().ready, 1);
+    let notice = devtools.eval("document.querySelector('.notice').textContent").await;
+    assert_eq!(notice, format!("Job {retry_id} moved back to ready."));
+    let gone = devtools
+        .eval(&format!(
+            "document.querySelector(\"tr[data-job-id='{retry_id}']\") === null"
+        ))
+        .await;
+    assert_eq!(gone, true, "the row is gone from the page");
+
+    // Open the detail view, then delete from there.
+    devtools
+        .click_and_wait(&format!("tr[data-job-id='{delete_id}'] a"))
+        .await;
+    let payload = devtools.eval("document.querySelector('pre.payload').textContent").await;
+    assert!(payload.as_str().unwrap().contains("usage-warning"), "{payload}");
+    let attempts = devtools
+        .eval("document.querySelectorAll('table.attempts tbody tr').length")
+        .await;
+    assert_eq!(attempts, 2);
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard-job.png")).await;
+    }
+    devtools.click_and_wait(".actions button.danger").await;
+    assert!(!fx.is_dead(delete_queue, delete_id).await, "the job was deleted");
+    assert_eq!(
+        devtools
+            .eval("document.querySelectorAll('tr[data-job-id]').length")
+            .await,
+        2
+    );
+
+    let _ = browser.kill().await;
+    server.abort();
+}

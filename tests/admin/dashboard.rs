@@ -1,0 +1,329 @@
+//! The dashboard over `oneshot`: login, pages, actions, escaping, CSRF.
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    body::Body,
+    http::{header, Method, Request, StatusCode},
+    Router,
+};
+use serde_json::json;
+
+use crate::support::{request, send, Fixture, Reply, TOKEN};
+
+/// Logs in through the form and returns the `Cookie` header value.
+async fn login(router: &Router, base: &str) -> String {
+    let reply = form(router, &format!("{base}/ui/login"), None, &format!("token={TOKEN}")).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(reply.header("location"), format!("{base}/ui"));
+    let set_cookie = reply.header("set-cookie");
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"));
+    assert!(set_cookie.contains(&format!("Path={base}/ui;")), "{set_cookie}");
+    assert!(
+        !set_cookie.contains(TOKEN),
+        "the token itself never goes to the browser"
+    );
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn form(router: &Router, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
+    let mut builder = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin");
+    if let Some(cookie) = cookie {
+        builder = builder.header(header::COOKIE, cookie);
+    }
+    send(router, builder.body(Body::from(body.to_owned())).unwrap()).await
+}
+
+async fn page(router: &Router, uri: &str, cookie: Option<&str>) -> Reply {
+    let mut builder = Request::builder().method(Method::GET).uri(uri);
+    if let Some(cookie) = cookie {
+        builder = builder.header(header::COOKIE, cookie);
+    }
+    send(router, builder.body(Body::empty()).unwrap()).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn pages_need_a_login_and_the_login_needs_the_token() {
+    let fx = Fixture::new();
+    let router = Router::new().nest("/admin", fx.router());
+
+    let reply = page(&router, "/admin/ui", None).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        reply.header("location"),
+        "/admin/ui/login",
+        "redirects within the mount point"
+    );
+    let reply = page(&router, "/admin", None).await;
+    assert_eq!(reply.header("location"), "/admin/ui");
+
+    let login_page = page(&router, "/admin/ui/login", None).await;
+    assert_eq!(login_page.status, StatusCode::OK);
+    assert!(login_page.body.contains("action=\"/admin/ui/login\""));
+    assert!(login_page.body.contains("href=\"/admin/ui/style.css\""));
+
+    let wrong = form(&router, "/admin/ui/login", None, "token=not-the-token-at-all").await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.body.contains("That token is not right"));
+    assert!(wrong.header("set-cookie").is_empty());
+
+    let cookie = login(&router, "/admin").await;
+    let reply = page(&router, "/admin/ui", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    // A forged or altered cookie is no session.
+    for forged in ["flagship_admin_session=1", "flagship_admin_session=99999999999.00"] {
+        assert_eq!(
+            page(&router, "/admin/ui", Some(forged)).await.status,
+            StatusCode::SEE_OTHER
+        );
+    }
+    let value = cookie.split_once('=').unwrap().1;
+    let (expires, tag) = value.split_once('.').unwrap();
+    let extended = format!("flagship_admin_session={}.{tag}", expires.parse::<i64>().unwrap() + 1);
+    assert_eq!(
+        page(&router, "/admin/ui", Some(&extended)).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // The stylesheet is public; the API does not take the cookie.
+    assert_eq!(page(&router, "/admin/ui/style.css", None).await.status, StatusCode::OK);
+    assert_eq!(
+        page(&router, "/admin/api/queues", Some(&cookie)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let out = form(&router, "/admin/ui/logout", Some(&cookie), "").await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER);
+    assert!(out.header("set-cookie").contains("Max-Age=0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_dashboard_shows_stats_dead_jobs_and_their_details() {
+    let fx = Fixture::new();
+    let id = fx
+        .dead_job(
+            "billing",
+            "send-invoice",
+            json!({"customer": "initech", "cents": 4900}),
+            &["connection reset", "card declined"],
+            "retries exhausted after 2 attempts: card declined",
+        )
+        .await;
+    fx.simple_dead_job("media", "resize-image").await;
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+
+    let reply = page(&router, "/ui", Some(&cookie)).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let html = &reply.body;
+    assert!(reply.header("content-type").starts_with("text/html"));
+    assert!(reply.header("content-security-policy").contains("default-src 'none'"));
+    assert_eq!(reply.header("x-frame-options"), "DENY");
+    assert!(html.contains("<h2>Queues</h2>") && html.contains("<h2>Dead-letter queue</h2>"));
+    assert!(html.contains(&format!("data-job-id=\"{id}\"")));
+    assert!(html.contains("<code>send-invoice</code>"));
+    assert!(html.contains("card declined"), "last error shown");
+    assert!(html.contains(&format!("action=\"/ui/jobs/billing/{id}/retry\"")));
+    assert!(html.contains(&format!("action=\"/ui/jobs/billing/{id}/delete\"")));
+    assert!(html.contains("2025-01-01 00:00:00 UTC"), "dead since");
+    assert!(!html.contains("<script"), "no script at all");
+
+    let filtered = page(&router, "/ui?queue=media", Some(&cookie)).await;
+    assert!(!filtered.body.contains(&id.to_string()));
+    assert!(filtered.body.contains("resize-image"));
+    let paged = page(&router, "/ui?limit=1", Some(&cookie)).await;
+    assert!(paged.body.contains("Next page"));
+
+    let detail = page(&router, &format!("/ui/jobs/billing/{id}"), Some(&cookie)).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(
+        detail.body.contains("&quot;customer&quot;: &quot;initech&quot;"),
+        "payload shown"
+    );
+    assert!(detail.body.contains("Attempts (2)"));
+    assert!(detail.body.contains("connection reset") && detail.body.contains("worker-test"));
+    assert!(detail.body.contains("retries exhausted after 2 attempts"));
+
+    let bad = page(&router, "/ui?limit=5000", Some(&cookie)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("`limit` must be"));
+    let missing = page(&router, &format!("/ui/jobs/media/{id}"), Some(&cookie)).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn text_from_jobs_is_escaped() {
+    let fx = Fixture::new();
+    let evil = "<script>alert(1)</script>\"'&";
+    let id = fx
+        .dead_job("billing", "invoice", json!({"note": evil}), &[evil], evil)
+        .await;
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+    for uri in ["/ui".to_owned(), format!("/ui/jobs/billing/{id}")] {
+        let html = page(&router, &uri, Some(&cookie)).await.body;
+        assert!(!html.contains("<script>"), "{uri}");
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"),
+            "{uri}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_and_delete_buttons_act_and_come_back_with_a_notice() {
+    let fx = Fixture::new();
+    let retried = fx.simple_dead_job("billing", "invoice").await;
+    let deleted = fx.simple_dead_job("billing", "invoice").await;
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+
+    let reply = form(&router, &format!("/ui/jobs/billing/{retried}/retry"), Some(&cookie), "").await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(reply.header("location"), format!("/ui?notice=retried&job={retried}"));
+    assert!(!fx.is_dead("billing", retried).await);
+    let back = page(&router, reply.header("location"), Some(&cookie)).await;
+    assert!(back.body.contains(&format!("Job {retried} moved back to ready.")));
+    assert!(!back.body.contains(&format!("data-job-id=\"{retried}\"")));
+
+    let reply = form(
+        &router,
+        &format!("/ui/jobs/billing/{deleted}/delete"),
+        Some(&cookie),
+        "",
+    )
+    .await;
+    assert_eq!(reply.header("location"), format!("/ui?notice=deleted&job={deleted}"));
+    assert!(!fx.is_dead("billing", deleted).await);
+
+    let again = form(
+        &router,
+        &format!("/ui/jobs/billing/{deleted}/delete"),
+        Some(&cookie),
+        "",
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert!(again.body.contains("not in the dead-letter queue"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn forms_from_other_sites_or_without_a_session_are_refused() {
+    let fx = Fixture::new();
+    let id = fx.simple_dead_job("billing", "invoice").await;
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+    let uri = format!("/ui/jobs/billing/{id}/retry");
+
+    let cross = Request::builder()
+        .method(Method::POST)
+        .uri(&uri)
+        .header(header::COOKIE, &cookie)
+        .header("sec-fetch-site", "cross-site")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(&router, cross).await.status, StatusCode::FORBIDDEN);
+    let cross_login = Request::builder()
+        .method(Method::POST)
+        .uri("/ui/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-site")
+        .body(Body::from(format!("token={TOKEN}")))
+        .unwrap();
+    assert_eq!(send(&router, cross_login).await.status, StatusCode::FORBIDDEN);
+
+    let anonymous = form(&router, &uri, None, "").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert!(fx.is_dead("billing", id).await, "nothing happened");
+
+    // A script with the bearer token may use the dashboard routes too.
+    let scripted = send(&router, request(Method::POST, &uri, Some(TOKEN), None)).await;
+    assert_eq!(scripted.status, StatusCode::SEE_OTHER);
+    assert!(!fx.is_dead("billing", id).await);
+}
+
+/// Collects formatted tracing output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_mutation_leaves_a_tracing_event() {
+    let fx = Fixture::new();
+    let a = fx.simple_dead_job("billing", "invoice").await;
+    let b = fx.simple_dead_job("billing", "invoice").await;
+    let c = fx.simple_dead_job("billing", "invoice").await;
+    let d = fx.simple_dead_job("billing", "invoice").await;
+    fx.simple_dead_job("billing", "invoice").await;
+    fx.simple_dead_job("media", "resize").await;
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_env_filter("flagship_worker::admin=info")
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    send(
+        &router,
+        request(Method::POST, &format!("/api/dlq/billing/{a}/retry"), Some(TOKEN), None),
+    )
+    .await;
+    send(
+        &router,
+        request(Method::DELETE, &format!("/api/dlq/billing/{b}"), Some(TOKEN), None),
+    )
+    .await;
+    form(&router, &format!("/ui/jobs/billing/{c}/retry"), Some(&cookie), "").await;
+    form(&router, &format!("/ui/jobs/billing/{d}/delete"), Some(&cookie), "").await;
+    let body = json!({"queue": "billing", "kind": "invoice"});
+    send(
+        &router,
+        request(Method::POST, "/api/dlq/retry", Some(TOKEN), Some(body)),
+    )
+    .await;
+    let body = json!({"older_than": "2100-01-01T00:00:00Z"});
+    send(
+        &router,
+        request(Method::POST, "/api/dlq/purge", Some(TOKEN), Some(body)),
+    )
+    .await;
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let has = |needles: &[&str]| lines.iter().any(|l| needles.iter().all(|n| l.contains(n)));
+    assert!(has(&["action=\"retry\"", &a.to_string(), "via=\"api\""]), "{log}");
+    assert!(has(&["action=\"delete\"", &b.to_string(), "via=\"api\""]), "{log}");
+    assert!(has(&["action=\"retry\"", &c.to_string(), "via=\"dashboard\""]), "{log}");
+    assert!(
+        has(&["action=\"delete\"", &d.to_string(), "via=\"dashboard\""]),
+        "{log}"
+    );
+    assert!(
+        has(&["action=\"retry_matching\"", "kind=\"invoice\"", "retried=1"]),
+        "{log}"
+    );
+    assert!(has(&["action=\"purge\"", "purged=1"]), "{log}");
+    assert!(lines.iter().all(|l| l.contains("INFO")), "{log}");
+}

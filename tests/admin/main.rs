@@ -1,0 +1,9 @@
+//! The admin router: JSON API, auth, dashboard, metrics, and a real browser.
+
+mod api;
+mod auth;
+mod bad_input;
+mod browser;
+mod dashboard;
+mod metrics;
+mod support;

@@ -36,6 +36,11 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct Client {
+    /// One allocation shared by every clone: handlers get a client per job.
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
     /// Where jobs go.
     broker: Arc<dyn Broker>,
     /// Schemas to validate against; shared with the worker.
@@ -47,7 +52,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("broker", &self.broker)
+            .field("broker", &self.inner.broker)
             .finish_non_exhaustive()
     }
 }
@@ -62,38 +67,45 @@ impl Client {
     /// A client sharing `registry` (e.g. with a worker).
     pub fn with_registry(broker: Arc<dyn Broker>, registry: Arc<SchemaRegistry>) -> Self {
         Client {
-            broker,
-            registry,
-            clock: Arc::new(TokioClock::new()),
+            inner: Arc::new(ClientInner {
+                broker,
+                registry,
+                clock: Arc::new(TokioClock::new()),
+            }),
         }
     }
 
     /// Uses `clock` for enqueue times and delays.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
-        self
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        Client {
+            inner: Arc::new(ClientInner {
+                broker: self.inner.broker.clone(),
+                registry: self.inner.registry.clone(),
+                clock,
+            }),
+        }
     }
 
     /// The broker jobs go to.
     pub fn broker(&self) -> &Arc<dyn Broker> {
-        &self.broker
+        &self.inner.broker
     }
 
     /// The schema registry.
     pub fn registry(&self) -> &Arc<SchemaRegistry> {
-        &self.registry
+        &self.inner.registry
     }
 
     /// Builds the validated envelope for a typed job without enqueueing it.
     pub fn envelope<J: Job>(&self, job: &J, options: &EnqueueOptions) -> Result<JobEnvelope> {
-        let schema = self.registry.register::<J>()?;
+        let schema = self.inner.registry.register::<J>()?;
         let payload = serde_json::to_value(job).map_err(|source| Error::MalformedPayload {
             kind: J::KIND.to_owned(),
             source,
         })?;
-        self.registry.check_size(J::KIND, &payload)?;
+        self.inner.registry.check_size(J::KIND, &payload)?;
         schema.validate(&payload)?;
-        let now = self.clock.now();
+        let now = self.inner.clock.now();
         let mut envelope = JobEnvelope::new(J::KIND, schema.queue().clone(), payload, now);
         envelope.idempotency_key = job.idempotency_key();
         envelope.with_options(options, now)
@@ -101,8 +113,8 @@ impl Client {
 
     /// Builds the validated envelope for a raw payload of a registered kind.
     pub fn raw_envelope(&self, kind: &str, payload: Value, options: &EnqueueOptions) -> Result<JobEnvelope> {
-        let schema = self.registry.validate(kind, &payload)?;
-        let now = self.clock.now();
+        let schema = self.inner.registry.validate(kind, &payload)?;
+        let now = self.inner.clock.now();
         JobEnvelope::new(kind, schema.queue().clone(), payload, now).with_options(options, now)
     }
 
@@ -138,7 +150,7 @@ impl Client {
     /// every envelope is valid and the batch is sent, or nothing is enqueued.
     pub async fn enqueue_envelopes(&self, envelopes: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
         for envelope in &envelopes {
-            let schema = self.registry.validate(&envelope.kind, &envelope.payload)?;
+            let schema = self.inner.registry.validate(&envelope.kind, &envelope.payload)?;
             if schema.queue() != &envelope.queue {
                 return Err(Error::InvalidConfig(format!(
                     "job kind `{}` belongs on queue `{}`, not `{}`",
@@ -148,7 +160,7 @@ impl Client {
                 )));
             }
         }
-        let outcomes = self.broker.enqueue(envelopes).await?;
+        let outcomes = self.inner.broker.enqueue(envelopes).await?;
         tracing::debug!(count = outcomes.len(), "batch enqueued");
         Ok(outcomes)
     }
@@ -156,6 +168,7 @@ impl Client {
     async fn send_one(&self, envelope: JobEnvelope) -> Result<EnqueueOutcome> {
         let (id, kind, queue) = (envelope.id, envelope.kind.clone(), envelope.queue.clone());
         let outcome = self
+            .inner
             .broker
             .enqueue(vec![envelope])
             .await?

@@ -68,14 +68,23 @@ impl Buffer {
         }
     }
 
+    /// The next reservation, if one is waiting.
+    pub(super) fn try_pop(&self) -> Option<Reservation> {
+        let reservation = self.lock().pop_front()?;
+        self.drained.notify_one();
+        Some(reservation)
+    }
+
     /// The next reservation; `None` once the buffer is closed and empty.
     pub(super) async fn pop(&self) -> Option<Reservation> {
+        if let Some(reservation) = self.try_pop() {
+            return Some(reservation);
+        }
         loop {
             let filled = self.filled.notified();
             tokio::pin!(filled);
             filled.as_mut().enable();
-            if let Some(reservation) = self.lock().pop_front() {
-                self.drained.notify_one();
+            if let Some(reservation) = self.try_pop() {
                 return Some(reservation);
             }
             if self.closed.load(Ordering::Acquire) {

@@ -23,7 +23,7 @@ use crate::{
     job::{Job, JobId, QueueName},
     retry::RetryPolicy,
     schedule::Schedule,
-    schema::SchemaRegistry,
+    schema::{KindSchema, SchemaRegistry},
 };
 
 mod buffer;
@@ -293,13 +293,18 @@ pub trait JobObserver: Send + Sync + 'static {
     fn on_job_finished(&self, job: &FinishedJob<'_>);
 }
 
+/// A handler with its kind's compiled schema, looked up once per job.
+pub(crate) struct Registered {
+    pub(crate) handler: Arc<dyn ErasedHandler>,
+    pub(crate) schema: Arc<KindSchema>,
+}
+
 /// Everything a running worker's tasks share.
 pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
-    pub(crate) registry: Arc<SchemaRegistry>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) client: Client,
-    pub(crate) handlers: HashMap<String, Arc<dyn ErasedHandler>>,
+    pub(crate) handlers: HashMap<String, Registered>,
     pub(crate) kind_policies: HashMap<String, RetryPolicy>,
     pub(crate) counters: Counters,
     pub(crate) worker_id: Arc<str>,
@@ -605,7 +610,8 @@ impl WorkerBuilder {
             self.queues
                 .entry(queue.clone())
                 .or_insert_with(|| QueueConfig::for_queue(queue));
-            handlers.insert(kind, handler);
+            let schema = registry.get(&kind).ok_or_else(|| Error::UnknownKind(kind.clone()))?;
+            handlers.insert(kind, Registered { handler, schema });
         }
         for config in self.queues.values() {
             config.validate()?;
@@ -621,7 +627,6 @@ impl WorkerBuilder {
         let client = Client::with_registry(self.broker.clone(), registry.clone()).with_clock(self.clock.clone());
         let shared = Shared {
             broker: self.broker,
-            registry,
             clock: self.clock,
             client,
             handlers,

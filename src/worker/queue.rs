@@ -211,10 +211,19 @@ impl QueueRunner {
         abort: watch::Receiver<bool>,
     ) {
         loop {
-            let next = tokio::select! {
-                biased;
-                _ = stopped(&mut stop) => None,
-                next = buffer.pop() => next,
+            // Cooperate with tokio's budget: jobs can follow each other
+            // without the slot ever waiting on a tokio resource.
+            tokio::task::consume_budget().await;
+            if *stop.borrow() {
+                return;
+            }
+            let next = match buffer.try_pop() {
+                Some(reservation) => Some(reservation),
+                None => tokio::select! {
+                    biased;
+                    _ = stopped(&mut stop) => None,
+                    next = buffer.pop() => next,
+                },
             };
             let Some(reservation) = next else { return };
             self.process(reservation, &acks, abort.clone()).await;
@@ -242,12 +251,14 @@ impl QueueRunner {
             tracing::debug!("job started");
             tracing::trace!(payload = %envelope.payload, "job payload");
 
-            let Some(handler) = shared.handlers.get(&envelope.kind) else {
+            let Some(registered) = shared.handlers.get(&envelope.kind) else {
                 let reason = format!("unknown job kind `{}`: no handler is registered for it on queue `{}`", envelope.kind, envelope.queue);
                 self.settle(&reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
                 return;
             };
-            if let Err(e) = shared.registry.validate(&envelope.kind, &envelope.payload) {
+            // The size limit was checked at enqueue; a payload that is
+            // already here costs nothing more to check against its schema.
+            if let Err(e) = registered.schema.validate(&envelope.payload) {
                 let reason = format!("payload refused: {e}");
                 self.settle(&reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
                 return;
@@ -263,7 +274,7 @@ impl QueueRunner {
                 worker_id: shared.worker_id.clone(),
                 client: shared.client.clone(),
             };
-            let run = AssertUnwindSafe(handler.call(&envelope.payload, &ctx)).catch_unwind();
+            let run = AssertUnwindSafe(registered.handler.call(&envelope.payload, &ctx)).catch_unwind();
             let timed = tokio::time::timeout(self.config.job_timeout, run);
             let outcome = tokio::select! {
                 biased;

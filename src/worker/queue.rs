@@ -210,6 +210,18 @@ impl QueueRunner {
         mut stop: watch::Receiver<bool>,
         abort: watch::Receiver<bool>,
     ) {
+        // One context per slot, refilled per job: the shared parts (client,
+        // worker id) are cloned once here rather than once per job.
+        let mut ctx = JobContext {
+            id: JobId::from(uuid::Uuid::nil()),
+            kind: String::new(),
+            queue: self.config.name.clone(),
+            attempt: 0,
+            enqueued_at: chrono::DateTime::UNIX_EPOCH,
+            started_at: chrono::DateTime::UNIX_EPOCH,
+            worker_id: self.shared.worker_id.clone(),
+            client: self.shared.client.clone(),
+        };
         loop {
             // Cooperate with tokio's budget: jobs can follow each other
             // without the slot ever waiting on a tokio resource.
@@ -226,13 +238,14 @@ impl QueueRunner {
                 },
             };
             let Some(reservation) = next else { return };
-            self.process(reservation, &acks, abort.clone()).await;
+            self.process(reservation, &mut ctx, &acks, abort.clone()).await;
         }
     }
 
     async fn process(
         &self,
         reservation: Reservation,
+        ctx: &mut JobContext,
         acks: &mpsc::UnboundedSender<Succeeded>,
         mut abort: watch::Receiver<bool>,
     ) {
@@ -264,17 +277,16 @@ impl QueueRunner {
                 return;
             }
 
-            let ctx = JobContext {
-                id: envelope.id,
-                kind: envelope.kind.clone(),
-                queue: envelope.queue.clone(),
-                attempt: envelope.attempt,
-                enqueued_at: envelope.enqueued_at,
-                started_at,
-                worker_id: shared.worker_id.clone(),
-                client: shared.client.clone(),
-            };
-            let run = AssertUnwindSafe(registered.handler.call(&envelope.payload, &ctx)).catch_unwind();
+            ctx.id = envelope.id;
+            ctx.kind.clear();
+            ctx.kind.push_str(&envelope.kind);
+            if ctx.queue != envelope.queue {
+                ctx.queue = envelope.queue.clone();
+            }
+            ctx.attempt = envelope.attempt;
+            ctx.enqueued_at = envelope.enqueued_at;
+            ctx.started_at = started_at;
+            let run = AssertUnwindSafe(registered.handler.call(&envelope.payload, ctx)).catch_unwind();
             let timed = tokio::time::timeout(self.config.job_timeout, run);
             let outcome = tokio::select! {
                 biased;

@@ -45,15 +45,23 @@ impl Buffer {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until there is room, then says how much.
+    /// The fill level at or below which the fetcher is woken to refill.
+    fn low_water(&self) -> usize {
+        self.capacity / 2
+    }
+
+    /// Waits until the buffer has drained to its low-water mark (half
+    /// full), then says how much room there is. Refilling in halves keeps
+    /// a slot from ever waiting while batching reservations, instead of one
+    /// broker call and one wake-up per job taken.
     pub(super) async fn wait_for_space(&self) -> usize {
         loop {
             let drained = self.drained.notified();
             tokio::pin!(drained);
             drained.as_mut().enable();
-            let free = self.capacity.saturating_sub(self.lock().len());
-            if free > 0 {
-                return free;
+            let len = self.lock().len();
+            if len <= self.low_water() {
+                return self.capacity - len;
             }
             drained.await;
         }
@@ -70,8 +78,14 @@ impl Buffer {
 
     /// The next reservation, if one is waiting.
     pub(super) fn try_pop(&self) -> Option<Reservation> {
-        let reservation = self.lock().pop_front()?;
-        self.drained.notify_one();
+        let (reservation, left) = {
+            let mut items = self.lock();
+            let reservation = items.pop_front()?;
+            (reservation, items.len())
+        };
+        if left == self.low_water() {
+            self.drained.notify_one();
+        }
         Some(reservation)
     }
 

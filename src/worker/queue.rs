@@ -27,6 +27,8 @@ use crate::{
     retry::RetryPolicy,
 };
 
+/// The most finished jobs waiting for their acknowledgement.
+const ACK_BACKLOG: usize = 4 * ACK_BATCH;
 /// The most completions sent to the broker in one call.
 const ACK_BATCH: usize = 512;
 /// The most expired leases recovered in one call.
@@ -85,7 +87,9 @@ impl QueueRunner {
             .prefetch
             .unwrap_or(self.config.concurrency.max(super::DEFAULT_MIN_PREFETCH));
         let buffer = Arc::new(Buffer::new(prefetch));
-        let (ack_tx, ack_rx) = mpsc::unbounded_channel::<Succeeded>();
+        // Bounded: when the broker acknowledges slower than slots finish,
+        // slots wait, rather than finished jobs piling up in memory.
+        let (ack_tx, ack_rx) = mpsc::channel::<Succeeded>(ACK_BACKLOG);
 
         let acker = tokio::spawn(self.clone().acker(ack_rx));
         let mut background = JoinSet::new();
@@ -206,7 +210,7 @@ impl QueueRunner {
     async fn slot(
         self: Arc<Self>,
         buffer: Arc<Buffer>,
-        acks: mpsc::UnboundedSender<Succeeded>,
+        acks: mpsc::Sender<Succeeded>,
         mut stop: watch::Receiver<bool>,
         abort: watch::Receiver<bool>,
     ) {
@@ -246,7 +250,7 @@ impl QueueRunner {
         &self,
         reservation: Reservation,
         ctx: &mut JobContext,
-        acks: &mpsc::UnboundedSender<Succeeded>,
+        acks: &mpsc::Sender<Succeeded>,
         mut abort: watch::Receiver<bool>,
     ) {
         let envelope = reservation.envelope.clone();
@@ -327,7 +331,7 @@ impl QueueRunner {
         reservation: &Reservation,
         started_at: DateTime<Utc>,
         outcome: Outcome,
-        acks: &mpsc::UnboundedSender<Succeeded>,
+        acks: &mpsc::Sender<Succeeded>,
     ) {
         let lease = &reservation.lease;
         match outcome {
@@ -338,7 +342,7 @@ impl QueueRunner {
                     envelope: reservation.envelope.clone(),
                     duration: elapsed(started_at, self.shared.clock.now()),
                 };
-                if let Err(mpsc::error::SendError(succeeded)) = acks.send(succeeded) {
+                if let Err(mpsc::error::SendError(succeeded)) = acks.send(succeeded).await {
                     // The acker only stops after every slot has; complete directly.
                     self.complete(vec![succeeded]).await;
                 }
@@ -445,7 +449,7 @@ impl QueueRunner {
     }
 
     /// Batches completions into as few broker calls as possible.
-    async fn acker(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Succeeded>) {
+    async fn acker(self: Arc<Self>, mut rx: mpsc::Receiver<Succeeded>) {
         let mut batch = Vec::with_capacity(ACK_BATCH);
         while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
             self.complete(std::mem::take(&mut batch)).await;
@@ -454,19 +458,19 @@ impl QueueRunner {
 
     async fn complete(&self, batch: Vec<Succeeded>) {
         let shared = &self.shared;
-        let leases: Vec<Lease> = batch.iter().map(|s| s.lease.clone()).collect();
+        let (leases, finished): (Vec<Lease>, Vec<_>) =
+            batch.into_iter().map(|s| (s.lease, (s.envelope, s.duration))).unzip();
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=5 {
             match shared.broker.complete(&leases).await {
                 Ok(statuses) => {
                     self.forget(&leases);
-                    for (succeeded, status) in batch.iter().zip(statuses) {
-                        let lease = &succeeded.lease;
+                    for ((lease, (envelope, duration)), status) in leases.iter().zip(&finished).zip(statuses) {
                         match status {
                             AckStatus::Done => {
                                 shared.counters.completed.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job completed");
-                                self.observe(&succeeded.envelope, JobOutcome::Completed, succeeded.duration);
+                                self.observe(envelope, JobOutcome::Completed, *duration);
                             }
                             AckStatus::LeaseLost => {
                                 shared.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
@@ -478,14 +482,14 @@ impl QueueRunner {
                 }
                 Err(e) => {
                     shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, attempt, jobs = batch.len(), "completing jobs failed; retrying");
+                    tracing::warn!(error = %e, attempt, jobs = leases.len(), "completing jobs failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay *= 2;
                 }
             }
         }
         tracing::error!(
-            jobs = batch.len(),
+            jobs = leases.len(),
             "could not complete jobs; they run again after their lease expires"
         );
         self.forget(&leases);

@@ -245,6 +245,41 @@ impl QueueState {
         }
     }
 
+    /// Leases a stored job under `token` until `deadline`; returns the
+    /// reservation and the job's state before.
+    fn lease(
+        &mut self,
+        id: JobId,
+        queue: &QueueName,
+        token: LeaseToken,
+        deadline: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<(Reservation, JobState)> {
+        let job = self.jobs.get_mut(&id)?;
+        let previous = std::mem::replace(
+            &mut job.state,
+            JobState::Active {
+                token,
+                deadline,
+                started: now,
+            },
+        );
+        let envelope = job.envelope.clone();
+        self.active.insert(id);
+        let lease = Lease {
+            id,
+            queue: queue.clone(),
+            token,
+        };
+        let reservation = Reservation {
+            envelope,
+            lease,
+            deadline,
+            expired_attempt_started_at: None,
+        };
+        Some((reservation, previous))
+    }
+
     /// The job, if `lease` is its current lease.
     fn leased(&mut self, lease: &Lease) -> Option<&mut Stored> {
         match self.jobs.get_mut(&lease.id) {
@@ -430,25 +465,9 @@ impl Broker for MemoryBroker {
                     let mut out = Vec::with_capacity(take);
                     for _ in 0..take {
                         let Some(id) = state.ready.pop_front() else { break };
-                        let token = self.token();
-                        let Some(job) = state.jobs.get_mut(&id) else { continue };
-                        job.state = JobState::Active {
-                            token,
-                            deadline,
-                            started: now,
-                        };
-                        let envelope = job.envelope.clone();
-                        state.active.insert(id);
-                        out.push(Reservation {
-                            envelope,
-                            lease: Lease {
-                                id,
-                                queue: queue.clone(),
-                                token,
-                            },
-                            deadline,
-                            expired_attempt_started_at: None,
-                        });
+                        if let Some((reservation, _)) = state.lease(id, queue, self.token(), deadline, now) {
+                            out.push(reservation);
+                        }
                     }
                     let more_ready = !state.ready.is_empty();
                     drop(state);
@@ -628,28 +647,14 @@ impl Broker for MemoryBroker {
         expired.truncate(max);
         let mut out = Vec::with_capacity(expired.len());
         for (_, id) in expired {
-            let token = self.token();
-            let Some(job) = state.jobs.get_mut(&id) else { continue };
-            let JobState::Active { started, .. } = job.state else {
+            let Some((mut reservation, previous)) = state.lease(id, queue, self.token(), deadline, now) else {
                 continue;
             };
-            job.state = JobState::Active {
-                token,
-                deadline,
-                started: now,
-            };
-            let envelope = job.envelope.clone();
+            if let JobState::Active { started, .. } = previous {
+                reservation.expired_attempt_started_at = Some(started);
+            }
             tracing::warn!(job.id = %id, queue = %queue, "lease expired; job recovered");
-            out.push(Reservation {
-                envelope,
-                lease: Lease {
-                    id,
-                    queue: queue.clone(),
-                    token,
-                },
-                deadline,
-                expired_attempt_started_at: Some(started),
-            });
+            out.push(reservation);
         }
         Ok(out)
     }

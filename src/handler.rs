@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::{
     client::Client,
+    envelope::JobEnvelope,
     error::BoxError,
     job::{Job, JobId, QueueName},
 };
@@ -153,6 +154,36 @@ pub struct JobContext {
     pub worker_id: Arc<str>,
     /// A client on the same broker and registry, to enqueue follow-up jobs.
     pub client: Client,
+}
+
+impl JobContext {
+    /// The context of the first attempt of `envelope`, as a worker named
+    /// `worker_id` would give it, starting at `started_at`. Workers build
+    /// contexts themselves; this is for calling a handler directly, e.g.
+    /// in its unit tests.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use flagship_worker::{Client, JobContext, JobEnvelope, MemoryBroker, QueueName};
+    ///
+    /// let now = chrono::Utc::now();
+    /// let envelope = JobEnvelope::new("send-welcome", QueueName::new("emails")?, serde_json::json!({}), now);
+    /// let ctx = JobContext::new(&envelope, "test-worker", now, Client::new(Arc::new(MemoryBroker::new())));
+    /// assert_eq!((ctx.kind.as_str(), ctx.attempt), ("send-welcome", 0));
+    /// # Ok::<_, flagship_worker::Error>(())
+    /// ```
+    pub fn new(envelope: &JobEnvelope, worker_id: &str, started_at: DateTime<Utc>, client: Client) -> Self {
+        JobContext {
+            id: envelope.id,
+            kind: envelope.kind.clone(),
+            queue: envelope.queue.clone(),
+            attempt: envelope.attempt,
+            enqueued_at: envelope.enqueued_at,
+            started_at,
+            worker_id: worker_id.into(),
+            client,
+        }
+    }
 }
 
 /// A handler with its job type erased, so the worker can hold many.

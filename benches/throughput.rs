@@ -307,30 +307,19 @@ async fn throughput(args: &Args) -> serde_json::Value {
         }
     }
     let enqueue_s = t0.elapsed().as_secs_f64();
-    let enqueue_redis = match &probe {
-        Some(p) => p.read(args.jobs).await,
-        None => serde_json::Value::Null,
-    };
+    let enqueue_redis = redis_figures(&probe, args.jobs).await;
 
     if let Some(p) = &probe {
         p.reset().await;
     }
     // Time to the last job's end, not to the end of shutdown (an idle
     // reserve may wait out its poll interval before the worker stops).
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let t1 = Instant::now();
-    let running = {
-        let worker = worker.clone();
-        tokio::spawn(async move { worker.run_until(async { stopped.await.unwrap_or(()) }).await })
-    };
+    let running = start(&worker);
     counter.finished.notified().await;
     let process_s = t1.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
-    let process_redis = match &probe {
-        Some(p) => p.read(args.jobs).await,
-        None => serde_json::Value::Null,
-    };
+    stop(running).await;
+    let process_redis = redis_figures(&probe, args.jobs).await;
     assert_eq!(counter.done.load(Ordering::Relaxed), args.jobs, "every job processed");
     let mut result = serde_json::json!({
         "backend": args.backend,
@@ -357,11 +346,7 @@ async fn latency(args: &Args) -> serde_json::Value {
     });
     let worker = build_worker(args, broker, counter.clone()).await;
     let client = worker.client();
-    let running = {
-        let worker = worker.clone();
-        let counter = counter.clone();
-        tokio::spawn(async move { worker.run_until(counter.finished.notified()).await })
-    };
+    let running = start(&worker);
     // Let the worker park in its idle wait.
     tokio::time::sleep(Duration::from_millis(500)).await;
     if let Some(p) = &probe {
@@ -371,11 +356,9 @@ async fn latency(args: &Args) -> serde_json::Value {
         client.enqueue(&Noop { i, t: now_ns() }).await.unwrap();
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
-    running.await.unwrap().unwrap();
-    let redis = match &probe {
-        Some(p) => p.read(args.jobs).await,
-        None => serde_json::Value::Null,
-    };
+    counter.finished.notified().await;
+    stop(running).await;
+    let redis = redis_figures(&probe, args.jobs).await;
     let mut sorted = counter.latencies.as_ref().unwrap().lock().unwrap().clone();
     sorted.sort_unstable();
     let mut result = serde_json::json!({
@@ -413,11 +396,7 @@ async fn stream(args: &Args) -> serde_json::Value {
         p.reset().await;
     }
     let t0 = Instant::now();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = {
-        let worker = worker.clone();
-        tokio::spawn(async move { worker.run_until(async { stopped.await.unwrap_or(()) }).await })
-    };
+    let running = start(&worker);
     let mut batch = Vec::with_capacity(1_000);
     let mut sent = 0;
     while sent < args.jobs {
@@ -432,12 +411,8 @@ async fn stream(args: &Args) -> serde_json::Value {
     }
     counter.finished.notified().await;
     let elapsed = t0.elapsed().as_secs_f64();
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
-    let redis = match &probe {
-        Some(p) => p.read(args.jobs).await,
-        None => serde_json::Value::Null,
-    };
+    stop(running).await;
+    let redis = redis_figures(&probe, args.jobs).await;
     let mut result = serde_json::json!({
         "backend": args.backend,
         "mode": "stream",
@@ -449,6 +424,38 @@ async fn stream(args: &Args) -> serde_json::Value {
     });
     merge(&mut result, redis);
     result
+}
+
+/// Runs `worker` in the background until the returned sender fires.
+fn start(
+    worker: &Worker,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<flagship_worker::Result<()>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = worker.clone();
+    let running = tokio::spawn(async move { worker.run_until(async { stopped.await.unwrap_or(()) }).await });
+    (stop, running)
+}
+
+/// Stops a worker started with [`start`] and waits for its shutdown.
+async fn stop(
+    worker: (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<flagship_worker::Result<()>>,
+    ),
+) {
+    let _ = worker.0.send(());
+    worker.1.await.unwrap().unwrap();
+}
+
+/// Redis's own figures since the probe's last reset (null for memory).
+async fn redis_figures(probe: &Option<redis_stats::Probe>, jobs: u64) -> serde_json::Value {
+    match probe {
+        Some(p) => p.read(jobs).await,
+        None => serde_json::Value::Null,
+    }
 }
 
 fn merge(into: &mut serde_json::Value, from: serde_json::Value) {

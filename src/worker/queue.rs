@@ -44,8 +44,8 @@ pub(super) struct QueueRunner {
 /// A succeeded job waiting for its batched acknowledgement.
 struct Succeeded {
     lease: Lease,
-    /// For the observers, once acknowledged.
-    envelope: Arc<JobEnvelope>,
+    /// For the observers, once acknowledged (`None` when there are none).
+    envelope: Option<Arc<JobEnvelope>>,
     /// How long the handler ran.
     duration: Duration,
 }
@@ -253,15 +253,15 @@ impl QueueRunner {
         acks: &mpsc::Sender<Succeeded>,
         mut abort: watch::Receiver<bool>,
     ) {
-        let envelope = reservation.envelope.clone();
         let span = tracing::info_span!(
             "job",
-            job.id = %envelope.id,
-            job.type = %envelope.kind,
-            queue = %envelope.queue,
-            attempt = envelope.attempt,
+            job.id = %reservation.envelope.id,
+            job.type = %reservation.envelope.kind,
+            queue = %reservation.envelope.queue,
+            attempt = reservation.envelope.attempt,
         );
         async move {
+            let envelope: &JobEnvelope = &reservation.envelope;
             let shared = &self.shared;
             let started_at = shared.clock.now();
             shared.counters.started.fetch_add(1, Ordering::Relaxed);
@@ -270,14 +270,14 @@ impl QueueRunner {
 
             let Some(registered) = shared.handlers.get(&envelope.kind) else {
                 let reason = format!("unknown job kind `{}`: no handler is registered for it on queue `{}`", envelope.kind, envelope.queue);
-                self.settle(&reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
+                self.settle(reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
                 return;
             };
             // The size limit was checked at enqueue; a payload that is
             // already here costs nothing more to check against its schema.
             if let Err(e) = registered.schema.validate(&envelope.payload) {
                 let reason = format!("payload refused: {e}");
-                self.settle(&reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
+                self.settle(reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
                 return;
             }
 
@@ -315,7 +315,7 @@ impl QueueRunner {
                 },
                 _ = stopped(&mut abort) => Outcome::Aborted,
             };
-            self.settle(&reservation, started_at, outcome, acks).await;
+            self.settle(reservation, started_at, outcome, acks).await;
         }
         .instrument(span)
         .await
@@ -328,18 +328,18 @@ impl QueueRunner {
     /// Records how an attempt ended: acknowledge, retry, dead-letter or release.
     async fn settle(
         &self,
-        reservation: &Reservation,
+        reservation: Reservation,
         started_at: DateTime<Utc>,
         outcome: Outcome,
         acks: &mpsc::Sender<Succeeded>,
     ) {
-        let lease = &reservation.lease;
         match outcome {
             Outcome::Success => {
                 tracing::debug!("job succeeded");
+                let observed = !self.shared.observers.is_empty();
                 let succeeded = Succeeded {
-                    lease: lease.clone(),
-                    envelope: reservation.envelope.clone(),
+                    lease: reservation.lease,
+                    envelope: observed.then_some(reservation.envelope),
                     duration: elapsed(started_at, self.shared.clock.now()),
                 };
                 if let Err(mpsc::error::SendError(succeeded)) = acks.send(succeeded).await {
@@ -349,14 +349,14 @@ impl QueueRunner {
             }
             Outcome::Aborted => {
                 tracing::warn!("shutdown deadline passed; job released unfinished");
-                self.release(std::slice::from_ref(lease)).await;
+                self.release(std::slice::from_ref(&reservation.lease)).await;
             }
             Outcome::Failure {
                 error,
                 permanent,
                 retry_after,
             } => {
-                self.fail(reservation, started_at, error, permanent, retry_after).await;
+                self.fail(&reservation, started_at, error, permanent, retry_after).await;
             }
         }
     }
@@ -470,7 +470,9 @@ impl QueueRunner {
                             AckStatus::Done => {
                                 shared.counters.completed.fetch_add(1, Ordering::Relaxed);
                                 tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job completed");
-                                self.observe(envelope, JobOutcome::Completed, *duration);
+                                if let Some(envelope) = envelope {
+                                    self.observe(envelope, JobOutcome::Completed, *duration);
+                                }
                             }
                             AckStatus::LeaseLost => {
                                 shared.counters.lease_lost.fetch_add(1, Ordering::Relaxed);

@@ -496,6 +496,9 @@ impl Broker for MemoryBroker {
     async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
         let now = self.clock.now();
         let mut statuses = Vec::with_capacity(leases.len());
+        // Completed envelopes are freed after the lock is released, so the
+        // allocator's work does not lengthen the queue's critical section.
+        let mut finished = Vec::with_capacity(leases.len());
         for group in leases.chunk_by(|a, b| a.queue == b.queue) {
             let Some(slot) = self.existing(&group[0].queue) else {
                 statuses.extend(group.iter().map(|_| AckStatus::LeaseLost));
@@ -513,10 +516,12 @@ impl Broker for MemoryBroker {
                     let until = now + self.key_retention;
                     state.completed_keys.push_back((until, key.clone()));
                 }
+                finished.push(envelope);
                 statuses.push(AckStatus::Done);
             }
             state.release_expired_keys(now);
         }
+        drop(finished);
         Ok(statuses)
     }
 

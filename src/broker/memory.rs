@@ -298,6 +298,14 @@ impl QueueState {
         Some((envelope, started))
     }
 
+    /// Removes a job held under `lease` for good (it completed); `None`
+    /// when the lease is not current.
+    fn remove_active(&mut self, lease: &Lease) -> Option<Stored> {
+        self.leased(lease)?;
+        self.active.remove(&lease.id);
+        self.jobs.remove(&lease.id)
+    }
+
     /// Puts a stored job in ready, or in scheduled until `run_at`.
     fn schedule(&mut self, id: JobId, run_at: DateTime<Utc>, now: DateTime<Utc>) -> Option<Placed> {
         let job = self.jobs.get_mut(&id)?;
@@ -506,17 +514,16 @@ impl Broker for MemoryBroker {
             };
             let mut state = slot.lock();
             for lease in group {
-                let Some((envelope, _)) = state.take_active(lease) else {
+                let Some(stored) = state.remove_active(lease) else {
                     statuses.push(AckStatus::LeaseLost);
                     continue;
                 };
-                state.jobs.remove(&lease.id);
                 state.completed += 1;
-                if let Some(key) = &envelope.idempotency_key {
+                if let Some(key) = &stored.envelope.idempotency_key {
                     let until = now + self.key_retention;
                     state.completed_keys.push_back((until, key.clone()));
                 }
-                finished.push(envelope);
+                finished.push(stored);
                 statuses.push(AckStatus::Done);
             }
             state.release_expired_keys(now);

@@ -20,7 +20,7 @@ use crate::{
     clock::{Clock, TokioClock},
     error::{Error, Result},
     handler::{ErasedHandler, Handler, Typed},
-    job::{Job, JobId, QueueName},
+    job::{IdBuild, Job, JobId, QueueName},
     retry::RetryPolicy,
     schedule::Schedule,
     schema::{KindSchema, SchemaRegistry},
@@ -304,7 +304,8 @@ pub(crate) struct Shared {
     pub(crate) broker: Arc<dyn Broker>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) client: Client,
-    pub(crate) handlers: HashMap<String, Registered>,
+    /// By kind; looked up once per job, so hashed with the cheap hasher.
+    pub(crate) handlers: HashMap<String, Registered, IdBuild>,
     pub(crate) kind_policies: HashMap<String, RetryPolicy>,
     pub(crate) counters: Counters,
     pub(crate) worker_id: Arc<str>,
@@ -605,7 +606,7 @@ impl WorkerBuilder {
         for register in self.register.drain(..) {
             register(&registry)?;
         }
-        let mut handlers = HashMap::new();
+        let mut handlers = HashMap::default();
         for (kind, queue, handler) in self.handlers {
             self.queues
                 .entry(queue.clone())

@@ -133,8 +133,6 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
     for batch in jobs.chunks(2_000) {
         broker.enqueue(batch.to_vec()).await.unwrap();
     }
-    // p1's leases expire while it is paused below: 16 running + its prefetch buffer.
-    let p1_holds_at_most = 16 + 16usize.max(flagship_worker::worker::DEFAULT_MIN_PREFETCH);
     let processes: Vec<_> = ["p1", "p2"]
         .iter()
         .map(|id| {
@@ -176,15 +174,21 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
     let recovered: u64 =
         workers.iter().map(|w| w.stats().recovered).sum::<u64>() + process_stats[1]["recovered"].as_u64().unwrap();
     assert!(recovered > 0, "p1's leases expired while it was paused");
-    let twice = started.values().filter(|runs| *runs != "1").count();
-    assert!(twice <= p1_holds_at_most, "{twice} jobs ran twice; only p1's could");
-    if twice > 0 {
-        assert!(
-            process_stats[0]["lease_lost"].as_u64().unwrap() > 0,
-            "{}",
-            process_stats[0]
-        );
-    }
+    // A job runs twice only when a lease on it expired (p1's, injected by
+    // the pause; another's only if the machine stalls a heartbeat): its old
+    // holder then runs or acknowledges it anyway (from a slot, its prefetch
+    // buffer or its acknowledgement backlog) and the broker refuses that
+    // acknowledgement. So every duplicate is one refused acknowledgement.
+    let twice = started.values().filter(|runs| *runs != "1").count() as u64;
+    let refused = workers.iter().map(|w| w.stats().lease_lost).sum::<u64>()
+        + process_stats
+            .iter()
+            .map(|s| s["lease_lost"].as_u64().unwrap())
+            .sum::<u64>();
+    assert!(
+        twice <= refused,
+        "{twice} jobs ran twice but only {refused} acknowledgements were refused: {process_stats:?}"
+    );
 
     // Each job acknowledged once, by the worker whose run was recorded.
     let mut by_worker: HashMap<&str, u64> = HashMap::new();

@@ -262,35 +262,38 @@ mod redis_stats {
     }
 }
 
-async fn build_worker(args: &Args, broker: Arc<dyn Broker>, counter: Arc<Counter>) -> Worker {
+/// A worker on `broker` whose handler counts jobs (and, when asked,
+/// records enqueue-to-start latencies); in retry mode each job fails once.
+async fn build_worker(args: &Args, broker: Arc<dyn Broker>, record_latency: bool) -> (Worker, Arc<Counter>) {
+    let counter = Arc::new(Counter {
+        done: AtomicU64::new(0),
+        target: args.jobs,
+        finished: Notify::new(),
+        fail_first: args.mode == "retry",
+        latencies: record_latency.then(|| Mutex::new(Vec::with_capacity(args.jobs as usize))),
+    });
     let policy = if args.mode == "retry" {
         RetryPolicy::fixed(1, Duration::ZERO)
     } else {
         RetryPolicy::none()
     };
-    Worker::builder(broker)
+    let worker = Worker::builder(broker)
         .queue(
             QueueConfig::new("bench")
                 .unwrap()
                 .concurrency(args.concurrency)
                 .retry_policy(policy),
         )
-        .handler(counter)
+        .handler(counter.clone())
         .shutdown_timeout(Duration::from_secs(10))
         .build()
-        .unwrap()
+        .unwrap();
+    (worker, counter)
 }
 
 async fn throughput(args: &Args) -> serde_json::Value {
     let (broker, probe) = connect(args).await;
-    let counter = Arc::new(Counter {
-        done: AtomicU64::new(0),
-        target: args.jobs,
-        finished: Notify::new(),
-        fail_first: args.mode == "retry",
-        latencies: None,
-    });
-    let worker = build_worker(args, broker, counter.clone()).await;
+    let (worker, counter) = build_worker(args, broker, false).await;
     let client = worker.client();
     client.registry().register::<Noop>().unwrap();
 
@@ -337,14 +340,7 @@ async fn throughput(args: &Args) -> serde_json::Value {
 
 async fn latency(args: &Args) -> serde_json::Value {
     let (broker, probe) = connect(args).await;
-    let counter = Arc::new(Counter {
-        done: AtomicU64::new(0),
-        target: args.jobs,
-        finished: Notify::new(),
-        fail_first: false,
-        latencies: Some(Mutex::new(Vec::with_capacity(args.jobs as usize))),
-    });
-    let worker = build_worker(args, broker, counter.clone()).await;
+    let (worker, counter) = build_worker(args, broker, true).await;
     let client = worker.client();
     let running = start(&worker);
     // Let the worker park in its idle wait.
@@ -383,14 +379,7 @@ async fn latency(args: &Args) -> serde_json::Value {
 async fn stream(args: &Args) -> serde_json::Value {
     const BACKLOG: u64 = 20_000;
     let (broker, probe) = connect(args).await;
-    let counter = Arc::new(Counter {
-        done: AtomicU64::new(0),
-        target: args.jobs,
-        finished: Notify::new(),
-        fail_first: false,
-        latencies: None,
-    });
-    let worker = build_worker(args, broker, counter.clone()).await;
+    let (worker, counter) = build_worker(args, broker, false).await;
     let client = worker.client();
     if let Some(p) = &probe {
         p.reset().await;

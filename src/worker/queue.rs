@@ -440,6 +440,10 @@ impl QueueRunner {
                 self.shared.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(job.id = %id, "lease lost before the outcome was recorded; another worker owns the job now");
             }
+            Err(Error::CorruptEnvelope { message, .. }) => {
+                // The broker could not read the stored job and dead-lettered it itself.
+                tracing::warn!(job.id = %id, %message, "stored job is corrupt; the broker dead-lettered it");
+            }
             Err(e) => {
                 self.shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(job.id = %id, error = %e, "could not record the job's outcome; it runs again after its lease expires");

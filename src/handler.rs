@@ -1,6 +1,6 @@
 //! Handlers: the code that runs a job, and what it tells the worker.
 
-use std::{fmt, sync::Arc, time::Duration};
+use std::{fmt, future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -61,12 +61,23 @@ pub trait Handler: Send + Sync + 'static {
 
 /// A shared handler is a handler: register an `Arc` and keep a clone to
 /// inspect or reconfigure it while the worker runs.
-#[async_trait]
+///
+/// Written out rather than through `#[async_trait]`, which would box a
+/// second future around the inner handler's on every job.
 impl<H: Handler> Handler for Arc<H> {
     type Job = H::Job;
 
-    async fn handle(&self, job: Self::Job, ctx: &JobContext) -> Result<(), HandlerError> {
-        (**self).handle(job, ctx).await
+    fn handle<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        job: Self::Job,
+        ctx: &'life1 JobContext,
+    ) -> HandlerFuture<'async_trait>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        (**self).handle(job, ctx)
     }
 }
 
@@ -186,19 +197,26 @@ impl JobContext {
     }
 }
 
+/// The future a handler returns, boxed (as `async_trait` boxes it).
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send + 'a>>;
+
 /// A handler with its job type erased, so the worker can hold many.
-#[async_trait]
 pub(crate) trait ErasedHandler: Send + Sync {
-    async fn call(&self, payload: &Value, ctx: &JobContext) -> Result<(), HandlerError>;
+    /// Decodes the payload and starts the handler. Not `async` itself, so
+    /// the handler's own boxed future is the only allocation per job.
+    fn call<'a>(&'a self, payload: &Value, ctx: &'a JobContext) -> HandlerFuture<'a>;
 }
 
 pub(crate) struct Typed<H>(pub(crate) H);
 
-#[async_trait]
 impl<H: Handler> ErasedHandler for Typed<H> {
-    async fn call(&self, payload: &Value, ctx: &JobContext) -> Result<(), HandlerError> {
-        let job = <H::Job as serde::Deserialize>::deserialize(payload)
-            .map_err(|e| HandlerError::permanent(format!("payload does not decode as `{}`: {e}", H::Job::KIND)))?;
-        self.0.handle(job, ctx).await
+    fn call<'a>(&'a self, payload: &Value, ctx: &'a JobContext) -> HandlerFuture<'a> {
+        match <H::Job as serde::Deserialize>::deserialize(payload) {
+            Ok(job) => self.0.handle(job, ctx),
+            Err(e) => {
+                let error = HandlerError::permanent(format!("payload does not decode as `{}`: {e}", H::Job::KIND));
+                Box::pin(std::future::ready(Err(error)))
+            }
+        }
     }
 }

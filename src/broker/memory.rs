@@ -301,9 +301,15 @@ impl QueueState {
     /// Removes a job held under `lease` for good (it completed); `None`
     /// when the lease is not current.
     fn remove_active(&mut self, lease: &Lease) -> Option<Stored> {
-        self.leased(lease)?;
+        // One lookup: this runs once per completed job.
+        let Entry::Occupied(job) = self.jobs.entry(lease.id) else {
+            return None;
+        };
+        if !matches!(job.get().state, JobState::Active { token, .. } if token == lease.token) {
+            return None;
+        }
         self.active.remove(&lease.id);
-        self.jobs.remove(&lease.id)
+        Some(job.remove())
     }
 
     /// Puts a stored job in ready, or in scheduled until `run_at`.

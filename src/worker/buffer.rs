@@ -3,6 +3,13 @@
 //! A plain mutex-guarded deque with two wake-ups: slots wait for items, the
 //! fetcher waits for space. Cheaper per job than a channel behind an async
 //! mutex, since slots pop under a short synchronous lock.
+//!
+//! Slots are woken sparingly. A slot keeps taking reservations while it
+//! finds them, so a push wakes at most one slot per runtime thread; a slot
+//! whose job has to wait wakes another in its place. Jobs that finish
+//! without waiting therefore run back to back on few slots, with no
+//! wake-up between them, and jobs that wait still overlap up to the
+//! queue's concurrency.
 
 use std::{
     collections::VecDeque,
@@ -20,6 +27,11 @@ pub(super) struct Buffer {
     items: Mutex<VecDeque<Reservation>>,
     /// How many reservations may wait here.
     capacity: usize,
+    /// The most idle slots one push wakes: the runtime's worker threads.
+    /// More could not run at once; a slot whose job waits hands the rest
+    /// on ([`Buffer::hand_off`]), so waking one slot per job would only
+    /// add wake-ups of slots that find the buffer already drained.
+    wake_limit: usize,
     /// Set once the fetcher stops: slots drain what is left, then stop.
     closed: AtomicBool,
     /// Woken when reservations are pushed (or the buffer closes).
@@ -29,10 +41,11 @@ pub(super) struct Buffer {
 }
 
 impl Buffer {
-    pub(super) fn new(capacity: usize) -> Self {
+    pub(super) fn new(capacity: usize, wake_limit: usize) -> Self {
         Buffer {
             items: Mutex::new(VecDeque::with_capacity(capacity)),
             capacity: capacity.max(1),
+            wake_limit: wake_limit.max(1),
             closed: AtomicBool::new(false),
             filled: Notify::new(),
             drained: Notify::new(),
@@ -67,11 +80,21 @@ impl Buffer {
         }
     }
 
-    /// Adds reservations and wakes as many idle slots.
+    /// Adds reservations and wakes idle slots, one per reservation up to
+    /// the wake limit.
     pub(super) fn push(&self, reservations: Vec<Reservation>) {
         let n = reservations.len();
         self.lock().extend(reservations);
-        for _ in 0..n {
+        for _ in 0..n.min(self.wake_limit) {
+            self.filled.notify_one();
+        }
+    }
+
+    /// Called by a slot whose job has to wait (its handler returned
+    /// pending): wakes an idle slot to take the next reservation, if there
+    /// is one, so waiting jobs overlap up to the queue's concurrency.
+    pub(super) fn hand_off(&self) {
+        if !self.lock().is_empty() {
             self.filled.notify_one();
         }
     }

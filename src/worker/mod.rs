@@ -26,6 +26,7 @@ use crate::{
     schema::{KindSchema, SchemaRegistry},
 };
 
+mod acks;
 mod buffer;
 mod queue;
 

@@ -4,22 +4,22 @@
 
 use std::{
     any::Any,
+    future::{poll_fn, Future},
     panic::AssertUnwindSafe,
+    pin::pin,
     sync::{atomic::Ordering, Arc, Mutex},
+    task::Poll,
     time::Duration,
 };
 
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinSet,
-};
+use tokio::{sync::watch, task::JoinSet};
 use tracing::Instrument;
 
-use super::{buffer::Buffer, FinishedJob, JobOutcome, QueueConfig, Shared};
+use super::{acks::AckQueue, buffer::Buffer, FinishedJob, JobOutcome, QueueConfig, Shared};
 use crate::{
-    broker::{AckStatus, Lease, Reservation, ReserveRequest},
+    broker::{AckStatus, Lease, LeaseToken, Reservation, ReserveRequest},
     envelope::{AttemptRecord, JobEnvelope},
     error::Error,
     handler::{HandlerError, JobContext},
@@ -37,8 +37,9 @@ const RECOVER_BATCH: usize = 256;
 pub(super) struct QueueRunner {
     shared: Arc<Shared>,
     config: QueueConfig,
-    /// Leases this worker holds for the queue, extended by the heartbeat.
-    in_flight: Mutex<IdMap<Lease>>,
+    /// Leases this worker holds for the queue (all on `config.name`),
+    /// extended by the heartbeat.
+    in_flight: Mutex<IdMap<LeaseToken>>,
 }
 
 /// A succeeded job waiting for its batched acknowledgement.
@@ -76,7 +77,7 @@ impl QueueRunner {
         })
     }
 
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, IdMap<Lease>> {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, IdMap<LeaseToken>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -86,12 +87,12 @@ impl QueueRunner {
             .config
             .prefetch
             .unwrap_or(self.config.concurrency.max(super::DEFAULT_MIN_PREFETCH));
-        let buffer = Arc::new(Buffer::new(prefetch));
-        // Bounded: when the broker acknowledges slower than slots finish,
-        // slots wait, rather than finished jobs piling up in memory.
-        let (ack_tx, ack_rx) = mpsc::channel::<Succeeded>(ACK_BACKLOG);
+        // More slots than the runtime has threads cannot run at once.
+        let threads = tokio::runtime::Handle::current().metrics().num_workers();
+        let buffer = Arc::new(Buffer::new(prefetch, threads));
+        let acks = Arc::new(AckQueue::new(ACK_BACKLOG));
 
-        let acker = tokio::spawn(self.clone().acker(ack_rx));
+        let acker = tokio::spawn(self.clone().acker(acks.clone()));
         let mut background = JoinSet::new();
         background.spawn(self.clone().heartbeat());
         background.spawn(self.clone().recovery(stop.clone()));
@@ -101,15 +102,15 @@ impl QueueRunner {
         for _ in 0..self.config.concurrency {
             slots.spawn(
                 self.clone()
-                    .slot(buffer.clone(), ack_tx.clone(), stop.clone(), abort.clone()),
+                    .slot(buffer.clone(), acks.clone(), stop.clone(), abort.clone()),
             );
         }
-        drop(ack_tx);
         while let Some(joined) = slots.join_next().await {
             if let Err(e) = joined {
                 tracing::error!(%queue, error = %e, "worker slot failed");
             }
         }
+        acks.close();
         // Jobs leased ahead but never started go back to ready.
         let left: Vec<_> = buffer.close().into_iter().map(|r| r.lease).collect();
         self.release(&left).await;
@@ -194,7 +195,7 @@ impl QueueRunner {
             {
                 let mut in_flight = self.in_flight();
                 for r in &reserved {
-                    in_flight.insert(r.lease.id, r.lease.clone());
+                    in_flight.insert(r.lease.id, r.lease.token);
                 }
             }
             if *stop.borrow() {
@@ -210,7 +211,7 @@ impl QueueRunner {
     async fn slot(
         self: Arc<Self>,
         buffer: Arc<Buffer>,
-        acks: mpsc::Sender<Succeeded>,
+        acks: Arc<AckQueue<Succeeded>>,
         mut stop: watch::Receiver<bool>,
         abort: watch::Receiver<bool>,
     ) {
@@ -242,7 +243,7 @@ impl QueueRunner {
                 },
             };
             let Some(reservation) = next else { return };
-            self.process(reservation, &mut ctx, &acks, abort.clone()).await;
+            self.process(reservation, &mut ctx, &buffer, &acks, abort.clone()).await;
         }
     }
 
@@ -250,7 +251,8 @@ impl QueueRunner {
         &self,
         reservation: Reservation,
         ctx: &mut JobContext,
-        acks: &mpsc::Sender<Succeeded>,
+        buffer: &Buffer,
+        acks: &AckQueue<Succeeded>,
         mut abort: watch::Receiver<bool>,
     ) {
         let span = tracing::info_span!(
@@ -291,7 +293,7 @@ impl QueueRunner {
             ctx.enqueued_at = envelope.enqueued_at;
             ctx.started_at = started_at;
             let run = AssertUnwindSafe(registered.handler.call(&envelope.payload, ctx)).catch_unwind();
-            let timed = tokio::time::timeout(self.config.job_timeout, run);
+            let timed = attempt(run, self.config.job_timeout, || buffer.hand_off());
             let outcome = tokio::select! {
                 biased;
                 result = timed => match result {
@@ -331,21 +333,25 @@ impl QueueRunner {
         reservation: Reservation,
         started_at: DateTime<Utc>,
         outcome: Outcome,
-        acks: &mpsc::Sender<Succeeded>,
+        acks: &AckQueue<Succeeded>,
     ) {
         match outcome {
             Outcome::Success => {
                 tracing::debug!("job succeeded");
+                // Only observers need the envelope and the duration (and a
+                // second clock read).
                 let observed = !self.shared.observers.is_empty();
                 let succeeded = Succeeded {
                     lease: reservation.lease,
+                    duration: if observed {
+                        elapsed(started_at, self.shared.clock.now())
+                    } else {
+                        Duration::ZERO
+                    },
                     envelope: observed.then_some(reservation.envelope),
-                    duration: elapsed(started_at, self.shared.clock.now()),
                 };
-                if let Err(mpsc::error::SendError(succeeded)) = acks.send(succeeded).await {
-                    // The acker only stops after every slot has; complete directly.
-                    self.complete(vec![succeeded]).await;
-                }
+                // The acker stops only after every slot has.
+                acks.push(succeeded).await;
             }
             Outcome::Aborted => {
                 tracing::warn!("shutdown deadline passed; job released unfinished");
@@ -453,30 +459,36 @@ impl QueueRunner {
     }
 
     /// Batches completions into as few broker calls as possible.
-    async fn acker(self: Arc<Self>, mut rx: mpsc::Receiver<Succeeded>) {
+    async fn acker(self: Arc<Self>, acks: Arc<AckQueue<Succeeded>>) {
         let mut batch = Vec::with_capacity(ACK_BATCH);
-        while rx.recv_many(&mut batch, ACK_BATCH).await > 0 {
-            self.complete(std::mem::take(&mut batch)).await;
+        let mut leases = Vec::with_capacity(ACK_BATCH);
+        while acks.take(&mut batch, ACK_BATCH).await {
+            self.complete(&mut batch, &mut leases).await;
         }
     }
 
-    async fn complete(&self, batch: Vec<Succeeded>) {
+    /// Completes `batch`, leaving it and `leases` empty (with their capacity).
+    async fn complete(&self, batch: &mut Vec<Succeeded>, leases: &mut Vec<Lease>) {
         let shared = &self.shared;
-        let (leases, finished): (Vec<Lease>, Vec<_>) =
-            batch.into_iter().map(|s| (s.lease, (s.envelope, s.duration))).unzip();
+        // Envelopes and durations, by position in `leases`, when observed.
+        let mut observed = Vec::new();
+        for succeeded in batch.drain(..) {
+            if let Some(envelope) = succeeded.envelope {
+                observed.push((leases.len(), envelope, succeeded.duration));
+            }
+            leases.push(succeeded.lease);
+        }
         let mut delay = Duration::from_millis(50);
         for attempt in 1..=5 {
-            match shared.broker.complete(&leases).await {
+            match shared.broker.complete(leases).await {
                 Ok(statuses) => {
-                    self.forget(&leases);
-                    for ((lease, (envelope, duration)), status) in leases.iter().zip(&finished).zip(statuses) {
+                    self.forget(leases);
+                    let mut completed = 0;
+                    for (lease, status) in leases.iter().zip(&statuses) {
                         match status {
                             AckStatus::Done => {
-                                shared.counters.completed.fetch_add(1, Ordering::Relaxed);
+                                completed += 1;
                                 tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job completed");
-                                if let Some(envelope) = envelope {
-                                    self.observe(envelope, JobOutcome::Completed, *duration);
-                                }
                             }
                             AckStatus::LeaseLost => {
                                 shared.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
@@ -484,6 +496,13 @@ impl QueueRunner {
                             }
                         }
                     }
+                    shared.counters.completed.fetch_add(completed, Ordering::Relaxed);
+                    for (at, envelope, duration) in &observed {
+                        if statuses.get(*at) == Some(&AckStatus::Done) {
+                            self.observe(envelope, JobOutcome::Completed, *duration);
+                        }
+                    }
+                    leases.clear();
                     return;
                 }
                 Err(e) => {
@@ -498,7 +517,8 @@ impl QueueRunner {
             jobs = leases.len(),
             "could not complete jobs; they run again after their lease expires"
         );
-        self.forget(&leases);
+        self.forget(leases);
+        leases.clear();
     }
 
     /// Stops heartbeating `leases`.
@@ -518,7 +538,15 @@ impl QueueRunner {
         ticker.tick().await;
         loop {
             ticker.tick().await;
-            let leases: Vec<Lease> = self.in_flight().values().cloned().collect();
+            let leases: Vec<Lease> = self
+                .in_flight()
+                .iter()
+                .map(|(&id, &token)| Lease {
+                    id,
+                    queue: self.config.name.clone(),
+                    token,
+                })
+                .collect();
             if leases.is_empty() {
                 continue;
             }
@@ -576,6 +604,26 @@ impl QueueRunner {
             }
         }
     }
+}
+
+/// Runs a handler's future under the job timeout, calling `on_wait` if it
+/// has to wait.
+///
+/// The timer is armed only when the handler first returns pending: a job
+/// that finishes in its first poll costs no clock read and no timer (and a
+/// timeout could not have interrupted it anyway, since a future is only
+/// interrupted at an `.await`). `Err` means the job timed out.
+async fn attempt<F: Future>(
+    run: F,
+    timeout: Duration,
+    on_wait: impl FnOnce(),
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut run = pin!(run);
+    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
+        return Ok(output);
+    }
+    on_wait();
+    tokio::time::timeout(timeout, run).await
 }
 
 /// The time from `start` to `end`, zero if the clock went backwards.

@@ -344,6 +344,88 @@ async fn graceful_shutdown_completes_or_releases_every_job_in_flight() {
     );
 }
 
+/// Counts how many of its jobs run at once. Each job waits at a barrier
+/// for as many as the queue's concurrency: if fewer ever overlap, the jobs
+/// never finish.
+struct Overlap {
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+    barrier: tokio::sync::Barrier,
+    all_done: tokio::sync::Notify,
+    total: usize,
+}
+
+#[async_trait]
+impl Handler for Overlap {
+    type Job = Task;
+
+    async fn handle(&self, _: Task, _: &JobContext) -> Result<(), HandlerError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        self.barrier.wait().await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        if self.done.fetch_add(1, Ordering::SeqCst) + 1 == self.total {
+            self.all_done.notify_one();
+        }
+        Ok(())
+    }
+}
+
+/// Slots take jobs back to back and wake each other only when a job waits:
+/// waiting jobs must still overlap up to the queue's concurrency, and never
+/// beyond it.
+async fn waiting_jobs_overlap_up_to_the_concurrency(paused_clock: bool) {
+    let broker = Arc::new(MemoryBroker::new());
+    let handler = Arc::new(Overlap {
+        running: Default::default(),
+        most: Default::default(),
+        done: Default::default(),
+        barrier: tokio::sync::Barrier::new(50),
+        all_done: Default::default(),
+        total: 200,
+    });
+    let worker = Worker::builder(broker.clone())
+        .queue(QueueConfig::new("tasks").unwrap().concurrency(50))
+        .handler(handler.clone())
+        .build()
+        .unwrap();
+    let (stop, running) = spawn(&worker);
+    if paused_clock {
+        // Let every slot go idle first (instant on the paused clock), so
+        // jobs reach them through wake-ups rather than by being there at start.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let jobs: Vec<_> = (0..200).map(task).collect();
+    worker
+        .client()
+        .enqueue_batch(&jobs, EnqueueOptions::new())
+        .await
+        .unwrap();
+    // Fails (rather than hangs) if fewer than 50 jobs ever overlap.
+    tokio::time::timeout(Duration::from_secs(60), handler.all_done.notified())
+        .await
+        .expect("200 jobs in barriers of 50 finish only if 50 run at once");
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        handler.most.load(Ordering::SeqCst),
+        50,
+        "never more than the concurrency"
+    );
+    assert_eq!(worker.stats().completed, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_jobs_overlap_up_to_the_concurrency_on_one_thread() {
+    waiting_jobs_overlap_up_to_the_concurrency(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_jobs_overlap_up_to_the_concurrency_on_two_threads() {
+    waiting_jobs_overlap_up_to_the_concurrency(false).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn panics_and_timeouts_are_retryable_failures_and_the_worker_survives() {
     let broker = Arc::new(MemoryBroker::new());

@@ -134,6 +134,22 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time this process has used (all threads, user + system), in
+/// seconds, from `/proc/self/stat` (clock ticks of 1/100 s on Linux).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses.
+            let rest = s.rsplit_once(") ")?.1;
+            let mut fields = rest.split_whitespace().skip(11);
+            let user: f64 = fields.next()?.parse().ok()?;
+            let system: f64 = fields.next()?.parse().ok()?;
+            Some((user + system) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -318,9 +334,11 @@ async fn throughput(args: &Args) -> serde_json::Value {
     // Time to the last job's end, not to the end of shutdown (an idle
     // reserve may wait out its poll interval before the worker stops).
     let t1 = Instant::now();
+    let cpu1 = cpu_seconds();
     let running = start(&worker);
     counter.finished.notified().await;
     let process_s = t1.elapsed().as_secs_f64();
+    let process_cpu_s = cpu_seconds() - cpu1;
     stop(running).await;
     let process_redis = redis_figures(&probe, args.jobs).await;
     assert_eq!(counter.done.load(Ordering::Relaxed), args.jobs, "every job processed");
@@ -331,6 +349,9 @@ async fn throughput(args: &Args) -> serde_json::Value {
         "jobs": args.jobs,
         "enqueue_jobs_per_s": (args.jobs as f64 / enqueue_s).round(),
         "process_jobs_per_s": (args.jobs as f64 / process_s).round(),
+        // This process's CPU (all threads) per processed job: with Redis's
+        // CPU per job, it tells which side bounds the rate.
+        "process_cpu_us_per_job": (process_cpu_s * 1e6 / args.jobs as f64 * 100.0).round() / 100.0,
         "enqueue_redis": enqueue_redis,
         "peak_rss_kib": peak_rss_kib(),
     });

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Runs flagship-worker's throughput bench and the BullMQ peer harness
 # alternately on one Redis, several rounds, and prints the median of each
-# workload and the ratio ours / BullMQ.
+# workload and the ratio ours / BullMQ. Each round also runs the throughput
+# mode of bullmq-official, BullMQ's own Rust crate (benches/peers/bullmq-official,
+# built once here); if that peer does not build, its rows are left out and the
+# rest of the table is still printed.
 #
 # Usage: benches/compare-bullmq.sh [ROUNDS=5] [PEER_DIR=../shared/peers/bullmq]
 # Env:   REDIS_HOST / REDIS_PORT (default 127.0.0.1:6379). BullMQ FLUSHALLs that
-#        Redis and ours flushes its database 15: point it at a Redis used only
-#        for benchmarks.
+#        Redis, bullmq-official flushes its database 0 and ours its database 15:
+#        point it at a Redis used only for benchmarks. The Rust peer builds into
+#        $CARGO_TARGET_DIR/peers (default target/peers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
@@ -21,12 +25,33 @@ cargo bench --quiet --features redis --bench throughput --no-run >/dev/null 2>&1
 ours() { cargo bench --quiet --features redis --bench throughput -- --backend redis --redis-url "$url" "$@" 2>/dev/null | tail -n 1; }
 theirs() { REDIS_HOST=$host REDIS_PORT=$port "$peer/run.sh" "$@" 2>/dev/null | tail -n 1; }
 
+rs_target=${CARGO_TARGET_DIR:-$PWD/target}/peers
+rs_bin=$rs_target/release/bullmq-official-peer
+rs_log=$rs_target/build.log
+mkdir -p "$rs_target"
+echo "building the bullmq-official (Rust) peer (log: $rs_log)" >&2
+if CARGO_TARGET_DIR=$rs_target cargo build --release --locked \
+    --manifest-path benches/peers/bullmq-official/Cargo.toml >"$rs_log" 2>&1; then
+  rs_ok=1
+else
+  rs_ok=0
+  echo "bullmq-official (Rust) peer did not build (see $rs_log): its rows are left out" >&2
+  echo "bullmq-official (Rust) peer did not build (see $rs_log)" >"$out/rs-note"
+fi
+theirs_rs() {
+  [ "$rs_ok" = 1 ] || return 0
+  REDIS_HOST=$host REDIS_PORT=$port "$rs_bin" "$@" 2>/dev/null | tail -n 1 ||
+    echo "bullmq-official (Rust) peer failed: $*" >&2
+}
+
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
   ours --mode throughput --concurrency 50 --jobs 20000 >>"$out/ours-c50"
   theirs throughput 50 20000 >>"$out/bull-c50"
+  theirs_rs throughput 50 20000 >>"$out/rs-c50"
   ours --mode throughput --concurrency 1 --jobs 20000 >>"$out/ours-c1"
   theirs throughput 1 10000 >>"$out/bull-c1"
+  theirs_rs throughput 1 10000 >>"$out/rs-c1"
   ours --mode latency --jobs 2000 --interval-ms 2 >>"$out/ours-lat"
   theirs latency 2000 2 10 >>"$out/bull-lat"
   ours --mode retry --concurrency 50 --jobs 5000 >>"$out/ours-retry"
@@ -37,6 +62,8 @@ python3 - "$out" <<'EOF'
 import json, statistics, sys, os
 d = sys.argv[1]
 def load(name):
+    if not os.path.exists(os.path.join(d, name)):
+        return []
     with open(os.path.join(d, name)) as f:
         return [json.loads(l) for l in f if l.strip().startswith("{")]
 def med(rows, *path):
@@ -59,10 +86,21 @@ rows = [
      med(load("bull-c50"), "process_redis", "redis_cpu_s") * 1e6 / 20000, False),
     ("Redis reads per processed job, c50", med(load("ours-c50"), "redis_reads_per_job"), med(load("bull-c50"), "process_redis", "reads_per_job"), False),
 ]
+if load("rs-c50"):
+    rows += [
+        ("process jobs/s, concurrency 50 vs bullmq-official (Rust)", med(load("ours-c50"), "process_jobs_per_s"), med(load("rs-c50"), "process_jobs_per_s"), True),
+        ("process jobs/s, concurrency 1 vs bullmq-official (Rust)", med(load("ours-c1"), "process_jobs_per_s"), med(load("rs-c1"), "process_jobs_per_s"), True),
+        ("enqueue jobs/s vs bullmq-official (Rust)", med(load("ours-c50"), "enqueue_jobs_per_s"), med(load("rs-c50"), "enqueue_jobs_per_s"), True),
+        ("Redis CPU µs per processed job, c50 vs bullmq-official (Rust)", med(load("ours-c50"), "redis_cpu_us_per_job"), med(load("rs-c50"), "redis_cpu_us_per_job"), False),
+    ]
 print(f"| workload (median of {len(load('ours-c50'))} rounds) | flagship-worker | BullMQ | ours / BullMQ |")
 print("|---|---:|---:|---:|")
 for name, ours, theirs, higher_better in rows:
     ratio = ours / theirs if theirs else float("nan")
     fmt = (lambda v: f"{v:,.0f}") if higher_better else (lambda v: f"{v:.3f}")
     print(f"| {name} | {fmt(ours)} | {fmt(theirs)} | {ratio:.2f}× |")
+if not load("rs-c50"):
+    note = os.path.join(d, "rs-note")
+    why = open(note).read().strip() if os.path.exists(note) else "bullmq-official (Rust) peer gave no result"
+    print(f"\n{why}: no bullmq-official rows.")
 EOF

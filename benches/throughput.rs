@@ -47,6 +47,8 @@ struct Args {
     jobs: u64,
     interval_ms: u64,
     redis_url: String,
+    /// The queue's prefetch; `None` keeps the worker's default.
+    prefetch: Option<usize>,
 }
 
 fn parse_args() -> Args {
@@ -57,6 +59,7 @@ fn parse_args() -> Args {
         jobs: 20_000,
         interval_ms: 2,
         redis_url: "redis://127.0.0.1:6379/15".into(),
+        prefetch: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +71,7 @@ fn parse_args() -> Args {
             "--jobs" => args.jobs = value().parse().expect("--jobs N"),
             "--interval-ms" => args.interval_ms = value().parse().expect("--interval-ms N"),
             "--redis-url" => args.redis_url = value(),
+            "--prefetch" => args.prefetch = Some(value().parse().expect("--prefetch N")),
             // cargo bench passes --bench; ignore it and anything unknown to us.
             _ => {}
         }
@@ -293,13 +297,15 @@ async fn build_worker(args: &Args, broker: Arc<dyn Broker>, record_latency: bool
     } else {
         RetryPolicy::none()
     };
+    let mut queue = QueueConfig::new("bench")
+        .unwrap()
+        .concurrency(args.concurrency)
+        .retry_policy(policy);
+    if let Some(prefetch) = args.prefetch {
+        queue = queue.prefetch(prefetch);
+    }
     let worker = Worker::builder(broker)
-        .queue(
-            QueueConfig::new("bench")
-                .unwrap()
-                .concurrency(args.concurrency)
-                .retry_policy(policy),
-        )
+        .queue(queue)
         .handler(counter.clone())
         .shutdown_timeout(Duration::from_secs(10))
         .build()

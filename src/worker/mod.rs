@@ -35,6 +35,9 @@ pub const MAX_CONCURRENCY: usize = 10_000;
 /// The fewest jobs a queue leases ahead by default, so even a concurrency-1
 /// worker has its next jobs at hand instead of waiting on a round trip.
 pub const DEFAULT_MIN_PREFETCH: usize = 32;
+/// How far a queue's default prefetch may grow: up to this many times its
+/// starting value (see [`QueueConfig::prefetch`]).
+pub const PREFETCH_GROWTH: usize = 8;
 /// The shortest lease accepted.
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// The longest lease, job timeout or shutdown deadline accepted (one day).
@@ -63,8 +66,7 @@ pub struct QueueConfig {
     /// A handler running longer fails its attempt (default 5 minutes).
     job_timeout: Duration,
     /// Jobs leased ahead of free slots, so a slot never waits on a round
-    /// trip between jobs (default: the concurrency, at least
-    /// [`DEFAULT_MIN_PREFETCH`]).
+    /// trip between jobs; `None` adapts it (see [`QueueConfig::prefetch`]).
     prefetch: Option<usize>,
 }
 
@@ -103,13 +105,21 @@ impl QueueConfig {
         self
     }
 
-    /// How many jobs to lease ahead of free slots (1 to [`MAX_CONCURRENCY`];
-    /// default: the concurrency, at least [`DEFAULT_MIN_PREFETCH`]).
+    /// Fixes how many jobs to lease ahead of free slots (1 to
+    /// [`MAX_CONCURRENCY`]).
     ///
     /// Leasing ahead hides the broker's round trip between jobs; the cost
     /// is that jobs waiting in this worker's buffer are not available to
-    /// other workers meanwhile (they are released at shutdown). Lower it
-    /// for long jobs spread over many workers.
+    /// other workers meanwhile (they are released at shutdown).
+    ///
+    /// By default the prefetch adapts. It starts at the concurrency (at
+    /// least [`DEFAULT_MIN_PREFETCH`]) and doubles, up to
+    /// [`PREFETCH_GROWTH`] times that, whenever slots ran out of work while
+    /// the broker still had a full batch to give: the jobs are faster than
+    /// the round trip. It halves back when draining half the buffer takes
+    /// longer than 100 ms: the jobs are slow, and other workers should get
+    /// the rest. Set it to fix the number, e.g. low for long jobs spread
+    /// over many workers.
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = Some(prefetch);
         self

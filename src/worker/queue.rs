@@ -17,7 +17,11 @@ use futures_util::FutureExt;
 use tokio::{sync::watch, task::JoinSet};
 use tracing::Instrument;
 
-use super::{acks::AckQueue, buffer::Buffer, FinishedJob, JobOutcome, QueueConfig, Shared};
+use super::{
+    acks::AckQueue,
+    buffer::{Buffer, Prefetch},
+    FinishedJob, JobOutcome, QueueConfig, Shared,
+};
 use crate::{
     broker::{AckStatus, Lease, LeaseToken, Reservation, ReserveRequest},
     envelope::{AttemptRecord, JobEnvelope},
@@ -83,10 +87,14 @@ impl QueueRunner {
 
     pub(super) async fn run(self: Arc<Self>, stop: watch::Receiver<bool>, abort: watch::Receiver<bool>) {
         let queue = self.config.name.clone();
-        let prefetch = self
-            .config
-            .prefetch
-            .unwrap_or(self.config.concurrency.max(super::DEFAULT_MIN_PREFETCH));
+        let prefetch = match self.config.prefetch {
+            Some(fixed) => Prefetch::fixed(fixed),
+            None => {
+                let min = self.config.concurrency.max(super::DEFAULT_MIN_PREFETCH);
+                let max = (min * super::PREFETCH_GROWTH).min(super::MAX_CONCURRENCY).max(min);
+                Prefetch { min, max }
+            }
+        };
         // More slots than the runtime has threads cannot run at once.
         let threads = tokio::runtime::Handle::current().metrics().num_workers();
         let buffer = Arc::new(Buffer::new(prefetch, threads));
@@ -147,11 +155,13 @@ impl QueueRunner {
         let settings = &self.shared.settings;
         let mut backoff = Duration::from_millis(50);
         loop {
+            let draining = tokio::time::Instant::now();
             let max = tokio::select! {
                 biased;
                 _ = stopped(&mut stop) => return,
                 free = buffer.wait_for_space() => free,
             };
+            let drain_time = draining.elapsed();
             if *stop.borrow() {
                 return;
             }
@@ -203,7 +213,9 @@ impl QueueRunner {
                 self.release(&leases).await;
                 return;
             }
+            let full_batch = reserved.len() == max;
             buffer.push(reserved);
+            buffer.adapt(full_batch, drain_time);
         }
     }
 

@@ -19,6 +19,9 @@ pub(super) struct AckQueue<T> {
     capacity: usize,
     /// Set once every slot has stopped: the acker drains what is left, then stops.
     closed: AtomicBool,
+    /// Set if the acker stopped early (it was aborted or panicked): pushers
+    /// then take the items back and complete them themselves.
+    gone: AtomicBool,
     /// Woken when the queue goes from empty to not empty (or closes).
     filled: Notify,
     /// Woken when the acker takes items from a full queue.
@@ -31,6 +34,7 @@ impl<T> AckQueue<T> {
             items: Mutex::new(Vec::with_capacity(capacity)),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             filled: Notify::new(),
             drained: Notify::new(),
         }
@@ -42,8 +46,10 @@ impl<T> AckQueue<T> {
         self.items.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds an item, waiting while the queue is full.
-    pub(super) async fn push(&self, item: T) {
+    /// Adds an item, waiting while the queue is full. If the acker is
+    /// gone, hands back the item with everything still queued, for the
+    /// caller to acknowledge itself.
+    pub(super) async fn push(&self, item: T) -> Result<(), Vec<T>> {
         let mut item = Some(item);
         loop {
             let drained = self.drained.notified();
@@ -51,6 +57,11 @@ impl<T> AckQueue<T> {
             drained.as_mut().enable();
             let was_empty = {
                 let mut items = self.lock();
+                if self.gone.load(Ordering::Acquire) {
+                    let mut left = std::mem::take(&mut *items);
+                    left.extend(item.take());
+                    return Err(left);
+                }
                 if items.len() < self.capacity {
                     let was_empty = items.is_empty();
                     items.extend(item.take());
@@ -61,8 +72,11 @@ impl<T> AckQueue<T> {
             };
             match was_empty {
                 // The acker only sleeps on an empty queue.
-                Some(true) => return self.filled.notify_one(),
-                Some(false) => return,
+                Some(true) => {
+                    self.filled.notify_one();
+                    return Ok(());
+                }
+                Some(false) => return Ok(()),
                 None => drained.await,
             }
         }
@@ -106,6 +120,22 @@ impl<T> AckQueue<T> {
         self.closed.store(true, Ordering::Release);
         self.filled.notify_one();
     }
+
+    /// For the acker to hold while it runs: when dropped (the acker ended,
+    /// normally or not), pushers stop waiting on it.
+    pub(super) fn acker_guard(&self) -> AckerGuard<'_, T> {
+        AckerGuard(self)
+    }
+}
+
+/// Marks the acker gone when dropped; see [`AckQueue::acker_guard`].
+pub(super) struct AckerGuard<'a, T>(&'a AckQueue<T>);
+
+impl<T> Drop for AckerGuard<'_, T> {
+    fn drop(&mut self) {
+        self.0.gone.store(true, Ordering::Release);
+        self.0.drained.notify_waiters();
+    }
 }
 
 #[cfg(test)]
@@ -118,7 +148,7 @@ mod tests {
     async fn take_returns_items_in_order_in_batches_of_max() {
         let queue = AckQueue::new(10);
         for i in 0..5 {
-            queue.push(i).await;
+            queue.push(i).await.unwrap();
         }
         let mut batch = Vec::new();
         assert!(queue.take(&mut batch, 3).await);
@@ -130,7 +160,7 @@ mod tests {
     #[tokio::test]
     async fn close_lets_the_acker_drain_then_stop() {
         let queue = AckQueue::new(10);
-        queue.push(1).await;
+        queue.push(1).await.unwrap();
         queue.close();
         let mut batch = Vec::new();
         assert!(queue.take(&mut batch, 10).await);
@@ -149,18 +179,20 @@ mod tests {
             }
         });
         tokio::task::yield_now().await;
-        queue.push(7).await;
-        assert_eq!(acker.await.unwrap(), Some(vec![7]));
+        assert!(!acker.is_finished(), "the acker waits on the empty queue");
+        queue.push(7).await.unwrap();
+        let woken = tokio::time::timeout(Duration::from_secs(10), acker).await;
+        assert_eq!(woken.expect("the push woke the acker").unwrap(), Some(vec![7]));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_full_queue_makes_pushers_wait_until_the_acker_takes() {
         let queue = Arc::new(AckQueue::new(2));
-        queue.push(1).await;
-        queue.push(2).await;
+        queue.push(1).await.unwrap();
+        queue.push(2).await.unwrap();
         let pusher = tokio::spawn({
             let queue = queue.clone();
-            async move { queue.push(3).await }
+            async move { queue.push(3).await.unwrap() }
         });
         // The pusher cannot finish while the queue is full.
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -171,5 +203,23 @@ mod tests {
         pusher.await.unwrap();
         assert!(queue.take(&mut batch, 10).await);
         assert_eq!(batch, [3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_the_acker_is_gone_pushers_get_everything_back_instead_of_waiting() {
+        let queue = Arc::new(AckQueue::new(2));
+        let guard = queue.acker_guard();
+        queue.push(1).await.unwrap();
+        queue.push(2).await.unwrap();
+        // Full: this pusher waits for an acker that will never take.
+        let pusher = tokio::spawn({
+            let queue = queue.clone();
+            async move { queue.push(3).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!pusher.is_finished());
+        drop(guard);
+        assert_eq!(pusher.await.unwrap(), Err(vec![1, 2, 3]));
+        assert_eq!(queue.push(4).await, Err(vec![4]));
     }
 }

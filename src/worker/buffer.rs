@@ -120,11 +120,12 @@ impl Buffer {
     }
 
     /// Lets the capacity adapt after a refill (see [`Prefetch::next`]);
-    /// returns it. Called by the fetcher only.
-    pub(super) fn adapt(&self, full_batch: bool, drain_time: Duration) -> usize {
+    /// returns it. `backlog`: the broker filled this request and the one
+    /// before, so it has more to give. Called by the fetcher only.
+    pub(super) fn adapt(&self, backlog: bool, drain_time: Duration) -> usize {
         let current = self.capacity();
         let starved = self.starved.swap(false, Ordering::Relaxed);
-        let next = self.prefetch.next(current, starved, full_batch, drain_time);
+        let next = self.prefetch.next(current, starved, backlog, drain_time);
         if next != current {
             self.capacity.store(next, Ordering::Relaxed);
             tracing::debug!(from = current, to = next, "prefetch adapted");

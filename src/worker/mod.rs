@@ -36,7 +36,8 @@ pub const MAX_CONCURRENCY: usize = 10_000;
 /// worker has its next jobs at hand instead of waiting on a round trip.
 pub const DEFAULT_MIN_PREFETCH: usize = 32;
 /// How far a queue's default prefetch may grow: up to this many times its
-/// starting value (see [`QueueConfig::prefetch`]).
+/// starting value, and never past [`MAX_CONCURRENCY`] (see
+/// [`QueueConfig::prefetch`]).
 pub const PREFETCH_GROWTH: usize = 8;
 /// The shortest lease accepted.
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
@@ -100,6 +101,9 @@ impl QueueConfig {
     }
 
     /// How long one attempt may run before it fails as timed out.
+    ///
+    /// A handler is interrupted at an `.await`: one that overruns without
+    /// awaiting times out at its next `.await`, or finishes if it has none.
     pub fn job_timeout(mut self, timeout: Duration) -> Self {
         self.job_timeout = timeout;
         self
@@ -114,9 +118,9 @@ impl QueueConfig {
     ///
     /// By default the prefetch adapts. It starts at the concurrency (at
     /// least [`DEFAULT_MIN_PREFETCH`]) and doubles, up to
-    /// [`PREFETCH_GROWTH`] times that, whenever slots ran out of work while
-    /// the broker still had a full batch to give: the jobs are faster than
-    /// the round trip. It halves back when draining half the buffer takes
+    /// [`PREFETCH_GROWTH`] times that (and at most [`MAX_CONCURRENCY`]),
+    /// whenever slots ran out of work between two reservations that the
+    /// broker filled completely: the jobs are faster than the round trip. It halves back when draining half the buffer takes
     /// longer than 100 ms: the jobs are slow, and other workers should get
     /// the rest. Set it to fix the number, e.g. low for long jobs spread
     /// over many workers.

@@ -67,6 +67,17 @@ enum Outcome {
     Aborted,
 }
 
+impl Outcome {
+    /// A failure no retry can fix: the job goes to the dead-letter queue.
+    fn permanent(error: String) -> Self {
+        Outcome::Failure {
+            error,
+            permanent: true,
+            retry_after: None,
+        }
+    }
+}
+
 async fn stopped(rx: &mut watch::Receiver<bool>) {
     // An error means the sender is gone, which only happens after stopping.
     let _ = rx.wait_for(|stop| *stop).await;
@@ -154,6 +165,10 @@ impl QueueRunner {
         let queue = self.config.name.clone();
         let settings = &self.shared.settings;
         let mut backoff = Duration::from_millis(50);
+        // Whether the last reservation filled the whole request: only slots
+        // that starve between two full batches show that the buffer is too
+        // small, not slots idle at start or while the queue was empty.
+        let mut last_full = false;
         loop {
             let draining = tokio::time::Instant::now();
             let max = tokio::select! {
@@ -200,6 +215,7 @@ impl QueueRunner {
                 }
             };
             if reserved.is_empty() {
+                last_full = false;
                 continue;
             }
             {
@@ -215,7 +231,8 @@ impl QueueRunner {
             }
             let full_batch = reserved.len() == max;
             buffer.push(reserved);
-            buffer.adapt(full_batch, drain_time);
+            buffer.adapt(full_batch && last_full, drain_time);
+            last_full = full_batch;
         }
     }
 
@@ -265,7 +282,7 @@ impl QueueRunner {
         ctx: &mut JobContext,
         buffer: &Buffer,
         acks: &AckQueue<Succeeded>,
-        mut abort: watch::Receiver<bool>,
+        abort: watch::Receiver<bool>,
     ) {
         let span = tracing::info_span!(
             "job",
@@ -275,64 +292,93 @@ impl QueueRunner {
             attempt = reservation.envelope.attempt,
         );
         async move {
-            let envelope: &JobEnvelope = &reservation.envelope;
-            let shared = &self.shared;
-            let started_at = shared.clock.now();
-            shared.counters.started.fetch_add(1, Ordering::Relaxed);
+            let started_at = self.shared.clock.now();
+            self.shared.counters.started.fetch_add(1, Ordering::Relaxed);
             tracing::debug!("job started");
-            tracing::trace!(payload = %envelope.payload, "job payload");
-
-            let Some(registered) = shared.handlers.get(&envelope.kind) else {
-                let reason = format!("unknown job kind `{}`: no handler is registered for it on queue `{}`", envelope.kind, envelope.queue);
-                self.settle(reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
-                return;
-            };
-            // The size limit was checked at enqueue; a payload that is
-            // already here costs nothing more to check against its schema.
-            if let Err(e) = registered.schema.validate(&envelope.payload) {
-                let reason = format!("payload refused: {e}");
-                self.settle(reservation, started_at, Outcome::Failure { error: reason, permanent: true, retry_after: None }, acks).await;
-                return;
-            }
-
-            ctx.id = envelope.id;
-            ctx.kind.clear();
-            ctx.kind.push_str(&envelope.kind);
-            if ctx.queue != envelope.queue {
-                ctx.queue = envelope.queue.clone();
-            }
-            ctx.attempt = envelope.attempt;
-            ctx.enqueued_at = envelope.enqueued_at;
-            ctx.started_at = started_at;
-            let run = AssertUnwindSafe(registered.handler.call(&envelope.payload, ctx)).catch_unwind();
-            let timed = attempt(run, self.config.job_timeout, || buffer.hand_off());
-            let outcome = tokio::select! {
-                biased;
-                result = timed => match result {
-                    Ok(Ok(Ok(()))) => Outcome::Success,
-                    Ok(Ok(Err(e))) => {
-                        let (permanent, retry_after) = match &e {
-                            HandlerError::Permanent(_) => (true, None),
-                            HandlerError::RetryAfter(delay, _) => (false, Some(*delay)),
-                            HandlerError::Retry(_) => (false, None),
-                        };
-                        Outcome::Failure { error: e.error().to_string(), permanent, retry_after }
-                    }
-                    Ok(Err(panic)) => {
-                        shared.counters.panicked.fetch_add(1, Ordering::Relaxed);
-                        Outcome::Failure { error: format!("handler panicked: {}", panic_message(&*panic)), permanent: false, retry_after: None }
-                    }
-                    Err(_) => {
-                        shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
-                        Outcome::Failure { error: format!("timed out after {:?}", self.config.job_timeout), permanent: false, retry_after: None }
-                    }
-                },
-                _ = stopped(&mut abort) => Outcome::Aborted,
-            };
-            self.settle(reservation, started_at, outcome, acks).await;
+            tracing::trace!(payload = %reservation.envelope.payload, "job payload");
+            let outcome = self
+                .run_handler(&reservation.envelope, started_at, ctx, buffer, abort)
+                .await;
+            // Recording the outcome may wait on the broker (or on a full
+            // acknowledgement queue): let another slot take the next job meanwhile.
+            on_first_wait(self.settle(reservation, started_at, outcome, acks), || {
+                buffer.hand_off()
+            })
+            .await;
         }
         .instrument(span)
         .await
+    }
+
+    /// Checks the job and runs its handler under the job timeout.
+    async fn run_handler(
+        &self,
+        envelope: &JobEnvelope,
+        started_at: DateTime<Utc>,
+        ctx: &mut JobContext,
+        buffer: &Buffer,
+        mut abort: watch::Receiver<bool>,
+    ) -> Outcome {
+        let shared = &self.shared;
+        let Some(registered) = shared.handlers.get(&envelope.kind) else {
+            let error = format!(
+                "unknown job kind `{}`: no handler is registered for it on queue `{}`",
+                envelope.kind, envelope.queue
+            );
+            return Outcome::permanent(error);
+        };
+        // The size limit was checked at enqueue; a payload that is
+        // already here costs nothing more to check against its schema.
+        if let Err(e) = registered.schema.validate(&envelope.payload) {
+            return Outcome::permanent(format!("payload refused: {e}"));
+        }
+
+        ctx.id = envelope.id;
+        ctx.kind.clear();
+        ctx.kind.push_str(&envelope.kind);
+        if ctx.queue != envelope.queue {
+            ctx.queue = envelope.queue.clone();
+        }
+        ctx.attempt = envelope.attempt;
+        ctx.enqueued_at = envelope.enqueued_at;
+        ctx.started_at = started_at;
+        let ctx: &JobContext = ctx;
+        // The call itself is inside the caught future: decoding the payload
+        // runs in it, and so does any work a handler does before its first `.await`.
+        let run = AssertUnwindSafe(async { registered.handler.call(&envelope.payload, ctx).await }).catch_unwind();
+        let deadline = tokio::time::Instant::now() + self.config.job_timeout;
+        let timed = attempt(run, deadline, || buffer.hand_off());
+        tokio::select! {
+            biased;
+            result = timed => match result {
+                Ok(Ok(Ok(()))) => Outcome::Success,
+                Ok(Ok(Err(e))) => {
+                    let (permanent, retry_after) = match &e {
+                        HandlerError::Permanent(_) => (true, None),
+                        HandlerError::RetryAfter(delay, _) => (false, Some(*delay)),
+                        HandlerError::Retry(_) => (false, None),
+                    };
+                    Outcome::Failure { error: e.error().to_string(), permanent, retry_after }
+                }
+                Ok(Err(panic)) => {
+                    shared.counters.panicked.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Failure {
+                        error: format!("handler panicked: {}", panic_message(&*panic)),
+                        permanent: false,
+                        retry_after: None,
+                    }
+                }
+                Err(TimedOut) => {
+                    shared.counters.timed_out.fetch_add(1, Ordering::Relaxed);
+                    Outcome::Failure {
+                        error: format!("timed out after {:?}", self.config.job_timeout),
+                        permanent: false,
+                        retry_after: None,
+                    }
+                }
+            },
+            _ = stopped(&mut abort) => Outcome::Aborted,
+        }
     }
 
     fn policy_for(&self, kind: &str) -> &RetryPolicy {
@@ -363,7 +409,10 @@ impl QueueRunner {
                     envelope: observed.then_some(reservation.envelope),
                 };
                 // The acker stops only after every slot has.
-                acks.push(succeeded).await;
+                if let Err(mut unacknowledged) = acks.push(succeeded).await {
+                    // The acknowledging task is gone: acknowledge here.
+                    self.complete(&mut unacknowledged, &mut Vec::new()).await;
+                }
             }
             Outcome::Aborted => {
                 tracing::warn!("shutdown deadline passed; job released unfinished");
@@ -447,7 +496,10 @@ impl QueueRunner {
             duration,
         };
         for observer in &self.shared.observers {
-            observer.on_job_finished(&finished);
+            let observed = std::panic::catch_unwind(AssertUnwindSafe(|| observer.on_job_finished(&finished)));
+            if let Err(panic) = observed {
+                tracing::error!(job.id = %finished.id, panic = %panic_message(&*panic), "a job observer panicked");
+            }
         }
     }
 
@@ -472,10 +524,34 @@ impl QueueRunner {
 
     /// Batches completions into as few broker calls as possible.
     async fn acker(self: Arc<Self>, acks: Arc<AckQueue<Succeeded>>) {
+        // However this task ends, slots must not wait on it.
+        let _guard = acks.acker_guard();
         let mut batch = Vec::with_capacity(ACK_BATCH);
         let mut leases = Vec::with_capacity(ACK_BATCH);
         while acks.take(&mut batch, ACK_BATCH).await {
-            self.complete(&mut batch, &mut leases).await;
+            let completing = AssertUnwindSafe(self.complete(&mut batch, &mut leases)).catch_unwind();
+            if let Err(panic) = completing.await {
+                // The broker's `complete` panicked: whether the batch was
+                // recorded is unknown. Stop extending its leases, so the
+                // jobs come back when they expire (at least once).
+                tracing::error!(
+                    queue = %self.config.name,
+                    jobs = leases.len() + batch.len(),
+                    panic = %panic_message(&*panic),
+                    "completing jobs panicked; they run again after their lease expires"
+                );
+                self.forget(&leases);
+                self.forget_succeeded(&batch);
+                leases.clear();
+                batch.clear();
+            }
+        }
+    }
+
+    fn forget_succeeded(&self, batch: &[Succeeded]) {
+        let mut in_flight = self.in_flight();
+        for succeeded in batch {
+            in_flight.remove(&succeeded.lease.id);
         }
     }
 
@@ -618,24 +694,54 @@ impl QueueRunner {
     }
 }
 
-/// Runs a handler's future under the job timeout, calling `on_wait` if it
-/// has to wait.
+/// The job's handler ran past its deadline.
+struct TimedOut;
+
+/// Runs a handler's future until `deadline`, calling `on_wait` the first
+/// time it has to wait.
 ///
-/// The timer is armed only when the handler first returns pending: a job
-/// that finishes in its first poll costs no clock read and no timer (and a
-/// timeout could not have interrupted it anyway, since a future is only
-/// interrupted at an `.await`). `Err` means the job timed out.
+/// The timer is armed only then: a job that finishes in its first poll
+/// costs no timer entry. A job whose first poll alone outlasts its timeout
+/// still times out, at its first `.await` (a future can only be
+/// interrupted there).
 async fn attempt<F: Future>(
     run: F,
-    timeout: Duration,
+    deadline: tokio::time::Instant,
     on_wait: impl FnOnce(),
-) -> Result<F::Output, tokio::time::error::Elapsed> {
+) -> Result<F::Output, TimedOut> {
     let mut run = pin!(run);
-    if let Poll::Ready(output) = poll_fn(|cx| Poll::Ready(run.as_mut().poll(cx))).await {
-        return Ok(output);
-    }
-    on_wait();
-    tokio::time::timeout(timeout, run).await
+    let mut timer = pin!(None::<tokio::time::Sleep>);
+    let mut on_wait = Some(on_wait);
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = run.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        if let Some(on_wait) = on_wait.take() {
+            on_wait();
+            timer.set(Some(tokio::time::sleep_until(deadline)));
+        }
+        match timer.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Err(TimedOut)),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
+/// Runs `future`, calling `on_wait` the first time it has to wait.
+async fn on_first_wait<F: Future>(future: F, on_wait: impl FnOnce()) -> F::Output {
+    let mut future = pin!(future);
+    let mut on_wait = Some(on_wait);
+    poll_fn(|cx| {
+        let poll = future.as_mut().poll(cx);
+        if poll.is_pending() {
+            if let Some(on_wait) = on_wait.take() {
+                on_wait();
+            }
+        }
+        poll
+    })
+    .await
 }
 
 /// The time from `start` to `end`, zero if the clock went backwards.

@@ -11,9 +11,10 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flagship_worker::{
-    Broker, Client, DeadFilter, DeadLetterQueue, EnqueueOptions, Error, Handler, HandlerError, Job, JobContext,
-    JobEnvelope, MemoryBroker, MissedTicks, QueueConfig, QueueName, ReserveRequest, RetryPolicy, Schedule, TokioClock,
-    Worker,
+    broker::{AckStatus, EnqueueOutcome, Lease, QueueStats, Reservation},
+    AttemptRecord, Broker, Client, DeadFilter, DeadLetterQueue, EnqueueOptions, Error, FinishedJob, Handler,
+    HandlerError, Job, JobContext, JobEnvelope, JobObserver, JobOutcome, MemoryBroker, MissedTicks, QueueConfig,
+    QueueName, ReserveRequest, RetryPolicy, Schedule, TokioClock, Worker,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -760,4 +761,272 @@ async fn a_scheduler_only_worker_enqueues_ticks_for_other_workers() {
         stats.ready, 2,
         "ticks at 10 s and 20 s wait for a worker with the handler"
     );
+}
+
+/// A memory broker that can be made to misbehave: slow to record failures
+/// (a network round trip), or panicking on the next `complete`.
+#[derive(Debug, Default)]
+struct Faulty {
+    inner: MemoryBroker,
+    /// How long `retry_after` and `dead_letter` take.
+    settle_delay: Duration,
+    /// Panic in the next `complete` call.
+    panic_next_complete: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl Broker for Faulty {
+    async fn enqueue(&self, jobs: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>, Error> {
+        self.inner.enqueue(jobs).await
+    }
+    async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>, Error> {
+        self.inner.reserve(queue, request).await
+    }
+    async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>, Error> {
+        if self.panic_next_complete.swap(false, Ordering::SeqCst) {
+            panic!("broker bug while completing");
+        }
+        self.inner.complete(leases).await
+    }
+    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<(), Error> {
+        tokio::time::sleep(self.settle_delay).await;
+        self.inner.retry_after(lease, delay, attempt).await
+    }
+    async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<(), Error> {
+        tokio::time::sleep(self.settle_delay).await;
+        self.inner.dead_letter(lease, attempt, reason).await
+    }
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>, Error> {
+        self.inner.release(leases).await
+    }
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<AckStatus>, Error> {
+        self.inner.extend(leases, lease).await
+    }
+    async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>, Error> {
+        self.inner.recover_expired(queue, max, lease).await
+    }
+    async fn stats(&self, queue: &QueueName) -> Result<QueueStats, Error> {
+        self.inner.stats(queue).await
+    }
+    async fn queues(&self) -> Result<Vec<QueueName>, Error> {
+        self.inner.queues().await
+    }
+}
+
+/// Waits (in virtual time) until the broker has completed `n` jobs of the queue.
+async fn until_completed(broker: &dyn Broker, n: u64) {
+    tokio::time::timeout(Duration::from_secs(3600), async {
+        while broker.stats(&queue()).await.unwrap().completed < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("jobs not completed within an hour of virtual time");
+}
+
+struct PanickingObserver;
+
+impl JobObserver for PanickingObserver {
+    fn on_job_finished(&self, _: &FinishedJob<'_>) {
+        panic!("observer bug");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_observer_neither_loses_jobs_nor_stops_shutdown() {
+    let broker = Arc::new(MemoryBroker::new());
+    let (handler, _seen) = scripted(|_, _| Behaviour::Succeed);
+    let worker = Worker::builder(broker.clone())
+        .queue(QueueConfig::new("tasks").unwrap().concurrency(10))
+        .handler(handler)
+        .observer(Arc::new(PanickingObserver))
+        .build()
+        .unwrap();
+    let jobs: Vec<_> = (0..3000).map(task).collect();
+    worker
+        .client()
+        .enqueue_batch(&jobs, EnqueueOptions::new())
+        .await
+        .unwrap();
+    let (stop, running) = spawn(&worker);
+    until_completed(&*broker, 3000).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!(worker.stats().completed, 3000);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_completing_loses_no_job() {
+    let broker = Arc::new(Faulty::default());
+    broker.panic_next_complete.store(true, Ordering::SeqCst);
+    let (handler, _seen) = scripted(|_, _| Behaviour::Succeed);
+    let worker = Worker::builder(broker.clone())
+        .queue(QueueConfig::new("tasks").unwrap().concurrency(10))
+        .handler(handler)
+        .build()
+        .unwrap();
+    let jobs: Vec<_> = (0..100).map(task).collect();
+    worker
+        .client()
+        .enqueue_batch(&jobs, EnqueueOptions::new())
+        .await
+        .unwrap();
+    let (stop, running) = spawn(&worker);
+    // The first batch's completion panicked: its jobs run again once their
+    // leases expire, and every job ends up completed.
+    until_completed(&*broker, 100).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    let stats = broker.stats(&queue()).await.unwrap();
+    assert_eq!((stats.completed, stats.ready, stats.active), (100, 0, 0), "{stats:?}");
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Fragile {
+    #[serde(deserialize_with = "panics_on_one")]
+    n: u32,
+}
+
+fn panics_on_one<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    assert_ne!(n, 1, "payload decoder panicked");
+    Ok(n)
+}
+
+impl Job for Fragile {
+    const KIND: &'static str = "fragile";
+    const QUEUE: &'static str = "tasks";
+}
+
+struct FragileHandler(mpsc::UnboundedSender<u32>);
+
+#[async_trait]
+impl Handler for FragileHandler {
+    type Job = Fragile;
+
+    async fn handle(&self, job: Fragile, _: &JobContext) -> Result<(), HandlerError> {
+        let _ = self.0.send(job.n);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_while_decoding_the_payload_is_a_failed_attempt_and_the_slot_goes_on() {
+    let broker = Arc::new(MemoryBroker::new());
+    let (ran, mut runs) = mpsc::unbounded_channel();
+    let worker = Worker::builder(broker.clone())
+        .queue(
+            QueueConfig::new("tasks")
+                .unwrap()
+                .concurrency(1)
+                .retry_policy(RetryPolicy::none()),
+        )
+        .handler(FragileHandler(ran))
+        .build()
+        .unwrap();
+    worker.client().enqueue(&Fragile { n: 1 }).await.unwrap();
+    worker.client().enqueue(&Fragile { n: 2 }).await.unwrap();
+    let (stop, running) = spawn(&worker);
+    // The only slot survives the first job's panic and runs the second.
+    let next = tokio::time::timeout(Duration::from_secs(3600), runs.recv()).await;
+    assert_eq!(next.expect("the second job runs"), Some(2));
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let stats = worker.stats();
+    assert_eq!((stats.panicked, stats.dead_lettered), (1, 1), "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_waiting_on_the_broker_are_recorded_side_by_side() {
+    // Recording each failure takes 100 ms; 50 slots record 50 at once.
+    let broker = Arc::new(Faulty {
+        settle_delay: Duration::from_millis(100),
+        ..Faulty::default()
+    });
+    let (handler, _seen) = scripted(|_, _| Behaviour::FailPermanently);
+    let worker = Worker::builder(broker.clone())
+        .queue(QueueConfig::new("tasks").unwrap().concurrency(50))
+        .handler(handler)
+        .build()
+        .unwrap();
+    let (stop, running) = spawn(&worker);
+    // Let the slots go idle, so jobs reach them through wake-ups.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let jobs: Vec<_> = (0..50).map(task).collect();
+    worker
+        .client()
+        .enqueue_batch(&jobs, EnqueueOptions::new())
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    while broker.stats(&queue()).await.unwrap().dead < 50 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = started.elapsed();
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    // One at a time would take 5 s; side by side, one round trip.
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+}
+
+/// Tells a test when the first attempt's outcome is recorded.
+struct FirstOutcome(std::sync::Mutex<Option<oneshot::Sender<JobOutcome>>>);
+
+impl JobObserver for FirstOutcome {
+    fn on_job_finished(&self, job: &FinishedJob<'_>) {
+        if let Some(tell) = self.0.lock().unwrap().take() {
+            let _ = tell.send(job.outcome);
+        }
+    }
+}
+
+struct BlocksThenWaits;
+
+#[async_trait]
+impl Handler for BlocksThenWaits {
+    type Job = Task;
+
+    async fn handle(&self, _: Task, _: &JobContext) -> Result<(), HandlerError> {
+        // Overruns the timeout before its first `.await`.
+        std::thread::sleep(Duration::from_millis(300));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok(())
+    }
+}
+
+// A real clock: the handler's blocking part cannot advance a paused one.
+// The outcome does not depend on the machine's speed: the 300 ms have
+// always passed by the handler's first `.await`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_overruns_before_its_first_await_times_out_there() {
+    let (tell, told) = oneshot::channel();
+    let worker = Worker::builder(Arc::new(MemoryBroker::new()))
+        .queue(
+            QueueConfig::new("tasks")
+                .unwrap()
+                .job_timeout(Duration::from_millis(200))
+                .retry_policy(RetryPolicy::none()),
+        )
+        .handler(BlocksThenWaits)
+        .observer(Arc::new(FirstOutcome(std::sync::Mutex::new(Some(tell)))))
+        .build()
+        .unwrap();
+    worker.client().enqueue(&task(1)).await.unwrap();
+    let (stop, running) = spawn(&worker);
+    let outcome = tokio::time::timeout(Duration::from_secs(60), told).await;
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert_eq!(
+        outcome.expect("an outcome within a minute").unwrap(),
+        JobOutcome::DeadLettered
+    );
+    assert_eq!(worker.stats().timed_out, 1);
 }

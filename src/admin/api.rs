@@ -212,18 +212,7 @@ pub(super) async fn retry_matching(
         body.since.as_deref(),
         body.until.as_deref(),
     )?;
-    let retried = query.retry_all(&*state.broker, &*state.dlq).await?;
-    tracing::info!(
-        target: "flagship_worker::admin",
-        action = "retry_matching",
-        queue = query.queue.as_ref().map_or("*", |q| q.as_str()),
-        kind = query.kind.as_deref().unwrap_or("*"),
-        since = ?query.since,
-        until = ?query.until,
-        retried,
-        via = "api",
-        "dead jobs moved back to ready"
-    );
+    let retried = dlq::retry_matching(&state, &query, "api").await?;
     Ok(Json(json!({ "retried": retried })).into_response())
 }
 
@@ -242,16 +231,7 @@ pub(super) async fn purge(
 ) -> Result<Response, ApiError> {
     let queue = body.queue.as_deref().map(dlq::parse_queue).transpose()?;
     let older_than: DateTime<Utc> = dlq::parse_time("older_than", &body.older_than)?;
-    let purged = dlq::purge(&state, queue.clone(), older_than).await?;
-    tracing::info!(
-        target: "flagship_worker::admin",
-        action = "purge",
-        queue = queue.as_ref().map_or("*", |q| q.as_str()),
-        %older_than,
-        purged,
-        via = "api",
-        "dead jobs purged"
-    );
+    let purged = dlq::purge(&state, queue.as_ref(), older_than, "api").await?;
     Ok(Json(json!({ "purged": purged })).into_response())
 }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{
     api::{all_queue_stats, ApiError},
     auth,
-    dlq::{self, JobAction},
+    dlq::{self, JobAction, MAX_PURGE_DAYS},
     health::HealthStatus,
     query::{DeadQuery, DeadSummary},
     SharedState,
@@ -272,16 +272,59 @@ pub(super) struct IndexParams {
     notice: Option<String>,
     /// The job the action was on.
     job: Option<String>,
+    /// How many jobs a bulk action (`retried_matching`, `purged`) took.
+    count: Option<String>,
+    /// The purge's "older than", in days.
+    days: Option<String>,
+}
+
+/// `1 dead job`, `2 dead jobs`.
+fn dead_jobs(n: u64) -> String {
+    if n == 1 {
+        "1 dead job".to_owned()
+    } else {
+        format!("{n} dead jobs")
+    }
 }
 
 fn notice(params: &IndexParams) -> String {
     let job = params.job.as_deref().and_then(|j| j.parse::<JobId>().ok());
-    let text = match (params.notice.as_deref(), job) {
-        (Some("retried"), Some(job)) => format!("Job {job} moved back to ready."),
-        (Some("deleted"), Some(job)) => format!("Job {job} deleted."),
+    let count = params.count.as_deref().and_then(|n| n.parse::<u64>().ok());
+    let days = params.days.as_deref().and_then(|d| d.parse::<u32>().ok());
+    let text = match (params.notice.as_deref(), job, count, days) {
+        (Some("retried"), Some(job), ..) => format!("Job {job} moved back to ready."),
+        (Some("deleted"), Some(job), ..) => format!("Job {job} deleted."),
+        (Some("retried_matching"), _, Some(n), _) => format!("Moved {} back to ready.", dead_jobs(n)),
+        (Some("purged"), _, Some(n), Some(days)) => {
+            let unit = if days == 1 { "day" } else { "days" };
+            format!("Deleted {} dead-lettered more than {days} {unit} ago.", dead_jobs(n))
+        }
         _ => return String::new(),
     };
     format!("<p class=\"notice\" role=\"status\">{}</p>", esc(&text))
+}
+
+/// The query string of the filter `query` (`queue=…&kind=…`, or empty).
+fn filter_params(query: &DeadQuery) -> String {
+    let mut params = Vec::new();
+    if let Some(queue) = &query.queue {
+        params.push(format!("queue={}", url_encode(queue.as_str())));
+    }
+    if let Some(kind) = &query.kind {
+        params.push(format!("kind={}", url_encode(kind)));
+    }
+    params.join("&")
+}
+
+/// The index showing `query`, with `extra` query parameters.
+fn index_url(base: &str, query: &DeadQuery, extra: &str) -> String {
+    let filter = filter_params(query);
+    let params: Vec<&str> = [filter.as_str(), extra].into_iter().filter(|p| !p.is_empty()).collect();
+    if params.is_empty() {
+        format!("{base}/ui")
+    } else {
+        format!("{base}/ui?{}", params.join("&"))
+    }
 }
 
 /// `GET /ui`
@@ -306,7 +349,7 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
     let stats = all_queue_stats(state).await?;
     let page = dlq::list(state, &query, params.cursor.as_deref(), limit).await?;
     let health = state.health.latest().await.ok();
-    let now = Utc::now();
+    let now = state.clock.now();
 
     let mut out = notice(params);
     let (class, label) = match health.as_ref().map(|h| h.status) {
@@ -382,18 +425,15 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
         out.push_str("</tbody></table>");
     }
     if let Some(next) = &page.next_cursor {
-        let mut href = format!("{base}/ui?cursor={}&limit={limit}", url_encode(next));
-        if let Some(queue) = &query.queue {
-            let _ = write!(href, "&queue={}", url_encode(queue.as_str()));
-        }
-        if let Some(kind) = &query.kind {
-            let _ = write!(href, "&kind={}", url_encode(kind));
-        }
+        let href = index_url(base, &query, &format!("cursor={}&limit={limit}", url_encode(next)));
         let _ = write!(
             out,
             "<p class=\"paging\"><a href=\"{}\">Next page →</a></p>",
             esc(&href)
         );
+    }
+    if !stats.is_empty() {
+        out.push_str(&bulk_forms(base, &query, !page.jobs.is_empty()));
     }
     out.push_str("</section>");
     Ok(page_with_auth(state, base, "Dead-letter queue", &out))
@@ -421,6 +461,42 @@ fn filter_form(base: &str, stats: &[(crate::job::QueueName, crate::QueueStats)],
          <button type=\"submit\">Filter</button></form>",
         esc(query.kind.as_deref().unwrap_or(""))
     )
+}
+
+/// "Retry all matching" (when something matches) for the filter shown, and
+/// "Purge older than" for its queue.
+fn bulk_forms(base: &str, query: &DeadQuery, any_match: bool) -> String {
+    let queue = query.queue.as_ref().map_or("", |q| q.as_str());
+    let queue_field = format!("<input type=\"hidden\" name=\"queue\" value=\"{}\">", esc(queue));
+    let scope = match &query.queue {
+        Some(queue) => format!("queue {}", esc(queue.as_str())),
+        None => "every queue".to_owned(),
+    };
+    let mut out = String::from("<div class=\"bulk\">");
+    if any_match {
+        let (kind_field, kind_scope) = match &query.kind {
+            Some(kind) => (
+                format!("<input type=\"hidden\" name=\"kind\" value=\"{}\">", esc(kind)),
+                format!(" of kind <code>{}</code>", esc(kind)),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let _ = write!(
+            out,
+            "<form class=\"bulk-retry\" method=\"post\" action=\"{base}/ui/dlq/retry\">{queue_field}{kind_field}\
+             <button type=\"submit\" class=\"retry\">Retry all matching</button>\
+             <span>every dead job of {scope}{kind_scope}, on every page</span></form>"
+        );
+    }
+    let every_kind = if query.kind.is_some() { ", of every kind" } else { "" };
+    let _ = write!(
+        out,
+        "<form class=\"purge\" method=\"post\" action=\"{base}/ui/dlq/purge\">{queue_field}\
+         <label>Delete the dead jobs of {scope}{every_kind} dead-lettered more than \
+         <input name=\"days\" type=\"number\" min=\"1\" max=\"{MAX_PURGE_DAYS}\" value=\"30\" required> days ago</label>\
+         <button type=\"submit\" class=\"danger\">Purge older than</button></form></div>"
+    );
+    out
 }
 
 fn job_path(base: &str, queue: &str, id: JobId) -> String {
@@ -473,7 +549,7 @@ pub(super) async fn show(
 }
 
 fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> String {
-    let now = Utc::now();
+    let now = state.clock.now();
     let queue = job.queue.as_str();
     let mut out = format!(
         "<p><a href=\"{base}/ui\">← Dead-letter queue</a></p><section><div class=\"section-head\"><h1><code>{kind}</code> on {q}</h1>\
@@ -546,6 +622,79 @@ async fn act_on_one(
 ) -> Response {
     match dlq::act_on_one(&state, &queue, &id, action, "dashboard").await {
         Ok((_, id)) => Redirect::to(&format!("{base}/ui?notice={}&job={id}", action.done())).into_response(),
+        Err(e) => api_error_page(&base, e),
+    }
+}
+
+/// The "Retry all matching" form: the filter the index showed.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetryMatchingForm {
+    queue: Option<String>,
+    kind: Option<String>,
+}
+
+/// `POST /ui/dlq/retry`: retries every dead job the filter matches, then
+/// back to the same filter with a notice saying how many.
+pub(super) async fn retry_matching(
+    State(state): State<SharedState>,
+    Base(base): Base,
+    form: Result<Form<RetryMatchingForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => return api_error_page(&base, ApiError::new(e.status(), "bad_request", e.body_text())),
+    };
+    let retried = async {
+        let query = dlq::parse_query(form.queue.as_deref(), form.kind.as_deref(), None, None)?;
+        let retried = dlq::retry_matching(&state, &query, "dashboard").await?;
+        Ok::<_, ApiError>(index_url(
+            &base,
+            &query,
+            &format!("notice=retried_matching&count={retried}"),
+        ))
+    };
+    match retried.await {
+        Ok(back) => Redirect::to(&back).into_response(),
+        Err(e) => api_error_page(&base, e),
+    }
+}
+
+/// The "Purge older than" form.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PurgeForm {
+    /// Empty: every queue.
+    queue: Option<String>,
+    /// Parsed by hand, so a bad value gets a message about days.
+    days: Option<String>,
+}
+
+/// `POST /ui/dlq/purge`: deletes the dead jobs of the queue (or of every
+/// queue) dead-lettered more than `days` days ago, then back with a notice
+/// saying how many. Bad input deletes nothing.
+pub(super) async fn purge(
+    State(state): State<SharedState>,
+    Base(base): Base,
+    form: Result<Form<PurgeForm>, FormRejection>,
+) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(e) => return api_error_page(&base, ApiError::new(e.status(), "bad_request", e.body_text())),
+    };
+    let purged = async {
+        let query = dlq::parse_query(form.queue.as_deref(), None, None, None)?;
+        let days = dlq::parse_days(form.days.as_deref())?;
+        let older_than = dlq::days_before(state.clock.now(), days)?;
+        let purged = dlq::purge(&state, query.queue.as_ref(), older_than, "dashboard").await?;
+        Ok::<_, ApiError>(index_url(
+            &base,
+            &query,
+            &format!("notice=purged&count={purged}&days={days}"),
+        ))
+    };
+    match purged.await {
+        Ok(back) => Redirect::to(&back).into_response(),
         Err(e) => api_error_page(&base, e),
     }
 }

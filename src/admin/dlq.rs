@@ -2,7 +2,7 @@
 //! operations they share.
 
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
 use super::{
@@ -19,6 +19,10 @@ use crate::{
 
 /// The page size when none is asked for.
 pub(super) const DEFAULT_PAGE: usize = 50;
+
+/// The longest "older than" the dashboard's purge form takes, in days (ten
+/// years); more is a typo.
+pub(super) const MAX_PURGE_DAYS: u32 = 3650;
 
 /// An empty form field means "not given".
 fn given(value: Option<&str>) -> Option<&str> {
@@ -88,6 +92,28 @@ pub(super) fn parse_limit(value: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
+/// Parses the purge form's number of days: a whole number from 1 to
+/// [`MAX_PURGE_DAYS`].
+pub(super) fn parse_days(value: Option<&str>) -> Result<u32, ApiError> {
+    let value = value.unwrap_or_default().trim();
+    match value.parse::<u32>() {
+        Ok(days) if (1..=MAX_PURGE_DAYS).contains(&days) => Ok(days),
+        _ => Err(ApiError::bad_request(format!(
+            "`days` must be a whole number of days from 1 to {MAX_PURGE_DAYS}, got `{}`",
+            value.escape_debug()
+        ))),
+    }
+}
+
+/// `days` days before `now`: what dead-lettered before it is purged.
+pub(super) fn days_before(now: DateTime<Utc>, days: u32) -> Result<DateTime<Utc>, ApiError> {
+    now.checked_sub_signed(TimeDelta::days(days.into())).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{days} days before {now} is not a time this server can represent"
+        ))
+    })
+}
+
 /// Parses the `{queue}/{id}` of a job's path.
 pub(super) fn parse_job(queue: &str, id: &str) -> Result<(QueueName, JobId), ApiError> {
     let queue = parse_queue(queue)?;
@@ -119,18 +145,48 @@ pub(super) async fn list(
     })
 }
 
+/// Retries every dead job `query` matches, and leaves a tracing event
+/// saying how many; returns how many. `via` names the caller (`api`,
+/// `dashboard`) in the event.
+pub(super) async fn retry_matching(state: &AdminState, query: &DeadQuery, via: &'static str) -> Result<u64, ApiError> {
+    let retried = query.retry_all(&*state.broker, &*state.dlq).await?;
+    tracing::info!(
+        target: "flagship_worker::admin",
+        action = "retry_matching",
+        queue = query.queue.as_ref().map_or("*", |q| q.as_str()),
+        kind = query.kind.as_deref().unwrap_or("*"),
+        since = ?query.since,
+        until = ?query.until,
+        retried,
+        via,
+        "dead jobs moved back to ready"
+    );
+    Ok(retried)
+}
+
 /// Deletes the dead jobs dead-lettered before `older_than`, of `queue` or
-/// of every queue; returns how many.
+/// of every queue, and leaves a tracing event saying how many; returns how
+/// many. `via` names the caller (`api`, `dashboard`) in the event.
 pub(super) async fn purge(
     state: &AdminState,
-    queue: Option<QueueName>,
+    queue: Option<&QueueName>,
     older_than: DateTime<Utc>,
+    via: &'static str,
 ) -> Result<u64, ApiError> {
-    let query = queue.map_or_else(DeadQuery::all, DeadQuery::queue);
+    let query = queue.cloned().map_or_else(DeadQuery::all, DeadQuery::queue);
     let mut purged = 0;
     for queue in query.queues(&*state.broker).await? {
         purged += state.dlq.purge_dead(&queue, older_than).await?;
     }
+    tracing::info!(
+        target: "flagship_worker::admin",
+        action = "purge",
+        queue = query.queue.as_ref().map_or("*", |q| q.as_str()),
+        %older_than,
+        purged,
+        via,
+        "dead jobs purged"
+    );
     Ok(purged)
 }
 
@@ -207,5 +263,30 @@ mod tests {
         for bad in ["0", "1001", "-1", "ten", "99999999999999999999999"] {
             assert!(parse_limit(Some(bad)).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn purge_days_outside_the_range_are_refused() {
+        assert_eq!(parse_days(Some("30")).unwrap(), 30);
+        assert_eq!(parse_days(Some(" 1 ")).unwrap(), 1);
+        assert_eq!(parse_days(Some("3650")).unwrap(), MAX_PURGE_DAYS);
+        for bad in [
+            None,
+            Some(""),
+            Some("0"),
+            Some("-5"),
+            Some("3651"),
+            Some("1.5"),
+            Some("30d"),
+            Some("1e9"),
+        ] {
+            assert!(parse_days(bad).is_err(), "{bad:?}");
+        }
+        let now: DateTime<Utc> = "2025-03-01T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            days_before(now, 30).unwrap(),
+            "2025-01-30T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert!(days_before(DateTime::<Utc>::MIN_UTC, 1).is_err());
     }
 }

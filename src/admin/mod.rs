@@ -51,6 +51,25 @@
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /ui` | the dashboard |
 //!
+//! ## Dashboard
+//!
+//! `GET /ui` shows every queue's stats and the dead jobs matching a queue
+//! and kind filter, a page at a time, each with Retry and Delete buttons
+//! and a detail view. Below the list, two bulk forms:
+//!
+//! - **Retry all matching** retries every dead job the filter shown
+//!   matches, on every page (the same operation as `POST /api/dlq/retry`);
+//! - **Purge older than** deletes the dead jobs of the selected queue (or of
+//!   every queue; the kind filter does not apply) dead-lettered more than N
+//!   days ago, N from 1 to 3650, default 30 (the same operation as
+//!   `POST /api/dlq/purge`). "Now" is read from
+//!   [`AdminBuilder::clock`].
+//!
+//! Each comes back to the list with a notice saying how many jobs it took.
+//! They are plain HTML forms posting to `/ui/dlq/retry` and `/ui/dlq/purge`,
+//! under the same session and cross-site checks as the per-job buttons;
+//! bad input gets a 4xx error page and changes nothing.
+//!
 //! Every mutating call emits an `INFO` tracing event (target
 //! `flagship_worker::admin`) saying what it did.
 //!
@@ -71,6 +90,7 @@ use axum::{
 
 use crate::{
     broker::{Backend, Broker, DeadLetterQueue},
+    clock::{Clock, SystemClock},
     error::{Error, Result},
     worker::Worker,
 };
@@ -115,6 +135,8 @@ pub struct AdminBuilder {
     session_ttl: Duration,
     /// Whether the session cookie is marked `Secure` (HTTPS only).
     secure_cookie: bool,
+    /// What the dashboard takes as "now" (default: [`SystemClock`]).
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl fmt::Debug for AdminBuilder {
@@ -126,6 +148,7 @@ impl fmt::Debug for AdminBuilder {
             .field("worker", &self.worker.as_ref().map(Worker::id))
             .field("session_ttl", &self.session_ttl)
             .field("secure_cookie", &self.secure_cookie)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -149,6 +172,7 @@ impl AdminBuilder {
             metrics: None,
             session_ttl: DEFAULT_SESSION_TTL,
             secure_cookie: false,
+            clock: None,
         }
     }
 
@@ -203,6 +227,16 @@ impl AdminBuilder {
         self
     }
 
+    /// Reads "now" from `clock` (default [`SystemClock`]): the dashboard's
+    /// "dead for" ages and the cutoff of its purge form, which deletes what
+    /// was dead-lettered more than N days before now. Pass the broker's
+    /// clock when it is not the system's (tests on a paused tokio clock).
+    /// Dashboard sessions always expire by the system clock.
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
     /// Checks the settings and builds the router.
     ///
     /// Fails with [`Error::InvalidConfig`] when no token is set and
@@ -238,6 +272,7 @@ impl AdminBuilder {
             health,
             metrics: self.metrics.unwrap_or_default(),
             auth: auth.map(Arc::new),
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
         };
         Ok(routes(Arc::new(state)))
     }
@@ -253,6 +288,8 @@ struct AdminState {
     metrics: AdminMetrics,
     /// `None` when built with `insecure_no_auth`.
     auth: Option<Arc<auth::Auth>>,
+    /// "Now" for the dashboard: ages shown and purge cutoffs.
+    clock: Arc<dyn Clock>,
 }
 
 type SharedState = Arc<AdminState>;
@@ -277,6 +314,8 @@ fn routes(state: SharedState) -> Router {
         .route("/ui/jobs/{queue}/{id}", get(dashboard::show))
         .route("/ui/jobs/{queue}/{id}/retry", post(dashboard::retry))
         .route("/ui/jobs/{queue}/{id}/delete", post(dashboard::delete))
+        .route("/ui/dlq/retry", post(dashboard::retry_matching))
+        .route("/ui/dlq/purge", post(dashboard::purge))
         .route("/ui/logout", post(dashboard::logout))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,5 +1,5 @@
-//! A real browser: headless Chromium logs in to the dashboard, clicks Retry
-//! and Delete, and the jobs leave the DLQ.
+//! A real browser: headless Chromium logs in to the dashboard, clicks Retry,
+//! Delete and Retry all matching, and the jobs leave the DLQ.
 //!
 //! Driven over the DevTools protocol (a websocket). Skips with a notice
 //! when no Chromium is installed, unless `FLAGSHIP_REQUIRE_BROWSER=1`. With
@@ -370,6 +370,26 @@ async fn a_real_browser_retries_and_deletes_dead_jobs() {
             .eval("document.querySelectorAll('tr[data-job-id]').length")
             .await,
         2
+    );
+
+    // Filter to billing (both jobs left) and retry them all at once.
+    devtools.navigate(&format!("{base}/ui?queue=billing")).await;
+    devtools.click_and_wait("form.bulk-retry button").await;
+    assert_eq!(
+        devtools.eval("location.search").await,
+        "?queue=billing&notice=retried_matching&count=2"
+    );
+    let notice = devtools.eval("document.querySelector('.notice').textContent").await;
+    assert_eq!(notice, "Moved 2 dead jobs back to ready.");
+    for (q, id) in [ids[0], ids[3]] {
+        assert!(!fx.is_dead(q, id).await, "{id} left the DLQ");
+    }
+    assert_eq!(fx.broker.stats(&queue("billing")).await.unwrap().ready, 2);
+    assert_eq!(
+        devtools
+            .eval("document.querySelectorAll('tr[data-job-id]').length")
+            .await,
+        0
     );
 
     let _ = browser.kill().await;

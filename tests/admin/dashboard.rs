@@ -3,6 +3,7 @@
 use std::{
     io::Write,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use axum::{
@@ -10,9 +11,14 @@ use axum::{
     http::{header, Method, Request, StatusCode},
     Router,
 };
+use chrono::TimeDelta;
+use flagship_worker::Broker;
 use serde_json::json;
 
-use crate::support::{request, send, Fixture, Reply, TOKEN};
+use crate::support::{queue, request, send, Fixture, Reply, TOKEN};
+
+/// Seconds in a day.
+const DAY: u64 = 24 * 3600;
 
 /// Logs in through the form and returns the `Cookie` header value.
 async fn login(router: &Router, base: &str) -> String {
@@ -250,6 +256,256 @@ async fn forms_from_other_sites_or_without_a_session_are_refused() {
     assert!(!fx.is_dead("billing", id).await);
 }
 
+#[tokio::test(start_paused = true)]
+async fn retry_all_matching_retries_exactly_what_the_filter_shows() {
+    let fx = Fixture::new();
+    let billing_invoice = fx.simple_dead_job("billing", "invoice").await;
+    let billing_refund = fx.simple_dead_job("billing", "refund").await;
+    let media_invoice = fx.simple_dead_job("media", "invoice").await;
+    let media_resize = fx.simple_dead_job("media", "resize").await;
+    let router = Router::new().nest("/admin", fx.router());
+    let cookie = login(&router, "/admin").await;
+
+    // The form carries the filter shown.
+    let shown = page(&router, "/admin/ui?queue=billing&kind=invoice", Some(&cookie)).await;
+    let html = &shown.body;
+    assert!(html.contains("action=\"/admin/ui/dlq/retry\""), "{html}");
+    assert!(html.contains("<input type=\"hidden\" name=\"queue\" value=\"billing\">"));
+    assert!(html.contains("<input type=\"hidden\" name=\"kind\" value=\"invoice\">"));
+    assert!(html.contains("Retry all matching"));
+    let none = page(&router, "/admin/ui?kind=no-such-kind", Some(&cookie)).await;
+    assert!(
+        !none.body.contains("Retry all matching"),
+        "nothing to retry when nothing matches"
+    );
+
+    let reply = form(
+        &router,
+        "/admin/ui/dlq/retry",
+        Some(&cookie),
+        "queue=billing&kind=invoice",
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(
+        reply.header("location"),
+        "/admin/ui?queue=billing&kind=invoice&notice=retried_matching&count=1"
+    );
+    assert!(!fx.is_dead("billing", billing_invoice).await);
+    assert!(fx.is_dead("billing", billing_refund).await, "another kind");
+    assert!(fx.is_dead("media", media_invoice).await, "another queue");
+    assert!(fx.is_dead("media", media_resize).await);
+    assert_eq!(fx.broker.stats(&queue("billing")).await.unwrap().ready, 1);
+    let back = page(&router, reply.header("location"), Some(&cookie)).await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.body);
+    assert!(back.body.contains("Moved 1 dead job back to ready."), "{}", back.body);
+    assert!(back.body.contains("<option value=\"billing\" selected>"), "same filter");
+
+    // Every queue (the form's empty queue), one kind.
+    let reply = form(&router, "/admin/ui/dlq/retry", Some(&cookie), "queue=&kind=invoice").await;
+    assert_eq!(
+        reply.header("location"),
+        "/admin/ui?kind=invoice&notice=retried_matching&count=1"
+    );
+    assert!(!fx.is_dead("media", media_invoice).await);
+    assert!(fx.is_dead("billing", billing_refund).await && fx.is_dead("media", media_resize).await);
+
+    // No filter: everything left, on every page.
+    let reply = form(&router, "/admin/ui/dlq/retry", Some(&cookie), "queue=&kind=").await;
+    assert_eq!(reply.header("location"), "/admin/ui?notice=retried_matching&count=2");
+    assert!(!fx.is_dead("billing", billing_refund).await && !fx.is_dead("media", media_resize).await);
+    let back = page(&router, reply.header("location"), Some(&cookie)).await;
+    assert!(back.body.contains("Moved 2 dead jobs back to ready."));
+}
+
+#[tokio::test(start_paused = true)]
+async fn purge_older_than_deletes_only_what_died_before_the_cutoff() {
+    let fx = Fixture::new();
+    let start = fx.now();
+    let old_billing = fx.simple_dead_job("billing", "invoice").await;
+    let old_media = fx.simple_dead_job("media", "resize").await;
+    tokio::time::advance(Duration::from_secs(10 * DAY)).await;
+    let edge_billing = fx.simple_dead_job("billing", "invoice").await;
+    tokio::time::advance(Duration::from_secs(10 * DAY)).await;
+    let mid_media = fx.simple_dead_job("media", "resize").await;
+    tokio::time::advance(Duration::from_secs(20 * DAY)).await;
+    let new_billing = fx.simple_dead_job("billing", "invoice").await;
+    assert_eq!(
+        fx.now() - start,
+        TimeDelta::days(40),
+        "the paused clock moved only when told"
+    );
+    assert_eq!(
+        fx.dead_at("billing", edge_billing).await,
+        fx.now() - TimeDelta::days(30)
+    );
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+
+    let shown = page(&router, "/ui?queue=billing", Some(&cookie)).await;
+    assert!(shown.body.contains("action=\"/ui/dlq/purge\""), "{}", shown.body);
+    assert!(shown
+        .body
+        .contains("name=\"days\" type=\"number\" min=\"1\" max=\"3650\" value=\"30\""));
+
+    // 30 days on billing: the cutoff is 10 days after the start; a job
+    // dead-lettered exactly then is not older, and stays.
+    let reply = form(&router, "/ui/dlq/purge", Some(&cookie), "queue=billing&days=30").await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert_eq!(
+        reply.header("location"),
+        "/ui?queue=billing&notice=purged&count=1&days=30"
+    );
+    assert!(!fx.is_dead("billing", old_billing).await);
+    assert!(
+        fx.is_dead("billing", edge_billing).await,
+        "dead-lettered at the cutoff, not before"
+    );
+    assert!(fx.is_dead("billing", new_billing).await);
+    assert!(fx.is_dead("media", old_media).await, "another queue");
+    let back = page(&router, reply.header("location"), Some(&cookie)).await;
+    assert!(
+        back.body
+            .contains("Deleted 1 dead job dead-lettered more than 30 days ago."),
+        "{}",
+        back.body
+    );
+
+    // Every queue, 25 days: cutoff 15 days after the start.
+    let reply = form(&router, "/ui/dlq/purge", Some(&cookie), "queue=&days=25").await;
+    assert_eq!(reply.header("location"), "/ui?notice=purged&count=2&days=25");
+    assert!(!fx.is_dead("media", old_media).await && !fx.is_dead("billing", edge_billing).await);
+    assert!(fx.is_dead("media", mid_media).await && fx.is_dead("billing", new_billing).await);
+
+    // One day: only the job that died just now is left.
+    let reply = form(&router, "/ui/dlq/purge", Some(&cookie), "days=1").await;
+    assert_eq!(reply.header("location"), "/ui?notice=purged&count=1&days=1");
+    let back = page(&router, reply.header("location"), Some(&cookie)).await;
+    assert!(back
+        .body
+        .contains("Deleted 1 dead job dead-lettered more than 1 day ago."));
+    assert!(!fx.is_dead("media", mid_media).await);
+    assert!(fx.is_dead("billing", new_billing).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_bulk_input_is_a_4xx_page_and_changes_nothing() {
+    let fx = Fixture::new();
+    let id = fx.simple_dead_job("billing", "invoice").await;
+    // Old enough that any valid purge would delete it.
+    tokio::time::advance(Duration::from_secs(4000 * DAY)).await;
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+    let long_kind = format!("kind={}", "k".repeat(200));
+
+    let cases: Vec<(&str, &str, StatusCode, &str)> = vec![
+        (
+            "/ui/dlq/purge",
+            "days=abc",
+            StatusCode::BAD_REQUEST,
+            "`days` must be a whole number of days from 1 to 3650",
+        ),
+        ("/ui/dlq/purge", "days=0", StatusCode::BAD_REQUEST, "got `0`"),
+        ("/ui/dlq/purge", "days=-7", StatusCode::BAD_REQUEST, "got `-7`"),
+        ("/ui/dlq/purge", "days=1.5", StatusCode::BAD_REQUEST, "got `1.5`"),
+        ("/ui/dlq/purge", "days=3651", StatusCode::BAD_REQUEST, "got `3651`"),
+        (
+            "/ui/dlq/purge",
+            "days=99999999999999999999999",
+            StatusCode::BAD_REQUEST,
+            "from 1 to 3650",
+        ),
+        ("/ui/dlq/purge", "days=", StatusCode::BAD_REQUEST, "`days` must be"),
+        (
+            "/ui/dlq/purge",
+            "queue=billing",
+            StatusCode::BAD_REQUEST,
+            "`days` must be",
+        ),
+        (
+            "/ui/dlq/purge",
+            "queue=bad%20queue&days=30",
+            StatusCode::BAD_REQUEST,
+            "`queue`",
+        ),
+        (
+            "/ui/dlq/purge",
+            "days=30&older_than=x",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "older_than",
+        ),
+        ("/ui/dlq/retry", "queue=bad%20queue", StatusCode::BAD_REQUEST, "`queue`"),
+        (
+            "/ui/dlq/retry",
+            &long_kind,
+            StatusCode::BAD_REQUEST,
+            "`kind` is 200 bytes long",
+        ),
+        (
+            "/ui/dlq/retry",
+            "queue=billing&since=2025-01-01T00:00:00Z",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "since",
+        ),
+    ];
+    for (uri, body, status, message) in cases {
+        let reply = form(&router, uri, Some(&cookie), body).await;
+        assert_eq!(reply.status, status, "{uri} {body}: {}", reply.body);
+        assert!(reply.header("content-type").starts_with("text/html"), "{uri} {body}");
+        assert!(reply.body.contains("class=\"notice error\""), "{uri} {body}");
+        assert!(reply.body.contains(message), "{uri} {body}: {}", reply.body);
+        assert!(fx.is_dead("billing", id).await, "{uri} {body} changed nothing");
+    }
+
+    // Not a form at all.
+    let json_body = Request::builder()
+        .method(Method::POST)
+        .uri("/ui/dlq/purge")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::COOKIE, &cookie)
+        .body(Body::from(r#"{"days": 1}"#))
+        .unwrap();
+    assert_eq!(
+        send(&router, json_body).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert!(fx.is_dead("billing", id).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulk_forms_from_other_sites_or_without_a_session_are_refused() {
+    let fx = Fixture::new();
+    let id = fx.simple_dead_job("billing", "invoice").await;
+    tokio::time::advance(Duration::from_secs(100 * DAY)).await;
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+
+    for (uri, body) in [("/ui/dlq/retry", "queue=billing"), ("/ui/dlq/purge", "days=1")] {
+        let anonymous = form(&router, uri, None, body).await;
+        assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert!(anonymous.body.contains("log in again"), "{uri}");
+        let forged = form(&router, uri, Some("flagship_admin_session=99999999999.00"), body).await;
+        assert_eq!(forged.status, StatusCode::UNAUTHORIZED, "{uri}");
+        for site in ["cross-site", "same-site"] {
+            let cross = Request::builder()
+                .method(Method::POST)
+                .uri(uri)
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .header(header::COOKIE, &cookie)
+                .header("sec-fetch-site", site)
+                .body(Body::from(body))
+                .unwrap();
+            assert_eq!(send(&router, cross).await.status, StatusCode::FORBIDDEN, "{uri} {site}");
+        }
+        assert!(fx.is_dead("billing", id).await, "{uri}: nothing happened");
+    }
+
+    // With the session, the same purge goes through.
+    let reply = form(&router, "/ui/dlq/purge", Some(&cookie), "days=1").await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
+    assert!(!fx.is_dead("billing", id).await);
+}
+
 /// Collects formatted tracing output.
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -310,6 +566,9 @@ async fn every_mutation_leaves_a_tracing_event() {
     )
     .await;
 
+    form(&router, "/ui/dlq/retry", Some(&cookie), "queue=media&kind=").await;
+    form(&router, "/ui/dlq/purge", Some(&cookie), "queue=&days=30").await;
+
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     let has = |needles: &[&str]| lines.iter().any(|l| needles.iter().all(|n| l.contains(n)));
@@ -325,5 +584,15 @@ async fn every_mutation_leaves_a_tracing_event() {
         "{log}"
     );
     assert!(has(&["action=\"purge\"", "purged=1"]), "{log}");
+    assert!(
+        has(&[
+            "action=\"retry_matching\"",
+            "queue=\"media\"",
+            "retried=0",
+            "via=\"dashboard\""
+        ]),
+        "{log}"
+    );
+    assert!(has(&["action=\"purge\"", "purged=0", "via=\"dashboard\""]), "{log}");
     assert!(lines.iter().all(|l| l.contains("INFO")), "{log}");
 }

@@ -48,8 +48,13 @@ impl Fixture {
         self.clock.now()
     }
 
+    /// The admin router on this broker, reading "now" from the same clock.
     pub(crate) fn router(&self) -> Router {
-        router(&self.broker)
+        AdminBuilder::new(self.broker.clone())
+            .token(TOKEN)
+            .clock(self.clock.clone())
+            .build()
+            .unwrap()
     }
 
     /// Enqueues a job and fails it once per error; the last failure
@@ -107,10 +112,6 @@ impl Fixture {
     pub(crate) async fn is_dead(&self, queue_name: &str, id: JobId) -> bool {
         self.broker.get_dead(&queue(queue_name), id).await.unwrap().is_some()
     }
-}
-
-pub(crate) fn router(broker: &Arc<MemoryBroker>) -> Router {
-    AdminBuilder::new(broker.clone()).token(TOKEN).build().unwrap()
 }
 
 /// A finished request: status, headers, body.

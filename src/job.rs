@@ -112,9 +112,11 @@ impl FromStr for JobId {
 /// fixed when a worker is built, so DoS-resistant hashing buys nothing.
 ///
 /// A UUID v7 is a millisecond timestamp, a counter and only 32 random
-/// bits, so ids made in one burst differ little. Each word goes through a
-/// folded 128-bit multiply, which spreads every input bit over the low
-/// bits (the bucket) and the high bits (the tag) alike.
+/// bits, so ids made in one burst differ little: a job id's counter picks
+/// its bucket and its random bits its tag (see `write_u128`). Other words
+/// (a kind's bytes) go through a folded 128-bit multiply, which spreads
+/// every input bit over the low bits (the bucket) and the high bits (the
+/// tag) alike.
 #[derive(Default, Clone, Copy)]
 pub(crate) struct IdHasher(u64);
 
@@ -149,8 +151,15 @@ impl std::hash::Hasher for IdHasher {
     }
 
     fn write_u128(&mut self, n: u128) {
-        self.mix((n >> 64) as u64);
-        self.mix(n as u64);
+        // A job id. A UUID v7's low word is a counter, incremented within a
+        // millisecond, above 32 random bits. Rotated, the counter picks the
+        // bucket, so ids made in a row sit in neighbouring buckets without
+        // sharing one (a queue's lookups, oldest first, then walk memory in
+        // order), and the random bits become the high bits (the tag). The
+        // mixed high word (the time) spreads ids of other layouts.
+        let mut time = IdHasher(self.0);
+        time.mix((n >> 64) as u64);
+        self.0 = (n as u64).rotate_right(32) ^ time.0;
     }
 }
 
@@ -315,5 +324,21 @@ mod hash_tests {
         // Random hashes would fill about 3,200 of 8,192 buckets.
         assert!(buckets.len() > 2_800, "{} buckets used", buckets.len());
         assert_eq!(tags.len(), 128, "every tag used");
+    }
+
+    /// Ids of other layouts spread too: time-based ids whose low word is
+    /// fixed (a UUID v1's clock sequence and node) and random ones.
+    #[test]
+    fn ids_with_a_fixed_low_word_or_random_ids_spread_too() {
+        let build = IdBuild::default();
+        let fixed_low = (0..4096u128).map(|t| JobId::from(Uuid::from_u128(((1_000_000 + t) << 64) | 0xabcd_ef01)));
+        let random = (0..4096).map(|_| JobId::from(Uuid::from_u128(rand::random())));
+        for (layout, ids) in [
+            ("fixed low word", fixed_low.collect::<Vec<_>>()),
+            ("random", random.collect()),
+        ] {
+            let buckets: HashSet<u64> = ids.iter().map(|id| build.hash_one(id) & 8191).collect();
+            assert!(buckets.len() > 2_800, "{layout}: {} buckets used", buckets.len());
+        }
     }
 }

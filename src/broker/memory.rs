@@ -100,7 +100,10 @@ enum Placed {
 struct QueueState {
     /// Every job the queue holds (not yet completed), by id.
     jobs: IdMap<Stored>,
-    /// Ready jobs, oldest first.
+    /// Ready jobs, in the order of their `run_at` (oldest first). Due
+    /// scheduled jobs are promoted before any job is added at the back, so
+    /// the order holds on a clock that does not go backwards, and the
+    /// front is the oldest ready job.
     ready: VecDeque<JobId>,
     /// Delayed and backing-off jobs by due time.
     scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
@@ -361,6 +364,8 @@ impl QueueState {
         if let Some(at) = dead_at {
             self.dead.remove(&(at, id));
         }
+        // Due jobs first, keeping ready in `run_at` order.
+        self.promote_due(now);
         self.ready.push_back(id);
         true
     }
@@ -406,6 +411,8 @@ impl Broker for MemoryBroker {
             {
                 let mut state = slot.lock();
                 state.release_expired_keys(now);
+                // Due jobs first, keeping ready in `run_at` order.
+                state.promote_due(now);
                 let mut next = Some(first);
                 while let Some(mut job) = next.take() {
                     if let Some(key) = &job.idempotency_key {
@@ -547,6 +554,8 @@ impl Broker for MemoryBroker {
             if state.take_active(lease).is_none() {
                 return Err(Error::LeaseLost(lease.id));
             }
+            // Due jobs first, keeping ready in `run_at` order.
+            state.promote_due(now);
             if let Some(job) = state.jobs.get_mut(&lease.id) {
                 let envelope = Arc::make_mut(&mut job.envelope);
                 envelope.attempt += 1;
@@ -686,12 +695,12 @@ impl Broker for MemoryBroker {
         // Idle reservers sleep until the first due time themselves; no
         // wake-up is needed for jobs promoted here.
         state.promote_due(now);
+        // Ready is in `run_at` order: the front is the oldest.
         let oldest_ready_age_ms = state
             .ready
-            .iter()
-            .filter_map(|id| state.jobs.get(id))
-            .map(|job| (now - job.envelope.run_at).num_milliseconds().max(0) as u64)
-            .max();
+            .front()
+            .and_then(|id| state.jobs.get(id))
+            .map(|job| (now - job.envelope.run_at).num_milliseconds().max(0) as u64);
         Ok(QueueStats {
             ready: state.ready.len() as u64,
             scheduled: state.scheduled.len() as u64,

@@ -207,6 +207,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; idempotency_key_lifecycle);
         $crate::conformance_tests!(@case [$test] $fixture; completed_key_released_after_retention, $retention);
         $crate::conformance_tests!(@case [$test] $fixture; stats_count_every_state);
+        $crate::conformance_tests!(@case [$test] $fixture; oldest_ready_age_counts_jobs_that_fell_due_unseen);
         $crate::conformance_tests!(@case [$test] $fixture; queues_lists_queues_with_jobs);
         $crate::conformance_tests!(@case [$test] $fixture; dead_letter_keeps_job_and_history);
         $crate::conformance_tests!(@case [$test] $fixture; list_dead_filters);
@@ -1022,6 +1023,41 @@ pub async fn stats_count_every_state<F: Fixture + ?Sized>(f: &F) {
     reserve_one(&*b, &q, LONG).await;
     let s = stats(&*b, &q).await;
     assert_eq!((s.ready, s.active, s.oldest_ready_age_ms), (0, 1, None), "{s:?}");
+}
+
+/// The oldest ready age is that of the job ready longest, even when a
+/// delayed job fell due while nothing looked at the queue and a newer job
+/// was enqueued after: the delayed job counts from its due time.
+pub async fn oldest_ready_age_counts_jobs_that_fell_due_unseen<F: Fixture + ?Sized>(f: &F) {
+    let b = f.backend();
+    let q = queue(f, "oldest");
+    let tol = f.tolerance();
+    let mut delayed = job(f, &q, "oldest", 1);
+    delayed.run_at = f.now() + delta(ms(300));
+    let due = delayed.run_at;
+    enqueue_new(&*b, vec![delayed]).await;
+    f.pass(ms(450)).await;
+    // The delayed job fell due 150 ms ago, unseen; this one is ready now.
+    enqueue_new(&*b, vec![job(f, &q, "oldest", 2)]).await;
+    f.pass(ms(150)).await;
+    let from = f.now() - delta(tol);
+    let s = stats(&*b, &q).await;
+    let to = f.now() + delta(tol);
+    assert_eq!(s.ready, 2, "{s:?}");
+    let age = s.oldest_ready_age_ms.or_fail("oldest_ready_age_ms with jobs ready");
+    let (low, high) = ((from - due).num_milliseconds(), (to - due).num_milliseconds());
+    assert!(
+        (low..=high).contains(&(age as i64)),
+        "oldest ready age is {age} ms, expected {low} to {high}: the delayed job's age \
+         (300 on a paused clock), not the newer job's (150)"
+    );
+    // It is also the first job reserved.
+    let first = reserve_one(&*b, &q, LONG).await;
+    assert_eq!(
+        first.envelope.payload,
+        json!({ "n": 1 }),
+        "the job that fell due first runs first"
+    );
 }
 
 /// `queues` lists every queue that has had a job, once, including after

@@ -185,7 +185,7 @@ impl RedisBroker {
         let now = self.clock.now();
         let mut call = SCRIPTS
             .dead_retry
-            .call(&[&k.dead, &k.jobs, &k.reasons, &k.ready, &k.wake]);
+            .call(&[&k.dead, &k.jobs, &k.reasons, &k.ready, &k.wake, &k.scheduled]);
         for (entry, raw) in entries {
             call = call.arg(&entry.id).arg(raw).arg(entry.retried(queue, raw, now));
         }

@@ -1,5 +1,5 @@
 -- dead_retry: move dead jobs back to ready, each only if it is unchanged.
--- KEYS: 1 dead, 2 jobs, 3 reasons, 4 ready, 5 wake
+-- KEYS: 1 dead, 2 jobs, 3 reasons, 4 ready, 5 wake, 6 scheduled
 -- ARGV: triples: id, the envelope as read, the envelope to store
 -- Returns one entry per triple: 1 retried, 0 not dead (already retried or
 -- deleted), 2 changed since it was read (read it again and retry).
@@ -28,6 +28,8 @@ if #moved > 0 then
     end
   end
   variadic('HSET', KEYS[2], envelopes)
+  -- Jobs already due go first, keeping ready in run-time order.
+  promote_due(KEYS[6], KEYS[4], now_ms(), PROMOTE_LIMIT)
   variadic('RPUSH', KEYS[4], moved)
   wake(KEYS[5])
 end

@@ -37,6 +37,21 @@ local function lease_started(entry)
   return sep and tonumber(string.sub(entry, sep + 1)) or nil
 end
 
+-- Most due jobs one script promotes besides what it was asked for.
+local PROMOTE_LIMIT = 1000
+
+-- Moves up to `limit` scheduled jobs due by `now` to the back of ready, in
+-- due order. Every script that adds jobs at the back of ready calls it
+-- first, so ready stays in run-time order and its head is the oldest ready
+-- job (what `stats` reports the age of).
+local function promote_due(scheduled, ready, now, limit)
+  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
+  if #due > 0 then
+    variadic('ZREM', scheduled, due)
+    variadic('RPUSH', ready, due)
+  end
+end
+
 -- Wakes one worker blocked on the queue's wake list (at most one token waits).
 local function wake(key)
   redis.call('LPUSH', key, '1')

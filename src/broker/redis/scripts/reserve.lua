@@ -17,11 +17,7 @@ local now = now_ms()
 
 -- Removals first: they are allowed when Redis is out of memory, and the
 -- writes after them then are too, so workers keep draining a full Redis.
-local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-if #due > 0 then
-  variadic('ZREM', scheduled, due)
-  variadic('RPUSH', ready, due)
-end
+promote_due(scheduled, ready, now, tonumber(ARGV[3]))
 
 local ids = redis.call('LPOP', ready, tonumber(ARGV[1]))
 if not ids then

@@ -12,6 +12,8 @@ local delay = tonumber(ARGV[4])
 if delay > 0 then
   redis.call('ZADD', KEYS[5], int(now + delay), id)
 else
+  -- Jobs already due go first, keeping ready in run-time order.
+  promote_due(KEYS[5], KEYS[4], now, PROMOTE_LIMIT)
   redis.call('RPUSH', KEYS[4], id)
 end
 redis.call('HINCRBY', KEYS[6], 'retried', 1)

@@ -4,11 +4,7 @@
 -- Returns {now-ms, ready, scheduled, active, dead, completed, retried,
 --          dead_lettered, envelope of the oldest ready job or false}.
 local now = now_ms()
-local due = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-if #due > 0 then
-  variadic('ZREM', KEYS[3], due)
-  variadic('RPUSH', KEYS[2], due)
-end
+promote_due(KEYS[3], KEYS[2], now, tonumber(ARGV[1]))
 local counters = redis.call('HMGET', KEYS[6], 'completed', 'retried', 'dead_lettered')
 local head = redis.call('LINDEX', KEYS[2], 0)
 local oldest = false

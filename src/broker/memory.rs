@@ -602,16 +602,24 @@ impl Broker for MemoryBroker {
             let mut released = 0;
             {
                 let mut state = slot.lock();
-                // Released jobs go to the front, keeping their relative order.
+                // Released jobs go back where their `run_at` puts them (the
+                // front, unless another worker released an older job
+                // first), keeping ready in `run_at` order.
                 for lease in group.iter().rev() {
                     if state.take_active(lease).is_none() {
                         statuses.push(AckStatus::LeaseLost);
                         continue;
                     }
+                    let state = &mut *state;
                     if let Some(job) = state.jobs.get_mut(&lease.id) {
                         job.state = JobState::Ready;
+                        let run_at = job.envelope.run_at;
+                        let jobs = &state.jobs;
+                        let at = state
+                            .ready
+                            .partition_point(|id| jobs.get(id).is_some_and(|j| j.envelope.run_at < run_at));
+                        state.ready.insert(at, lease.id);
                     }
-                    state.ready.push_front(lease.id);
                     statuses.push(AckStatus::Done);
                     released += 1;
                 }

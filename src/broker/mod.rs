@@ -116,6 +116,11 @@ pub struct QueueStats {
     /// Jobs in the dead-letter queue.
     pub dead: u64,
     /// How long the oldest ready job has been ready, in milliseconds.
+    ///
+    /// On Redis, right after workers released unstarted jobs (at
+    /// shutdown), it can read younger than it is until those jobs run: a
+    /// released job goes back to the head of the queue, which may put a
+    /// younger one in front of an older one.
     pub oldest_ready_age_ms: Option<u64>,
     /// Jobs completed since the broker started counting.
     pub completed: u64,

@@ -208,6 +208,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; completed_key_released_after_retention, $retention);
         $crate::conformance_tests!(@case [$test] $fixture; stats_count_every_state);
         $crate::conformance_tests!(@case [$test] $fixture; oldest_ready_age_counts_jobs_that_fell_due_unseen);
+        $crate::conformance_tests!(@case [$test] $fixture; a_new_job_runs_after_every_job_already_due);
         $crate::conformance_tests!(@case [$test] $fixture; queues_lists_queues_with_jobs);
         $crate::conformance_tests!(@case [$test] $fixture; dead_letter_keeps_job_and_history);
         $crate::conformance_tests!(@case [$test] $fixture; list_dead_filters);
@@ -1057,6 +1058,38 @@ pub async fn oldest_ready_age_counts_jobs_that_fell_due_unseen<F: Fixture + ?Siz
         first.envelope.payload,
         json!({ "n": 1 }),
         "the job that fell due first runs first"
+    );
+}
+
+/// A job enqueued while many delayed jobs have fallen due unseen (more than
+/// a backend promotes in one step) still runs after all of them.
+pub async fn a_new_job_runs_after_every_job_already_due<F: Fixture + ?Sized>(f: &F) {
+    const DUE: u64 = 1_500;
+    let b = f.backend();
+    let q = queue(f, "many-due");
+    let tol = f.tolerance();
+    let delayed: Vec<_> = (0..DUE)
+        .map(|n| {
+            let mut job = job(f, &q, "due", n);
+            job.run_at = f.now() + delta(ms(100));
+            job
+        })
+        .collect();
+    enqueue_new(&*b, delayed).await;
+    f.pass(ms(100) + across(tol)).await;
+    let newest = job(f, &q, "new", DUE);
+    let newest_id = newest.id;
+    enqueue_new(&*b, vec![newest]).await;
+    let mut order = Vec::new();
+    while order.len() < DUE as usize + 1 {
+        let got = reserve_now(&*b, &q, 500, LONG).await;
+        assert!(!got.is_empty(), "only {} of {} jobs were ready", order.len(), DUE + 1);
+        order.extend(got.into_iter().map(|r| r.envelope.id));
+    }
+    assert_eq!(
+        order.iter().position(|id| *id == newest_id),
+        Some(DUE as usize),
+        "the job enqueued last must run after the {DUE} that fell due before it"
     );
 }
 

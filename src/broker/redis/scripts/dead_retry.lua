@@ -28,9 +28,7 @@ if #moved > 0 then
     end
   end
   variadic('HSET', KEYS[2], envelopes)
-  -- Jobs already due go first, keeping ready in run-time order.
-  promote_due(KEYS[6], KEYS[4], now_ms(), PROMOTE_LIMIT)
-  variadic('RPUSH', KEYS[4], moved)
+  push_ready(KEYS[6], KEYS[4], now_ms(), moved)
   wake(KEYS[5])
 end
 return out

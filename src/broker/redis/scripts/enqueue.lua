@@ -76,10 +76,9 @@ if #envelopes > 0 then
     variadic('HSET', job_keys, job_key_pairs)
   end
   if #ready_ids > 0 then
-    -- Jobs already due go first, keeping ready in run-time order. Not
-    -- before HSET jobs: that must stay the first write (see above).
-    promote_due(scheduled, ready, now, PROMOTE_LIMIT)
-    variadic('RPUSH', ready, ready_ids)
+    -- After jobs already due. Not before HSET jobs: that must stay the
+    -- first write (see above).
+    push_ready(scheduled, ready, now, ready_ids)
   end
   if #due > 0 then
     variadic('ZADD', scheduled, due)

@@ -41,14 +41,31 @@ end
 local PROMOTE_LIMIT = 1000
 
 -- Moves up to `limit` scheduled jobs due by `now` to the back of ready, in
--- due order. Every script that adds jobs at the back of ready calls it
--- first, so ready stays in run-time order and its head is the oldest ready
--- job (what `stats` reports the age of).
+-- due order; returns how many it moved.
 local function promote_due(scheduled, ready, now, limit)
   local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
   if #due > 0 then
     variadic('ZREM', scheduled, due)
     variadic('RPUSH', ready, due)
+  end
+  return #due
+end
+
+-- Adds `ids`, ready as of `now`, at the back of ready, after the jobs that
+-- fell due before them, so ready stays in run-time order and its head is
+-- the oldest ready job (what `stats` reports the age of). When more jobs
+-- are due than one call promotes, `ids` join them in `scheduled` instead,
+-- due now: the next promotion puts them in order.
+local function push_ready(scheduled, ready, now, ids)
+  if promote_due(scheduled, ready, now, PROMOTE_LIMIT) < PROMOTE_LIMIT then
+    variadic('RPUSH', ready, ids)
+  else
+    local due = {}
+    for _, id in ipairs(ids) do
+      due[#due + 1] = int(now)
+      due[#due + 1] = id
+    end
+    variadic('ZADD', scheduled, due)
   end
 end
 

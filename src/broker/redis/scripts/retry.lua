@@ -12,9 +12,7 @@ local delay = tonumber(ARGV[4])
 if delay > 0 then
   redis.call('ZADD', KEYS[5], int(now + delay), id)
 else
-  -- Jobs already due go first, keeping ready in run-time order.
-  promote_due(KEYS[5], KEYS[4], now, PROMOTE_LIMIT)
-  redis.call('RPUSH', KEYS[4], id)
+  push_ready(KEYS[5], KEYS[4], now, {id})
 end
 redis.call('HINCRBY', KEYS[6], 'retried', 1)
 -- Ready now, or a new earliest due time a blocked worker must sleep towards.

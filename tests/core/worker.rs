@@ -813,15 +813,30 @@ impl Broker for Faulty {
     }
 }
 
-/// Waits (in virtual time) until the broker has completed `n` jobs of the queue.
-async fn until_completed(broker: &dyn Broker, n: u64) {
+/// Enqueues tasks `0..n`, runs `worker` until the broker has completed them
+/// all (within an hour of virtual time), then stops it, which must take
+/// under a minute.
+async fn complete_all(worker: &Worker, broker: &dyn Broker, n: u32) {
+    let jobs: Vec<_> = (0..n).map(task).collect();
+    worker
+        .client()
+        .enqueue_batch(&jobs, EnqueueOptions::new())
+        .await
+        .unwrap();
+    let (stop, running) = spawn(worker);
     tokio::time::timeout(Duration::from_secs(3600), async {
-        while broker.stats(&queue()).await.unwrap().completed < n {
+        while broker.stats(&queue()).await.unwrap().completed < u64::from(n) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .expect("jobs not completed within an hour of virtual time");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
 }
 
 struct PanickingObserver;
@@ -842,20 +857,7 @@ async fn a_panicking_observer_neither_loses_jobs_nor_stops_shutdown() {
         .observer(Arc::new(PanickingObserver))
         .build()
         .unwrap();
-    let jobs: Vec<_> = (0..3000).map(task).collect();
-    worker
-        .client()
-        .enqueue_batch(&jobs, EnqueueOptions::new())
-        .await
-        .unwrap();
-    let (stop, running) = spawn(&worker);
-    until_completed(&*broker, 3000).await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(60), running)
-        .await
-        .expect("the worker stops")
-        .unwrap()
-        .unwrap();
+    complete_all(&worker, &*broker, 3000).await;
     assert_eq!(worker.stats().completed, 3000);
 }
 
@@ -869,22 +871,9 @@ async fn a_panic_while_completing_loses_no_job() {
         .handler(handler)
         .build()
         .unwrap();
-    let jobs: Vec<_> = (0..100).map(task).collect();
-    worker
-        .client()
-        .enqueue_batch(&jobs, EnqueueOptions::new())
-        .await
-        .unwrap();
-    let (stop, running) = spawn(&worker);
-    // The first batch's completion panicked: its jobs run again once their
+    // The first batch's completion panics: its jobs run again once their
     // leases expire, and every job ends up completed.
-    until_completed(&*broker, 100).await;
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(60), running)
-        .await
-        .expect("the worker stops")
-        .unwrap()
-        .unwrap();
+    complete_all(&worker, &*broker, 100).await;
     let stats = broker.stats(&queue()).await.unwrap();
     assert_eq!((stats.completed, stats.ready, stats.active), (100, 0, 0), "{stats:?}");
 }

@@ -408,9 +408,9 @@ impl QueueRunner {
                     },
                     envelope: observed.then_some(reservation.envelope),
                 };
-                // The acker stops only after every slot has.
+                // The acker normally outlives every slot; if it ended early,
+                // the queue hands back what it held: acknowledge it here.
                 if let Err(mut unacknowledged) = acks.push(succeeded).await {
-                    // The acknowledging task is gone: acknowledge here.
                     self.complete(&mut unacknowledged, &mut Vec::new()).await;
                 }
             }

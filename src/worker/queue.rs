@@ -536,22 +536,16 @@ impl QueueRunner {
                 // jobs come back when they expire (at least once).
                 tracing::error!(
                     queue = %self.config.name,
-                    jobs = leases.len() + batch.len(),
+                    jobs = leases.len(),
                     panic = %panic_message(&*panic),
                     "completing jobs panicked; they run again after their lease expires"
                 );
+                // `complete` moved the whole batch into `leases` before
+                // calling the broker.
                 self.forget(&leases);
-                self.forget_succeeded(&batch);
                 leases.clear();
                 batch.clear();
             }
-        }
-    }
-
-    fn forget_succeeded(&self, batch: &[Succeeded]) {
-        let mut in_flight = self.in_flight();
-        for succeeded in batch {
-            in_flight.remove(&succeeded.lease.id);
         }
     }
 

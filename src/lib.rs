@@ -103,8 +103,8 @@ pub mod testing;
 pub mod worker;
 
 pub use broker::{
-    memory::MemoryBroker, AckStatus, Backend, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage,
-    EnqueueOutcome, Lease, LeaseToken, QueueStats, Reservation, ReserveRequest,
+    memory::MemoryBroker, Backend, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease,
+    LeaseStatus, LeaseToken, QueueStats, Reservation, ReserveRequest,
 };
 pub use client::Client;
 pub use clock::{Clock, SystemClock, TokioClock};

@@ -23,7 +23,7 @@ use super::{
     FinishedJob, JobOutcome, QueueConfig, Shared,
 };
 use crate::{
-    broker::{AckStatus, Lease, LeaseToken, Reservation, ReserveRequest},
+    broker::{Lease, LeaseStatus, LeaseToken, Reservation, ReserveRequest},
     envelope::{AttemptRecord, JobEnvelope},
     error::Error,
     handler::{HandlerError, JobContext},
@@ -145,7 +145,7 @@ impl QueueRunner {
         }
         match self.shared.broker.release(leases).await {
             Ok(statuses) => {
-                let released = statuses.iter().filter(|s| **s == AckStatus::Done).count();
+                let released = statuses.iter().filter(|s| **s == LeaseStatus::Held).count();
                 self.shared
                     .counters
                     .released
@@ -180,11 +180,7 @@ impl QueueRunner {
             if *stop.borrow() {
                 return;
             }
-            let request = ReserveRequest {
-                max,
-                lease: settings.lease,
-                wait: settings.idle_wait,
-            };
+            let request = ReserveRequest::new(max, settings.lease, settings.idle_wait);
             // A reserve call is abandoned on stop only where the broker says
             // that leases nothing; otherwise a lease taken by the dropped call
             // would only come back after it expired.
@@ -456,7 +452,7 @@ impl QueueRunner {
         let (outcome, result) = match delay {
             Some(delay) => {
                 tracing::warn!(%error, retry, of = allowed, delay = ?delay, "job failed; retry scheduled");
-                let result = shared.broker.retry_after(lease, delay, record).await;
+                let result = shared.broker.retry_after(reservation, delay, record).await;
                 if result.is_ok() {
                     shared.counters.retried.fetch_add(1, Ordering::Relaxed);
                 }
@@ -469,7 +465,7 @@ impl QueueRunner {
                     format!("retries exhausted after {} attempts: {error}", envelope.attempt + 1)
                 };
                 tracing::warn!(%reason, "job dead-lettered");
-                let result = shared.broker.dead_letter(lease, Some(record), &reason).await;
+                let result = shared.broker.dead_letter(reservation, Some(record), &reason).await;
                 if result.is_ok() {
                     shared.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -568,11 +564,11 @@ impl QueueRunner {
                     let mut completed = 0;
                     for (lease, status) in leases.iter().zip(&statuses) {
                         match status {
-                            AckStatus::Done => {
+                            LeaseStatus::Held => {
                                 completed += 1;
                                 tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job completed");
                             }
-                            AckStatus::LeaseLost => {
+                            LeaseStatus::Lost => {
                                 shared.counters.lease_lost.fetch_add(1, Ordering::Relaxed);
                                 tracing::warn!(job.id = %lease.id, queue = %lease.queue, "completion refused: lease lost; another worker owns the job now");
                             }
@@ -580,7 +576,7 @@ impl QueueRunner {
                     }
                     shared.counters.completed.fetch_add(completed, Ordering::Relaxed);
                     for (at, envelope, duration) in &observed {
-                        if statuses.get(*at) == Some(&AckStatus::Done) {
+                        if statuses.get(*at) == Some(&LeaseStatus::Held) {
                             self.observe(envelope, JobOutcome::Completed, *duration);
                         }
                     }
@@ -635,7 +631,7 @@ impl QueueRunner {
             match self.shared.broker.extend(&leases, settings.lease).await {
                 Ok(statuses) => {
                     for (lease, status) in leases.iter().zip(statuses) {
-                        if status == AckStatus::LeaseLost {
+                        if status == LeaseStatus::Lost {
                             tracing::warn!(job.id = %lease.id, queue = %lease.queue, "lease lost while the job ran");
                         }
                     }

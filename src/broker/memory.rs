@@ -731,6 +731,10 @@ impl Broker for MemoryBroker {
             completed: state.completed,
             retried: state.retried,
             dead_lettered: state.dead_lettered,
+            // Only this broker writes its storage: nothing is ever stored
+            // without a state, or in a state without its job.
+            dropped: 0,
+            restored: 0,
         })
     }
 

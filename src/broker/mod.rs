@@ -174,6 +174,17 @@ pub struct QueueStats {
     pub retried: u64,
     /// Jobs moved to the dead-letter queue.
     pub dead_lettered: u64,
+    /// Records removed because they could not be turned into a job, not
+    /// even a dead one: on Redis, a job id in a state set (ready,
+    /// scheduled, active) with no stored envelope, which another program
+    /// wrote. Each is logged when dropped. Always 0 for a backend whose
+    /// storage only the broker writes (the in-memory one).
+    pub dropped: u64,
+    /// Jobs found stored but in no state (not ready, scheduled, active or
+    /// dead) and put back to ready: on Redis, envelopes written without
+    /// their id (by another program, or by a script that failed half-way).
+    /// Each is logged when put back. Always 0 in memory.
+    pub restored: u64,
 }
 
 /// A job queue backend.

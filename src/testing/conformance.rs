@@ -1066,6 +1066,8 @@ pub async fn stats_count_every_state<F: Fixture + ?Sized>(f: &F) {
         completed: 1,
         retried: 1,
         dead_lettered: 1,
+        dropped: 0,
+        restored: 0,
     };
     assert_eq!(s, expected);
 

@@ -51,7 +51,14 @@ impl DeadEntry {
             return Ok(None);
         };
         Ok(Some(DeadEntry {
-            id: text("dead job id", id)?,
+            // Ids written by another program may be any bytes; one that is
+            // not text is shown escaped and, not being a UUID, skipped.
+            id: bytes(id)
+                .map(|id| match String::from_utf8(id) {
+                    Ok(text) => text,
+                    Err(e) => decode::shown_id(e.as_bytes()),
+                })
+                .unwrap_or_default(),
             score: text("dead job score", score)?,
             raw: bytes(raw),
             reason: bytes(reason).map(|r| String::from_utf8_lossy(&r).into_owned()),
@@ -78,7 +85,7 @@ impl DeadEntry {
     /// The envelope to store when the job is retried: attempt 0, dead
     /// fields cleared, runnable now. An undecodable one is stored as it is.
     fn retried(&self, queue: &QueueName, raw: &[u8], now: DateTime<Utc>) -> Vec<u8> {
-        match decode::decode_stored(queue, &self.id, raw) {
+        match decode::decode_stored(queue, self.id.as_bytes(), raw) {
             Ok(mut envelope) => {
                 envelope.attempt = 0;
                 envelope.dead_lettered_at = None;

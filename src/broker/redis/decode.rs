@@ -85,51 +85,129 @@ pub(super) fn time_to_score(at: DateTime<Utc>) -> String {
 /// the dead-letter queue.
 #[derive(Debug)]
 pub(super) struct Poison {
-    /// The id the job is stored under, as text.
-    pub(super) stored_id: String,
-    /// The id it is dead-lettered under: the stored one, or a new one when
-    /// the stored one is not a UUID.
+    /// The id the job is stored under, as stored (any bytes).
+    pub(super) stored_id: Vec<u8>,
+    /// The id it is dead-lettered under: the stored one, or the canonical
+    /// form of a UUID stored in another form, or a new one when the stored
+    /// one is not a UUID at all.
     pub(super) file_as: JobId,
     /// Why it cannot run.
     pub(super) reason: String,
 }
 
-/// Decodes a stored envelope, checking that it belongs where it was found.
-pub(super) fn decode_stored(queue: &QueueName, id: &str, raw: &[u8]) -> Result<JobEnvelope, Box<Poison>> {
+impl Poison {
+    /// The stored id as it appears in logs and reasons.
+    pub(super) fn shown_id(&self) -> String {
+        shown_id(&self.stored_id)
+    }
+}
+
+/// The most bytes of a stored id shown in logs and reasons.
+const SHOWN_ID_BYTES: usize = 80;
+
+/// A stored id (any bytes, possibly long) as text for logs and reasons:
+/// escaped, and cut after [`SHOWN_ID_BYTES`].
+pub(super) fn shown_id(id: &[u8]) -> String {
+    let cut = &id[..id.len().min(SHOWN_ID_BYTES)];
+    let mut shown = cut.escape_ascii().to_string();
+    if cut.len() < id.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+/// Decodes a stored envelope, checking that it belongs where it was found:
+/// under its own id, in its canonical form (the form every lease-fenced
+/// call looks it up by), and in its own queue.
+pub(super) fn decode_stored(queue: &QueueName, id: &[u8], raw: &[u8]) -> Result<JobEnvelope, Box<Poison>> {
     let poison = |file_as, reason: String| {
         Box::new(Poison {
             stored_id: id.to_owned(),
             file_as,
-            reason: format!("corrupt envelope: {reason}"),
+            reason,
         })
     };
-    let Ok(job_id) = id.parse::<JobId>() else {
+    let Ok(text) = std::str::from_utf8(id) else {
         return Err(poison(
             JobId::new(),
             format!(
-                "it was stored under `{}`, which is not a job id (a UUID)",
-                id.escape_debug()
+                "corrupt envelope: it was stored under `{}`, which is not UTF-8 text, let alone a job id; \
+                 it is filed under a new id. Fix the program that wrote it",
+                shown_id(id)
             ),
         ));
     };
-    let envelope = match JobEnvelope::from_json(id, raw) {
+    let Ok(job_id) = text.parse::<JobId>() else {
+        return Err(poison(
+            JobId::new(),
+            format!(
+                "corrupt envelope: it was stored under `{}`, which is not a job id (a UUID); \
+                 it is filed under a new id. Fix the program that wrote it",
+                shown_id(id)
+            ),
+        ));
+    };
+    if job_id.to_string() != text {
+        return Err(poison(
+            job_id,
+            format!(
+                "stored under `{}`, which is not a job id in canonical form (a UUID in lower case with \
+                 hyphens, here `{job_id}`): workers look jobs up by that form, so it could not run as \
+                 stored. It is filed under the canonical form (or under a new id if another job holds \
+                 that one); retry it from the dead-letter queue to run it, and make the producer write \
+                 ids in lower case (docs/redis.md)",
+                shown_id(id)
+            ),
+        ));
+    }
+    let corrupt = |message: String| poison(job_id, format!("corrupt envelope: {message}"));
+    let envelope = match JobEnvelope::from_json(text, raw) {
         Ok(envelope) => envelope,
-        Err(Error::CorruptEnvelope { message, .. }) => return Err(poison(job_id, message)),
-        Err(other) => return Err(poison(job_id, other.to_string())),
+        Err(Error::CorruptEnvelope { message, .. }) => return Err(corrupt(message)),
+        Err(other) => return Err(corrupt(other.to_string())),
     };
     if envelope.id != job_id {
-        return Err(poison(
-            job_id,
-            format!("its id {} differs from the id {job_id} it is stored under", envelope.id),
-        ));
+        return Err(corrupt(format!(
+            "its id {} differs from the id {job_id} it is stored under",
+            envelope.id
+        )));
     }
     if envelope.queue != *queue {
-        return Err(poison(
-            job_id,
-            format!("it names queue `{}` but is stored in queue `{queue}`", envelope.queue),
-        ));
+        return Err(corrupt(format!(
+            "it names queue `{}` but is stored in queue `{queue}`",
+            envelope.queue
+        )));
     }
     Ok(envelope)
+}
+
+/// Refuses a leased envelope whose payload is larger than `limit` bytes of
+/// JSON: its producer skipped the size check the client makes at enqueue.
+/// `stored_len` is the stored envelope's length; only when it is above the
+/// limit can the payload be, and only then is the payload measured.
+pub(super) fn check_payload_size(
+    envelope: &JobEnvelope,
+    stored_id: &[u8],
+    stored_len: usize,
+    limit: usize,
+) -> Result<(), Box<Poison>> {
+    if stored_len <= limit {
+        return Ok(());
+    }
+    let size = serde_json::to_vec(&envelope.payload).map_or(usize::MAX, |json| json.len());
+    if size <= limit {
+        return Ok(());
+    }
+    Err(Box::new(Poison {
+        stored_id: stored_id.to_owned(),
+        file_as: envelope.id,
+        reason: format!(
+            "payload too large: {size} bytes of JSON, above the limit of {limit} bytes \
+             (`RedisBrokerBuilder::max_payload_bytes`, the same default as the enqueue limit). \
+             Its producer skipped the size check the client makes at enqueue: keep large data \
+             elsewhere and pass a reference, then delete this job"
+        ),
+    }))
 }
 
 /// A dead job as operators see it. An envelope that cannot be decoded is
@@ -141,7 +219,7 @@ pub(super) fn dead_envelope(
     dead_at: DateTime<Utc>,
     reason: Option<String>,
 ) -> JobEnvelope {
-    let decoded = raw.and_then(|raw| decode_stored(queue, &id.to_string(), raw).ok());
+    let decoded = raw.and_then(|raw| decode_stored(queue, id.to_string().as_bytes(), raw).ok());
     let mut envelope = decoded.unwrap_or_else(|| {
         let text = raw.map(|raw| String::from_utf8_lossy(raw).into_owned());
         let kind = text
@@ -190,22 +268,69 @@ mod tests {
         let envelope = JobEnvelope::new("k", queue.clone(), serde_json::json!({}), Utc::now());
         let raw = envelope.to_json();
         let id = envelope.id.to_string();
-        assert_eq!(decode_stored(&queue, &id, &raw).unwrap(), envelope);
+        let id = id.as_bytes();
+        assert_eq!(decode_stored(&queue, id, &raw).unwrap(), envelope);
 
         let other = QueueName::new("other").unwrap();
-        assert!(decode_stored(&other, &id, &raw).unwrap_err().reason.contains("queue"));
+        assert!(decode_stored(&other, id, &raw).unwrap_err().reason.contains("queue"));
         let wrong_id = JobId::new().to_string();
-        assert!(decode_stored(&queue, &wrong_id, &raw)
+        assert!(decode_stored(&queue, wrong_id.as_bytes(), &raw)
             .unwrap_err()
             .reason
             .contains("differs"));
-        let bad = decode_stored(&queue, "not-a-uuid", &raw).unwrap_err();
+        let bad = decode_stored(&queue, b"not-a-uuid", &raw).unwrap_err();
         assert!(bad.reason.contains("not a job id"), "{}", bad.reason);
-        assert_eq!(bad.stored_id, "not-a-uuid");
-        assert!(decode_stored(&queue, &id, b"garbage")
+        assert_eq!(bad.stored_id, b"not-a-uuid");
+        assert!(decode_stored(&queue, id, b"garbage")
             .unwrap_err()
             .reason
             .contains("not a job envelope"));
+    }
+
+    #[test]
+    fn ids_not_in_canonical_form_are_filed_under_it_and_bytes_under_a_new_one() {
+        let queue = QueueName::new("q").unwrap();
+        let envelope = JobEnvelope::new("k", queue.clone(), serde_json::json!({}), Utc::now());
+        let canonical = envelope.id.to_string();
+        for stored in [
+            canonical.to_uppercase(),
+            canonical.replace('-', ""),
+            format!("{{{canonical}}}"),
+        ] {
+            let poison = decode_stored(&queue, stored.as_bytes(), &envelope.to_json()).unwrap_err();
+            assert_eq!(poison.file_as, envelope.id, "{stored}");
+            assert!(poison.reason.contains("canonical form"), "{}", poison.reason);
+            assert!(poison.reason.contains(&canonical), "{}", poison.reason);
+        }
+        let bytes = b"\xff\xfe-not-text".repeat(20);
+        let poison = decode_stored(&queue, &bytes, &envelope.to_json()).unwrap_err();
+        assert_ne!(poison.file_as, envelope.id);
+        assert!(poison.reason.contains("not UTF-8"), "{}", poison.reason);
+        assert!(poison.reason.contains("\\xff\\xfe-not-text"), "{}", poison.reason);
+        assert!(
+            poison.shown_id().ends_with('…'),
+            "long ids are cut: {}",
+            poison.shown_id()
+        );
+    }
+
+    #[test]
+    fn payloads_above_the_limit_are_refused_naming_it() {
+        let queue = QueueName::new("q").unwrap();
+        let envelope = JobEnvelope::new("k", queue, serde_json::json!({ "blob": "x".repeat(100) }), Utc::now());
+        let raw = envelope.to_json();
+        let id = envelope.id.to_string();
+        assert!(check_payload_size(&envelope, id.as_bytes(), raw.len(), raw.len()).is_ok());
+        // The envelope is above the limit, the payload not.
+        assert!(check_payload_size(&envelope, id.as_bytes(), raw.len(), 120).is_ok());
+        let refused = check_payload_size(&envelope, id.as_bytes(), raw.len(), 64).unwrap_err();
+        assert_eq!(refused.file_as, envelope.id);
+        assert!(refused.reason.contains("limit of 64 bytes"), "{}", refused.reason);
+        assert!(
+            !refused.reason.contains("xxxx"),
+            "no payload values: {}",
+            refused.reason
+        );
     }
 
     #[test]

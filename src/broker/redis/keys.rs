@@ -33,12 +33,15 @@ pub(super) struct QueueKeys {
     pub(super) completed_keys: String,
     /// Hash: id → idempotency key, for pending, active and dead jobs with one.
     pub(super) job_keys: String,
-    /// Hash of counters: `completed`, `retried`, `dead_lettered`.
+    /// Hash of counters: `completed`, `retried`, `dead_lettered`, `dropped`, `restored`.
     pub(super) stats: String,
     /// Counter the lease tokens come from.
     pub(super) seq: String,
     /// List holding at most one wake-up token for blocked workers.
     pub(super) wake: String,
+    /// Where the look for envelopes in no state set has got to (an
+    /// `HSCAN` cursor over `jobs`).
+    pub(super) restore_cursor: String,
 }
 
 impl QueueKeys {
@@ -58,6 +61,7 @@ impl QueueKeys {
             stats: key("stats"),
             seq: key("seq"),
             wake: key("wake"),
+            restore_cursor: key("restore-cursor"),
         }
     }
 }

@@ -23,29 +23,31 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
     Value,
 };
 
 use self::{
-    decode::{array, bytes, int, ms_to_time, text, Poison},
+    decode::{array, bytes, int, text},
     keys::{QueueKeys, QUEUES_KEY},
-    scripts::{map_err, run, run_all, Call, Lua, SCRIPTS},
+    lease::{dead_letter_call, Leaser, Pass},
+    scripts::{map_err, run, run_all, Lua, SCRIPTS},
     wait::{Waiters, Woken},
 };
-use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, LeaseToken, QueueStats, Reservation, ReserveRequest};
+use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
 use crate::{
     clock::{Clock, TokioClock},
     envelope::{truncate_error, AttemptRecord, JobEnvelope},
     error::{Error, Result},
     job::QueueName,
+    schema::DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
 mod dead;
 mod decode;
 mod keys;
+mod lease;
 mod scripts;
 mod wait;
 
@@ -95,18 +97,18 @@ pub struct RedisBroker {
     clock: Arc<dyn Clock>,
     /// How long a completed job's idempotency key stays held.
     key_retention: Duration,
+    /// Leased jobs whose payload is larger (bytes of JSON) are dead-lettered.
+    max_payload_bytes: usize,
     /// The server address, for `Debug`.
     addr: String,
 }
-
-/// Leased jobs whose envelope cannot be decoded, with their lease tokens.
-type Poisoned = Vec<(Box<Poison>, LeaseToken)>;
 
 impl fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisBroker")
             .field("addr", &self.addr)
             .field("key_retention", &self.key_retention)
+            .field("max_payload_bytes", &self.max_payload_bytes)
             .field("clock", &self.clock)
             .field("waiters", &self.waiters)
             .finish_non_exhaustive()
@@ -123,6 +125,8 @@ pub struct RedisBrokerBuilder {
     allow_eviction: bool,
     /// How long completed jobs' idempotency keys stay held.
     key_retention: Duration,
+    /// The largest payload a reserved job may carry.
+    max_payload_bytes: usize,
     /// How long a non-blocking call may wait for its reply.
     response_timeout: Duration,
     /// How long opening a connection may take.
@@ -137,6 +141,7 @@ impl fmt::Debug for RedisBrokerBuilder {
         f.debug_struct("RedisBrokerBuilder")
             .field("allow_eviction", &self.allow_eviction)
             .field("key_retention", &self.key_retention)
+            .field("max_payload_bytes", &self.max_payload_bytes)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
@@ -156,6 +161,17 @@ impl RedisBrokerBuilder {
     /// How long a completed job's idempotency key stays held (default 24 h).
     pub fn key_retention(mut self, retention: Duration) -> Self {
         self.key_retention = retention;
+        self
+    }
+
+    /// The largest payload, in bytes of JSON, a reserved job may carry
+    /// (default [`DEFAULT_MAX_PAYLOAD_BYTES`], 1 MiB, the schema registry's
+    /// default enqueue limit). A job above it was written by a producer
+    /// that skipped the client's size check: it is dead-lettered with a
+    /// reason naming the limit instead of running. Raise it together with
+    /// [`SchemaRegistry::with_max_payload_bytes`](crate::SchemaRegistry::with_max_payload_bytes).
+    pub fn max_payload_bytes(mut self, limit: usize) -> Self {
+        self.max_payload_bytes = limit;
         self
     }
 
@@ -192,6 +208,9 @@ impl RedisBrokerBuilder {
                 return Err(Error::InvalidConfig(format!("the Redis {what} must be above zero")));
             }
         }
+        if self.max_payload_bytes == 0 {
+            return Err(Error::InvalidConfig("the payload limit must be above zero".into()));
+        }
         if self.key_retention.is_zero() {
             return Err(Error::InvalidConfig(
                 "the idempotency key retention must be above zero".into(),
@@ -218,6 +237,7 @@ impl RedisBrokerBuilder {
             registered: Mutex::new(HashSet::new()),
             clock: self.clock,
             key_retention: self.key_retention,
+            max_payload_bytes: self.max_payload_bytes,
             addr,
         })
     }
@@ -329,6 +349,7 @@ impl RedisBroker {
             url: url.into(),
             allow_eviction: false,
             key_retention: super::DEFAULT_KEY_RETENTION,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             clock: Arc::new(TokioClock::new()),
@@ -425,80 +446,15 @@ impl RedisBroker {
         Ok(out)
     }
 
-    /// Turns leased entries of a reserve or recover reply into reservations;
-    /// entries that cannot be decoded are returned apart, to be dead-lettered.
-    fn leased(
-        &self,
-        queue: &QueueName,
-        entries: Vec<Value>,
-        recovered: bool,
-        deadline: DateTime<Utc>,
-    ) -> Result<(Vec<Reservation>, Poisoned)> {
-        let stride = if recovered { 4 } else { 3 };
-        let mut good = Vec::with_capacity(entries.len() / stride);
-        let mut poisoned = Vec::new();
-        let mut it = entries.into_iter();
-        while let (Some(id), Some(raw), Some(token)) = (it.next(), it.next(), it.next()) {
-            let started = if recovered {
-                Some(ms_to_time(int("recover", &it.next().unwrap_or_default())?))
-            } else {
-                None
-            };
-            let id = text("leased job id", id)?;
-            let token = LeaseToken(int("lease token", &token)? as u64);
-            let raw = bytes(raw).unwrap_or_default();
-            match decode::decode_stored(queue, &id, &raw) {
-                Ok(envelope) => good.push(Reservation {
-                    lease: Lease {
-                        id: envelope.id,
-                        queue: queue.clone(),
-                        token,
-                    },
-                    envelope: Arc::new(envelope),
-                    deadline,
-                    expired_attempt_started_at: started,
-                }),
-                Err(poison) => poisoned.push((poison, token)),
-            }
-        }
-        Ok((good, poisoned))
-    }
-
-    /// Dead-letters jobs whose stored envelope cannot be decoded. Failures
-    /// are logged: the jobs stay leased and come back through lease expiry.
-    async fn bury(&self, queue: &QueueName, poisoned: Poisoned) {
-        if poisoned.is_empty() {
-            return;
-        }
-        let keys = self.keys(queue);
-        let calls = poisoned
-            .iter()
-            .map(|(poison, token)| {
-                tracing::warn!(job.id = %poison.stored_id, %queue, reason = %poison.reason, "stored job cannot be decoded; dead-lettering it");
-                let file_as = poison.file_as.to_string();
-                dead_letter_call(&keys)
-                    .arg(&poison.stored_id)
-                    .arg(token.0)
-                    .arg("")
-                    .arg(&poison.reason)
-                    .arg(if file_as == poison.stored_id { "" } else { file_as.as_str() })
-            })
-            .collect();
-        if let Err(e) = run_all(&mut self.conn(), calls).await {
-            tracing::error!(%queue, error = %e, "could not dead-letter undecodable jobs; they come back after their lease expires");
+    /// What leasing `queue`'s jobs needs, for a call that may outlive its caller.
+    fn leaser(&self, queue: &QueueName) -> Leaser {
+        Leaser {
+            conn: self.conn(),
+            keys: self.keys(queue),
+            queue: queue.clone(),
+            max_payload_bytes: self.max_payload_bytes,
         }
     }
-}
-
-fn dead_letter_call(keys: &QueueKeys) -> Call {
-    SCRIPTS.dead_letter.call(&[
-        &keys.jobs,
-        &keys.active,
-        &keys.lease,
-        &keys.dead,
-        &keys.reasons,
-        &keys.stats,
-    ])
 }
 
 #[async_trait]
@@ -555,44 +511,40 @@ impl Broker for RedisBroker {
         if request.max == 0 {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
         }
-        let k = self.keys(queue);
+        let leaser = self.leaser(queue);
         let lease_ms = millis(request.lease);
         let give_up = tokio::time::Instant::now() + request.wait;
         // After a wake-up token: the first due time known before it (see reserve.lua).
         let mut knew = String::from("-");
         loop {
-            let call = SCRIPTS
-                .reserve
-                .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.lease, &k.seq, &k.wake])
-                .arg(request.max.min(MAX_BATCH))
-                .arg(lease_ms)
-                .arg(PROMOTE_BATCH)
-                .arg(&knew);
-            let mut reply = array("reserve", run(&mut self.conn(), call).await?)?.into_iter();
-            let now = int("reserve", &reply.next().unwrap_or_default())?;
-            let next_due = int("reserve", &reply.next().unwrap_or_default())?;
-            let entries: Vec<Value> = reply.collect();
-            if !entries.is_empty() {
-                let deadline = ms_to_time(now.saturating_add(lease_ms as i64));
-                let (good, poisoned) = self.leased(queue, entries, false, deadline)?;
-                self.bury(queue, poisoned).await;
-                if !good.is_empty() {
+            let max = request.max.min(MAX_BATCH);
+            let (now, next_due) = match leaser.reserve_pass(max, lease_ms, knew.clone()).await? {
+                Pass::Leased(good) if good.is_empty() => continue,
+                Pass::Leased(good) => {
                     tracing::debug!(%queue, count = good.len(), "jobs reserved");
                     return Ok(good);
                 }
-                continue;
-            }
+                Pass::Idle { now, next_due } => (now, next_due),
+            };
             let left = give_up.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
                 return Ok(Vec::new());
             }
             let due = u64::try_from(next_due).ok().map(Duration::from_millis);
-            knew = match self.waiters.wait(&self.conn, &k.wake, left, due).await? {
+            knew = match self.waiters.wait(&self.conn, &leaser.keys.wake, left, due).await? {
                 Woken::Token if next_due >= 0 => (now + next_due).to_string(),
                 Woken::Token => String::new(),
                 Woken::Timeout => "-".into(),
             };
         }
+    }
+
+    /// `true`: a dropped reserve call leases nothing that stays leased. Its
+    /// script runs in a task of its own, which releases what it leased when
+    /// nobody waits for the reply any more, and a dropped wait puts back
+    /// the wake-up token it may have taken.
+    fn reserve_is_cancel_safe(&self) -> bool {
+        true
     }
 
     async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
@@ -683,20 +635,14 @@ impl Broker for RedisBroker {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let k = self.keys(queue);
-        let lease_ms = millis(lease);
-        let call = SCRIPTS
-            .recover
-            .call(&[&k.jobs, &k.active, &k.lease, &k.seq])
-            .arg(max.min(MAX_BATCH))
-            .arg(lease_ms);
-        let mut reply = array("recover", run(&mut self.conn(), call).await?)?.into_iter();
-        let now = int("recover", &reply.next().unwrap_or_default())?;
-        let deadline = ms_to_time(now.saturating_add(lease_ms as i64));
-        let (good, poisoned) = self.leased(queue, reply.collect(), true, deadline)?;
-        self.bury(queue, poisoned).await;
+        let leaser = self.leaser(queue);
+        let good = leaser.recover(max.min(MAX_BATCH), millis(lease)).await?;
         for r in &good {
             tracing::warn!(job.id = %r.lease.id, %queue, "lease expired; job recovered");
+        }
+        // Recovery also looks, a page at a time, for envelopes in no state.
+        if let Err(e) = leaser.restore().await {
+            tracing::warn!(%queue, error = %e, "looking for jobs stored in no state failed");
         }
         Ok(good)
     }
@@ -708,8 +654,8 @@ impl Broker for RedisBroker {
             .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.dead, &k.stats])
             .arg(PROMOTE_BATCH);
         let reply = array("stats", run(&mut self.conn(), call).await?)?;
-        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, oldest] =
-            <[Value; 9]>::try_from(reply)
+        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, dropped, restored, oldest] =
+            <[Value; 11]>::try_from(reply)
                 .map_err(|r| Error::Backend(format!("unexpected reply from Redis for stats: {r:?}").into()))?;
         let count = |v: &Value| int("stats", v).map(|n| n.max(0) as u64);
         let now = self.clock.now();
@@ -725,6 +671,8 @@ impl Broker for RedisBroker {
             completed: count(&completed)?,
             retried: count(&retried)?,
             dead_lettered: count(&dead_lettered)?,
+            dropped: count(&dropped)?,
+            restored: count(&restored)?,
         })
     }
 

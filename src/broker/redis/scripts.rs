@@ -43,6 +43,7 @@ pub(super) struct Scripts {
     pub(super) release: Lua,
     pub(super) extend: Lua,
     pub(super) recover: Lua,
+    pub(super) restore: Lua,
     pub(super) stats: Lua,
     pub(super) dead_list: Lua,
     pub(super) dead_get: Lua,
@@ -60,6 +61,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: lua!("release"),
     extend: lua!("extend"),
     recover: lua!("recover"),
+    restore: lua!("restore"),
     stats: lua!("stats"),
     dead_list: lua!("dead_list"),
     dead_get: lua!("dead_get"),
@@ -68,7 +70,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 });
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 13] {
+    fn all(&self) -> [&Lua; 14] {
         [
             &self.enqueue,
             &self.reserve,
@@ -78,6 +80,7 @@ impl Scripts {
             &self.release,
             &self.extend,
             &self.recover,
+            &self.restore,
             &self.stats,
             &self.dead_list,
             &self.dead_get,

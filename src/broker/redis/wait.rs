@@ -7,6 +7,11 @@
 //! scheduled job falls due before the wait ends, the waiter keeps its own
 //! timer and, when it fires, ends the `BLPOP` early with `CLIENT UNBLOCK`
 //! from the shared connection.
+//!
+//! A wait may be dropped half-way (a worker shutting down drops its idle
+//! reserve call): its connection closes, which ends the `BLPOP`, and a
+//! wake-up token is pushed back in case the dropped `BLPOP` took one meant
+//! for another worker.
 
 use std::{future::Future, sync::Mutex, time::Duration};
 
@@ -117,6 +122,11 @@ impl Waiters {
             return Ok(Woken::Timeout);
         }
         let blocker = self.take().await?;
+        let mut abandoned = Abandoned {
+            main,
+            wake_key,
+            armed: true,
+        };
         let mut conn = blocker.conn.clone();
         let mut blpop = redis::cmd("BLPOP");
         // Redis takes fractional seconds; zero would mean "forever".
@@ -131,12 +141,14 @@ impl Waiters {
                     result = &mut reply => Ok(result),
                     _ = tokio::time::sleep(due) => match self.unblock(main, blocker.id, &mut reply).await {
                         Some(result) => Ok(result),
-                        // Still blocked: dropping the connection ends the BLPOP.
+                        // Still blocked: dropping the connection ends the
+                        // BLPOP (and `abandoned` puts back a token it took).
                         None => return Ok(Woken::Timeout),
                     },
                 }
             }
         };
+        abandoned.armed = result.is_err();
         match result {
             Ok(Ok(token)) => {
                 self.put_back(blocker);
@@ -185,5 +197,47 @@ impl Waiters {
             }
         }
         None
+    }
+}
+
+/// Armed while a `BLPOP` may have taken a wake-up token this process will
+/// not see (its reply is dropped or never read): dropped armed, it pushes
+/// a token back, so the worker it was meant for still wakes. A token too
+/// many only wakes one worker to find nothing.
+struct Abandoned<'a> {
+    main: &'a ConnectionManager,
+    wake_key: &'a str,
+    armed: bool,
+}
+
+impl Drop for Abandoned<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut conn = self.main.clone();
+        let key = self.wake_key.to_owned();
+        runtime.spawn(async move {
+            // The scripts' `wake`: at most one token waits.
+            let pushed = redis::pipe()
+                .atomic()
+                .cmd("LPUSH")
+                .arg(&key)
+                .arg("1")
+                .ignore()
+                .cmd("LTRIM")
+                .arg(&key)
+                .arg(0)
+                .arg(0)
+                .ignore()
+                .exec_async(&mut conn)
+                .await;
+            if let Err(e) = pushed {
+                tracing::debug!(error = %e, "could not put back a wake-up token after a dropped wait");
+            }
+        });
     }
 }

@@ -5,6 +5,8 @@
 -- A completed job's idempotency key stays held for the retention window;
 -- keys whose window has passed are released here, a bounded number per call.
 local jobs, active, lease, job_keys, unique, completed_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+check_types({jobs, 'hash', active, 'zset', lease, 'hash', job_keys, 'hash', unique, 'hash', completed_keys, 'zset',
+  KEYS[7], 'hash'})
 local now = now_ms()
 local out, done = check_leases(lease, 2)
 
@@ -27,7 +29,7 @@ if #done > 0 then
       variadic('ZADD', completed_keys, expiring)
     end
   end
-  redis.call('HINCRBY', KEYS[7], 'completed', #done)
+  count(KEYS[7], 'completed', #done)
 end
 
 local expired = redis.call('ZRANGEBYSCORE', completed_keys, '-inf', now, 'LIMIT', 0, #done + 16)

@@ -2,6 +2,7 @@
 -- KEYS: 1 dead, 2 jobs, 3 reasons, 4 job-keys, 5 unique
 -- ARGV: 1 only entries with a score below this ('' for any), then ids
 -- Returns the number deleted; ids not dead (or not old enough) are left alone.
+check_types({KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'hash', KEYS[4], 'hash', KEYS[5], 'hash'})
 local below = nil
 if ARGV[1] ~= '' then
   below = tonumber(ARGV[1])

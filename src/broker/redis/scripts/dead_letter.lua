@@ -3,17 +3,29 @@
 -- ARGV: 1 id, 2 lease token, 3 the updated envelope ('' keeps the stored text,
 --       for envelopes that cannot be decoded), 4 reason,
 --       5 the id to file it under ('' keeps ARGV[1]; used when the stored id
---       is not a UUID)
+--       is not a canonical job id), 6 the id to file it under instead when
+--       another job is already stored under ARGV[5] ('' for none: then it
+--       stays under ARGV[1])
 -- Returns 1 done, 0 lease lost (nothing changed).
 -- The dead zset's score is the dead-lettered time: ms with a microsecond fraction.
 local id = ARGV[1]
-if not end_lease(KEYS[2], KEYS[3], id, ARGV[2]) then
+check_types({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'zset', KEYS[5], 'hash', KEYS[6], 'hash'})
+if not holds(redis.call('HGET', KEYS[3], id), ARGV[2]) then
   return 0
 end
-local now = now_ms_precise()
+-- Never file a job over another one.
 local dead_id = id
-if ARGV[5] ~= '' and ARGV[5] ~= id then
-  dead_id = ARGV[5]
+for i = 5, 6 do
+  local candidate = ARGV[i]
+  if dead_id == id and candidate and candidate ~= '' and candidate ~= id
+      and redis.call('HEXISTS', KEYS[1], candidate) == 0 then
+    dead_id = candidate
+  end
+end
+local now = now_ms_precise()
+-- Removals first (see reserve).
+end_leases(KEYS[2], KEYS[3], {id})
+if dead_id ~= id then
   local stored = redis.call('HGET', KEYS[1], id)
   redis.call('HDEL', KEYS[1], id)
   if stored then
@@ -25,5 +37,5 @@ if ARGV[3] ~= '' then
 end
 redis.call('ZADD', KEYS[4], string.format('%.3f', now), dead_id)
 redis.call('HSET', KEYS[5], dead_id, ARGV[4])
-redis.call('HINCRBY', KEYS[6], 'dead_lettered', 1)
+count(KEYS[6], 'dead_lettered', 1)
 return 1

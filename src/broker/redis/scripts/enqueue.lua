@@ -4,11 +4,38 @@
 --       idempotency key ('' for none)
 -- Returns one entry per job: 1 when stored, or the id of the job already
 -- holding its idempotency key (or its own id when that id is already stored).
+-- A batch with an id that is not a canonical job id (a UUID in lower-case
+-- hyphenated form, 8-4-4-4-12 hex digits), a delay that is not a number or
+-- a wrong number of arguments is refused whole with an error reply that
+-- names the first such job: nothing of it is stored.
 -- All writes come after all checks, the first one being HSET jobs: when Redis
 -- is out of memory that write is refused and nothing at all is stored.
 local jobs, ready, scheduled, unique, completed_keys, job_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', unique, 'hash', completed_keys, 'zset', job_keys, 'hash',
+  KEYS[7], 'list'})
+if #ARGV % 4 ~= 0 then
+  return redis.error_reply('ERR flagship-worker: enqueue takes four arguments per job (id, envelope, delay ms, ' ..
+    'idempotency key), got ' .. #ARGV .. '; nothing was stored')
+end
 local now = now_ms()
 local n = #ARGV / 4
+
+local hex4 = '[0-9a-f][0-9a-f][0-9a-f][0-9a-f]'
+local canonical = '^' .. hex4 .. hex4 .. '%-' .. hex4 .. '%-' .. hex4 .. '%-' .. hex4 .. '%-' .. hex4 .. hex4 .. hex4 .. '$'
+for i = 1, n do
+  local base = (i - 1) * 4
+  local id = ARGV[base + 1]
+  if not string.find(id, canonical) then
+    local shown = string.gsub(string.sub(id, 1, 64), '[^%w%-]', '?')
+    return redis.error_reply('ERR flagship-worker: job ' .. i .. ' of the batch has id "' .. shown ..
+      '", which is not a job id in canonical form (a UUID in lower case with hyphens, ' ..
+      'e.g. 0190b6a4-8f1e-7c3a-9d2b-5e6f7a8b9c0d); nothing of the batch was stored. Write ids in lower case')
+  end
+  if not tonumber(ARGV[base + 3]) then
+    return redis.error_reply('ERR flagship-worker: job ' .. i .. ' of the batch has a delay that is not a number ' ..
+      '(milliseconds expected); nothing of the batch was stored')
+  end
+end
 
 local ids = {}
 for i = 1, n do

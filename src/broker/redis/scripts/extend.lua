@@ -2,6 +2,7 @@
 -- KEYS: 1 active, 2 lease
 -- ARGV: 1 lease in ms, then pairs: id, lease token
 -- Returns one entry per pair: 1 done, 0 lease lost.
+check_types({KEYS[1], 'zset', KEYS[2], 'hash'})
 local out, held = check_leases(KEYS[2], 2)
 if #held > 0 then
   local deadline = int(now_ms() + tonumber(ARGV[1]))

@@ -1,6 +1,38 @@
 -- flagship-worker: helpers shared by every script (prepended to each one).
 -- Scripts take data only through KEYS and ARGV and read time from Redis.
 
+-- Every script checks what can fail before its first write: Redis keeps
+-- the writes a script made before an error, so a failure after them would
+-- leave jobs half moved. Keys of the wrong type stop the script at once
+-- (check_types); a counter or the token sequence holding something other
+-- than a number is repaired rather than failing (count, check_seq).
+
+-- Stops the script with an error, before it writes anything, when one of
+-- `types` (key, type, key, type, ...) holds another type than the broker
+-- keeps there: another program wrote it. A missing key is fine.
+local function check_types(types)
+  for i = 1, #types, 2 do
+    local found = redis.call('TYPE', types[i])['ok']
+    if found ~= 'none' and found ~= types[i + 1] then
+      error({err = 'ERR flagship-worker: key ' .. types[i] .. ' holds a ' .. found .. ', not the ' ..
+        types[i + 1] .. ' the broker keeps there; another program wrote it. Nothing was changed. ' ..
+        'Rename the key away (and move its jobs back by hand), then the queue works again; see docs/redis.md'})
+    end
+  end
+end
+
+-- Adds `n` to the counter `field` of the stats hash `stats`. A value that
+-- is not an integer (written by another program) restarts the counter at
+-- `n` instead of failing the script after its other writes.
+local function count(stats, field, n)
+  local v = redis.call('HGET', stats, field)
+  if not v or (string.find(v, '^%-?%d+$') and #v <= 18) then
+    redis.call('HINCRBY', stats, field, n)
+  else
+    redis.call('HSET', stats, field, n)
+  end
+end
+
 -- Redis time in whole milliseconds since the Unix epoch.
 local function now_ms()
   local t = redis.call('TIME')
@@ -35,6 +67,24 @@ end
 local function lease_started(entry)
   local sep = string.find(entry, ':', 1, true)
   return sep and tonumber(string.sub(entry, sep + 1)) or nil
+end
+
+-- The largest lease token kept exact: tokens are Lua numbers (doubles).
+local MAX_TOKEN = 9007199254740992 - 4294967296
+
+-- Makes sure the lease token sequence `seq` counts on from a number. Any
+-- other value (written by another program) would fail INCRBY after the
+-- script's first writes, so it is replaced, before them, by Redis's time
+-- in microseconds: above every token handed out since the sequence began
+-- (or was last repaired) unless more than a million a second were.
+local function check_seq(seq)
+  local v = redis.call('GET', seq)
+  if v and not (string.find(v, '^%d+$') and #v <= 16 and tonumber(v) <= MAX_TOKEN) then
+    local t = redis.call('TIME')
+    local fresh = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+    redis.log(redis.LOG_WARNING, 'flagship-worker: ' .. seq .. ' did not hold a token count; restarted it at ' .. fresh)
+    redis.call('SET', seq, fresh)
+  end
 end
 
 -- Most due jobs one script promotes besides what it was asked for.

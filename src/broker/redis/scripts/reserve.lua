@@ -1,18 +1,23 @@
 -- reserve: promote due jobs, then lease up to ARGV[1] ready jobs, oldest first.
--- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 lease, 6 seq, 7 wake
+-- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 lease, 6 seq, 7 wake, 8 stats
 -- ARGV: 1 max jobs, 2 lease in ms, 3 most scheduled jobs to promote,
 --       4 what the caller knew before a wake-up token woke it: the due time
 --       (ms) of the first scheduled job, '' for none, or '-' when it was not
 --       woken by a token
--- Returns {now-ms, next-due-in-ms or -1, id, envelope, token, id, envelope, token, ...}.
--- next-due is only given when nothing was leased: how long until the first
--- scheduled job falls due. An id without an envelope (written by hand) is
--- dropped: there is nothing to run.
+-- Returns {now-ms, next-due-in-ms or -1, dropped, id, envelope, token, id, envelope, token, ...}.
+-- next-due is only given when nothing was taken from ready: how long until
+-- the first scheduled job falls due. An id without an envelope (written by
+-- another program) is dropped: there is nothing to run. `dropped` says how
+-- many were, and the stats counter `dropped` counts them.
 -- A woken caller that finds nothing ready but a first due time other than
 -- the one it knew passes the token on: every blocked worker then learns the
 -- new due time in turn (Redis wakes the longest-blocked first), and the
 -- turn ends at a worker that already knew it.
-local jobs, ready, scheduled, active, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local jobs, ready, scheduled, active, lease, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
+check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', lease, 'hash', seq, 'string',
+  KEYS[7], 'list', stats, 'hash'})
+-- Before LPOP: INCRBY on a sequence that is not a number would fail after it.
+check_seq(seq)
 local now = now_ms()
 
 -- Removals first: they are allowed when Redis is out of memory, and the
@@ -30,11 +35,15 @@ if not ids then
       wake(KEYS[7])
     end
   end
-  return {now, next_due}
+  return {now, next_due, 0}
 end
 
-local out = {now, -1}
-lease_jobs(active, lease, KEYS[6], ids, redis.call('HMGET', jobs, unpack(ids)), now, tonumber(ARGV[2]), out)
+local out = {now, -1, 0}
+local gone = lease_jobs(active, lease, seq, ids, redis.call('HMGET', jobs, unpack(ids)), now, tonumber(ARGV[2]), out)
+if #gone > 0 then
+  out[3] = #gone
+  count(stats, 'dropped', #gone)
+end
 -- Pass the baton: another idle worker can take what is left.
 if redis.call('LLEN', ready) > 0 then
   wake(KEYS[7])

@@ -4,6 +4,8 @@
 --       5 '1' for a failed attempt (counted as retried), '0' for a snooze
 -- Returns 1 done, 0 lease lost (nothing changed).
 local id = ARGV[1]
+check_types({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'list', KEYS[5], 'zset', KEYS[6], 'hash',
+  KEYS[7], 'list'})
 if not end_lease(KEYS[2], KEYS[3], id, ARGV[2]) then
   return 0
 end
@@ -16,7 +18,7 @@ else
   push_ready(KEYS[5], KEYS[4], now, {id})
 end
 if ARGV[5] == '1' then
-  redis.call('HINCRBY', KEYS[6], 'retried', 1)
+  count(KEYS[6], 'retried', 1)
 end
 -- Ready now, or a new earliest due time a blocked worker must sleep towards.
 wake(KEYS[7])

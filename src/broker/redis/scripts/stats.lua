@@ -2,10 +2,19 @@
 -- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 dead, 6 stats
 -- ARGV: 1 most scheduled jobs to promote
 -- Returns {now-ms, ready, scheduled, active, dead, completed, retried,
---          dead_lettered, envelope of the oldest ready job or false}.
+--          dead_lettered, dropped, restored, envelope of the oldest ready job or false}.
+-- A counter holding something other than a number reads as 0.
+check_types({KEYS[1], 'hash', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'zset', KEYS[6], 'hash'})
 local now = now_ms()
 promote_due(KEYS[3], KEYS[2], now, tonumber(ARGV[1]))
-local counters = redis.call('HMGET', KEYS[6], 'completed', 'retried', 'dead_lettered')
+local counters = redis.call('HMGET', KEYS[6], 'completed', 'retried', 'dead_lettered', 'dropped', 'restored')
+local function counter(i)
+  local n = tonumber(counters[i] or 0)
+  if not n or n ~= n or n < 0 or n > 9007199254740992 then
+    return 0
+  end
+  return math.floor(n)
+end
 local head = redis.call('LINDEX', KEYS[2], 0)
 local oldest = false
 if head then
@@ -17,8 +26,10 @@ return {
   redis.call('ZCARD', KEYS[3]),
   redis.call('ZCOUNT', KEYS[4], '-inf', '(+inf'),
   redis.call('ZCARD', KEYS[5]),
-  tonumber(counters[1] or 0),
-  tonumber(counters[2] or 0),
-  tonumber(counters[3] or 0),
+  counter(1),
+  counter(2),
+  counter(3),
+  counter(4),
+  counter(5),
   oldest,
 }

@@ -8,5 +8,6 @@ mod cluster;
 mod conformance;
 mod dead;
 mod faults;
+mod hostile;
 mod setup;
 mod support;

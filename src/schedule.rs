@@ -24,14 +24,27 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The longest interval accepted for [`Schedule::every`] (366 days).
 pub const MAX_INTERVAL: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// The first pause after a tick failed to enqueue; it doubles up to
+/// [`MAX_RETRY`], and starts again for each new tick.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// The longest pause between two tries of a tick: after an outage, the
+/// latest tick that fell in it is enqueued within this long.
+const MAX_RETRY: Duration = Duration::from_secs(1);
+
 /// What a schedule does about ticks that passed while no worker ran it.
+///
+/// While a worker runs the schedule, both policies treat a tick the same:
+/// it is retried while the broker is unreachable until it is enqueued or
+/// the next tick falls due (then the next one is owed instead). So after
+/// an outage the latest tick that fell in it runs once, and every tick
+/// after the broker is back runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MissedTicks {
     /// On start, enqueue the most recent past tick once (if it is within
     /// the catch-up window and was not enqueued already). The default.
     #[default]
     RunLatest,
-    /// Ignore past ticks; wait for the next one.
+    /// On start, ignore past ticks; wait for the next one.
     Skip,
 }
 
@@ -221,50 +234,73 @@ impl Schedule {
         Ok(outcome)
     }
 
-    async fn enqueue_with_retries(&self, client: &Client, tick: DateTime<Utc>) {
-        let mut delay = Duration::from_millis(100);
-        for _ in 0..5 {
-            match self.enqueue_tick(client, tick).await {
-                Ok(_) => return,
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(schedule = %self.name, %tick, error = %e, "enqueueing a tick failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(e) => {
-                    tracing::error!(schedule = %self.name, %tick, error = %e, "enqueueing a tick failed");
-                    return;
-                }
-            }
-        }
-        tracing::error!(schedule = %self.name, %tick, "gave up enqueueing a tick");
-    }
-
     /// Runs the schedule until `stop` is raised.
+    ///
+    /// The scheduler owes at most one tick at a time: the latest that has
+    /// come due and is not enqueued yet (on start under
+    /// [`MissedTicks::RunLatest`], the latest past one within the catch-up
+    /// window). While enqueueing it fails (the broker is unreachable), it
+    /// retries with backoff, never sleeping past the next tick; when the
+    /// next tick falls due first, that one is owed instead and the older
+    /// one is logged as missed. So after an outage the latest tick that
+    /// fell in it runs once, and no tick after the broker is back is lost.
     pub(crate) async fn run(self, client: Client, clock: Arc<dyn Clock>, mut stop: crate::worker::shutdown::Signal) {
-        let now = clock.now();
-        let mut last = now;
+        let start = clock.now();
+        // Ticks after this one are owed once due.
+        let mut handled = start;
+        let mut owed = None;
         if self.missed == MissedTicks::RunLatest {
-            if let Some(tick) = self.latest_at_or_before(now) {
-                let window = to_chrono(self.catch_up_window).unwrap_or(chrono::TimeDelta::MAX);
-                if now - tick <= window {
-                    self.enqueue_with_retries(&client, tick).await;
+            let window = to_chrono(self.catch_up_window).unwrap_or(chrono::TimeDelta::MAX);
+            owed = self.latest_at_or_before(start).filter(|tick| start - *tick <= window);
+        }
+        let mut backoff = FIRST_RETRY;
+        loop {
+            let now = clock.now();
+            if let Some(due) = self.latest_at_or_before(now).filter(|tick| *tick > handled) {
+                if let Some(missed) = owed.filter(|tick| *tick < due) {
+                    tracing::warn!(schedule = %self.name, tick = %missed, next = %due, "tick missed: it could not be enqueued before the next one fell due");
+                }
+                if owed.is_none_or(|tick| tick < due) {
+                    owed = Some(due);
+                    backoff = FIRST_RETRY;
                 }
             }
-        }
-        loop {
-            let now = clock.now().max(last);
-            let Some(next) = self.next_after(now) else {
+            if let Some(tick) = owed {
+                let attempt = tokio::select! {
+                    result = self.enqueue_tick(&client, tick) => result,
+                    _ = stop.raised() => return,
+                };
+                match attempt {
+                    Ok(_) => backoff = FIRST_RETRY,
+                    Err(e) if e.is_transient() => {
+                        let next = self.next_after(tick.max(now));
+                        let until_next = next.and_then(|next| (next - clock.now()).to_std().ok());
+                        let wait = until_next.map_or(backoff, |until| until.min(backoff));
+                        tracing::warn!(schedule = %self.name, %tick, error = %e, retry_in = ?wait, "enqueueing a tick failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.raised() => return,
+                        }
+                        backoff = (backoff * 2).min(MAX_RETRY);
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::error!(schedule = %self.name, %tick, error = %e, "enqueueing a tick failed; skipping it");
+                    }
+                }
+                handled = handled.max(tick);
+                owed = None;
+            }
+            let now = clock.now();
+            let Some(next) = self.next_after(now.max(handled)) else {
                 tracing::info!(schedule = %self.name, "schedule has no further ticks");
                 return;
             };
-            let wait = (next - clock.now()).to_std().unwrap_or(Duration::ZERO);
+            let wait = (next - now).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.raised() => return,
             }
-            self.enqueue_with_retries(&client, next).await;
-            last = next;
         }
     }
 }

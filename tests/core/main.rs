@@ -2,5 +2,6 @@
 //! backend, the worker runtime, schedules, and the committed schemas.
 
 mod memory;
+mod schedule;
 mod schemas;
 mod worker;

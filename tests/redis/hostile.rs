@@ -128,10 +128,17 @@ async fn a_job_stored_under_an_upper_case_id_is_dead_lettered_under_its_canonica
     let (stop, task) = run(&worker);
     // Before the fix it ran, its completion was refused (the lease was
     // looked up under the lower-case id), and it was recovered forever.
-    eventually("every job ended", Duration::from_secs(10), || ended(&broker, &runs, 3, 1)).await;
+    eventually("every job ended", Duration::from_secs(10), || {
+        ended(&broker, &runs, 3, 1)
+    })
+    .await;
 
     assert_eq!(runs.of(1), 0, "it did not run under an id no lease call can find");
-    let dead = broker.get_dead(&q(), canonical).await.unwrap().expect("filed under the canonical id");
+    let dead = broker
+        .get_dead(&q(), canonical)
+        .await
+        .unwrap()
+        .expect("filed under the canonical id");
     let reason = dead.dead_letter_reason.unwrap();
     assert!(reason.contains("canonical form") && reason.contains(&upper), "{reason}");
     let stored: bool = server.connection().hexists(key("jobs"), &upper).unwrap();
@@ -139,7 +146,10 @@ async fn a_job_stored_under_an_upper_case_id_is_dead_lettered_under_its_canonica
 
     // Retried from the DLQ, it runs under its canonical id.
     assert!(broker.retry_dead(&q(), canonical).await.unwrap());
-    eventually("the retried job ran", Duration::from_secs(10), || ended(&broker, &runs, 4, 0)).await;
+    eventually("the retried job ran", Duration::from_secs(10), || {
+        ended(&broker, &runs, 4, 0)
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
     assert_eq!(runs.of(1), 1);
@@ -154,7 +164,16 @@ async fn the_enqueue_script_refuses_a_batch_with_an_id_not_in_canonical_form() {
         include_str!("../../src/broker/redis/scripts/prelude.lua"),
         include_str!("../../src/broker/redis/scripts/enqueue.lua")
     ));
-    let keys = ["jobs", "ready", "scheduled", "unique", "completed-keys", "job-keys", "wake"].map(key);
+    let keys = [
+        "jobs",
+        "ready",
+        "scheduled",
+        "unique",
+        "completed-keys",
+        "job-keys",
+        "wake",
+    ]
+    .map(key);
     let good = demo(1);
     let bad = demo(2);
     for id in [
@@ -193,7 +212,10 @@ async fn an_id_that_is_not_utf8_does_not_hold_up_the_jobs_leased_with_it() {
     broker.enqueue((0..5).map(demo).collect()).await.unwrap();
     write_ready(&server, b"\xff\xfe-bad-id", &demo(100).to_json());
     // An id without an envelope: nothing to run or dead-letter.
-    let _: () = server.connection().rpush(key("ready"), b"\xc3\x28-ghost".as_slice()).unwrap();
+    let _: () = server
+        .connection()
+        .rpush(key("ready"), b"\xc3\x28-ghost".as_slice())
+        .unwrap();
     broker.enqueue((5..10).map(demo).collect()).await.unwrap();
 
     let runs = Runs::default();
@@ -201,7 +223,10 @@ async fn an_id_that_is_not_utf8_does_not_hold_up_the_jobs_leased_with_it() {
     let (stop, task) = run(&worker);
     // Before the fix the whole batch failed to decode, was recovered and
     // failed again: none of the ten good jobs ever ran.
-    eventually("the good jobs ran", Duration::from_secs(10), || ended(&broker, &runs, 10, 1)).await;
+    eventually("the good jobs ran", Duration::from_secs(10), || {
+        ended(&broker, &runs, 10, 1)
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
 
@@ -210,7 +235,10 @@ async fn an_id_that_is_not_utf8_does_not_hold_up_the_jobs_leased_with_it() {
     let dead = dead_jobs(&broker).await;
     assert_eq!(dead.len(), 1);
     let reason = dead[0].dead_letter_reason.as_deref().unwrap();
-    assert!(reason.contains("not UTF-8") && reason.contains("\\xff\\xfe-bad-id"), "{reason}");
+    assert!(
+        reason.contains("not UTF-8") && reason.contains("\\xff\\xfe-bad-id"),
+        "{reason}"
+    );
     assert_eq!(counter(&server, "dropped"), 1, "the id without an envelope was counted");
 }
 
@@ -246,7 +274,10 @@ async fn jobs_stored_in_no_state_are_put_back_and_counted() {
     let runs = Runs::default();
     let worker = worker(&server, &runs, Duration::from_millis(200)).await;
     let (stop, task) = run(&worker);
-    eventually("the lost jobs ran", Duration::from_secs(10), || ended(&broker, &runs, 7, 0)).await;
+    eventually("the lost jobs ran", Duration::from_secs(10), || {
+        ended(&broker, &runs, 7, 0)
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
     assert_eq!(counter(&server, "restored"), 5);
@@ -294,7 +325,10 @@ async fn a_payload_above_the_limit_written_into_redis_is_dead_lettered_naming_it
     let runs = Runs::default();
     let worker = worker(&server, &runs, Duration::from_millis(200)).await;
     let (stop, task) = run(&worker);
-    eventually("both jobs ended", Duration::from_secs(10), || ended(&broker, &runs, 1, 1)).await;
+    eventually("both jobs ended", Duration::from_secs(10), || {
+        ended(&broker, &runs, 1, 1)
+    })
+    .await;
     stop.send(true).unwrap();
     task.await.unwrap();
 
@@ -311,10 +345,18 @@ async fn shutdown_interrupts_an_idle_wait() {
     // A long idle wait: before the fix, shutdown waited for it to end.
     let worker = worker(&server, &runs, Duration::from_secs(10)).await;
     let (stop, task) = run(&worker);
-    eventually("the worker blocked waiting for work", Duration::from_secs(10), || async {
-        let info: String = redis::cmd("INFO").arg("clients").query(&mut server.connection()).unwrap();
-        info.lines().any(|l| l.strip_prefix("blocked_clients:").is_some_and(|n| n.trim() != "0"))
-    })
+    eventually(
+        "the worker blocked waiting for work",
+        Duration::from_secs(10),
+        || async {
+            let info: String = redis::cmd("INFO")
+                .arg("clients")
+                .query(&mut server.connection())
+                .unwrap();
+            info.lines()
+                .any(|l| l.strip_prefix("blocked_clients:").is_some_and(|n| n.trim() != "0"))
+        },
+    )
     .await;
     let asked = tokio::time::Instant::now();
     stop.send(true).unwrap();

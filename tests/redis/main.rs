@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod dead;
 mod faults;
+mod garbage;
 mod hostile;
 mod setup;
 mod support;

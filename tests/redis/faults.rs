@@ -41,7 +41,7 @@ async fn demo_worker(
 }
 
 /// Runs `worker` until the returned sender says stop.
-fn run(worker: &Worker) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+pub(crate) fn run(worker: &Worker) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let (stop, mut stopped) = watch::channel(false);
     let worker = worker.clone();
     let task = tokio::spawn(async move {

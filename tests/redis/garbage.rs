@@ -10,25 +10,20 @@
 //! for its time is not stranded.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    sync::{Arc, Mutex},
+    collections::{BTreeMap, HashSet},
     time::Duration,
 };
 
-use flagship_worker::{
-    broker::redis::RedisBroker, Broker, Handler, HandlerError, Job, JobContext, QueueConfig, RetryPolicy, Worker,
-};
+use flagship_worker::{Broker, Job};
 use proptest::{prelude::*, test_runner::TestCaseError};
 use redis::Commands;
 use serde_json::Value;
-use tokio::sync::watch;
 
-use crate::support::{demo, eventually, queue, start, Demo};
-
-/// The name of the demo queue's key `suffix`.
-fn key(suffix: &str) -> String {
-    format!("{{{}}}:{suffix}", <Demo as Job>::QUEUE)
-}
+use crate::{
+    faults::run,
+    hostile::{key, worker, Runs},
+    support::{demo, eventually, queue, start, Demo},
+};
 
 /// One write another program could make to the queue's keys.
 #[derive(Debug, Clone)]
@@ -151,20 +146,6 @@ fn write() -> impl Strategy<Value = Write> {
     ]
 }
 
-/// Counts the runs of each demo job by its number.
-#[derive(Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<u64, u32>>>);
-
-#[async_trait::async_trait]
-impl Handler for Runs {
-    type Job = Demo;
-
-    async fn handle(&self, job: Demo, _: &JobContext) -> Result<(), HandlerError> {
-        *self.0.lock().unwrap().entry(job.n).or_default() += 1;
-        Ok(())
-    }
-}
-
 /// The canonical form of `id` if it is a UUID in any form.
 fn canonical(id: &[u8]) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(id).ok()?;
@@ -231,37 +212,14 @@ async fn check(writes: Vec<Write>) -> Result<(), TestCaseError> {
     };
     let q = queue(<Demo as Job>::QUEUE);
     let runs = Runs::default();
-    let worker = Worker::builder(Arc::new(RedisBroker::connect(server.url()).await.unwrap()))
-        .handler(runs.clone())
-        .queue(
-            QueueConfig::new(<Demo as Job>::QUEUE)
-                .unwrap()
-                .concurrency(4)
-                .retry_policy(RetryPolicy::fixed(1, Duration::from_millis(10))),
-        )
-        .lease(Duration::from_millis(300))
-        .recovery_interval(Duration::from_millis(50))
-        .idle_wait(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    let (stop, mut stopped) = watch::channel(false);
-    let task = tokio::spawn({
-        let worker = worker.clone();
-        async move {
-            worker
-                .run_until(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-                .unwrap()
-        }
-    });
+    let worker = worker(&server, &runs, Duration::from_millis(100)).await;
+    let (stop, task) = run(&worker);
     broker.enqueue((0..5).map(demo).collect()).await.unwrap();
     apply(&mut server.connection(), &writes);
     broker.enqueue((5..10).map(demo).collect()).await.unwrap();
 
     eventually("every job ended", Duration::from_secs(20), || async {
-        let good_done = (0..10).all(|n| runs.0.lock().unwrap().contains_key(&n));
+        let good_done = (0..10).all(|n| runs.of(n) > 0);
         let Ok(stats) = broker.stats(&q).await else {
             return false;
         };

@@ -9,15 +9,16 @@ use std::{
     time::Duration,
 };
 
+use crate::{
+    faults::run,
+    support::{demo, eventually, queue, start, take, Demo},
+};
 use flagship_worker::{
     broker::redis::RedisBroker, testing::redis_server::RedisServer, Broker, DeadFilter, DeadLetterQueue, Handler,
     HandlerError, Job, JobContext, JobEnvelope, LeaseStatus, QueueConfig, QueueName, ReserveRequest, RetryPolicy,
     Worker,
 };
 use redis::Commands;
-use tokio::sync::watch;
-
-use crate::support::{demo, eventually, queue, start, take, Demo};
 
 /// The demo queue, where every job here lives.
 fn q() -> QueueName {
@@ -25,16 +26,16 @@ fn q() -> QueueName {
 }
 
 /// The name of the demo queue's key `suffix`.
-fn key(suffix: &str) -> String {
+pub(crate) fn key(suffix: &str) -> String {
     format!("{{{}}}:{suffix}", <Demo as Job>::QUEUE)
 }
 
 /// Counts the runs of each demo job by its number.
 #[derive(Clone, Default)]
-struct Runs(Arc<Mutex<HashMap<u64, u32>>>);
+pub(crate) struct Runs(Arc<Mutex<HashMap<u64, u32>>>);
 
 impl Runs {
-    fn of(&self, n: u64) -> u32 {
+    pub(crate) fn of(&self, n: u64) -> u32 {
         self.0.lock().unwrap().get(&n).copied().unwrap_or(0)
     }
 
@@ -54,7 +55,7 @@ impl Handler for Runs {
 }
 
 /// A worker on the demo queue with short leases and quick recovery.
-async fn worker(server: &RedisServer, runs: &Runs, idle_wait: Duration) -> Worker {
+pub(crate) async fn worker(server: &RedisServer, runs: &Runs, idle_wait: Duration) -> Worker {
     let broker = Arc::new(RedisBroker::connect(server.url()).await.unwrap());
     Worker::builder(broker)
         .handler(runs.clone())
@@ -70,21 +71,6 @@ async fn worker(server: &RedisServer, runs: &Runs, idle_wait: Duration) -> Worke
         .shutdown_timeout(Duration::from_secs(5))
         .build()
         .unwrap()
-}
-
-/// Runs `worker` until the returned sender says stop.
-fn run(worker: &Worker) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (stop, mut stopped) = watch::channel(false);
-    let worker = worker.clone();
-    let task = tokio::spawn(async move {
-        worker
-            .run_until(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, task)
 }
 
 /// Whether every job has ended: `done` ran, `dead` dead-lettered, none waiting or leased.

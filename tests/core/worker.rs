@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-struct Task {
-    n: u32,
+pub(crate) struct Task {
+    pub(crate) n: u32,
     #[schemars(length(min = 1))]
-    label: String,
+    pub(crate) label: String,
 }
 
 impl Job for Task {
@@ -32,27 +32,27 @@ impl Job for Task {
     const QUEUE: &'static str = "tasks";
 }
 
-fn task(n: u32) -> Task {
+pub(crate) fn task(n: u32) -> Task {
     Task {
         n,
         label: format!("task-{n}"),
     }
 }
 
-fn queue() -> QueueName {
+pub(crate) fn queue() -> QueueName {
     QueueName::new(Task::QUEUE).unwrap()
 }
 
 /// What a handler saw: the job, its attempt number and when it ran.
 #[derive(Debug)]
-struct Seen {
-    n: u32,
-    attempt: u32,
-    at: DateTime<Utc>,
+pub(crate) struct Seen {
+    pub(crate) n: u32,
+    pub(crate) attempt: u32,
+    pub(crate) at: DateTime<Utc>,
 }
 
 /// A handler whose behaviour per call is given by a closure.
-struct Scripted<F> {
+pub(crate) struct Scripted<F> {
     seen: mpsc::UnboundedSender<Seen>,
     behave: F,
 }
@@ -88,7 +88,7 @@ where
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Behaviour {
+pub(crate) enum Behaviour {
     Succeed,
     Fail,
     FailAfter(Duration),
@@ -97,7 +97,7 @@ enum Behaviour {
     Sleep(Duration),
 }
 
-fn scripted<F>(behave: F) -> (Scripted<F>, mpsc::UnboundedReceiver<Seen>)
+pub(crate) fn scripted<F>(behave: F) -> (Scripted<F>, mpsc::UnboundedReceiver<Seen>)
 where
     F: Fn(&Task, u32) -> Behaviour + Send + Sync + 'static,
 {
@@ -106,7 +106,7 @@ where
 }
 
 /// Runs `worker` in the background; send on the returned channel to stop it.
-fn spawn(worker: &Worker) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), Error>>) {
+pub(crate) fn spawn(worker: &Worker) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), Error>>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let worker = worker.clone();
     let handle = tokio::spawn(async move {
@@ -119,7 +119,7 @@ fn spawn(worker: &Worker) -> (oneshot::Sender<()>, tokio::task::JoinHandle<Resul
     (stop, handle)
 }
 
-async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+pub(crate) async fn next(rx: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
     tokio::time::timeout(Duration::from_secs(3600), rx.recv())
         .await
         .expect("the handler was not called within an hour of virtual time")

@@ -462,6 +462,7 @@ async fn bad_bulk_input_is_a_4xx_page_and_changes_nothing() {
         .uri("/ui/dlq/purge")
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::COOKIE, &cookie)
+        .header("sec-fetch-site", "same-origin")
         .body(Body::from(r#"{"days": 1}"#))
         .unwrap();
     assert_eq!(

@@ -8,4 +8,5 @@ mod dashboard;
 #[path = "../support/logs.rs"]
 mod logs;
 mod metrics;
+mod origin;
 mod support;

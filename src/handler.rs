@@ -214,7 +214,11 @@ impl<H: Handler> ErasedHandler for Typed<H> {
         match <H::Job as serde::Deserialize>::deserialize(payload) {
             Ok(job) => self.0.handle(job, ctx),
             Err(e) => {
-                let error = HandlerError::permanent(format!("payload does not decode as `{}`: {e}", H::Job::KIND));
+                let error = HandlerError::permanent(format!(
+                    "payload does not decode as `{}`: {}",
+                    H::Job::KIND,
+                    crate::schema::decode_error_without_values(&e)
+                ));
                 Box::pin(std::future::ready(Err(error)))
             }
         }

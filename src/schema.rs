@@ -435,6 +435,23 @@ fn describe(kind: &ValidationErrorKind) -> String {
     }
 }
 
+/// serde's reason a payload did not decode into its Rust type, without the
+/// value serde quotes (`invalid value: integer `5000000000`, expected u32`
+/// becomes `invalid value, expected u32`): a payload that passed its schema
+/// can still miss its type (a number past `u32`, a custom check).
+pub(crate) fn decode_error_without_values(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    for refusal in ["invalid type", "invalid value", "invalid length", "unknown variant"] {
+        if let Some(rest) = text.strip_prefix(refusal) {
+            return match rest.split_once(", expected ") {
+                Some((_, expected)) => format!("{refusal}, expected {expected}"),
+                None => refusal.to_owned(),
+            };
+        }
+    }
+    text
+}
+
 /// Names, quoted: property names come from the payload's keys, which are
 /// part of its paths too, not from its values.
 fn quoted(names: &[String]) -> String {
@@ -680,6 +697,22 @@ mod tests {
         shown.register::<Signup>().unwrap();
         let err = shown.validate("signup", &payload).unwrap_err().to_string();
         assert!(err.contains(CANARY), "{err}");
+    }
+
+    #[test]
+    fn decode_errors_lose_their_values() {
+        let decode = |value: Value| {
+            let Err(e) = serde_json::from_value::<Resize>(value) else {
+                panic!("decoded")
+            };
+            decode_error_without_values(&e)
+        };
+        let text = decode(serde_json::json!({ "width": 4_294_967_296_123u64, "name": "x" }));
+        assert_eq!(text, "invalid value, expected u32");
+        let text = decode(serde_json::json!({ "width": "CANARY", "name": "x" }));
+        assert_eq!(text, "invalid type, expected u32");
+        let text = decode(serde_json::json!({ "name": "x" }));
+        assert_eq!(text, "missing field `width`");
     }
 
     #[test]

@@ -225,6 +225,31 @@ async fn a_refused_stored_payload_is_dead_lettered_without_lies_or_secrets() {
     assert!(!log.contains(CANARY), "{log}");
 }
 
+/// Item 10, past the schema: a payload the schema accepts but the Rust
+/// type does not (a number past `u32`) dead-letters without its value.
+#[tokio::test(start_paused = true)]
+async fn a_payload_that_misses_its_type_is_dead_lettered_without_its_value() {
+    let broker = Arc::new(MemoryBroker::new());
+    let (handler, _seen) = scripted(|_, _| Behaviour::Succeed);
+    let worker = Worker::builder(broker.clone()).handler(handler).build().unwrap();
+    let foreign = JobEnvelope::new(
+        Task::KIND,
+        queue(),
+        json!({ "n": 4_294_967_296_123u64, "label": "x" }),
+        Utc::now(),
+    );
+    let id = foreign.id;
+    broker.enqueue(vec![foreign]).await.unwrap();
+    run_until_settled(&worker, &broker, &queue(), 1).await;
+
+    let reason = dead(&broker, &queue(), id).await.dead_letter_reason.unwrap();
+    assert!(!reason.contains("4294967296123"), "{reason}");
+    assert!(
+        reason.contains("does not decode as `task`: invalid value, expected u32"),
+        "{reason}"
+    );
+}
+
 /// Item 10, at enqueue: the refusal names the path and the rule only.
 #[tokio::test(start_paused = true)]
 async fn enqueue_refusals_do_not_quote_the_value() {

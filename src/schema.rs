@@ -353,17 +353,36 @@ fn check_depth(kind: &str, payload: &Value) -> Result<()> {
 
 /// Whether `value` nests arrays and objects more than `limit` levels deep.
 /// Walks the value with an explicit stack (never recursing), and stops at
-/// the first container past the limit.
+/// the first container past the limit. A flat payload (the usual kind)
+/// never allocates the stack.
 fn nests_deeper_than(value: &Value, limit: usize) -> bool {
-    let containers = |child: &&Value| child.is_array() || child.is_object();
-    // Containers still to look into, with how many enclose them.
-    let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
-    while let Some((value, enclosing)) = stack.pop() {
+    /// Pushes the containers inside `value`, or says `value` is too deep.
+    fn look_into<'v>(value: &'v Value, enclosing: usize, limit: usize, stack: &mut Vec<(&'v Value, usize)>) -> bool {
+        let is_container = |child: &Value| child.is_array() || child.is_object();
         match value {
             Value::Array(_) | Value::Object(_) if enclosing >= limit => return true,
-            Value::Array(items) => stack.extend(items.iter().filter(containers).map(|c| (c, enclosing + 1))),
-            Value::Object(map) => stack.extend(map.values().filter(containers).map(|c| (c, enclosing + 1))),
+            Value::Array(items) => {
+                for child in items.iter().filter(|c| is_container(c)) {
+                    stack.push((child, enclosing + 1));
+                }
+            }
+            Value::Object(map) => {
+                for child in map.values().filter(|c| is_container(c)) {
+                    stack.push((child, enclosing + 1));
+                }
+            }
             _ => {}
+        }
+        false
+    }
+    // Containers still to look into, with how many containers enclose them.
+    let mut stack = Vec::new();
+    if look_into(value, 0, limit, &mut stack) {
+        return true;
+    }
+    while let Some((value, enclosing)) = stack.pop() {
+        if look_into(value, enclosing, limit, &mut stack) {
+            return true;
         }
     }
     false

@@ -49,18 +49,6 @@ pub enum Error {
         limit: usize,
     },
 
-    /// A payload stored in a broker, read back when a worker reserved the
-    /// job, is refused by its kind's schema or limits. The job was
-    /// enqueued (by a producer that skipped validation, or before the
-    /// schema changed); a worker dead-letters it.
-    #[error("stored payload of job kind `{kind}` refused at reservation: {reason}; the job was enqueued without this check (by a producer that skips validation, or before the schema changed): fix the producer, then fix the payload and retry the job from the dead-letter queue")]
-    StoredPayloadRefused {
-        /// The job kind.
-        kind: String,
-        /// What is wrong: the path and rule, or the limit.
-        reason: String,
-    },
-
     /// A payload could not be turned into or out of JSON.
     #[error("malformed payload for job kind `{kind}`: {source}")]
     MalformedPayload {
@@ -142,7 +130,7 @@ pub enum Error {
 }
 
 /// Shows a JSON Pointer, naming the root explicitly.
-pub(crate) fn json_path(path: &str) -> String {
+fn json_path(path: &str) -> String {
     if path.is_empty() {
         "the payload's root".to_owned()
     } else {

@@ -75,31 +75,6 @@ impl KindSchema {
         self.validate_shallow(payload)
     }
 
-    /// Checks a payload read back from a broker, as a worker does when it
-    /// reserves a job: the same checks as [`validate`](Self::validate),
-    /// failing with [`Error::StoredPayloadRefused`], whose message says
-    /// the job was enqueued and is refused at reservation (and what to do).
-    pub fn check_stored(&self, payload: &Value) -> Result<()> {
-        self.validate(payload).map_err(|error| {
-            let reason = match error {
-                Error::InvalidPayload {
-                    path, rule, message, ..
-                } => format!(
-                    "at {}: {message} (schema rule `{rule}`)",
-                    crate::error::json_path(&path)
-                ),
-                Error::PayloadTooDeep { limit, .. } => {
-                    format!("it nests arrays and objects more than {limit} levels deep, the limit")
-                }
-                other => other.to_string(),
-            };
-            Error::StoredPayloadRefused {
-                kind: self.kind.clone(),
-                reason,
-            }
-        })
-    }
-
     /// The schema check alone, for a payload whose depth is already checked.
     fn validate_shallow(&self, payload: &Value) -> Result<()> {
         if self.validator.is_valid(payload) {
@@ -317,7 +292,9 @@ impl SchemaRegistry {
     }
 }
 
-/// A schema as committed to `docs/schemas/`: pretty JSON and a newline.
+/// A schema as [`SchemaRegistry::export`] writes it: pretty JSON and a
+/// newline. Public so a test can check that committed schema files are
+/// current by comparing them with this text.
 pub fn pretty_json(value: &Value) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
@@ -325,7 +302,7 @@ pub fn pretty_json(value: &Value) -> String {
 }
 
 /// The longest job kind accepted, in bytes.
-pub const MAX_KIND_LEN: usize = 128;
+pub(crate) const MAX_KIND_LEN: usize = 128;
 
 fn check_kind(kind: &str) -> Result<()> {
     let ok_chars = kind
@@ -452,23 +429,6 @@ fn describe(kind: &ValidationErrorKind) -> String {
         K::UniqueItems => "has duplicate items".into(),
         K::Referencing(error) => format!("could not be checked: the schema has a broken reference ({error})"),
     }
-}
-
-/// serde's reason a payload did not decode into its Rust type, without the
-/// value serde quotes (`invalid value: integer `5000000000`, expected u32`
-/// becomes `invalid value, expected u32`): a payload that passed its schema
-/// can still miss its type (a number past `u32`, a custom check).
-pub(crate) fn decode_error_without_values(error: &serde_json::Error) -> String {
-    let text = error.to_string();
-    for refusal in ["invalid type", "invalid value", "invalid length", "unknown variant"] {
-        if let Some(rest) = text.strip_prefix(refusal) {
-            return match rest.split_once(", expected ") {
-                Some((_, expected)) => format!("{refusal}, expected {expected}"),
-                None => refusal.to_owned(),
-            };
-        }
-    }
-    text
 }
 
 /// Names, quoted: property names come from the payload's keys, which are
@@ -695,10 +655,9 @@ mod tests {
             let err = registry.validate("signup", &payload).unwrap_err().to_string();
             assert!(!err.contains("CANARY"), "{err}");
             assert!(err.contains(&format!("`/{field}`")), "{err}");
-            let stored = kind.check_stored(&payload).unwrap_err().to_string();
-            assert!(!stored.contains("CANARY"), "{stored}");
-            assert!(stored.contains("refused at reservation"), "{stored}");
-            assert!(!stored.contains("nothing was enqueued"), "{stored}");
+            let direct = kind.validate(&payload).unwrap_err().to_string();
+            assert!(!direct.contains("CANARY"), "{direct}");
+            assert!(!direct.contains("nothing was enqueued"), "{direct}");
         }
         let err = registry
             .validate("signup", &serde_json::json!({ "count": 1 }))
@@ -716,22 +675,6 @@ mod tests {
         shown.register::<Signup>().unwrap();
         let err = shown.validate("signup", &payload).unwrap_err().to_string();
         assert!(err.contains(CANARY), "{err}");
-    }
-
-    #[test]
-    fn decode_errors_lose_their_values() {
-        let decode = |value: Value| {
-            let Err(e) = serde_json::from_value::<Resize>(value) else {
-                panic!("decoded")
-            };
-            decode_error_without_values(&e)
-        };
-        let text = decode(serde_json::json!({ "width": 4_294_967_296_123u64, "name": "x" }));
-        assert_eq!(text, "invalid value, expected u32");
-        let text = decode(serde_json::json!({ "width": "CANARY", "name": "x" }));
-        assert_eq!(text, "invalid type, expected u32");
-        let text = decode(serde_json::json!({ "name": "x" }));
-        assert_eq!(text, "missing field `width`");
     }
 
     #[test]

@@ -106,15 +106,11 @@ mod api;
 mod auth;
 mod dashboard;
 mod dlq;
-mod health;
 mod metrics;
-mod query;
 
 #[cfg(feature = "flagship")]
-pub use health::FlagshipHealth;
-pub use health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus};
+pub use crate::health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus};
 pub use metrics::AdminMetrics;
-pub use query::{DeadListing, DeadQuery, DeadSummary};
 
 /// The shortest bearer token accepted, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -163,7 +159,8 @@ impl fmt::Debug for AdminBuilder {
 impl AdminBuilder {
     /// Starts building the router for `backend`.
     pub fn new<B: Backend>(backend: Arc<B>) -> Self {
-        Self::from_parts(backend.clone().as_broker(), backend.as_dead_letter_queue())
+        let broker: Arc<dyn crate::broker::Broker> = backend.clone();
+        Self::from_parts(broker, backend)
     }
 
     /// Starts building the router for a broker and its dead-letter queue
@@ -269,9 +266,10 @@ impl AdminBuilder {
             }
             (Some(token), false) => Some(auth::Auth::new(&token, self.session_ttl, self.secure_cookie)?),
         };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let health = self
             .health
-            .unwrap_or_else(|| Arc::new(BrokerHealth::new(self.broker.clone())));
+            .unwrap_or_else(|| Arc::new(BrokerHealth::new(self.broker.clone()).with_clock(clock.clone())));
         let state = AdminState {
             broker: self.broker,
             dlq: self.dlq,
@@ -279,7 +277,7 @@ impl AdminBuilder {
             health,
             metrics: self.metrics.unwrap_or_default(),
             auth: auth.map(Arc::new),
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock,
         };
         Ok(routes(Arc::new(state)))
     }

@@ -600,11 +600,15 @@ function zodOf(ir, indent, resolve) {
 
 function zodString(ir) {
   let s = ir.format ? withMessage(STRING_FORMATS[ir.format].zod, STRING_FORMATS[ir.format].rule) : 'z.string()';
+  // A string has at least half as many code points as UTF-16 units and at
+  // most as many: count them only when the length alone cannot decide.
   if (ir.minLength !== undefined && ir.minLength > 0) {
-    s += `.refine((s) => codePoints(s) >= ${ir.minLength}, { message: "minLength ${ir.minLength}" })`;
+    const n = ir.minLength;
+    s += `.refine((s) => s.length >= ${2 * n} || (s.length >= ${n} && codePoints(s) >= ${n}), { message: "minLength ${n}" })`;
   }
   if (ir.maxLength !== undefined) {
-    s += `.refine((s) => codePoints(s) <= ${ir.maxLength}, { message: "maxLength ${ir.maxLength}" })`;
+    const n = ir.maxLength;
+    s += `.refine((s) => s.length <= ${n} || (s.length <= ${2 * n} && codePoints(s) <= ${n}), { message: "maxLength ${n}" })`;
   }
   if (ir.pattern !== undefined) {
     s += `.regex(new RegExp(${JSON.stringify(ir.pattern)}, "u"), { message: ${JSON.stringify(`pattern ${ir.pattern}`)} })`;

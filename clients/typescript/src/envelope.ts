@@ -45,6 +45,30 @@ export interface PreparedJob {
   readonly idempotencyKey: string;
 }
 
+/** The last time written into an envelope: a batch's jobs share it. */
+let lastTime = Number.NaN;
+let lastIso = "";
+
+function iso(ms: number): string {
+  if (ms !== lastTime) {
+    lastTime = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
+/** The envelope's opening (`{"v":1,"id":"`) and the kind and queue fields, per kind. */
+const heads = new WeakMap<AnyKindSpec, string>();
+
+function head(spec: AnyKindSpec): string {
+  let text = heads.get(spec);
+  if (text === undefined) {
+    text = `","type":${JSON.stringify(spec.kind)},"queue":${JSON.stringify(spec.queue)},"payload":`;
+    heads.set(spec, text);
+  }
+  return text;
+}
+
 function utf8Bytes(text: string): number {
   return Buffer.byteLength(text, "utf8");
 }
@@ -113,11 +137,10 @@ export function prepareJob(
   const { runAt, delayMs } = schedule(options, now);
 
   const id = uuidv7(now);
-  const enqueuedAt = new Date(now).toISOString();
+  const enqueuedAt = iso(now);
   const runAtText = runAt === now ? enqueuedAt : new Date(runAt).toISOString();
   const envelope =
-    `{"v":${ENVELOPE_VERSION},"id":"${id}","type":${JSON.stringify(spec.kind)},"queue":${JSON.stringify(spec.queue)},` +
-    `"payload":${json},` +
+    `{"v":${ENVELOPE_VERSION},"id":"${id}${head(spec)}${json},` +
     (key !== "" ? `"idempotency_key":${JSON.stringify(key)},` : "") +
     `"attempt":0,` +
     (options.maxRetries !== undefined ? `"max_retries":${options.maxRetries},` : "") +

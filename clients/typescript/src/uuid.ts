@@ -6,6 +6,9 @@ const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"
 /** Random bytes drawn in bulk: one system call per 409 ids, not one per id. */
 const pool = Buffer.alloc(4096);
 let used = pool.length;
+/** The time part of the last id, reused while the millisecond lasts. */
+let lastMs = Number.NaN;
+let lastPrefix = "";
 
 /**
  * A new UUID v7: 48 bits of Unix time in milliseconds, the version, 74
@@ -18,13 +21,14 @@ export function uuidv7(now: number = Date.now()): string {
   }
   const r = used;
   used += 10;
-  const ts = Math.floor(now).toString(16).padStart(12, "0");
+  if (now !== lastMs) {
+    lastMs = now;
+    const ts = Math.floor(now).toString(16).padStart(12, "0");
+    lastPrefix = ts.slice(0, 8) + "-" + ts.slice(8, 12) + "-7";
+  }
   const b = (i: number): number => pool[r + i] as number;
   return (
-    ts.slice(0, 8) +
-    "-" +
-    ts.slice(8, 12) +
-    "-7" +
+    lastPrefix +
     (b(0) & 0x0f).toString(16) +
     HEX[b(1)] +
     "-" +

@@ -45,7 +45,7 @@ export type JobId = string;
 export const JobIdSchema = z.uuid({ message: "format uuid" });
 
 export type QueueName = string;
-export const QueueNameSchema = z.string().refine((s) => codePoints(s) >= 1, { message: "minLength 1" }).refine((s) => codePoints(s) <= 128, { message: "maxLength 128" }).regex(new RegExp("^[A-Za-z0-9:._-]+$", "u"), { message: "pattern ^[A-Za-z0-9:._-]+$" });
+export const QueueNameSchema = z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 128 || (s.length <= 256 && codePoints(s) <= 128), { message: "maxLength 128" }).regex(new RegExp("^[A-Za-z0-9:._-]+$", "u"), { message: "pattern ^[A-Za-z0-9:._-]+$" });
 
 /** A job as stored by a broker. Version 1. */
 export type JobEnvelope = {

@@ -43,14 +43,14 @@ export type AuditEvent = {
 };
 /** Something that happened in an organization, kept in its audit trail. */
 export const AuditEventSchema = z.looseObject({
-  action: z.string().refine((s) => codePoints(s) >= 1, { message: "minLength 1" }).refine((s) => codePoints(s) <= 128, { message: "maxLength 128" }),
-  actor: z.string().refine((s) => codePoints(s) >= 1, { message: "minLength 1" }).refine((s) => codePoints(s) <= 256, { message: "maxLength 256" }),
+  action: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 128 || (s.length <= 256 && codePoints(s) <= 128), { message: "maxLength 128" }),
+  actor: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 256 || (s.length <= 512 && codePoints(s) <= 256), { message: "maxLength 256" }),
   id: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
   metadata: z.looseObject({}).optional(),
   occurredAt: z.iso.datetime({ offset: true, message: "format date-time (RFC 3339, with Z or an offset)" }),
   orgId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
-  targetId: z.string().refine((s) => codePoints(s) >= 1, { message: "minLength 1" }).refine((s) => codePoints(s) <= 256, { message: "maxLength 256" }),
-  targetType: z.string().refine((s) => codePoints(s) >= 1, { message: "minLength 1" }).refine((s) => codePoints(s) <= 64, { message: "maxLength 64" }),
+  targetId: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 256 || (s.length <= 512 && codePoints(s) <= 256), { message: "maxLength 256" }),
+  targetType: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 64 || (s.length <= 128 && codePoints(s) <= 64), { message: "maxLength 64" }),
 });
 
 /** An enforcement step. */
@@ -68,7 +68,7 @@ export type FeatureDisabled = {
 /** The details of a `feature_disabled` notification. */
 export const FeatureDisabledSchema = z.looseObject({
   flagKey: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
-  reason: z.string().refine((s) => codePoints(s) >= 1, { message: "minLength 1" }).refine((s) => codePoints(s) <= 1024, { message: "maxLength 1024" }),
+  reason: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 1024 || (s.length <= 2048 && codePoints(s) <= 1024), { message: "maxLength 1024" }),
 });
 
 /**
@@ -150,7 +150,7 @@ export type AutoActionJob = {
 export const AutoActionJobSchema = z.looseObject({
   action: AutoActionSchema,
   orgId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
-  reason: z.string().refine((s) => codePoints(s) >= 1, { message: "minLength 1" }).refine((s) => codePoints(s) <= 1024, { message: "maxLength 1024" }),
+  reason: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 1024 || (s.length <= 2048 && codePoints(s) <= 1024), { message: "maxLength 1024" }),
   targetId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
 });
 
@@ -243,8 +243,8 @@ export type OperatorAlertJob = {
 /** Email the configured operators about a problem. Queue `flagship:notifications`. */
 export const OperatorAlertJobSchema = z.looseObject({
   alertId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
-  body: z.string().refine((s) => codePoints(s) <= 65536, { message: "maxLength 65536" }),
-  subject: z.string().refine((s) => codePoints(s) >= 1, { message: "minLength 1" }).refine((s) => codePoints(s) <= 200, { message: "maxLength 200" }),
+  body: z.string().refine((s) => s.length <= 65536 || (s.length <= 131072 && codePoints(s) <= 65536), { message: "maxLength 65536" }),
+  subject: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 200 || (s.length <= 400 && codePoints(s) <= 200), { message: "maxLength 200" }),
 });
 
 /** Archive and reset the counters of ended periods. Queue `flagship:maintenance`. */

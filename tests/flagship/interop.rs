@@ -2,7 +2,9 @@
 //! enqueues FlagShip jobs into a test redis-server, and a Rust worker with
 //! the FlagShip handlers runs them. Needs `node` (and npm, to build the
 //! package when it is missing or older than its sources): without node the
-//! tests skip with a notice, unless `FLAGSHIP_REQUIRE_NODE=1` (CI).
+//! tests skip with a notice, unless `FLAGSHIP_REQUIRE_NODE=1` (CI). The
+//! package's generator is also run on the schemas schemars writes for the
+//! serde shapes applications use, against payloads serde writes.
 
 use std::{
     path::{Path, PathBuf},
@@ -11,13 +13,16 @@ use std::{
     time::SystemTime,
 };
 
+use chrono::{DateTime, NaiveDate, Utc};
 use flagship_worker::{
     broker::redis::RedisBroker,
     flagship::{AuditEvent, AuditEventJob, CounterKey, FlagshipServices, PeriodKind},
     testing::redis_server::RedisServer,
-    DeadLetterQueue, EnqueueOutcome, JobId, QueueName,
+    DeadLetterQueue, EnqueueOutcome, Job, JobId, QueueName, SchemaRegistry,
 };
-use serde_json::Value;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use crate::{pipeline::Pipeline, wait_until, ShiftedClock};
 
@@ -291,4 +296,219 @@ async fn a_raw_payload_that_bypasses_zod_is_dead_lettered_with_the_reason() {
     assert_eq!(p.services.usage.counter(&hour).await.unwrap(), 0);
     assert_eq!(p.broker.stats(&usage).await.unwrap().dead, 1);
     p.stop().await;
+}
+
+// The serde shapes an application's job kinds use, for the generator.
+
+const SLUG: &str = "^[a-z]+$";
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+struct Everything {
+    small: u8,
+    count: u32,
+    big: u64,
+    signed: i64,
+    ratio: f64,
+    flag: bool,
+    #[schemars(length(min = 1, max = 8))]
+    name: String,
+    #[schemars(pattern(SLUG))]
+    slug: String,
+    maybe: Option<String>,
+    when: DateTime<Utc>,
+    day: NaiveDate,
+    id: uuid::Uuid,
+    tags: Vec<String>,
+    scores: std::collections::BTreeMap<String, u32>,
+    inner: Inner,
+    maybe_inner: Option<Inner>,
+    color: Color,
+    shape: Shape,
+    order: Order,
+    either: Either,
+    #[serde(default)]
+    defaulted: u32,
+    extra: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Inner {
+    #[schemars(range(min = 1, max = 10))]
+    level: u16,
+    note: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum Color {
+    Red,
+    DarkBlue,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+enum Shape {
+    Circle { radius: f64 },
+    Square { side: f64 },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+enum Order {
+    Stop,
+    Move { x: i32, y: i32 },
+    Say(String),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+enum Either {
+    Number(u64),
+    Text(String),
+}
+
+impl Job for Everything {
+    const KIND: &'static str = "everything";
+    const QUEUE: &'static str = "app:misc";
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+struct Ping {}
+
+impl Job for Ping {
+    const KIND: &'static str = "ping";
+    const QUEUE: &'static str = "app:misc";
+}
+
+fn everything(shape: Shape, order: Order, either: Either) -> Everything {
+    Everything {
+        small: 255,
+        count: u32::MAX,
+        big: 9_007_199_254_740_991,
+        signed: -42,
+        ratio: 0.5,
+        flag: true,
+        name: "\u{1F600}".repeat(8),
+        slug: "abc".into(),
+        maybe: None,
+        when: "2026-01-01T10:00:00.123456789Z".parse().unwrap(),
+        day: NaiveDate::from_ymd_opt(2026, 2, 28).unwrap(),
+        id: uuid::Uuid::now_v7(),
+        tags: vec!["a".into(), "b".into()],
+        scores: [("x".to_owned(), 3)].into(),
+        inner: Inner { level: 10, note: None },
+        maybe_inner: Some(Inner {
+            level: 1,
+            note: Some("n".into()),
+        }),
+        color: Color::DarkBlue,
+        shape,
+        order,
+        either,
+        defaulted: 0,
+        extra: json!({ "anything": [1, "two", null] }),
+    }
+}
+
+#[test]
+fn generated_zod_schemas_agree_with_what_serde_writes_and_rust_refuses() {
+    let Some(dir) = typescript_package() else { return };
+    let registry = SchemaRegistry::new();
+    registry.register::<Everything>().unwrap();
+    registry.register::<Ping>().unwrap();
+    let schemas = tempfile::tempdir().unwrap();
+    registry.export(schemas.path()).unwrap();
+
+    let valid: Vec<Value> = [
+        everything(Shape::Circle { radius: 1.5 }, Order::Stop, Either::Number(7)),
+        everything(
+            Shape::Square { side: 2.0 },
+            Order::Move { x: -1, y: 2 },
+            Either::Text("t".into()),
+        ),
+        everything(
+            Shape::Circle { radius: 0.0 },
+            Order::Say("hi".into()),
+            Either::Number(0),
+        ),
+    ]
+    .iter()
+    .map(|e| serde_json::to_value(e).unwrap())
+    .collect();
+    let base = valid[0].clone();
+    let with = |path: &str, value: Value| {
+        let mut v = base.clone();
+        *v.pointer_mut(path).unwrap() = value;
+        v
+    };
+    let mut missing = base.clone();
+    missing.as_object_mut().unwrap().remove("count");
+    // Each refused by Rust (the validator, or serde for formats), and by Zod at this path.
+    let invalid: Vec<(Value, &str)> = vec![
+        (with("/small", json!(256)), "/small"),
+        (with("/name", json!("")), "/name"),
+        (with("/name", json!("\u{1F600}".repeat(9))), "/name"),
+        (with("/slug", json!("Abc")), "/slug"),
+        (with("/inner/level", json!(0)), "/inner/level"),
+        (with("/color", json!("green")), "/color"),
+        (with("/shape", json!({ "kind": "triangle" })), "/shape/kind"),
+        (with("/shape", json!({ "kind": "circle" })), "/shape/radius"),
+        (with("/order", json!({ "Bogus": 1 })), "/order"),
+        (with("/order", json!({ "Move": { "x": 1 } })), "/order/Move/y"),
+        (with("/either", json!(true)), "/either"),
+        (with("/scores", json!({ "x": -1 })), "/scores/x"),
+        (with("/tags", json!([1])), "/tags/0"),
+        (with("/signed", json!(1.5)), "/signed"),
+        (with("/when", json!("yesterday")), "/when"),
+        (with("/day", json!("2026-02-30")), "/day"),
+        (with("/id", json!("not-a-uuid")), "/id"),
+        (missing, "/count"),
+    ];
+    for payload in &valid {
+        registry.validate("everything", payload).unwrap();
+    }
+    for (payload, path) in &invalid {
+        let refused_by_schema = registry.validate("everything", payload).is_err();
+        let refused_by_serde = serde_json::from_value::<Everything>(payload.clone()).is_err();
+        assert!(
+            refused_by_schema || refused_by_serde,
+            "Rust accepts the sample for {path}"
+        );
+    }
+
+    let samples = json!({
+        "valid": { "everything": valid, "ping": [{}, { "more": 1 }] },
+        "invalid": {
+            "everything": invalid.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(),
+            "ping": [[], "x"],
+        },
+    });
+    let file = schemas.path().join("samples.json.txt");
+    std::fs::write(&file, samples.to_string()).unwrap();
+    let output = Command::new("node")
+        .arg(dir.join("dist/test/interop/codegen-check.js"))
+        .arg(schemas.path())
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let out: Value = serde_json::from_slice(&output.stdout).unwrap();
+
+    assert_eq!(
+        out["diagnostics"],
+        json!([]),
+        "the generated module does not type-check"
+    );
+    assert_eq!(out["queues"], json!({ "everything": "app:misc", "ping": "app:misc" }));
+    for (i, issues) in out["valid"]["everything"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(issues, &json!([]), "valid sample {i} refused: {}", valid[i]);
+    }
+    assert_eq!(out["valid"]["ping"], json!([[], []]));
+    for (i, issues) in out["invalid"]["everything"].as_array().unwrap().iter().enumerate() {
+        let (_, path) = invalid[i];
+        assert_eq!(issues[0]["path"], path, "sample {i}: {issues}");
+    }
+    for issues in out["invalid"]["ping"].as_array().unwrap() {
+        assert_eq!(issues[0]["path"], "", "{issues}");
+    }
 }

@@ -542,11 +542,12 @@ function tsOf(ir, indent, resolve) {
         const t = tsOf(p.ir, inner, resolve);
         lines.push(p.required ? `${inner}${key(p.name)}: ${t};` : `${inner}${key(p.name)}?: ${t} | undefined;`);
       }
-      if (ir.additional !== false && (ir.props.length === 0 || typeof ir.additional === 'object')) {
-        lines.push(`${inner}[key: string]: unknown;`);
-      }
+      if (ir.additional === true && ir.props.length === 0) lines.push(`${inner}[key: string]: unknown;`);
       lines.push(`${indent}}`);
-      return lines.join('\n');
+      if (typeof ir.additional !== 'object') return lines.join('\n');
+      // Undeclared properties must match `additionalProperties`.
+      const rest = `{ [key: string]: ${tsOf(ir.additional, indent, resolve)} }`;
+      return ir.props.length === 0 ? rest : `${lines.join('\n')} & ${rest}`;
     }
     default: throw new Error(`unhandled ${ir.k}`);
   }
@@ -592,6 +593,7 @@ function zodOf(ir, indent, resolve) {
       const body = lines.length ? `{\n${lines.join('\n')}\n${indent}}` : '{}';
       if (ir.additional === false) return `z.strictObject(${body})`;
       if (ir.additional === true) return `z.looseObject(${body})`;
+      if (ir.props.length === 0) return `z.record(z.string(), ${zodOf(ir.additional, indent, resolve)})`;
       return `z.object(${body}).catchall(${zodOf(ir.additional, indent, resolve)})`;
     }
     default: throw new Error(`unhandled ${ir.k}`);

@@ -94,9 +94,14 @@ export function issuesOf(issues: readonly z.core.$ZodIssue[], value: unknown, ba
           push(missing(value, path) ? `required (one of ${allowed})` : `one of ${allowed}`);
           break;
         }
-        // None of the alternatives matched: report the closest one's problems.
+        // None of the alternatives matched: report the closest one's
+        // problems: the fewest, and among those the deepest (the branch
+        // that got furthest into the value).
+        const depth = (b: PayloadIssue[]): number => Math.max(...b.map((i) => i.path.split("/").length));
         const branches = u.errors.map((errs) => issuesOf(errs, value, path));
-        const closest = branches.filter((b) => b.length > 0).sort((a, b) => a.length - b.length)[0];
+        const closest = branches
+          .filter((b) => b.length > 0)
+          .sort((a, b) => a.length - b.length || depth(b) - depth(a))[0];
         if (!closest) {
           push(`oneOf: none of the ${u.errors.length} alternatives matched`);
           break;

@@ -129,13 +129,32 @@ fn redis_ms(server: &RedisServer) -> f64 {
     (s * 1000) as f64 + (us / 1000) as f64
 }
 
+/// A redis-server, the Redis broker on it, and a FlagShip worker (memory
+/// stores, the org `acme` of [`Pipeline::start`]) running on the broker.
+async fn flagship_on_redis() -> Option<(RedisServer, Arc<RedisBroker>, Pipeline)> {
+    let server = RedisServer::start()?;
+    let clock = Arc::new(ShiftedClock::starting_at("2026-01-01T10:30:00Z"));
+    let backend = Arc::new(RedisBroker::connect(server.url()).await.unwrap());
+    let pipeline = Pipeline::start(backend.clone(), FlagshipServices::in_memory(), clock).await;
+    Some((server, backend, pipeline))
+}
+
+/// The api_calls counter of `acme` for the hour the fixtures' usage falls in.
+fn acme_hour() -> CounterKey {
+    CounterKey::containing(
+        "acme",
+        "api_calls",
+        PeriodKind::Hourly,
+        "2026-01-01T10:00:00Z".parse().unwrap(),
+    )
+}
+
 #[tokio::test]
 async fn jobs_from_the_typescript_producer_run_on_the_rust_worker() {
     let Some(dir) = typescript_package() else { return };
-    let Some(server) = RedisServer::start() else { return };
-    let clock = Arc::new(ShiftedClock::starting_at("2026-01-01T10:30:00Z"));
-    let backend = Arc::new(RedisBroker::connect(server.url()).await.unwrap());
-    let p = Pipeline::start(backend.clone(), FlagshipServices::in_memory(), clock).await;
+    let Some((server, _, p)) = flagship_on_redis().await else {
+        return;
+    };
 
     let out = produce(&dir, &server.url(), "flagship").await;
     let sent_at = redis_ms(&server);
@@ -199,13 +218,7 @@ async fn jobs_from_the_typescript_producer_run_on_the_rust_worker() {
     assert!(key.blocked, "the auto-action blocked the key");
 
     // Usage: counted once (85 of 100), which crossed the warning threshold.
-    let hour = CounterKey::containing(
-        "acme",
-        "api_calls",
-        PeriodKind::Hourly,
-        "2026-01-01T10:00:00Z".parse().unwrap(),
-    );
-    assert_eq!(p.services.usage.counter(&hour).await.unwrap(), 85);
+    assert_eq!(p.services.usage.counter(&acme_hour()).await.unwrap(), 85);
 
     // Notifications: the worker's threshold warning and the one from
     // TypeScript, each by email and by signed webhook.
@@ -263,10 +276,9 @@ async fn jobs_from_the_typescript_producer_run_on_the_rust_worker() {
 #[tokio::test]
 async fn a_raw_payload_that_bypasses_zod_is_dead_lettered_with_the_reason() {
     let Some(dir) = typescript_package() else { return };
-    let Some(server) = RedisServer::start() else { return };
-    let clock = Arc::new(ShiftedClock::starting_at("2026-01-01T10:30:00Z"));
-    let backend = Arc::new(RedisBroker::connect(server.url()).await.unwrap());
-    let p = Pipeline::start(backend.clone(), FlagshipServices::in_memory(), clock).await;
+    let Some((server, backend, p)) = flagship_on_redis().await else {
+        return;
+    };
 
     let out = produce(&dir, &server.url(), "raw-invalid").await;
     assert_eq!(
@@ -287,13 +299,7 @@ async fn a_raw_payload_that_bypasses_zod_is_dead_lettered_with_the_reason() {
     assert_eq!(dead.attempt, 0, "never retried: {dead:?}");
 
     // The handler never ran: nothing was counted.
-    let hour = CounterKey::containing(
-        "acme",
-        "api_calls",
-        PeriodKind::Hourly,
-        "2026-01-01T10:00:00Z".parse().unwrap(),
-    );
-    assert_eq!(p.services.usage.counter(&hour).await.unwrap(), 0);
+    assert_eq!(p.services.usage.counter(&acme_hour()).await.unwrap(), 0);
     assert_eq!(p.broker.stats(&usage).await.unwrap().dead, 1);
     p.stop().await;
 }

@@ -248,9 +248,11 @@ export class Producer<K extends KindRegistry> {
         results[i] = rerun[k + 1] as [Error | null, unknown];
       });
     }
-    const error = results.find((r) => !r || r[0]);
-    if (error) throw brokerError(error ? error[0] : new Error("no reply"));
     if (results.length !== calls.length) throw new BrokerError("Redis returned fewer replies than script calls");
-    return results.map((r) => (r as [null, unknown])[1]);
+    return results.map((r) => {
+      if (!r) throw new BrokerError("Redis returned no reply for an enqueue call");
+      if (r[0]) throw brokerError(r[0]);
+      return r[1];
+    });
   }
 }

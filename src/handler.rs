@@ -23,8 +23,10 @@ use crate::{
 ///
 /// - `handle` MUST return `Ok(())` only when the job's work is done.
 /// - It SHOULD return [`HandlerError::Permanent`] when retrying cannot help
-///   (bad data, a refused request) and [`HandlerError::Retry`] or
-///   [`HandlerError::RetryAfter`] when it might.
+///   (bad data, a refused request), [`HandlerError::Retry`] or
+///   [`HandlerError::RetryAfter`] when it might, and
+///   [`HandlerError::Snooze`] when the job is not ready to run yet (a
+///   rate-limited upstream, a resource still being prepared).
 /// - It MAY panic or run past the queue's job timeout: both count as a
 ///   retryable failure and the worker keeps running.
 ///
@@ -81,9 +83,21 @@ impl<H: Handler> Handler for Arc<H> {
     }
 }
 
-/// What a failed handler tells the worker to do.
+/// What a handler that did not finish tells the worker to do.
 ///
 /// Any `std::error::Error` converts into [`HandlerError::Retry`] with `?`.
+/// The worker turns it into a broker call with
+/// [`RetryPolicy::decide`](crate::RetryPolicy::decide).
+///
+/// ```
+/// use std::time::Duration;
+/// use flagship_worker::HandlerError;
+///
+/// // The upstream said "too many requests, come back in a minute": wait
+/// // without using up one of the job's retries.
+/// let later = HandlerError::snooze(Duration::from_secs(60));
+/// assert!(later.error().is_none());
+/// ```
 #[non_exhaustive]
 pub enum HandlerError {
     /// A transient failure: retry according to the retry policy.
@@ -91,6 +105,11 @@ pub enum HandlerError {
     /// A transient failure and the callee said when to come back (an HTTP
     /// 429 with Retry-After): retry after this delay. Uses an attempt.
     RetryAfter(Duration, BoxError),
+    /// Not a failure: run the job again after this delay without using an
+    /// attempt and without recording one in its history. A handler that
+    /// always snoozes keeps its job forever: bound it yourself (for
+    /// example on [`JobContext::enqueued_at`]).
+    Snooze(Duration),
     /// Retrying cannot help: dead-letter the job now.
     Permanent(BoxError),
 }
@@ -106,15 +125,21 @@ impl HandlerError {
         HandlerError::RetryAfter(delay, error.into())
     }
 
+    /// Run the job again after `delay` without using an attempt.
+    pub fn snooze(delay: Duration) -> Self {
+        HandlerError::Snooze(delay)
+    }
+
     /// A permanent failure: dead-letter the job.
     pub fn permanent(error: impl Into<BoxError>) -> Self {
         HandlerError::Permanent(error.into())
     }
 
-    /// The underlying error.
-    pub fn error(&self) -> &BoxError {
+    /// The underlying error; `None` for a snooze, which is not a failure.
+    pub fn error(&self) -> Option<&BoxError> {
         match self {
-            HandlerError::Retry(e) | HandlerError::RetryAfter(_, e) | HandlerError::Permanent(e) => e,
+            HandlerError::Retry(e) | HandlerError::RetryAfter(_, e) | HandlerError::Permanent(e) => Some(e),
+            HandlerError::Snooze(_) => None,
         }
     }
 }
@@ -130,6 +155,7 @@ impl fmt::Debug for HandlerError {
         match self {
             HandlerError::Retry(e) => f.debug_tuple("Retry").field(e).finish(),
             HandlerError::RetryAfter(d, e) => f.debug_tuple("RetryAfter").field(d).field(e).finish(),
+            HandlerError::Snooze(d) => f.debug_tuple("Snooze").field(d).finish(),
             HandlerError::Permanent(e) => f.debug_tuple("Permanent").field(e).finish(),
         }
     }
@@ -140,6 +166,7 @@ impl fmt::Display for HandlerError {
         match self {
             HandlerError::Retry(e) => write!(f, "{e}"),
             HandlerError::RetryAfter(d, e) => write!(f, "{e} (retry after {d:?})"),
+            HandlerError::Snooze(d) => write!(f, "snoozed for {d:?}"),
             HandlerError::Permanent(e) => write!(f, "{e} (permanent)"),
         }
     }
@@ -204,19 +231,81 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError
 pub(crate) trait ErasedHandler: Send + Sync {
     /// Decodes the payload and starts the handler. Not `async` itself, so
     /// the handler's own boxed future is the only allocation per job.
-    fn call<'a>(&'a self, payload: &Value, ctx: &'a JobContext) -> HandlerFuture<'a>;
+    fn call<'a>(&'a self, payload: &Value, ctx: &'a JobContext) -> Call<'a>;
+}
+
+/// Why an erased call did not finish its job.
+pub(crate) enum CallError {
+    /// The handler answered with an error.
+    Handler(HandlerError),
+    /// The payload passed its schema but does not decode as the handler's
+    /// type; the reason to dead-letter it with.
+    Decode(String),
+}
+
+/// A started handler, or the reason its payload did not decode.
+pub(crate) enum Call<'a> {
+    Run(HandlerFuture<'a>),
+    Undecodable(Option<String>),
+}
+
+impl Future for Call<'_> {
+    type Output = Result<(), CallError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            Call::Run(run) => run.as_mut().poll(cx).map(|r| r.map_err(CallError::Handler)),
+            Call::Undecodable(reason) => {
+                std::task::Poll::Ready(Err(CallError::Decode(reason.take().unwrap_or_default())))
+            }
+        }
+    }
 }
 
 pub(crate) struct Typed<H>(pub(crate) H);
 
 impl<H: Handler> ErasedHandler for Typed<H> {
-    fn call<'a>(&'a self, payload: &Value, ctx: &'a JobContext) -> HandlerFuture<'a> {
+    fn call<'a>(&'a self, payload: &Value, ctx: &'a JobContext) -> Call<'a> {
         match <H::Job as serde::Deserialize>::deserialize(payload) {
-            Ok(job) => self.0.handle(job, ctx),
-            Err(e) => {
-                let error = HandlerError::permanent(format!("payload does not decode as `{}`: {e}", H::Job::KIND));
-                Box::pin(std::future::ready(Err(error)))
-            }
+            Ok(job) => Call::Run(self.0.handle(job, ctx)),
+            Err(e) => Call::Undecodable(Some(undecodable(H::Job::KIND, &e))),
         }
+    }
+}
+
+/// The dead-letter reason for a payload that passed its schema but does
+/// not decode as the handler's type. serde's message names the field for a
+/// missing or duplicate one; its other messages can quote the value, which
+/// may be a secret, so they are left out.
+fn undecodable(kind: &str, e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let detail = if message.starts_with("missing field") || message.starts_with("duplicate field") {
+        format!(" ({message})")
+    } else {
+        String::new()
+    };
+    format!(
+        "payload passed the `{kind}` schema but does not decode as the handler's type{detail}; \
+         the schema and the type disagree: fix one of them, then retry the job from the dead-letter queue"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn undecodable_reasons_never_quote_the_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Wants {
+            n: u32,
+        }
+        let e = serde_json::from_value::<Wants>(serde_json::json!({ "n": "CANARY-secret" })).unwrap_err();
+        assert!(e.to_string().contains("CANARY"), "serde quotes the value: {e}");
+        let reason = undecodable("wants", &e);
+        assert!(!reason.contains("CANARY"), "{reason}");
+        let missing = serde_json::from_value::<Wants>(serde_json::json!({})).unwrap_err();
+        assert!(undecodable("wants", &missing).contains("missing field `n`"));
     }
 }

@@ -13,9 +13,10 @@
 //! - A [`Job`] is a serde type with a JSON Schema ([`schemars::JsonSchema`]),
 //!   a stable wire name ([`Job::KIND`]) and a queue ([`Job::QUEUE`]).
 //! - A [`Handler`] runs jobs of one type and answers with a [`HandlerError`]
-//!   that says what to do on failure: retry, retry after a delay, or give up.
+//!   that says what to do when it did not finish: retry, retry after a
+//!   delay, snooze (run later without using an attempt), or give up.
 //! - A [`Broker`] stores jobs; its [`DeadLetterQueue`] keeps the ones that
-//!   gave up. [`MemoryBroker`] is built in; the Redis broker is behind the
+//!   gave up. [`MemoryBroker`] is built in; `RedisBroker` is behind the
 //!   `redis` feature.
 //! - A [`Client`] enqueues (typed or raw JSON, one or a batch), validating
 //!   first; a [`Worker`] reserves, runs, retries and acknowledges.
@@ -79,7 +80,7 @@
 //! | `http` | the FlagShip Resend mailer and HTTP webhook sender (reqwest, rustls) |
 //! | `admin` | the `admin` module: the operators' HTTP API, DLQ dashboard and Prometheus metrics |
 //! | `cli` | the `flagship-worker` command-line tool (queues, DLQ, health, schemas) |
-//! | `test-util` | `testing::conformance`, the suite every backend must pass |
+//! | `test-util` | `testing::TestWorker` to run a worker's jobs one at a time in tests, and `testing::conformance`, the suite every backend must pass |
 
 // The library never panics on a `Result` or `Option`; tests and examples may.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
@@ -102,9 +103,11 @@ pub mod schema;
 pub mod testing;
 pub mod worker;
 
+#[cfg(feature = "redis")]
+pub use broker::redis::RedisBroker;
 pub use broker::{
-    memory::MemoryBroker, AckStatus, Backend, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage,
-    EnqueueOutcome, Lease, LeaseToken, QueueStats, Reservation, ReserveRequest,
+    memory::MemoryBroker, Backend, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease,
+    LeaseStatus, LeaseToken, QueueStats, Reservation, ReserveRequest,
 };
 pub use client::Client;
 pub use clock::{Clock, SystemClock, TokioClock};
@@ -112,9 +115,11 @@ pub use envelope::{AttemptRecord, EnqueueOptions, JobEnvelope};
 pub use error::{BoxError, Error, Result};
 pub use handler::{Handler, HandlerError, JobContext};
 pub use job::{Job, JobId, QueueName};
-pub use retry::{Backoff, RetryPolicy};
+pub use retry::{Backoff, Decision, RetryPolicy};
 pub use schedule::{MissedTicks, Schedule};
 pub use schema::SchemaRegistry;
+#[cfg(feature = "test-util")]
+pub use worker::Ran;
 pub use worker::{FinishedJob, JobObserver, JobOutcome, QueueConfig, Worker, WorkerBuilder, WorkerStats};
 
 // Re-exported so users derive schemas with the same version the crate uses.

@@ -5,7 +5,11 @@
 
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::{
+    envelope::JobEnvelope,
+    error::{Error, Result},
+    handler::HandlerError,
+};
 
 /// The most retries a policy (or a per-job override) may ask for.
 pub const MAX_RETRIES: u32 = 1_000;
@@ -208,6 +212,75 @@ impl RetryPolicy {
     }
 }
 
+/// What to do with a job whose attempt did not finish: the broker call the
+/// worker makes next. See [`RetryPolicy::decide`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Record the failed attempt and run the job again after `delay`.
+    Retry {
+        /// How long to wait before the retry.
+        delay: Duration,
+    },
+    /// Run the job again after `delay` without counting an attempt.
+    Snooze {
+        /// How long to wait.
+        delay: Duration,
+    },
+    /// Move the job to the dead-letter queue with `reason`.
+    DeadLetter {
+        /// Why, as operators will read it.
+        reason: String,
+    },
+}
+
+impl RetryPolicy {
+    /// Decides what happens to `job` after its handler answered `error`: a
+    /// pure function of the policy, the error, the job's attempt count and
+    /// retry override, and `sample` (0 to 1, the jitter's random draw).
+    ///
+    /// - [`HandlerError::Snooze`] snoozes, whatever the attempt count.
+    /// - [`HandlerError::Permanent`] dead-letters with the error as reason.
+    /// - [`HandlerError::Retry`] retries after the policy's delay for the
+    ///   next retry and [`HandlerError::RetryAfter`] after the delay it
+    ///   names, while the job has retries left (its own `max_retries`, or
+    ///   the policy's); then it dead-letters, saying retries ran out.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flagship_worker::{retry::Decision, HandlerError, JobEnvelope, QueueName, RetryPolicy};
+    ///
+    /// let policy = RetryPolicy::linear(1, Duration::from_secs(10));
+    /// let mut job = JobEnvelope::new("ping", QueueName::new("default")?, serde_json::json!({}), chrono::Utc::now());
+    /// let error = HandlerError::retry("upstream timed out");
+    /// assert_eq!(policy.decide(&error, &job, 0.0), Decision::Retry { delay: Duration::from_secs(10) });
+    /// job.attempt = 1;
+    /// assert!(matches!(policy.decide(&error, &job, 0.0), Decision::DeadLetter { .. }));
+    /// # Ok::<_, flagship_worker::Error>(())
+    /// ```
+    pub fn decide(&self, error: &HandlerError, job: &JobEnvelope, sample: f64) -> Decision {
+        let message = match error {
+            HandlerError::Snooze(delay) => return Decision::Snooze { delay: *delay },
+            HandlerError::Permanent(e) => return Decision::DeadLetter { reason: e.to_string() },
+            HandlerError::Retry(e) | HandlerError::RetryAfter(_, e) => e,
+        };
+        let allowed = job.max_retries.unwrap_or(self.max_retries);
+        match self.delay_with(job.attempt.saturating_add(1), allowed, sample) {
+            Some(delay) => Decision::Retry {
+                delay: match error {
+                    HandlerError::RetryAfter(asked, _) => *asked,
+                    _ => delay,
+                },
+            },
+            None => Decision::DeadLetter {
+                reason: format!(
+                    "retries exhausted after {} attempts: {message}",
+                    u64::from(job.attempt) + 1
+                ),
+            },
+        }
+    }
+}
+
 pub(crate) fn check_retry_count(retries: u32) -> Result<()> {
     if retries > MAX_RETRIES {
         return Err(Error::InvalidConfig(format!(
@@ -220,7 +293,84 @@ pub(crate) fn check_retry_count(retries: u32) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::QueueName;
     use proptest::prelude::*;
+
+    fn job_at(attempt: u32, max_retries: Option<u32>) -> JobEnvelope {
+        let queue = QueueName::new("q").unwrap();
+        let mut job = JobEnvelope::new("k", queue, serde_json::json!({}), chrono::DateTime::UNIX_EPOCH);
+        job.attempt = attempt;
+        job.max_retries = max_retries;
+        job
+    }
+
+    #[test]
+    fn decide_follows_the_policy_then_dead_letters() {
+        let policy = RetryPolicy::exponential();
+        let fail = HandlerError::retry("boom");
+        let delays: Vec<_> = (0..5).map(|n| policy.decide(&fail, &job_at(n, None), 0.0)).collect();
+        let expected: Vec<_> = [1, 2, 4, 8, 16]
+            .map(|s| Decision::Retry {
+                delay: Duration::from_secs(s),
+            })
+            .to_vec();
+        assert_eq!(delays, expected);
+        assert_eq!(
+            policy.decide(&fail, &job_at(5, None), 0.0),
+            Decision::DeadLetter {
+                reason: "retries exhausted after 6 attempts: boom".into()
+            }
+        );
+    }
+
+    #[test]
+    fn decide_honours_the_jobs_own_retry_count() {
+        let policy = RetryPolicy::exponential();
+        let fail = HandlerError::retry("boom");
+        assert!(matches!(
+            policy.decide(&fail, &job_at(0, Some(0)), 0.0),
+            Decision::DeadLetter { .. }
+        ));
+        assert!(matches!(
+            RetryPolicy::none().decide(&fail, &job_at(3, Some(9)), 0.0),
+            Decision::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn decide_takes_the_delay_a_callee_asked_for_while_retries_last() {
+        let policy = RetryPolicy::linear(2, Duration::from_secs(5));
+        let later = HandlerError::retry_after(Duration::from_secs(42), "429");
+        assert_eq!(
+            policy.decide(&later, &job_at(1, None), 0.0),
+            Decision::Retry {
+                delay: Duration::from_secs(42)
+            }
+        );
+        assert!(matches!(
+            policy.decide(&later, &job_at(2, None), 0.0),
+            Decision::DeadLetter { reason } if reason.contains("retries exhausted after 3 attempts: 429")
+        ));
+    }
+
+    #[test]
+    fn decide_snoozes_whatever_the_attempt_and_dead_letters_permanent_at_once() {
+        let policy = RetryPolicy::none();
+        let snooze = HandlerError::snooze(Duration::from_secs(7));
+        assert_eq!(
+            policy.decide(&snooze, &job_at(1_000, Some(0)), 1.0),
+            Decision::Snooze {
+                delay: Duration::from_secs(7)
+            }
+        );
+        let hopeless = HandlerError::permanent("no such user");
+        assert_eq!(
+            RetryPolicy::exponential().decide(&hopeless, &job_at(0, None), 0.0),
+            Decision::DeadLetter {
+                reason: "no such user".into()
+            }
+        );
+    }
 
     fn secs(s: u64) -> Option<Duration> {
         Some(Duration::from_secs(s))

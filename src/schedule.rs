@@ -8,7 +8,6 @@ use std::{fmt, str::FromStr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::watch;
 
 use crate::{
     broker::EnqueueOutcome,
@@ -241,8 +240,8 @@ impl Schedule {
         tracing::error!(schedule = %self.name, %tick, "gave up enqueueing a tick");
     }
 
-    /// Runs the schedule until `stop` turns true.
-    pub(crate) async fn run(self, client: Client, clock: Arc<dyn Clock>, mut stop: watch::Receiver<bool>) {
+    /// Runs the schedule until `stop` is raised.
+    pub(crate) async fn run(self, client: Client, clock: Arc<dyn Clock>, mut stop: crate::worker::shutdown::Signal) {
         let now = clock.now();
         let mut last = now;
         if self.missed == MissedTicks::RunLatest {
@@ -262,7 +261,7 @@ impl Schedule {
             let wait = (next - clock.now()).to_std().unwrap_or(Duration::ZERO);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return,
+                _ = stop.raised() => return,
             }
             self.enqueue_with_retries(&client, next).await;
             last = next;

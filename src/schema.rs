@@ -246,7 +246,9 @@ impl SchemaRegistry {
     }
 }
 
-/// A schema as committed to `docs/schemas/`: pretty JSON and a newline.
+/// A schema as [`SchemaRegistry::export`] writes it: pretty JSON and a
+/// newline. Public so a test can check that committed schema files are
+/// current by comparing them with this text.
 pub fn pretty_json(value: &Value) -> String {
     let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
     text.push('\n');
@@ -254,7 +256,7 @@ pub fn pretty_json(value: &Value) -> String {
 }
 
 /// The longest job kind accepted, in bytes.
-pub const MAX_KIND_LEN: usize = 128;
+pub(crate) const MAX_KIND_LEN: usize = 128;
 
 fn check_kind(kind: &str) -> Result<()> {
     let ok_chars = kind

@@ -164,6 +164,14 @@ fn describe_all() {
     );
     describe_counter!("flagship_jobs_retried_total", "Failed attempts scheduled to run again.");
     describe_counter!(
+        "flagship_jobs_snoozed_total",
+        "Attempts whose handler asked to run the job later (not failures)."
+    );
+    describe_counter!(
+        "flagship_jobs_refused_total",
+        "Jobs dead-lettered without running: unknown kind, or a payload its schema refuses or that does not decode."
+    );
+    describe_counter!(
         "flagship_jobs_dead_lettered_total",
         "Jobs moved to the dead-letter queue."
     );
@@ -204,9 +212,15 @@ impl JobObserver for AdminMetrics {
                     counter!("flagship_jobs_failed_total", &labels).increment(1);
                     counter!("flagship_jobs_retried_total", &labels).increment(1);
                 }
+                JobOutcome::Snoozed => counter!("flagship_jobs_snoozed_total", &labels).increment(1),
                 JobOutcome::DeadLettered => {
                     counter!("flagship_jobs_failed_total", &labels).increment(1);
                     counter!("flagship_jobs_dead_lettered_total", &labels).increment(1);
+                }
+                JobOutcome::Refused => {
+                    counter!("flagship_jobs_failed_total", &labels).increment(1);
+                    counter!("flagship_jobs_dead_lettered_total", &labels).increment(1);
+                    counter!("flagship_jobs_refused_total", &labels).increment(1);
                 }
             }
             let [(_, queue), (_, kind)] = labels;

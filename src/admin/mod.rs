@@ -156,7 +156,8 @@ impl fmt::Debug for AdminBuilder {
 impl AdminBuilder {
     /// Starts building the router for `backend`.
     pub fn new<B: Backend>(backend: Arc<B>) -> Self {
-        Self::from_parts(backend.clone().as_broker(), backend.as_dead_letter_queue())
+        let broker: Arc<dyn crate::broker::Broker> = backend.clone();
+        Self::from_parts(broker, backend)
     }
 
     /// Starts building the router for a broker and its dead-letter queue

@@ -182,11 +182,11 @@ fn decode_cursor(cursor: &str) -> Result<(QueueName, Option<DeadCursor>)> {
     let bad = || Error::InvalidConfig(format!("`{}` is not a DLQ listing cursor", cursor.escape_debug()));
     let (queue, inner) = cursor.split_once(CURSOR_SEPARATOR).ok_or_else(bad)?;
     let queue = QueueName::new(queue).map_err(|_| bad())?;
-    Ok((queue, (!inner.is_empty()).then(|| DeadCursor(inner.to_owned()))))
+    Ok((queue, (!inner.is_empty()).then(|| DeadCursor::new(inner))))
 }
 
 fn encode_cursor(queue: &QueueName, inner: Option<&DeadCursor>) -> String {
-    format!("{queue}{CURSOR_SEPARATOR}{}", inner.map_or("", |c| c.0.as_str()))
+    format!("{queue}{CURSOR_SEPARATOR}{}", inner.map_or("", |c| c.as_str()))
 }
 
 /// One page of a listing across queues.
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_garbage_is_refused() {
         let q = QueueName::new("emails").unwrap();
-        let inner = DeadCursor("123:abc~x".into());
+        let inner = DeadCursor::new("123:abc~x");
         let (queue, back) = decode_cursor(&encode_cursor(&q, Some(&inner))).unwrap();
         assert_eq!((queue, back), (q.clone(), Some(inner)));
         assert_eq!(decode_cursor(&encode_cursor(&q, None)).unwrap(), (q, None));

@@ -174,8 +174,8 @@ struct Target {
 impl Target {
     fn new<B: Backend>(backend: Arc<B>, json: bool) -> Self {
         Target {
-            broker: backend.clone().as_broker(),
-            dlq: backend.as_dead_letter_queue(),
+            broker: backend.clone(),
+            dlq: backend,
             json,
         }
     }

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use super::{
-    check_page_limit, AckStatus, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease,
+    check_page_limit, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease, LeaseStatus,
     LeaseToken, QueueStats, Reservation, ReserveRequest,
 };
 use crate::{
@@ -25,9 +25,6 @@ use crate::{
     error::{Error, Result},
     job::{IdMap, IdSet, JobId, QueueName},
 };
-
-/// How long a completed job's idempotency key is remembered by default.
-pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// An in-process broker with the full semantics of a shared one: leases
 /// with fencing tokens, delayed jobs, idempotency keys, the dead-letter
@@ -49,7 +46,7 @@ pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub struct MemoryBroker {
     /// Queues by name, created on first use. Read on every call, written
     /// once per queue.
-    queues: RwLock<HashMap<QueueName, Arc<QueueSlot>>>,
+    queues: RwLock<HashMap<QueueName, Arc<Queue>>>,
     /// Where time comes from (tokio's clock by default, so paused-clock
     /// tests work).
     clock: Arc<dyn Clock>,
@@ -75,7 +72,7 @@ const MAX_WAKE: usize = 64;
 
 /// One queue: its state behind a lock, and the wake-up for idle reservers.
 #[derive(Default)]
-struct QueueSlot {
+struct Queue {
     state: Mutex<QueueState>,
     /// Idle reservers wait here. `notify_one` per job made ready;
     /// `notify_waiters` when a job is scheduled earlier than every other,
@@ -157,7 +154,7 @@ impl MemoryBroker {
             queues: RwLock::new(HashMap::new()),
             clock,
             next_token: AtomicU64::new(1),
-            key_retention: chrono::TimeDelta::hours(24),
+            key_retention: chrono::TimeDelta::from_std(super::DEFAULT_KEY_RETENTION).unwrap_or(chrono::TimeDelta::MAX),
         }
     }
 
@@ -167,23 +164,23 @@ impl MemoryBroker {
         Ok(self)
     }
 
-    fn read_queues(&self) -> std::sync::RwLockReadGuard<'_, HashMap<QueueName, Arc<QueueSlot>>> {
+    fn read_queues(&self) -> std::sync::RwLockReadGuard<'_, HashMap<QueueName, Arc<Queue>>> {
         self.queues.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The queue's slot, created if needed (for enqueue and reserve).
-    fn slot(&self, queue: &QueueName) -> Arc<QueueSlot> {
-        if let Some(slot) = self.existing(queue) {
-            return slot;
+    /// The queue, created if needed (for enqueue and reserve).
+    fn queue_or_create(&self, queue: &QueueName) -> Arc<Queue> {
+        if let Some(q) = self.existing(queue) {
+            return q;
         }
         let mut queues = self.queues.write().unwrap_or_else(|p| p.into_inner());
         queues.entry(queue.clone()).or_default().clone()
     }
 
-    /// The queue's slot if the queue was ever used; the read-only and
+    /// The queue if it was ever used; the read-only and
     /// acknowledging calls never create one, so asking about arbitrary
     /// names does not grow the broker.
-    fn existing(&self, queue: &QueueName) -> Option<Arc<QueueSlot>> {
+    fn existing(&self, queue: &QueueName) -> Option<Arc<Queue>> {
         self.read_queues().get(queue).cloned()
     }
 
@@ -194,9 +191,44 @@ impl MemoryBroker {
     fn lease_deadline(&self, now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
         Ok(now + to_chrono(lease)?)
     }
+
+    /// Runs a leased job again once `delay` has passed: as a retry that
+    /// records `failed` (counting an attempt), or snoozed when `None`.
+    fn reschedule(&self, lease: &Lease, delay: Duration, failed: Option<AttemptRecord>) -> Result<()> {
+        let now = self.clock.now();
+        let at = now + to_chrono(delay)?;
+        let q = self.existing(&lease.queue).ok_or(Error::LeaseLost(lease.id))?;
+        let placed = {
+            let mut state = q.lock();
+            if state.take_active(lease).is_none() {
+                return Err(Error::LeaseLost(lease.id));
+            }
+            // Due jobs first, keeping ready in `run_at` order.
+            state.promote_due(now);
+            let retried = failed.is_some();
+            if let Some(job) = state.jobs.get_mut(&lease.id) {
+                let envelope = Arc::make_mut(&mut job.envelope);
+                if let Some(record) = failed {
+                    envelope.attempt += 1;
+                    envelope.attempts.push(record);
+                }
+                envelope.run_at = at;
+            }
+            if retried {
+                state.retried += 1;
+            }
+            state.schedule(lease.id, at, now)
+        };
+        match placed {
+            Some(Placed::Ready) => q.wake(1, false),
+            Some(Placed::Scheduled { earliest }) => q.wake(0, earliest),
+            None => {}
+        }
+        Ok(())
+    }
 }
 
-impl QueueSlot {
+impl Queue {
     fn lock(&self) -> MutexGuard<'_, QueueState> {
         // A panic while holding the lock cannot leave the state half-changed
         // in a way later calls depend on, so a poisoned lock is still usable.
@@ -388,12 +420,12 @@ impl QueueState {
 }
 
 fn encode_cursor((at, id): (DateTime<Utc>, JobId)) -> DeadCursor {
-    DeadCursor(format!("{}:{id}", at.timestamp_nanos_opt().unwrap_or_default()))
+    DeadCursor::new(format!("{}:{id}", at.timestamp_nanos_opt().unwrap_or_default()))
 }
 
 fn decode_cursor(cursor: &DeadCursor) -> Result<(DateTime<Utc>, JobId)> {
-    let bad = || Error::InvalidConfig(format!("`{}` is not a DLQ cursor from this broker", cursor.0));
-    let (nanos, id) = cursor.0.split_once(':').ok_or_else(bad)?;
+    let bad = || Error::InvalidConfig(format!("`{}` is not a DLQ cursor from this broker", cursor.as_str()));
+    let (nanos, id) = cursor.as_str().split_once(':').ok_or_else(bad)?;
     let nanos: i64 = nanos.parse().map_err(|_| bad())?;
     Ok((DateTime::from_timestamp_nanos(nanos), id.parse().map_err(|_| bad())?))
 }
@@ -406,10 +438,10 @@ impl Broker for MemoryBroker {
         // Group runs of the same queue under one lock.
         let mut iter = jobs.into_iter().peekable();
         while let Some(first) = iter.next() {
-            let slot = self.slot(&first.queue);
+            let q = self.queue_or_create(&first.queue);
             let (mut ready, mut earlier_due) = (0usize, false);
             {
-                let mut state = slot.lock();
+                let mut state = q.lock();
                 state.release_expired_keys(now);
                 // Due jobs first, keeping ready in `run_at` order.
                 state.promote_due(now);
@@ -422,8 +454,8 @@ impl Broker for MemoryBroker {
                                 next = iter.next_if(|j| j.queue == job.queue);
                                 continue;
                             }
-                            Entry::Vacant(slot) => {
-                                slot.insert(job.id);
+                            Entry::Vacant(vacant) => {
+                                vacant.insert(job.id);
                             }
                         }
                     }
@@ -446,13 +478,13 @@ impl Broker for MemoryBroker {
                         Some(Placed::Scheduled { earliest }) => earlier_due |= earliest,
                         None => {}
                     }
-                    slot.has_had_jobs.store(true, Ordering::Relaxed);
+                    q.has_had_jobs.store(true, Ordering::Relaxed);
                     tracing::debug!(job.id = %id, queue = %queue, "job enqueued");
                     outcomes.push(EnqueueOutcome::Enqueued(id));
                     next = iter.next_if(|j| j.queue == queue);
                 }
             }
-            slot.wake(ready, earlier_due);
+            q.wake(ready, earlier_due);
         }
         Ok(outcomes)
     }
@@ -467,19 +499,19 @@ impl Broker for MemoryBroker {
         if request.max == 0 {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
         }
-        let slot = self.slot(queue);
+        let q = self.queue_or_create(queue);
         // `None`: a wait too long to represent, i.e. wait for work forever.
         let give_up = tokio::time::Instant::now().checked_add(request.wait);
         loop {
             // Registered before looking at the queue, so a job enqueued
             // between the look and the sleep still wakes this call.
-            let notified = slot.notify.notified();
+            let notified = q.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let now = self.clock.now();
             let deadline = self.lease_deadline(now, request.lease)?;
             let next_due = {
-                let mut state = slot.lock();
+                let mut state = q.lock();
                 let next_due = state.promote_due(now);
                 let take = request.max.min(state.ready.len());
                 if take > 0 {
@@ -494,7 +526,7 @@ impl Broker for MemoryBroker {
                     drop(state);
                     if more_ready {
                         // Pass the baton: another idle reserver can take the rest.
-                        slot.notify.notify_one();
+                        q.notify.notify_one();
                     }
                     return Ok(out);
                 }
@@ -514,21 +546,21 @@ impl Broker for MemoryBroker {
         }
     }
 
-    async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
+    async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         let now = self.clock.now();
         let mut statuses = Vec::with_capacity(leases.len());
         // Completed envelopes are freed after the lock is released, so the
         // allocator's work does not lengthen the queue's critical section.
         let mut finished = Vec::with_capacity(leases.len());
         for group in leases.chunk_by(|a, b| a.queue == b.queue) {
-            let Some(slot) = self.existing(&group[0].queue) else {
-                statuses.extend(group.iter().map(|_| AckStatus::LeaseLost));
+            let Some(q) = self.existing(&group[0].queue) else {
+                statuses.extend(group.iter().map(|_| LeaseStatus::Lost));
                 continue;
             };
-            let mut state = slot.lock();
+            let mut state = q.lock();
             for lease in group {
                 let Some(stored) = state.remove_active(lease) else {
-                    statuses.push(AckStatus::LeaseLost);
+                    statuses.push(LeaseStatus::Lost);
                     continue;
                 };
                 state.completed += 1;
@@ -537,7 +569,7 @@ impl Broker for MemoryBroker {
                     state.completed_keys.push_back((until, key.clone()));
                 }
                 finished.push(stored);
-                statuses.push(AckStatus::Done);
+                statuses.push(LeaseStatus::Held);
             }
             state.release_expired_keys(now);
         }
@@ -545,38 +577,19 @@ impl Broker for MemoryBroker {
         Ok(statuses)
     }
 
-    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<()> {
-        let now = self.clock.now();
-        let at = now + to_chrono(delay)?;
-        let slot = self.existing(&lease.queue).ok_or(Error::LeaseLost(lease.id))?;
-        let placed = {
-            let mut state = slot.lock();
-            if state.take_active(lease).is_none() {
-                return Err(Error::LeaseLost(lease.id));
-            }
-            // Due jobs first, keeping ready in `run_at` order.
-            state.promote_due(now);
-            if let Some(job) = state.jobs.get_mut(&lease.id) {
-                let envelope = Arc::make_mut(&mut job.envelope);
-                envelope.attempt += 1;
-                envelope.attempts.push(attempt);
-                envelope.run_at = at;
-            }
-            state.retried += 1;
-            state.schedule(lease.id, at, now)
-        };
-        match placed {
-            Some(Placed::Ready) => slot.wake(1, false),
-            Some(Placed::Scheduled { earliest }) => slot.wake(0, earliest),
-            None => {}
-        }
-        Ok(())
+    async fn retry_after(&self, job: &Reservation, delay: Duration, attempt: AttemptRecord) -> Result<()> {
+        self.reschedule(&job.lease, delay, Some(attempt))
     }
 
-    async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<()> {
+    async fn snooze(&self, job: &Reservation, delay: Duration) -> Result<()> {
+        self.reschedule(&job.lease, delay, None)
+    }
+
+    async fn dead_letter(&self, job: &Reservation, attempt: Option<AttemptRecord>, reason: &str) -> Result<()> {
+        let lease = &job.lease;
         let now = self.clock.now();
-        let slot = self.existing(&lease.queue).ok_or(Error::LeaseLost(lease.id))?;
-        let mut state = slot.lock();
+        let q = self.existing(&lease.queue).ok_or(Error::LeaseLost(lease.id))?;
+        let mut state = q.lock();
         if state.take_active(lease).is_none() {
             return Err(Error::LeaseLost(lease.id));
         }
@@ -592,22 +605,22 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         let mut statuses = Vec::with_capacity(leases.len());
         for group in leases.chunk_by(|a, b| a.queue == b.queue) {
-            let Some(slot) = self.existing(&group[0].queue) else {
-                statuses.extend(group.iter().map(|_| AckStatus::LeaseLost));
+            let Some(q) = self.existing(&group[0].queue) else {
+                statuses.extend(group.iter().map(|_| LeaseStatus::Lost));
                 continue;
             };
             let mut released = 0;
             {
-                let mut state = slot.lock();
+                let mut state = q.lock();
                 // Released jobs go back where their `run_at` puts them (the
                 // front, unless another worker released an older job
                 // first), keeping ready in `run_at` order.
                 for lease in group.iter().rev() {
                     if state.take_active(lease).is_none() {
-                        statuses.push(AckStatus::LeaseLost);
+                        statuses.push(LeaseStatus::Lost);
                         continue;
                     }
                     let state = &mut *state;
@@ -620,34 +633,34 @@ impl Broker for MemoryBroker {
                             .partition_point(|id| jobs.get(id).is_some_and(|j| j.envelope.run_at < run_at));
                         state.ready.insert(at, lease.id);
                     }
-                    statuses.push(AckStatus::Done);
+                    statuses.push(LeaseStatus::Held);
                     released += 1;
                 }
             }
             let start = statuses.len() - group.len();
             statuses[start..].reverse();
-            slot.wake(released, false);
+            q.wake(released, false);
         }
         Ok(statuses)
     }
 
-    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<AckStatus>> {
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
         let now = self.clock.now();
         let new_deadline = self.lease_deadline(now, lease)?;
         let mut statuses = Vec::with_capacity(leases.len());
         for group in leases.chunk_by(|a, b| a.queue == b.queue) {
-            let Some(slot) = self.existing(&group[0].queue) else {
-                statuses.extend(group.iter().map(|_| AckStatus::LeaseLost));
+            let Some(q) = self.existing(&group[0].queue) else {
+                statuses.extend(group.iter().map(|_| LeaseStatus::Lost));
                 continue;
             };
-            let mut state = slot.lock();
+            let mut state = q.lock();
             for held in group {
                 let Some(job) = state.leased(held) else {
-                    statuses.push(AckStatus::LeaseLost);
+                    statuses.push(LeaseStatus::Lost);
                     continue;
                 };
                 let JobState::Active { token, started, .. } = job.state else {
-                    statuses.push(AckStatus::LeaseLost);
+                    statuses.push(LeaseStatus::Lost);
                     continue;
                 };
                 job.state = JobState::Active {
@@ -655,7 +668,7 @@ impl Broker for MemoryBroker {
                     deadline: new_deadline,
                     started,
                 };
-                statuses.push(AckStatus::Done);
+                statuses.push(LeaseStatus::Held);
             }
         }
         Ok(statuses)
@@ -664,10 +677,10 @@ impl Broker for MemoryBroker {
     async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>> {
         let now = self.clock.now();
         let deadline = self.lease_deadline(now, lease)?;
-        let Some(slot) = self.existing(queue) else {
+        let Some(q) = self.existing(queue) else {
             return Ok(Vec::new());
         };
-        let mut state = slot.lock();
+        let mut state = q.lock();
         let state = &mut *state;
         // The active set holds only jobs in flight: scan it, oldest deadline first.
         let mut expired: Vec<(DateTime<Utc>, JobId)> = state
@@ -696,10 +709,10 @@ impl Broker for MemoryBroker {
 
     async fn stats(&self, queue: &QueueName) -> Result<QueueStats> {
         let now = self.clock.now();
-        let Some(slot) = self.existing(queue) else {
+        let Some(q) = self.existing(queue) else {
             return Ok(QueueStats::default());
         };
-        let mut state = slot.lock();
+        let mut state = q.lock();
         // Idle reservers sleep until the first due time themselves; no
         // wake-up is needed for jobs promoted here.
         state.promote_due(now);
@@ -725,7 +738,7 @@ impl Broker for MemoryBroker {
         let mut names: Vec<_> = self
             .read_queues()
             .iter()
-            .filter(|(_, slot)| slot.has_had_jobs.load(Ordering::Relaxed))
+            .filter(|(_, q)| q.has_had_jobs.load(Ordering::Relaxed))
             .map(|(name, _)| name.clone())
             .collect();
         names.sort();
@@ -738,13 +751,13 @@ impl DeadLetterQueue for MemoryBroker {
     async fn list_dead(&self, filter: &DeadFilter, cursor: Option<&DeadCursor>, limit: usize) -> Result<DeadPage> {
         check_page_limit(limit)?;
         let after = cursor.map(decode_cursor).transpose()?;
-        let Some(slot) = self.existing(&filter.queue) else {
+        let Some(q) = self.existing(&filter.queue) else {
             return Ok(DeadPage {
                 jobs: Vec::new(),
                 next: None,
             });
         };
-        let state = slot.lock();
+        let state = q.lock();
         let keys: Vec<_> = state.dead_ids(filter, after).take(limit + 1).collect();
         let next = (keys.len() > limit).then(|| encode_cursor(keys[limit - 1]));
         let jobs = keys
@@ -757,10 +770,10 @@ impl DeadLetterQueue for MemoryBroker {
     }
 
     async fn get_dead(&self, queue: &QueueName, id: JobId) -> Result<Option<JobEnvelope>> {
-        let Some(slot) = self.existing(queue) else {
+        let Some(q) = self.existing(queue) else {
             return Ok(None);
         };
-        let state = slot.lock();
+        let state = q.lock();
         Ok(state
             .jobs
             .get(&id)
@@ -770,45 +783,45 @@ impl DeadLetterQueue for MemoryBroker {
 
     async fn retry_dead(&self, queue: &QueueName, id: JobId) -> Result<bool> {
         let now = self.clock.now();
-        let Some(slot) = self.existing(queue) else {
+        let Some(q) = self.existing(queue) else {
             return Ok(false);
         };
-        let retried = slot.lock().retry_dead(id, now);
+        let retried = q.lock().retry_dead(id, now);
         if retried {
             tracing::info!(job.id = %id, queue = %queue, "dead job retried");
-            slot.wake(1, false);
+            q.wake(1, false);
         }
         Ok(retried)
     }
 
     async fn retry_dead_matching(&self, filter: &DeadFilter) -> Result<u64> {
         let now = self.clock.now();
-        let Some(slot) = self.existing(&filter.queue) else {
+        let Some(q) = self.existing(&filter.queue) else {
             return Ok(0);
         };
         let count = {
-            let mut state = slot.lock();
+            let mut state = q.lock();
             let ids: Vec<_> = state.dead_ids(filter, None).map(|(_, id)| id).collect();
             ids.into_iter().filter(|id| state.retry_dead(*id, now)).count()
         };
-        slot.wake(count, false);
+        q.wake(count, false);
         tracing::info!(queue = %filter.queue, count, "dead jobs retried");
         Ok(count as u64)
     }
 
     async fn delete_dead(&self, queue: &QueueName, id: JobId) -> Result<bool> {
-        let Some(slot) = self.existing(queue) else {
+        let Some(q) = self.existing(queue) else {
             return Ok(false);
         };
-        let deleted = slot.lock().remove_dead(id);
+        let deleted = q.lock().remove_dead(id);
         Ok(deleted)
     }
 
     async fn purge_dead(&self, queue: &QueueName, older_than: DateTime<Utc>) -> Result<u64> {
-        let Some(slot) = self.existing(queue) else {
+        let Some(q) = self.existing(queue) else {
             return Ok(0);
         };
-        let mut state = slot.lock();
+        let mut state = q.lock();
         let ids: Vec<_> = state
             .dead
             .iter()
@@ -820,10 +833,10 @@ impl DeadLetterQueue for MemoryBroker {
     }
 
     async fn count_dead(&self, filter: &DeadFilter) -> Result<u64> {
-        let Some(slot) = self.existing(&filter.queue) else {
+        let Some(q) = self.existing(&filter.queue) else {
             return Ok(0);
         };
-        let state = slot.lock();
+        let state = q.lock();
         Ok(state.dead_ids(filter, None).count() as u64)
     }
 }

@@ -20,6 +20,9 @@ pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+/// How long a completed job's idempotency key stays held by default (24 h).
+pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
 /// A fencing token proving that the holder owns a job's current lease.
 ///
 /// Every reservation (and every recovery of an expired lease) issues a new
@@ -45,7 +48,12 @@ pub struct Lease {
 }
 
 /// A job handed to a worker, leased until `deadline`.
+///
+/// The worker hands it back to [`Broker::retry_after`],
+/// [`Broker::snooze`] and [`Broker::dead_letter`], so a backend that
+/// rewrites whole envelopes has the one it leased at hand.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Reservation {
     /// The job as stored. Shared: a backend that keeps the envelope in
     /// memory hands it over without copying.
@@ -57,6 +65,29 @@ pub struct Reservation {
     /// For a job returned by [`Broker::recover_expired`]: when the attempt
     /// whose lease expired had started. `None` for a fresh reservation.
     pub expired_attempt_started_at: Option<DateTime<Utc>>,
+}
+
+impl Reservation {
+    /// A fresh reservation of `envelope` under `token`, leased until `deadline`.
+    pub fn new(envelope: Arc<JobEnvelope>, token: LeaseToken, deadline: DateTime<Utc>) -> Self {
+        Reservation {
+            lease: Lease {
+                id: envelope.id,
+                queue: envelope.queue.clone(),
+                token,
+            },
+            envelope,
+            deadline,
+            expired_attempt_started_at: None,
+        }
+    }
+
+    /// Marks this reservation as the recovery of an expired lease whose
+    /// attempt started at `started_at`.
+    pub fn recovered(mut self, started_at: DateTime<Utc>) -> Self {
+        self.expired_attempt_started_at = Some(started_at);
+        self
+    }
 }
 
 /// The result of enqueueing one job.
@@ -83,18 +114,20 @@ impl EnqueueOutcome {
     }
 }
 
-/// Whether an acknowledgement found its lease still held.
+/// Whether a lease was still held when a worker acted on it (complete,
+/// release, extend).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum AckStatus {
+pub enum LeaseStatus {
     /// The lease was held; the operation took effect.
-    Done,
+    Held,
     /// The lease was gone (expired and recovered, or already acknowledged);
     /// nothing changed.
-    LeaseLost,
+    Lost,
 }
 
 /// What to reserve: how many jobs, for how long, and how long to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReserveRequest {
     /// Take at most this many jobs (at least 1).
     pub max: usize,
@@ -104,8 +137,18 @@ pub struct ReserveRequest {
     pub wait: Duration,
 }
 
+impl ReserveRequest {
+    /// Up to `max` jobs leased for `lease`, waiting up to `wait` for one.
+    pub fn new(max: usize, lease: Duration, wait: Duration) -> Self {
+        ReserveRequest { max, lease, wait }
+    }
+}
+
 /// A queue's counts, as the broker sees them now.
+///
+/// Backends outside this crate build it from [`Default`] and set the fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct QueueStats {
     /// Jobs ready to run now.
     pub ready: u64,
@@ -158,10 +201,15 @@ pub struct QueueStats {
 ///   cannot decode MUST be dead-lettered with the reason, never returned,
 ///   dropped or retried.
 /// - [`complete`](Broker::complete), [`retry_after`](Broker::retry_after),
-///   [`dead_letter`](Broker::dead_letter), [`release`](Broker::release) and
-///   [`extend`](Broker::extend) MUST act only if the lease's token is the
-///   job's current one; otherwise they change nothing and report
-///   [`AckStatus::LeaseLost`] (or [`Error::LeaseLost`]).
+///   [`snooze`](Broker::snooze), [`dead_letter`](Broker::dead_letter),
+///   [`release`](Broker::release) and [`extend`](Broker::extend) MUST act
+///   only if the lease's token is the job's current one; otherwise they
+///   change nothing and report [`LeaseStatus::Lost`] (or
+///   [`Error::LeaseLost`]).
+/// - `retry_after`, `snooze` and `dead_letter` receive the [`Reservation`]
+///   the backend handed out, envelope included: a backend MAY write the
+///   stored job from it (the fencing token guarantees nobody else changed
+///   the job meanwhile) and MUST NOT need a copy of its own.
 /// - [`retry_after`](Broker::retry_after) and [`dead_letter`](Broker::dead_letter)
 ///   MUST append the attempt record to the job's history.
 ///   `retry_after` MUST increment `attempt`, set `run_at` to the retry
@@ -169,6 +217,10 @@ pub struct QueueStats {
 ///   clock; `dead_letter` MUST store its reason truncated to
 ///   [`MAX_ERROR_BYTES`](crate::envelope::MAX_ERROR_BYTES). Nothing ever
 ///   removes history.
+/// - [`snooze`](Broker::snooze) MUST make the job ready once `delay` has
+///   passed, with `run_at` set to that time, and MUST NOT change
+///   `attempt`, the history or the retry counters: a snoozed job has not
+///   failed.
 /// - [`release`](Broker::release) MUST put the job back at the front of
 ///   ready without counting an attempt.
 /// - [`recover_expired`](Broker::recover_expired) MUST take jobs whose
@@ -193,23 +245,27 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// Acknowledges finished jobs: they leave the broker (their idempotency
     /// key is kept for the retention window). One status per lease, in order.
-    async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>>;
+    async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>>;
 
     /// Schedules a failed job to run again once `delay` has passed (on the
     /// backend's clock), recording the attempt.
-    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<()>;
+    async fn retry_after(&self, job: &Reservation, delay: Duration, attempt: AttemptRecord) -> Result<()>;
+
+    /// Runs a job again once `delay` has passed without counting an
+    /// attempt: the handler asked to wait (see [`HandlerError::Snooze`](crate::HandlerError::Snooze)).
+    async fn snooze(&self, job: &Reservation, delay: Duration) -> Result<()>;
 
     /// Moves a job to the dead-letter queue with `reason`, recording the
     /// attempt if there was one.
-    async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<()>;
+    async fn dead_letter(&self, job: &Reservation, attempt: Option<AttemptRecord>, reason: &str) -> Result<()>;
 
     /// Puts leased jobs back at the front of ready without counting an
     /// attempt (graceful shutdown). One status per lease, in order.
-    async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>>;
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>>;
 
     /// Moves the deadline of held leases to now + `lease`. One status per
     /// lease, in order.
-    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<AckStatus>>;
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>>;
 
     /// Takes up to `max` jobs of `queue` whose lease has expired and leases
     /// them to the caller for `lease` (see the contract).
@@ -237,7 +293,7 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// Acknowledges one finished job; [`Error::LeaseLost`] if its lease was gone.
     async fn complete_one(&self, lease: &Lease) -> Result<()> {
         match self.complete(std::slice::from_ref(lease)).await?.first() {
-            Some(AckStatus::Done) => Ok(()),
+            Some(LeaseStatus::Held) => Ok(()),
             _ => Err(Error::LeaseLost(lease.id)),
         }
     }
@@ -293,9 +349,23 @@ impl DeadFilter {
 /// A position in a DLQ listing: pass it back to get the next page.
 ///
 /// Opaque text; stable across calls while the entries it points past exist.
+/// Backends make it with [`DeadCursor::new`]; callers only pass it back
+/// (or carry it through a URL as [`as_str`](DeadCursor::as_str)).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct DeadCursor(pub String);
+pub struct DeadCursor(String);
+
+impl DeadCursor {
+    /// A cursor holding a backend's position text.
+    pub fn new(position: impl Into<String>) -> Self {
+        DeadCursor(position.into())
+    }
+
+    /// The position text, as the backend made it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 /// One page of a DLQ listing.
 #[derive(Debug, Clone)]
@@ -341,7 +411,24 @@ pub trait DeadLetterQueue: Send + Sync + fmt::Debug + 'static {
     async fn retry_dead(&self, queue: &QueueName, id: JobId) -> Result<bool>;
 
     /// Retries every dead job matching `filter`; returns how many.
-    async fn retry_dead_matching(&self, filter: &DeadFilter) -> Result<u64>;
+    ///
+    /// Provided: pages through [`list_dead`](DeadLetterQueue::list_dead)
+    /// and retries each job. Backends MAY do it in fewer round trips.
+    async fn retry_dead_matching(&self, filter: &DeadFilter) -> Result<u64> {
+        let mut retried = 0;
+        let mut cursor = None;
+        loop {
+            let page = self.list_dead(filter, cursor.as_ref(), MAX_DEAD_PAGE).await?;
+            for job in &page.jobs {
+                retried += u64::from(self.retry_dead(&filter.queue, job.id).await?);
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        Ok(retried)
+    }
 
     /// Deletes a dead job. `false` if it was not there.
     async fn delete_dead(&self, queue: &QueueName, id: JobId) -> Result<bool>;
@@ -351,31 +438,34 @@ pub trait DeadLetterQueue: Send + Sync + fmt::Debug + 'static {
     async fn purge_dead(&self, queue: &QueueName, older_than: DateTime<Utc>) -> Result<u64>;
 
     /// How many dead jobs match `filter`.
-    async fn count_dead(&self, filter: &DeadFilter) -> Result<u64>;
+    ///
+    /// Provided: pages through [`list_dead`](DeadLetterQueue::list_dead).
+    /// Backends SHOULD count without reading every job.
+    async fn count_dead(&self, filter: &DeadFilter) -> Result<u64> {
+        let mut count = 0;
+        let mut cursor = None;
+        loop {
+            let page = self.list_dead(filter, cursor.as_ref(), MAX_DEAD_PAGE).await?;
+            count += page.jobs.len() as u64;
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(count),
+            }
+        }
+    }
 }
 
 /// A complete backend: a [`Broker`] with its [`DeadLetterQueue`].
 ///
 /// Implemented for every type that is both; use `Arc<dyn Backend>` to hold
-/// any backend.
-pub trait Backend: Broker + DeadLetterQueue {
-    /// This backend as a [`Broker`] trait object.
-    fn as_broker(self: Arc<Self>) -> Arc<dyn Broker>;
-    /// This backend as a [`DeadLetterQueue`] trait object.
-    fn as_dead_letter_queue(self: Arc<Self>) -> Arc<dyn DeadLetterQueue>;
-}
+/// any backend, and upcast it where one side is wanted
+/// (`let broker: Arc<dyn Broker> = backend;`).
+pub trait Backend: Broker + DeadLetterQueue {}
 
-impl<T: Broker + DeadLetterQueue> Backend for T {
-    fn as_broker(self: Arc<Self>) -> Arc<dyn Broker> {
-        self
-    }
-    fn as_dead_letter_queue(self: Arc<Self>) -> Arc<dyn DeadLetterQueue> {
-        self
-    }
-}
+impl<T: Broker + DeadLetterQueue> Backend for T {}
 
 /// Checks a DLQ page size against [`MAX_DEAD_PAGE`].
-pub fn check_page_limit(limit: usize) -> Result<()> {
+pub(crate) fn check_page_limit(limit: usize) -> Result<()> {
     if limit == 0 || limit > MAX_DEAD_PAGE {
         return Err(Error::InvalidConfig(format!(
             "page size {limit} must be between 1 and {MAX_DEAD_PAGE}"
@@ -389,4 +479,8 @@ mod tests {
     use super::*;
 
     fn _object_safe(_: Box<dyn Broker>, _: Box<dyn DeadLetterQueue>, _: Arc<dyn Backend>) {}
+
+    fn _upcasts(backend: Arc<dyn Backend>) -> (Arc<dyn Broker>, Arc<dyn DeadLetterQueue>) {
+        (backend.clone(), backend)
+    }
 }

@@ -197,7 +197,7 @@ pub struct FlagshipWorker {
 impl FlagshipWorker {
     /// FlagShip on `services`, cleaning up `backend`'s dead-letter queue.
     pub fn new<B: Backend>(services: FlagshipServices, backend: Arc<B>) -> Self {
-        Self::with_dead_letters(services, backend.as_dead_letter_queue())
+        Self::with_dead_letters(services, backend)
     }
 
     /// FlagShip on `services`, cleaning up `dead_letters`.

@@ -24,7 +24,7 @@
 //!
 //! ```
 //! // tests/<area>/memory.rs
-//! use flagship_worker::{broker::memory::DEFAULT_KEY_RETENTION, testing::conformance::MemoryFixture};
+//! use flagship_worker::{broker::DEFAULT_KEY_RETENTION, testing::conformance::MemoryFixture};
 //!
 //! flagship_worker::conformance_tests! {
 //!     fixture: MemoryFixture::new(),
@@ -65,7 +65,7 @@ use serde_json::json;
 
 use crate::{
     broker::{
-        memory::MemoryBroker, AckStatus, Backend, DeadCursor, DeadFilter, EnqueueOutcome, Lease, LeaseToken,
+        memory::MemoryBroker, Backend, DeadCursor, DeadFilter, EnqueueOutcome, Lease, LeaseStatus, LeaseToken,
         QueueStats, Reservation, ReserveRequest, MAX_DEAD_PAGE,
     },
     clock::{Clock, TokioClock},
@@ -114,7 +114,7 @@ pub trait Fixture: Send + Sync {
 /// (`#[tokio::test(start_paused = true)]`): [`pass`](Fixture::pass) then
 /// advances it instantly and times are checked exactly. The broker keeps
 /// completed idempotency keys for
-/// [`DEFAULT_KEY_RETENTION`](crate::broker::memory::DEFAULT_KEY_RETENTION).
+/// [`DEFAULT_KEY_RETENTION`](crate::broker::DEFAULT_KEY_RETENTION).
 #[derive(Debug, Clone)]
 pub struct MemoryFixture {
     /// The broker under test, fresh for this fixture.
@@ -200,6 +200,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; expired_lease_is_recovered_and_fenced);
         $crate::conformance_tests!(@case [$test] $fixture; crashing_job_reaches_dead_letter_queue);
         $crate::conformance_tests!(@case [$test] $fixture; retry_after_counts_attempt_and_keeps_history);
+        $crate::conformance_tests!(@case [$test] $fixture; snooze_runs_again_without_an_attempt);
         $crate::conformance_tests!(@case [$test] $fixture; release_puts_job_in_front_without_attempt);
         $crate::conformance_tests!(@case [$test] $fixture; extend_moves_deadline);
         $crate::conformance_tests!(@case [$test] $fixture; idempotent_enqueue);
@@ -356,11 +357,7 @@ pub async fn reserve_takes_at_most_max<F: Fixture + ?Sized>(f: &F) {
     assert_eq!(tokens.len(), 5, "lease tokens must be unique");
     assert_eq!(stats(&*b, &q).await.active, 5);
 
-    let zero = ReserveRequest {
-        max: 0,
-        lease: LONG,
-        wait: Duration::ZERO,
-    };
+    let zero = ReserveRequest::new(0, LONG, Duration::ZERO);
     let refused = b.reserve(&q, zero).await;
     assert!(
         matches!(refused, Err(Error::InvalidConfig(_))),
@@ -501,23 +498,25 @@ pub async fn acknowledged_lease_is_gone<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "acked");
     enqueue_new(&*b, vec![job(f, &q, "acked", 0), job(f, &q, "acked", 1)]).await;
-    let done = reserve_one(&*b, &q, LONG).await.lease;
+    let done = reserve_one(&*b, &q, LONG).await;
     assert_eq!(
-        b.complete(std::slice::from_ref(&done)).await.or_fail("complete"),
-        [AckStatus::Done]
+        b.complete(std::slice::from_ref(&done.lease)).await.or_fail("complete"),
+        [LeaseStatus::Held]
     );
     expect_all_refused(f, &*b, &done).await;
 
-    let released = reserve_one(&*b, &q, LONG).await.lease;
+    let released = reserve_one(&*b, &q, LONG).await;
     assert_eq!(
-        b.release(std::slice::from_ref(&released)).await.or_fail("release"),
-        [AckStatus::Done]
+        b.release(std::slice::from_ref(&released.lease))
+            .await
+            .or_fail("release"),
+        [LeaseStatus::Held]
     );
     expect_all_refused(f, &*b, &released).await;
     let again = reserve_one(&*b, &q, LONG).await;
-    assert_eq!(again.lease.id, released.id);
+    assert_eq!(again.lease.id, released.lease.id);
     assert_ne!(
-        again.lease.token, released.token,
+        again.lease.token, released.lease.token,
         "a new reservation must carry a new token"
     );
     b.complete_one(&again.lease).await.or_fail("complete_one");
@@ -536,17 +535,20 @@ pub async fn stale_lease_is_refused<F: Fixture + ?Sized>(f: &F) {
     let j = job(f, &q, "stale", 0);
     let sent = j.clone();
     enqueue_new(&*b, vec![j]).await;
-    let stale = reserve_one(&*b, &q, lease).await.lease;
+    let stale = reserve_one(&*b, &q, lease).await;
     f.pass(lease + f.tolerance()).await;
     let recovered = b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired");
     assert_eq!(recovered.len(), 1, "the expired lease was not recovered");
     let current = recovered[0].lease.clone();
-    assert_ne!(current.token, stale.token, "recovery must issue a new token");
+    assert_ne!(current.token, stale.lease.token, "recovery must issue a new token");
 
     expect_all_refused(f, &*b, &stale).await;
-    let forged = Lease {
-        token: LeaseToken(current.token.0.wrapping_add(1_000_003)),
-        ..current.clone()
+    let forged = Reservation {
+        lease: Lease {
+            token: LeaseToken(current.token.0.wrapping_add(1_000_003)),
+            ..current.clone()
+        },
+        ..recovered[0].clone()
     };
     expect_all_refused(f, &*b, &forged).await;
 
@@ -565,7 +567,7 @@ pub async fn stale_lease_is_refused<F: Fixture + ?Sized>(f: &F) {
         "a refused call changed the queue: {s:?}"
     );
     // The current holder still owns the job, and refused calls left no trace on it.
-    assert_eq!(b.release(&[current]).await.or_fail("release"), [AckStatus::Done]);
+    assert_eq!(b.release(&[current]).await.or_fail("release"), [LeaseStatus::Held]);
     let r = reserve_one(&*b, &q, LONG).await;
     assert_eq!(timeless(&r.envelope), timeless(&sent), "a refused call changed the job");
     b.complete_one(&r.lease).await.or_fail("complete_one");
@@ -629,13 +631,13 @@ pub async fn expired_lease_is_recovered_and_fenced<F: Fixture + ?Sized>(f: &F) {
         assert_within("new lease deadline", r.deadline, recovered_from, recovered_to, tol);
         assert_eq!(
             b.complete(std::slice::from_ref(&old.lease)).await.or_fail("complete"),
-            [AckStatus::LeaseLost]
+            [LeaseStatus::Lost]
         );
     }
     let s = stats(&*b, &q).await;
     assert_eq!((s.active, s.ready), (2, 0), "{s:?}");
     let leases: Vec<_> = recovered.iter().map(|r| r.lease.clone()).collect();
-    assert_eq!(b.complete(&leases).await.or_fail("complete"), [AckStatus::Done; 2]);
+    assert_eq!(b.complete(&leases).await.or_fail("complete"), [LeaseStatus::Held; 2]);
 }
 
 /// A job that crashes its worker every time (never acknowledged, its lease
@@ -680,9 +682,9 @@ pub async fn crashing_job_reaches_dead_letter_queue<F: Fixture + ?Sized>(f: &F) 
         let record = AttemptRecord::failed(started, f.now(), "lease expired: worker crashed", None);
         let allowed = r.envelope.max_retries.unwrap_or(policy.max_retries);
         match policy.delay_with(r.envelope.attempt + 1, allowed, 0.0) {
-            Some(delay) => b.retry_after(&r.lease, delay, record).await.or_fail("retry_after"),
+            Some(delay) => b.retry_after(&r, delay, record).await.or_fail("retry_after"),
             None => {
-                b.dead_letter(&r.lease, Some(record), "retries exhausted: lease expired")
+                b.dead_letter(&r, Some(record), "retries exhausted: lease expired")
                     .await
                     .or_fail("dead_letter");
                 break;
@@ -721,9 +723,7 @@ pub async fn retry_after_counts_attempt_and_keeps_history<F: Fixture + ?Sized>(f
     let first = failure(f, "first failure");
     let delay = ms(300);
     let at = f.now() + delta(delay);
-    b.retry_after(&r.lease, delay, first.clone())
-        .await
-        .or_fail("retry_after");
+    b.retry_after(&r, delay, first.clone()).await.or_fail("retry_after");
     let s = stats(&*b, &q).await;
     assert_eq!((s.ready, s.scheduled, s.active, s.retried), (0, 1, 0, 1), "{s:?}");
     f.pass(short_of(delay, tol)).await;
@@ -748,7 +748,7 @@ pub async fn retry_after_counts_attempt_and_keeps_history<F: Fixture + ?Sized>(f
     );
 
     let second = failure(f, "second failure");
-    b.retry_after(&r.lease, Duration::ZERO, second.clone())
+    b.retry_after(&r, Duration::ZERO, second.clone())
         .await
         .or_fail("retry_after");
     let r = reserve_one(&*b, &q, LONG).await;
@@ -759,6 +759,54 @@ pub async fn retry_after_counts_attempt_and_keeps_history<F: Fixture + ?Sized>(f
         "history must be appended, oldest first"
     );
     assert_eq!(stats(&*b, &q).await.retried, 2);
+}
+
+/// `snooze` runs the job again once its delay has passed, without
+/// counting an attempt: `attempt`, the history and the retry counter stay
+/// as they were, and `run_at` moves to the snooze's end.
+pub async fn snooze_runs_again_without_an_attempt<F: Fixture + ?Sized>(f: &F) {
+    let b = f.backend();
+    let q = queue(f, "snooze");
+    let tol = f.tolerance();
+    let sent = job(f, &q, "snooze", 0);
+    enqueue_new(&*b, vec![sent.clone()]).await;
+
+    let r = reserve_one(&*b, &q, LONG).await;
+    let delay = ms(300);
+    let at = f.now() + delta(delay);
+    b.snooze(&r, delay).await.or_fail("snooze");
+    let s = stats(&*b, &q).await;
+    assert_eq!((s.ready, s.scheduled, s.active, s.retried), (0, 1, 0, 0), "{s:?}");
+    f.pass(short_of(delay, tol)).await;
+    let early = reserve_now(&*b, &q, 1, LONG).await;
+    if !still_before(f, at, "snooze end") {
+        return;
+    }
+    assert!(early.is_empty(), "a snoozed job ran before its time");
+    f.pass(across(tol)).await;
+    let r = reserve_one(&*b, &q, LONG).await;
+    assert_eq!(
+        timeless(&r.envelope),
+        timeless(&sent),
+        "a snooze must not touch attempt or history"
+    );
+    let drift = (r.envelope.run_at - at).abs().to_std().unwrap_or(Duration::MAX);
+    assert!(
+        drift <= tol * 2 + ms(1),
+        "run_at is {}, expected about {at}",
+        r.envelope.run_at
+    );
+
+    // Snoozing never uses up retries: a failure after it is the first.
+    b.snooze(&r, Duration::ZERO).await.or_fail("snooze");
+    let r = reserve_one(&*b, &q, LONG).await;
+    b.retry_after(&r, Duration::ZERO, failure(f, "after snoozes"))
+        .await
+        .or_fail("retry_after");
+    let r = reserve_one(&*b, &q, LONG).await;
+    assert_eq!((r.envelope.attempt, r.envelope.attempts.len()), (1, 1));
+    let s = stats(&*b, &q).await;
+    assert_eq!((s.retried, s.dead_lettered), (1, 0), "{s:?}");
 }
 
 /// `release` puts jobs back in front of ready, in their order, without
@@ -773,7 +821,7 @@ pub async fn release_puts_job_in_front_without_attempt<F: Fixture + ?Sized>(f: &
 
     let held = reserve_now(&*b, &q, 2, LONG).await;
     let leases: Vec<_> = held.iter().map(|r| r.lease.clone()).collect();
-    assert_eq!(b.release(&leases).await.or_fail("release"), [AckStatus::Done; 2]);
+    assert_eq!(b.release(&leases).await.or_fail("release"), [LeaseStatus::Held; 2]);
     let s = stats(&*b, &q).await;
     assert_eq!((s.ready, s.active, s.retried), (3, 0, 0), "{s:?}");
 
@@ -789,7 +837,7 @@ pub async fn release_puts_job_in_front_without_attempt<F: Fixture + ?Sized>(f: &
     let mixed = [leases[0].clone(), again[2].lease.clone()];
     assert_eq!(
         b.release(&mixed).await.or_fail("release"),
-        [AckStatus::LeaseLost, AckStatus::Done]
+        [LeaseStatus::Lost, LeaseStatus::Held]
     );
     assert_eq!(ids(&reserve_now(&*b, &q, 3, LONG).await), [all[2]]);
 }
@@ -808,7 +856,7 @@ pub async fn extend_moves_deadline<F: Fixture + ?Sized>(f: &F) {
     f.pass(ms(100)).await;
     let new_deadline = f.now() + delta(ms(600));
     let statuses = b.extend(&[a.clone(), gone], ms(600)).await.or_fail("extend");
-    assert_eq!(statuses, [AckStatus::Done, AckStatus::LeaseLost]);
+    assert_eq!(statuses, [LeaseStatus::Held, LeaseStatus::Lost]);
     // Past the old deadline (200 ms), before the new one (700 ms).
     f.pass(ms(300)).await;
     let early = b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired");
@@ -819,7 +867,7 @@ pub async fn extend_moves_deadline<F: Fixture + ?Sized>(f: &F) {
     f.pass(ms(300) + tol).await;
     let recovered = b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired");
     assert_eq!(ids(&recovered), [a.id], "the lease did not expire at its new deadline");
-    assert_eq!(b.extend(&[a], LONG).await.or_fail("extend"), [AckStatus::LeaseLost]);
+    assert_eq!(b.extend(&[a], LONG).await.or_fail("extend"), [LeaseStatus::Lost]);
 }
 
 // ---------------------------------------------------------------------------
@@ -854,7 +902,7 @@ pub async fn idempotent_enqueue<F: Fixture + ?Sized>(f: &F) {
     let r = reserve_one(&*b, &q, LONG).await;
     assert_eq!(r.lease.id, holder);
     assert_duplicate(&*b, dup(f), holder, "active").await;
-    b.retry_after(&r.lease, Duration::from_secs(3600), failure(f, "later"))
+    b.retry_after(&r, Duration::from_secs(3600), failure(f, "later"))
         .await
         .or_fail("retry_after");
     assert_duplicate(&*b, dup(f), holder, "scheduled for retry").await;
@@ -919,7 +967,7 @@ pub async fn idempotency_key_lifecycle<F: Fixture + ?Sized>(f: &F) {
     )
     .await;
     let r = reserve_one(&*b, &q, LONG).await;
-    b.dead_letter(&r.lease, None, "again").await.or_fail("dead_letter");
+    b.dead_letter(&r, None, "again").await.or_fail("dead_letter");
     assert!(b.delete_dead(&q, dead.id).await.or_fail("delete_dead"));
     enqueue_new(&*b, vec![keyed(job(f, &q, "k", 3), "dead-key")]).await;
     let r = reserve_one(&*b, &q, LONG).await;
@@ -936,7 +984,7 @@ pub async fn idempotency_key_lifecycle<F: Fixture + ?Sized>(f: &F) {
     enqueue_new(&*b, vec![done]).await;
     let held = reserve_now(&*b, &q, 10, LONG).await;
     let leases: Vec<_> = held.iter().map(|r| r.lease.clone()).collect();
-    assert_eq!(b.complete(&leases).await.or_fail("complete"), [AckStatus::Done; 2]);
+    assert_eq!(b.complete(&leases).await.or_fail("complete"), [LeaseStatus::Held; 2]);
     assert_duplicate(&*b, keyed(job(f, &q, "k", 7), "done-key"), done_id, "completed").await;
 }
 
@@ -1004,10 +1052,10 @@ pub async fn stats_count_every_state<F: Fixture + ?Sized>(f: &F) {
     let held = reserve_now(&*b, &q, 3, LONG).await;
     assert_eq!(stats(&*b, &q).await.active, 3);
     b.complete_one(&held[0].lease).await.or_fail("complete_one");
-    b.retry_after(&held[1].lease, Duration::from_secs(3600), failure(f, "x"))
+    b.retry_after(&held[1], Duration::from_secs(3600), failure(f, "x"))
         .await
         .or_fail("retry_after");
-    b.dead_letter(&held[2].lease, None, "x").await.or_fail("dead_letter");
+    b.dead_letter(&held[2], None, "x").await.or_fail("dead_letter");
     let s = stats(&*b, &q).await;
     let expected = QueueStats {
         ready: 1,
@@ -1139,7 +1187,7 @@ pub async fn dead_letter_keeps_job_and_history<F: Fixture + ?Sized>(f: &F) {
     let r = reserve_one(&*b, &q, LONG).await;
     let record = failure(f, "boom");
     let from = f.now();
-    b.dead_letter(&r.lease, Some(record.clone()), "permanent: boom")
+    b.dead_letter(&r, Some(record.clone()), "permanent: boom")
         .await
         .or_fail("dead_letter");
     let to = f.now();
@@ -1271,7 +1319,7 @@ pub async fn list_dead_pages_without_skips_or_repeats<F: Fixture + ?Sized>(f: &F
         "deleting listed entries disturbed the rest of the listing"
     );
 
-    let garbage = DeadCursor("not a cursor".into());
+    let garbage = DeadCursor::new("not a cursor");
     let refused = b.list_dead(&filter, Some(&garbage), 7).await;
     assert!(refused.is_err(), "a cursor the backend never handed out was accepted");
 }
@@ -1305,12 +1353,12 @@ pub async fn retry_dead_restores_job<F: Fixture + ?Sized>(f: &F) {
     enqueue_new(&*b, vec![sent.clone()]).await;
     let r = reserve_one(&*b, &q, LONG).await;
     let first = failure(f, "first");
-    b.retry_after(&r.lease, Duration::ZERO, first.clone())
+    b.retry_after(&r, Duration::ZERO, first.clone())
         .await
         .or_fail("retry_after");
     let r = reserve_one(&*b, &q, LONG).await;
     let second = failure(f, "second");
-    b.dead_letter(&r.lease, Some(second.clone()), "retries exhausted")
+    b.dead_letter(&r, Some(second.clone()), "retries exhausted")
         .await
         .or_fail("dead_letter");
     let dead = get_dead(&*b, &q, sent.id).await.or_fail("the job is not dead");
@@ -1658,7 +1706,7 @@ async fn dead_job_with(b: &dyn Backend, job: JobEnvelope, record: Option<Attempt
     enqueue_new(b, vec![job]).await;
     let r = reserve_one(b, &q, LONG).await;
     assert_eq!(r.lease.id, id, "the case left another job ready on {q}");
-    b.dead_letter(&r.lease, record, reason).await.or_fail("dead_letter");
+    b.dead_letter(&r, record, reason).await.or_fail("dead_letter");
     get_dead(b, &q, id).await.or_fail("the dead job is not in the DLQ")
 }
 
@@ -1689,24 +1737,27 @@ async fn list_all(b: &dyn Backend, filter: &DeadFilter, limit: usize) -> (Vec<Jo
 }
 
 /// Checks that every lease operation refuses `lease` and reports it lost.
-async fn expect_all_refused<F: Fixture + ?Sized>(f: &F, b: &dyn Backend, lease: &Lease) {
+async fn expect_all_refused<F: Fixture + ?Sized>(f: &F, b: &dyn Backend, job: &Reservation) {
+    let lease = &job.lease;
     let lost = |r: Result<()>| matches!(r, Err(Error::LeaseLost(id)) if id == lease.id);
     assert_eq!(
         b.complete(std::slice::from_ref(lease)).await.or_fail("complete"),
-        [AckStatus::LeaseLost]
+        [LeaseStatus::Lost]
     );
     assert!(lost(b.complete_one(lease).await), "complete_one accepted a lost lease");
-    let retried = b.retry_after(lease, Duration::ZERO, failure(f, "zombie")).await;
+    let retried = b.retry_after(job, Duration::ZERO, failure(f, "zombie")).await;
     assert!(lost(retried), "retry_after accepted a lost lease");
-    let dead = b.dead_letter(lease, Some(failure(f, "zombie")), "zombie").await;
+    let snoozed = b.snooze(job, Duration::ZERO).await;
+    assert!(lost(snoozed), "snooze accepted a lost lease");
+    let dead = b.dead_letter(job, Some(failure(f, "zombie")), "zombie").await;
     assert!(lost(dead), "dead_letter accepted a lost lease");
     assert_eq!(
         b.release(std::slice::from_ref(lease)).await.or_fail("release"),
-        [AckStatus::LeaseLost]
+        [LeaseStatus::Lost]
     );
     assert_eq!(
         b.extend(std::slice::from_ref(lease), LONG).await.or_fail("extend"),
-        [AckStatus::LeaseLost]
+        [LeaseStatus::Lost]
     );
 }
 

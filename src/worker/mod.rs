@@ -12,7 +12,7 @@ use std::{
 };
 
 use serde::Serialize;
-use tokio::{sync::watch, task::JoinSet};
+use tokio::task::JoinSet;
 
 use crate::{
     broker::Broker,
@@ -28,17 +28,23 @@ use crate::{
 
 mod acks;
 mod buffer;
+mod fetch;
+mod held;
+mod keep;
 mod queue;
+mod run;
+mod settle;
+pub(crate) mod shutdown;
 
 /// The most concurrent jobs one queue may run in one worker.
 pub const MAX_CONCURRENCY: usize = 10_000;
 /// The fewest jobs a queue leases ahead by default, so even a concurrency-1
 /// worker has its next jobs at hand instead of waiting on a round trip.
-pub const DEFAULT_MIN_PREFETCH: usize = 32;
+const DEFAULT_MIN_PREFETCH: usize = 32;
 /// How far a queue's default prefetch may grow: up to this many times its
 /// starting value, and never past [`MAX_CONCURRENCY`] (see
 /// [`QueueConfig::prefetch`]).
-pub const PREFETCH_GROWTH: usize = 8;
+const PREFETCH_GROWTH: usize = 8;
 /// The shortest lease accepted.
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// The longest lease, job timeout or shutdown deadline accepted (one day).
@@ -117,8 +123,8 @@ impl QueueConfig {
     /// other workers meanwhile (they are released at shutdown).
     ///
     /// By default the prefetch adapts. It starts at the concurrency (at
-    /// least [`DEFAULT_MIN_PREFETCH`]) and doubles, up to
-    /// [`PREFETCH_GROWTH`] times that (and at most [`MAX_CONCURRENCY`]),
+    /// least 32) and doubles, up to 8 times that (and at most
+    /// [`MAX_CONCURRENCY`]),
     /// whenever slots ran out of work between two reservations that the
     /// broker filled completely: the jobs are faster than the round trip. It halves back when draining half the buffer takes
     /// longer than 100 ms: the jobs are slow, and other workers should get
@@ -182,14 +188,16 @@ struct Settings {
     idle_wait: Duration,
 }
 
-/// Counters of what a worker has done since it started.
+/// Counters of what a worker has done since it started (see [`WorkerStats`]).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) started: AtomicU64,
     pub(crate) completed: AtomicU64,
     pub(crate) failed: AtomicU64,
     pub(crate) retried: AtomicU64,
+    pub(crate) snoozed: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+    pub(crate) refused: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) recovered: AtomicU64,
@@ -210,8 +218,15 @@ pub struct WorkerStats {
     pub failed: u64,
     /// Failed attempts scheduled for a retry.
     pub retried: u64,
-    /// Jobs moved to the dead-letter queue.
+    /// Attempts whose handler asked to run the job later
+    /// ([`HandlerError::Snooze`](crate::HandlerError::Snooze)); not failures.
+    pub snoozed: u64,
+    /// Jobs moved to the dead-letter queue, refused ones included.
     pub dead_lettered: u64,
+    /// Jobs dead-lettered without running because they cannot run as they
+    /// are: an unknown kind, or a payload (from a producer that did not
+    /// validate it) that its schema refuses or that does not decode.
+    pub refused: u64,
     /// Attempts whose handler panicked.
     pub panicked: u64,
     /// Attempts that ran past the job timeout.
@@ -234,7 +249,9 @@ impl Counters {
             completed: get(&self.completed),
             failed: get(&self.failed),
             retried: get(&self.retried),
+            snoozed: get(&self.snoozed),
             dead_lettered: get(&self.dead_lettered),
+            refused: get(&self.refused),
             panicked: get(&self.panicked),
             timed_out: get(&self.timed_out),
             recovered: get(&self.recovered),
@@ -253,19 +270,25 @@ pub enum JobOutcome {
     Completed,
     /// The attempt failed and the job is scheduled to run again.
     Retried,
-    /// The attempt failed (or the job could not run at all: unknown kind,
-    /// invalid payload) and the job is in the dead-letter queue.
+    /// The handler asked to run the job later; no attempt was counted.
+    Snoozed,
+    /// The attempt failed and the job is in the dead-letter queue.
     DeadLettered,
+    /// The job could not run as it is (unknown kind, a payload its schema
+    /// refuses or that does not decode) and is in the dead-letter queue.
+    Refused,
 }
 
 impl JobOutcome {
     /// A short name for logs and metric labels: `completed`, `retried`,
-    /// `dead_lettered`.
+    /// `snoozed`, `dead_lettered`, `refused`.
     pub fn as_str(&self) -> &'static str {
         match self {
             JobOutcome::Completed => "completed",
             JobOutcome::Retried => "retried",
+            JobOutcome::Snoozed => "snoozed",
             JobOutcome::DeadLettered => "dead_lettered",
+            JobOutcome::Refused => "refused",
         }
     }
 }
@@ -316,16 +339,24 @@ pub(crate) struct Registered {
 
 /// Everything a running worker's tasks share.
 pub(crate) struct Shared {
+    /// Where jobs are reserved from and their outcomes recorded.
     pub(crate) broker: Arc<dyn Broker>,
+    /// Attempt start and end times (the injected clock, so tests can pause it).
     pub(crate) clock: Arc<dyn Clock>,
+    /// Handed to handlers in their context, to enqueue follow-up jobs;
+    /// schedules enqueue their ticks through it.
     pub(crate) client: Client,
     /// By kind; looked up once per job, so hashed with the cheap hasher.
     pub(crate) handlers: HashMap<String, Registered, IdBuild>,
+    /// Retry policies of kinds that override their queue's.
     pub(crate) kind_policies: HashMap<String, RetryPolicy>,
+    /// What [`Worker::stats`] reads.
     pub(crate) counters: Counters,
+    /// Names this worker in attempt records and logs.
     pub(crate) worker_id: Arc<str>,
     /// Told about every finished attempt (metrics).
     pub(crate) observers: Vec<Arc<dyn JobObserver>>,
+    /// Leases, heartbeats and waits, the same for every queue.
     settings: Settings,
 }
 
@@ -360,8 +391,11 @@ pub(crate) struct Shared {
 /// ```
 #[derive(Clone)]
 pub struct Worker {
+    /// What the running tasks share; clones of the worker share it too.
     shared: Arc<Shared>,
+    /// One set of tasks per queue runs each of these.
     queues: Arc<Vec<QueueConfig>>,
+    /// Run beside the queues, each as its own task.
     schedules: Arc<Vec<Schedule>>,
 }
 
@@ -402,25 +436,32 @@ impl Worker {
     /// releases whatever has not finished back to ready (no attempt is
     /// counted). Returns once every job this worker held is acknowledged,
     /// scheduled for retry, dead-lettered or released.
-    pub async fn run_until(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (abort_tx, abort_rx) = watch::channel(false);
+    ///
+    /// `shutdown` is any future; its output is ignored, so a
+    /// `oneshot::Receiver` works as it is (dropping its sender stops the
+    /// worker too), as do `tokio::signal::ctrl_c()` and a timer.
+    pub async fn run_until<F: Future>(&self, shutdown: F) -> Result<()> {
+        let (stop, stop_signal) = shutdown::signal();
+        let (abort, abort_signal) = shutdown::signal();
+        let signals = shutdown::Shutdown {
+            stop: stop_signal.clone(),
+            abort: abort_signal,
+        };
         let mut tasks = JoinSet::new();
         tracing::info!(worker.id = %self.shared.worker_id, queues = self.queues.len(), "worker started");
         for config in self.queues.iter() {
-            let runner = queue::QueueRunner::new(self.shared.clone(), config.clone());
-            tasks.spawn(runner.run(stop_rx.clone(), abort_rx.clone()));
+            tasks.spawn(queue::run_queue(self.shared.clone(), config.clone(), signals.clone()));
         }
         for schedule in self.schedules.iter() {
             let schedule = schedule.clone();
             let client = self.shared.client.clone();
             let clock = self.shared.clock.clone();
-            tasks.spawn(schedule.run(client, clock, stop_rx.clone()));
+            tasks.spawn(schedule.run(client, clock, stop_signal.clone()));
         }
 
         shutdown.await;
         tracing::info!(worker.id = %self.shared.worker_id, "worker shutting down");
-        let _ = stop_tx.send(true);
+        stop.raise();
         let deadline = tokio::time::sleep(self.shared.settings.shutdown_timeout);
         tokio::pin!(deadline);
         loop {
@@ -430,14 +471,63 @@ impl Worker {
                     Some(Err(e)) if e.is_panic() => tracing::error!(error = %e, "worker task panicked"),
                     Some(_) => {}
                 },
-                _ = &mut deadline, if !*abort_rx.borrow() => {
+                _ = &mut deadline, if !abort.is_raised() => {
                     tracing::warn!(worker.id = %self.shared.worker_id, "shutdown deadline passed; releasing unfinished jobs");
-                    let _ = abort_tx.send(true);
+                    abort.raise();
                 }
             }
         }
         tracing::info!(worker.id = %self.shared.worker_id, "worker stopped");
         Ok(())
+    }
+}
+
+/// One job a [`TestWorker`](crate::testing::TestWorker) ran, and how it ended.
+#[cfg(feature = "test-util")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ran {
+    /// The job.
+    pub id: JobId,
+    /// Its kind.
+    pub kind: String,
+    /// The attempt that ran (0 for the first).
+    pub attempt: u32,
+    /// How the broker recorded it; `None` when it could not (lease lost,
+    /// broker error).
+    pub outcome: Option<JobOutcome>,
+    /// What the handler (or the worker, for a job it refused) said when
+    /// the attempt did not succeed.
+    pub error: Option<String>,
+}
+
+#[cfg(feature = "test-util")]
+impl Worker {
+    /// Reserves one job of `queue`, waiting up to `wait` for one, and runs
+    /// it to its recorded outcome; `None` when none came.
+    pub(crate) async fn run_next(&self, queue: &QueueName, wait: Duration) -> Result<Option<Ran>> {
+        let Some(config) = self.queues.iter().find(|c| &c.name == queue) else {
+            let known: Vec<_> = self.queues.iter().map(|c| c.name.to_string()).collect();
+            return Err(Error::InvalidConfig(format!(
+                "this worker runs no queue `{queue}`; it runs: {}",
+                known.join(", ")
+            )));
+        };
+        let request = crate::broker::ReserveRequest::new(1, self.shared.settings.lease, wait);
+        let Some(job) = self.shared.broker.reserve(queue, request).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        Ok(Some(queue::run_one(&self.shared, config, job).await))
+    }
+
+    /// The queues this worker runs.
+    pub(crate) fn queue_names(&self) -> impl Iterator<Item = &QueueName> {
+        self.queues.iter().map(|c| &c.name)
+    }
+
+    /// The broker the worker was built on.
+    pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
+        &self.shared.broker
     }
 }
 

@@ -73,20 +73,16 @@ impl Fixture {
         let id = envelope.id;
         broker.enqueue(vec![envelope]).await.unwrap();
         for (n, error) in errors.iter().enumerate() {
-            let request = ReserveRequest {
-                max: 1,
-                lease: Duration::from_secs(30),
-                wait: Duration::ZERO,
-            };
+            let request = ReserveRequest::new(1, Duration::from_secs(30), Duration::ZERO);
             let reserved = broker.reserve(&q, request).await.unwrap();
-            let lease = &reserved.first().expect("the job is ready").lease;
-            assert_eq!(lease.id, id, "fixtures keep one ready job per queue at a time");
+            let job = reserved.first().expect("the job is ready");
+            assert_eq!(job.lease.id, id, "fixtures keep one ready job per queue at a time");
             let now = self.now();
             let record = AttemptRecord::failed(now, now, *error, Some("worker-test".into()));
             if n + 1 == errors.len() {
-                broker.dead_letter(lease, Some(record), reason).await.unwrap();
+                broker.dead_letter(job, Some(record), reason).await.unwrap();
             } else {
-                broker.retry_after(lease, Duration::ZERO, record).await.unwrap();
+                broker.retry_after(job, Duration::ZERO, record).await.unwrap();
             }
         }
         id

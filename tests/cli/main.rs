@@ -54,20 +54,16 @@ async fn dead_job(broker: &RedisBroker, queue_name: &str, kind: &str, payload: V
     let id = envelope.id;
     broker.enqueue(vec![envelope]).await.unwrap();
     for (n, error) in errors.iter().enumerate() {
-        let request = ReserveRequest {
-            max: 1,
-            lease: Duration::from_secs(30),
-            wait: Duration::from_secs(5),
-        };
+        let request = ReserveRequest::new(1, Duration::from_secs(30), Duration::from_secs(5));
         let reserved = broker.reserve(&q, request).await.unwrap();
-        let lease = &reserved.first().expect("the job comes back").lease;
-        assert_eq!(lease.id, id);
+        let job = reserved.first().expect("the job comes back");
+        assert_eq!(job.lease.id, id);
         let now = Utc::now();
         let record = AttemptRecord::failed(now, now, *error, Some("worker-cli-test".into()));
         if n + 1 == errors.len() {
-            broker.dead_letter(lease, Some(record), error).await.unwrap();
+            broker.dead_letter(job, Some(record), error).await.unwrap();
         } else {
-            broker.retry_after(lease, Duration::ZERO, record).await.unwrap();
+            broker.retry_after(job, Duration::ZERO, record).await.unwrap();
         }
     }
     id

@@ -3,7 +3,7 @@
 //!
 //! [`MemoryBroker`]: flagship_worker::MemoryBroker
 
-use flagship_worker::{broker::memory::DEFAULT_KEY_RETENTION, testing::conformance::MemoryFixture};
+use flagship_worker::{broker::DEFAULT_KEY_RETENTION, testing::conformance::MemoryFixture};
 
 flagship_worker::conformance_tests! {
     fixture: MemoryFixture::new(),
@@ -23,11 +23,7 @@ async fn released_jobs_go_back_in_run_at_order() {
 
     let broker = MemoryBroker::new();
     let queue = QueueName::new("released").unwrap();
-    let request = ReserveRequest {
-        max: 1,
-        lease: Duration::from_secs(3600),
-        wait: Duration::ZERO,
-    };
+    let request = ReserveRequest::new(1, Duration::from_secs(3600), Duration::ZERO);
     let enqueue = |n: u32| {
         let envelope = JobEnvelope::new("k", queue.clone(), serde_json::json!({ "n": n }), chrono::Utc::now());
         broker.enqueue(vec![envelope])

@@ -11,7 +11,7 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flagship_worker::{
-    broker::{AckStatus, EnqueueOutcome, Lease, QueueStats, Reservation},
+    broker::{EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation},
     AttemptRecord, Broker, Client, DeadFilter, DeadLetterQueue, EnqueueOptions, Error, FinishedJob, Handler,
     HandlerError, Job, JobContext, JobEnvelope, JobObserver, JobOutcome, MemoryBroker, MissedTicks, QueueConfig,
     QueueName, ReserveRequest, RetryPolicy, Schedule, TokioClock, Worker,
@@ -496,11 +496,7 @@ async fn an_expired_lease_is_recovered_and_counted_as_a_failed_attempt() {
     worker.client().enqueue(&task(1)).await.unwrap();
 
     // A worker that reserves the job and then dies.
-    let request = ReserveRequest {
-        max: 1,
-        lease: Duration::from_secs(2),
-        wait: Duration::ZERO,
-    };
+    let request = ReserveRequest::new(1, Duration::from_secs(2), Duration::ZERO);
     let crashed = broker.reserve(&queue(), request).await.unwrap();
     assert_eq!(crashed.len(), 1);
 
@@ -782,24 +778,28 @@ impl Broker for Faulty {
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>, Error> {
         self.inner.reserve(queue, request).await
     }
-    async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>, Error> {
+    async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>, Error> {
         if self.panic_next_complete.swap(false, Ordering::SeqCst) {
             panic!("broker bug while completing");
         }
         self.inner.complete(leases).await
     }
-    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<(), Error> {
+    async fn retry_after(&self, job: &Reservation, delay: Duration, attempt: AttemptRecord) -> Result<(), Error> {
         tokio::time::sleep(self.settle_delay).await;
-        self.inner.retry_after(lease, delay, attempt).await
+        self.inner.retry_after(job, delay, attempt).await
     }
-    async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<(), Error> {
+    async fn snooze(&self, job: &Reservation, delay: Duration) -> Result<(), Error> {
         tokio::time::sleep(self.settle_delay).await;
-        self.inner.dead_letter(lease, attempt, reason).await
+        self.inner.snooze(job, delay).await
     }
-    async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>, Error> {
+    async fn dead_letter(&self, job: &Reservation, attempt: Option<AttemptRecord>, reason: &str) -> Result<(), Error> {
+        tokio::time::sleep(self.settle_delay).await;
+        self.inner.dead_letter(job, attempt, reason).await
+    }
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>, Error> {
         self.inner.release(leases).await
     }
-    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<AckStatus>, Error> {
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>, Error> {
         self.inner.extend(leases, lease).await
     }
     async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>, Error> {

@@ -77,7 +77,7 @@ impl Pipeline {
             .await
             .unwrap();
 
-        let broker = backend.clone().as_broker();
+        let broker: Arc<dyn Broker> = backend.clone();
         let worker = FlagshipWorker::new(services.clone(), backend)
             .without_schedules()
             .install(

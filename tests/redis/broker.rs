@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use flagship_worker::{
-    broker::redis::RedisBroker, AckStatus, AttemptRecord, Broker, EnqueueOutcome, Error, JobEnvelope,
+    broker::redis::RedisBroker, AttemptRecord, Broker, EnqueueOutcome, Error, JobEnvelope, LeaseStatus,
 };
 use tokio::time::Instant;
 
@@ -28,8 +28,8 @@ async fn jobs_are_reserved_oldest_first_and_completed_once() {
     assert_eq!(tokens.len(), 5, "every lease has its own token");
 
     let leases: Vec<_> = first.iter().chain(&rest).map(|r| r.lease.clone()).collect();
-    assert_eq!(broker.complete(&leases).await.unwrap(), vec![AckStatus::Done; 5]);
-    assert_eq!(broker.complete(&leases).await.unwrap(), vec![AckStatus::LeaseLost; 5]);
+    assert_eq!(broker.complete(&leases).await.unwrap(), vec![LeaseStatus::Held; 5]);
+    assert_eq!(broker.complete(&leases).await.unwrap(), vec![LeaseStatus::Lost; 5]);
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!((stats.ready, stats.active, stats.completed), (0, 0, 5));
     assert!(broker.reserve(&q, take(1, 30_000)).await.unwrap().is_empty());
@@ -62,14 +62,14 @@ async fn an_expired_lease_is_fenced_after_recovery() {
     let now = Duration::ZERO;
     assert_eq!(
         broker.complete(std::slice::from_ref(&old.lease)).await.unwrap(),
-        vec![AckStatus::LeaseLost]
+        vec![LeaseStatus::Lost]
     );
     assert!(matches!(
-        broker.retry_after(&old.lease, now, record.clone()).await,
+        broker.retry_after(&old, now, record.clone()).await,
         Err(Error::LeaseLost(_))
     ));
     assert!(matches!(
-        broker.dead_letter(&old.lease, None, "zombie").await,
+        broker.dead_letter(&old, None, "zombie").await,
         Err(Error::LeaseLost(_))
     ));
     assert_eq!(
@@ -77,11 +77,11 @@ async fn an_expired_lease_is_fenced_after_recovery() {
             .extend(std::slice::from_ref(&old.lease), Duration::from_secs(1))
             .await
             .unwrap(),
-        vec![AckStatus::LeaseLost]
+        vec![LeaseStatus::Lost]
     );
     assert_eq!(
         broker.release(std::slice::from_ref(&old.lease)).await.unwrap(),
-        vec![AckStatus::LeaseLost]
+        vec![LeaseStatus::Lost]
     );
     broker.complete_one(&new.lease).await.unwrap();
     assert_eq!(broker.stats(&q).await.unwrap().completed, 1);
@@ -96,7 +96,7 @@ async fn a_retry_records_the_attempt_and_waits_for_its_time() {
     let record = AttemptRecord::failed(Utc::now(), Utc::now(), "boom", Some("w1".into()));
     let scheduled = Instant::now();
     broker
-        .retry_after(&r.lease, Duration::from_millis(200), record.clone())
+        .retry_after(&r, Duration::from_millis(200), record.clone())
         .await
         .unwrap();
     assert!(
@@ -113,7 +113,7 @@ async fn a_retry_records_the_attempt_and_waits_for_its_time() {
     assert_eq!(broker.stats(&q).await.unwrap().retried, 1);
     assert!(matches!(
         broker
-            .retry_after(&r.lease, Duration::ZERO, again.envelope.attempts[0].clone())
+            .retry_after(&r, Duration::ZERO, again.envelope.attempts[0].clone())
             .await,
         Err(Error::LeaseLost(_))
     ));
@@ -225,8 +225,8 @@ async fn released_jobs_go_back_to_the_front_without_an_attempt() {
     broker.enqueue(jobs).await.unwrap();
     let held = broker.reserve(&q, take(2, 30_000)).await.unwrap();
     let leases: Vec<_> = held.iter().map(|r| r.lease.clone()).collect();
-    assert_eq!(broker.release(&leases).await.unwrap(), vec![AckStatus::Done; 2]);
-    assert_eq!(broker.release(&leases).await.unwrap(), vec![AckStatus::LeaseLost; 2]);
+    assert_eq!(broker.release(&leases).await.unwrap(), vec![LeaseStatus::Held; 2]);
+    assert_eq!(broker.release(&leases).await.unwrap(), vec![LeaseStatus::Lost; 2]);
     let again = broker.reserve(&q, take(3, 30_000)).await.unwrap();
     assert_eq!(again.iter().map(|r| r.envelope.id).collect::<Vec<_>>(), ids);
     assert!(again
@@ -244,7 +244,7 @@ async fn extending_a_lease_keeps_the_job_from_recovery() {
     let lease = std::slice::from_ref(&r.lease);
     assert_eq!(
         broker.extend(lease, Duration::from_millis(600)).await.unwrap(),
-        vec![AckStatus::Done]
+        vec![LeaseStatus::Held]
     );
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(broker

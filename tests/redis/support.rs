@@ -32,20 +32,12 @@ pub(crate) fn job(queue: &QueueName, n: u64) -> JobEnvelope {
 
 /// Take up to `max` jobs, leased for `lease_ms`, without waiting.
 pub(crate) fn take(max: usize, lease_ms: u64) -> ReserveRequest {
-    ReserveRequest {
-        max,
-        lease: Duration::from_millis(lease_ms),
-        wait: Duration::ZERO,
-    }
+    ReserveRequest::new(max, Duration::from_millis(lease_ms), Duration::ZERO)
 }
 
 /// Take up to `max` jobs, leased for 30 s, waiting up to `wait_ms`.
 pub(crate) fn wait_for(max: usize, wait_ms: u64) -> ReserveRequest {
-    ReserveRequest {
-        max,
-        lease: Duration::from_secs(30),
-        wait: Duration::from_millis(wait_ms),
-    }
+    ReserveRequest::new(max, Duration::from_secs(30), Duration::from_millis(wait_ms))
 }
 
 /// Polls `condition` until it holds; panics after `limit`.

@@ -92,12 +92,12 @@ impl DeadEntry {
 }
 
 fn encode_cursor(entry: &DeadEntry) -> DeadCursor {
-    DeadCursor(format!("{}/{}", entry.score, entry.id))
+    DeadCursor::new(format!("{}/{}", entry.score, entry.id))
 }
 
 fn decode_cursor(cursor: &DeadCursor) -> Result<(String, String)> {
-    let bad = || Error::InvalidConfig(format!("`{}` is not a DLQ cursor from this broker", cursor.0));
-    let (score, id) = cursor.0.split_once('/').ok_or_else(bad)?;
+    let bad = || Error::InvalidConfig(format!("`{}` is not a DLQ cursor from this broker", cursor.as_str()));
+    let (score, id) = cursor.as_str().split_once('/').ok_or_else(bad)?;
     if score.parse::<f64>().is_err() || id.is_empty() {
         return Err(bad());
     }

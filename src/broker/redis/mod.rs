@@ -35,12 +35,12 @@ use self::{
     scripts::{map_err, run, run_all, Call, Lua, SCRIPTS},
     wait::{Waiters, Woken},
 };
-use super::{AckStatus, Broker, EnqueueOutcome, Lease, LeaseToken, QueueStats, Reservation, ReserveRequest};
+use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, LeaseToken, QueueStats, Reservation, ReserveRequest};
 use crate::{
     clock::{Clock, TokioClock},
     envelope::{truncate_error, AttemptRecord, JobEnvelope},
     error::{Error, Result},
-    job::{JobId, QueueName},
+    job::QueueName,
 };
 
 mod dead;
@@ -63,9 +63,6 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_BATCH: usize = 1_000;
 /// How many due jobs one call promotes from scheduled to ready.
 const PROMOTE_BATCH: usize = 1_000;
-/// Past this many, the envelopes of leased jobs are no longer remembered
-/// (a retry or dead-letter then reads the envelope first).
-const HELD_LIMIT: usize = 100_000;
 
 /// A broker keeping jobs in Redis 6.2 or later.
 ///
@@ -102,10 +99,6 @@ pub struct RedisBroker {
     keys: RwLock<HashMap<QueueName, Arc<QueueKeys>>>,
     /// Queues this process has added to the queue registry.
     registered: Mutex<HashSet<QueueName>>,
-    /// Envelopes of jobs leased through this broker, so recording a retry
-    /// or a dead-letter needs no read first. The lease token fences them: a
-    /// job cannot change while its lease is held.
-    held: Mutex<HashMap<JobId, Held>>,
     /// The time written into envelopes and used for ages in stats; due
     /// times come from Redis's clock.
     clock: Arc<dyn Clock>,
@@ -117,12 +110,6 @@ pub struct RedisBroker {
 
 /// Leased jobs whose envelope cannot be decoded, with their lease tokens.
 type Poisoned = Vec<(Box<Poison>, LeaseToken)>;
-
-/// A leased job's envelope and the token it was leased under.
-struct Held {
-    token: LeaseToken,
-    envelope: Arc<JobEnvelope>,
-}
 
 impl fmt::Debug for RedisBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -238,7 +225,6 @@ impl RedisBrokerBuilder {
             waiters: Waiters::new(client, self.connect_timeout),
             keys: RwLock::new(HashMap::new()),
             registered: Mutex::new(HashSet::new()),
-            held: Mutex::new(HashMap::new()),
             clock: self.clock,
             key_retention: self.key_retention,
             addr,
@@ -326,14 +312,14 @@ fn millis_ceil(d: Duration) -> u64 {
 }
 
 /// One status per script reply entry: 1 done, anything else lease lost.
-fn statuses(what: &str, reply: Value) -> Result<Vec<AckStatus>> {
+fn statuses(what: &str, reply: Value) -> Result<Vec<LeaseStatus>> {
     array(what, reply)?
         .iter()
         .map(|v| {
             Ok(if int(what, v)? == 1 {
-                AckStatus::Done
+                LeaseStatus::Held
             } else {
-                AckStatus::LeaseLost
+                LeaseStatus::Lost
             })
         })
         .collect()
@@ -351,7 +337,7 @@ impl RedisBroker {
         RedisBrokerBuilder {
             url: url.into(),
             allow_eviction: false,
-            key_retention: crate::broker::memory::DEFAULT_KEY_RETENTION,
+            key_retention: super::DEFAULT_KEY_RETENTION,
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             clock: Arc::new(TokioClock::new()),
@@ -396,52 +382,24 @@ impl RedisBroker {
         Ok(())
     }
 
-    fn remember(&self, reservations: &[Reservation]) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        if held.len() + reservations.len() > HELD_LIMIT {
-            held.clear();
-        }
-        for r in reservations {
-            held.insert(
-                r.lease.id,
-                Held {
-                    token: r.lease.token,
-                    envelope: r.envelope.clone(),
-                },
-            );
-        }
-    }
-
-    fn forget(&self, leases: &[Lease]) {
-        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-        for lease in leases {
-            if held.get(&lease.id).is_some_and(|h| h.token == lease.token) {
-                held.remove(&lease.id);
-            }
-        }
-    }
-
-    /// The envelope of a job leased under `lease`: remembered from the
-    /// reservation, or read. `Ok(None)` when the stored envelope cannot be
-    /// decoded; [`Error::LeaseLost`] when the job is gone.
-    async fn leased_envelope(&self, lease: &Lease, keys: &QueueKeys) -> Result<Option<JobEnvelope>> {
-        let remembered = {
-            let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
-            held.get(&lease.id)
-                .filter(|h| h.token == lease.token)
-                .map(|h| h.envelope.clone())
-        };
-        if let Some(envelope) = remembered {
-            return Ok(Some(Arc::unwrap_or_clone(envelope)));
-        }
-        let raw: Option<Vec<u8>> = redis::cmd("HGET")
-            .arg(&keys.jobs)
+    /// Stores `envelope` (the leased one, updated by the caller) with its
+    /// `run_at` moved to now + `delay`, and schedules it: a retry when
+    /// `failed`, a snooze otherwise.
+    async fn reschedule(&self, lease: &Lease, mut envelope: JobEnvelope, delay: Duration, failed: bool) -> Result<()> {
+        let k = self.keys(&lease.queue);
+        envelope.run_at = self.clock.now() + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        let call = SCRIPTS
+            .retry
+            .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])
             .arg(lease.id.to_string())
-            .query_async(&mut self.conn())
-            .await
-            .map_err(map_err)?;
-        let raw = raw.ok_or(Error::LeaseLost(lease.id))?;
-        Ok(decode::decode_stored(&lease.queue, &lease.id.to_string(), &raw).ok())
+            .arg(lease.token.0)
+            .arg(envelope.to_json())
+            .arg(millis_ceil(delay))
+            .arg(if failed { "1" } else { "0" });
+        match int("retry", &run(&mut self.conn(), call).await?)? {
+            1 => Ok(()),
+            _ => Err(Error::LeaseLost(lease.id)),
+        }
     }
 
     /// Runs one lease-fenced script per batch of leases, grouped by queue,
@@ -452,7 +410,7 @@ impl RedisBroker {
         lua: &'static Lua,
         keys: impl Fn(&QueueKeys) -> Vec<&str>,
         lead: Option<u64>,
-    ) -> Result<Vec<AckStatus>> {
+    ) -> Result<Vec<LeaseStatus>> {
         let groups = by_queue(leases, |l| &l.queue);
         let mut calls = Vec::with_capacity(groups.len());
         for (queue, idx) in &groups {
@@ -467,7 +425,7 @@ impl RedisBroker {
             calls.push(call);
         }
         let replies = run_all(&mut self.conn(), calls).await?;
-        let mut out = vec![AckStatus::LeaseLost; leases.len()];
+        let mut out = vec![LeaseStatus::Lost; leases.len()];
         for ((_, idx), reply) in groups.iter().zip(replies) {
             for (&i, status) in idx.iter().zip(statuses(lua.name(), reply)?) {
                 out[i] = status;
@@ -512,7 +470,6 @@ impl RedisBroker {
                 Err(poison) => poisoned.push((poison, token)),
             }
         }
-        self.remember(&good);
         Ok((good, poisoned))
     }
 
@@ -647,83 +604,56 @@ impl Broker for RedisBroker {
         }
     }
 
-    async fn complete(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
+    async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
-            .per_lease(
-                leases,
-                &SCRIPTS.complete,
-                |k| {
-                    vec![
-                        &k.jobs,
-                        &k.active,
-                        &k.lease,
-                        &k.job_keys,
-                        &k.unique,
-                        &k.completed_keys,
-                        &k.stats,
-                    ]
-                },
-                Some(millis(self.key_retention)),
-            )
-            .await?;
-        self.forget(leases);
-        Ok(out)
+        self.per_lease(
+            leases,
+            &SCRIPTS.complete,
+            |k| {
+                vec![
+                    &k.jobs,
+                    &k.active,
+                    &k.lease,
+                    &k.job_keys,
+                    &k.unique,
+                    &k.completed_keys,
+                    &k.stats,
+                ]
+            },
+            Some(millis(self.key_retention)),
+        )
+        .await
     }
 
-    async fn retry_after(&self, lease: &Lease, delay: Duration, attempt: AttemptRecord) -> Result<()> {
-        let k = self.keys(&lease.queue);
-        let Some(mut envelope) = self.leased_envelope(lease, &k).await? else {
-            let reason = "corrupt envelope: the stored job could not be decoded when its retry was recorded";
-            self.dead_letter(lease, None, reason).await?;
-            return Err(Error::CorruptEnvelope {
-                id: lease.id.to_string(),
-                message: "it was dead-lettered instead of retried".into(),
-            });
-        };
-        let now = self.clock.now();
+    async fn retry_after(&self, job: &Reservation, delay: Duration, attempt: AttemptRecord) -> Result<()> {
+        let mut envelope = JobEnvelope::clone(&job.envelope);
         envelope.attempt += 1;
         envelope.attempts.push(attempt);
-        envelope.run_at = now + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
-        let call = SCRIPTS
-            .retry
-            .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])
-            .arg(lease.id.to_string())
-            .arg(lease.token.0)
-            .arg(envelope.to_json())
-            .arg(millis_ceil(delay));
-        let done = int("retry", &run(&mut self.conn(), call).await?)?;
-        self.forget(std::slice::from_ref(lease));
-        if done == 1 {
-            Ok(())
-        } else {
-            Err(Error::LeaseLost(lease.id))
-        }
+        self.reschedule(&job.lease, envelope, delay, true).await
     }
 
-    async fn dead_letter(&self, lease: &Lease, attempt: Option<AttemptRecord>, reason: &str) -> Result<()> {
+    async fn snooze(&self, job: &Reservation, delay: Duration) -> Result<()> {
+        let envelope = JobEnvelope::clone(&job.envelope);
+        self.reschedule(&job.lease, envelope, delay, false).await
+    }
+
+    async fn dead_letter(&self, job: &Reservation, attempt: Option<AttemptRecord>, reason: &str) -> Result<()> {
+        let lease = &job.lease;
         let k = self.keys(&lease.queue);
         let reason = truncate_error(reason.to_owned());
-        let stored = match self.leased_envelope(lease, &k).await? {
-            Some(mut envelope) => {
-                envelope.attempts.extend(attempt);
-                envelope.dead_lettered_at = Some(self.clock.now());
-                envelope.dead_letter_reason = Some(reason.clone());
-                envelope.to_json()
-            }
-            // Keep the stored text as it is: operators can inspect it.
-            None => Vec::new(),
-        };
+        let mut envelope = JobEnvelope::clone(&job.envelope);
+        envelope.attempts.extend(attempt);
+        envelope.dead_lettered_at = Some(self.clock.now());
+        envelope.dead_letter_reason = Some(reason.clone());
         let call = dead_letter_call(&k)
             .arg(lease.id.to_string())
             .arg(lease.token.0)
-            .arg(stored)
+            .arg(envelope.to_json())
             .arg(&reason)
             .arg("");
         let done = int("dead_letter", &run(&mut self.conn(), call).await?)?;
-        self.forget(std::slice::from_ref(lease));
         if done == 1 {
             tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job dead-lettered");
             Ok(())
@@ -732,23 +662,20 @@ impl Broker for RedisBroker {
         }
     }
 
-    async fn release(&self, leases: &[Lease]) -> Result<Vec<AckStatus>> {
+    async fn release(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        let out = self
-            .per_lease(
-                leases,
-                &SCRIPTS.release,
-                |k| vec![&k.active, &k.lease, &k.ready, &k.wake],
-                None,
-            )
-            .await?;
-        self.forget(leases);
-        Ok(out)
+        self.per_lease(
+            leases,
+            &SCRIPTS.release,
+            |k| vec![&k.active, &k.lease, &k.ready, &k.wake],
+            None,
+        )
+        .await
     }
 
-    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<AckStatus>> {
+    async fn extend(&self, leases: &[Lease], lease: Duration) -> Result<Vec<LeaseStatus>> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }

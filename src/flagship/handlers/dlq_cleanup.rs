@@ -64,15 +64,11 @@ mod tests {
     async fn kill_one(f: &Fixture) {
         f.client.enqueue(&HealthCheckJob {}).await.unwrap();
         let queue = QueueName::new(MAINTENANCE_QUEUE).unwrap();
-        let request = ReserveRequest {
-            max: 1,
-            lease: Duration::from_secs(60),
-            // The client's and the broker's clocks were made microseconds
-            // apart: let the paused clock reach the job's run time.
-            wait: Duration::from_secs(1),
-        };
+        // The client's and the broker's clocks were made microseconds
+        // apart: let the paused clock reach the job's run time.
+        let request = ReserveRequest::new(1, Duration::from_secs(60), Duration::from_secs(1));
         let reserved = f.broker.reserve(&queue, request).await.unwrap();
-        f.broker.dead_letter(&reserved[0].lease, None, "test").await.unwrap();
+        f.broker.dead_letter(&reserved[0], None, "test").await.unwrap();
     }
 
     #[tokio::test(start_paused = true)]

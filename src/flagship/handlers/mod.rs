@@ -240,11 +240,7 @@ pub(crate) mod test_support {
 
         /// Every job waiting on `queue`, oldest first (taken off the queue).
         pub(crate) async fn drain(&self, queue: &str) -> Vec<Arc<JobEnvelope>> {
-            let request = ReserveRequest {
-                max: 1000,
-                lease: std::time::Duration::from_secs(60),
-                wait: std::time::Duration::ZERO,
-            };
+            let request = ReserveRequest::new(1000, std::time::Duration::from_secs(60), std::time::Duration::ZERO);
             let reserved = self
                 .broker
                 .reserve(&QueueName::new(queue).unwrap(), request)

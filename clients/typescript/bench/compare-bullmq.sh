@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 peer=${2:-/work/shared/peers/bullmq}
-n=100000
+n=${N:-100000}
 npm run --silent build >/dev/null
 port=$(node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
 dir=$(mktemp -d)
@@ -20,16 +20,21 @@ pid=$!
 trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; rm -rf "$dir"' EXIT
 until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
 
-ours=() theirs=()
+ours=() theirs=() ours_cpu=() theirs_cpu=()
+field() { node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const j=JSON.parse(s);console.log(eval("j."+process.argv[1]))})' "$1"; }
 for round in $(seq 1 "$rounds"); do
   echo "round $round of $rounds" >&2
-  ours+=("$(REDIS_URL="redis://127.0.0.1:$port" node dist/bench/enqueue.js "$n" 1 noop | head -n 1 |
-    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).jobs_per_s))')")
-  theirs+=("$(REDIS_PORT=$port "$peer/run.sh" throughput 50 "$n" 2>/dev/null | tail -n 1 |
-    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>console.log(JSON.parse(s).enqueue_jobs_per_s))')")
-  echo "  ours ${ours[-1]} jobs/s, BullMQ addBulk ${theirs[-1]} jobs/s" >&2
+  o=$(REDIS_URL="redis://127.0.0.1:$port" node dist/bench/enqueue.js "$n" 1 noop | head -n 1)
+  t=$(REDIS_PORT=$port "$peer/run.sh" throughput 50 "$n" 2>/dev/null | tail -n 1)
+  ours+=("$(field jobs_per_s <<<"$o")")
+  ours_cpu+=("$(field redis_cpu_us_per_job <<<"$o")")
+  theirs+=("$(field enqueue_jobs_per_s <<<"$t")")
+  theirs_cpu+=("$(field "enqueue_redis.redis_cpu_s*1e6/$n" <<<"$t")")
+  echo "  ours ${ours[-1]} jobs/s (Redis ${ours_cpu[-1]} us/job), BullMQ addBulk ${theirs[-1]} jobs/s (Redis ${theirs_cpu[-1]} us/job)" >&2
 done
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 o=$(median "${ours[@]}")
 t=$(median "${theirs[@]}")
-echo "{\"rounds\":$rounds,\"n\":$n,\"batch\":1000,\"ours_jobs_per_s\":$o,\"bullmq_addbulk_jobs_per_s\":$t,\"ratio\":$(awk "BEGIN{printf \"%.2f\", $o/$t}")}"
+oc=$(median "${ours_cpu[@]}")
+tc=$(median "${theirs_cpu[@]}")
+echo "{\"rounds\":$rounds,\"n\":$n,\"batch\":1000,\"ours_jobs_per_s\":$o,\"bullmq_addbulk_jobs_per_s\":$t,\"ratio\":$(awk "BEGIN{printf \"%.2f\", $o/$t}"),\"ours_redis_cpu_us_per_job\":$oc,\"bullmq_redis_cpu_us_per_job\":$(awk "BEGIN{printf \"%.2f\", $tc}")}"

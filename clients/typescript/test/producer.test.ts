@@ -146,3 +146,30 @@ describe("Producer against a real redis-server", { skip: !redisAvailable() }, ()
     assert.equal(await redis.hlen("{flagship:auto-actions}:jobs"), 0);
   });
 });
+
+describe("Producer against a one-node Redis Cluster", { skip: !redisAvailable() }, () => {
+  let server: RedisServer;
+  let redis: Redis;
+
+  before(async () => {
+    server = await RedisServer.start({ cluster: true });
+    redis = server.connect();
+  });
+  after(async () => {
+    redis?.disconnect();
+    await server?.stop();
+  });
+
+  test("every call touches one slot: the queue's keys share its hash tag", async () => {
+    const producer = new Producer({ redis, kinds: flagshipKinds });
+    const outcomes = await producer.enqueueBatch([
+      { kind: "audit-event", payload: auditEvent(), options: { delayMs: 1000 } },
+      { kind: "usage-ingestion", payload: usageIngestion() },
+      { kind: "notification", payload: notification() },
+      { kind: "auto-action", payload: autoAction() },
+    ]);
+    assert.deepEqual(outcomes.map((o) => o.status), ["enqueued", "enqueued", "enqueued", "enqueued"]);
+    // The check works: a script over two queues' keys is refused.
+    await assert.rejects(redis.eval("return 1", 2, "{a}:jobs", "{b}:jobs"), /CROSSSLOT/);
+  });
+});

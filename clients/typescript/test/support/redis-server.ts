@@ -56,14 +56,21 @@ export class RedisServer {
     return new Redis(this.port, "127.0.0.1", { maxRetriesPerRequest: 1 });
   }
 
-  /** Starts a server on a free port and waits until it answers PING. */
-  static async start(): Promise<RedisServer> {
+  /**
+   * Starts a server on a free port and waits until it answers PING. With
+   * `cluster`, it is a one-node cluster serving every slot: Redis then
+   * refuses any command or script whose keys span two slots (`CROSSSLOT`).
+   */
+  static async start({ cluster = false }: { cluster?: boolean } = {}): Promise<RedisServer> {
     for (let tries = 0; tries < 5; tries++) {
       const port = await freePort();
       const dir = mkdtempSync(join(tmpdir(), "flagship-ts-redis-"));
       const child = spawn(
         BINARY,
-        ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no"],
+        [
+          ...["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir, "--protected-mode", "no"],
+          ...(cluster ? ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"] : []),
+        ],
         { stdio: "ignore" },
       );
       const kill = (): void => {
@@ -71,7 +78,10 @@ export class RedisServer {
       };
       process.once("exit", kill);
       const server = new RedisServer(port, child, dir);
-      if (await server.ready()) return server;
+      if (await server.ready()) {
+        if (cluster) await server.serveEverySlot();
+        return server;
+      }
       await server.stop();
     }
     throw new Error("redis-server would not start on a free port");
@@ -94,6 +104,20 @@ export class RedisServer {
       await new Promise((r) => setTimeout(r, 20));
     }
     return false;
+  }
+
+  private async serveEverySlot(): Promise<void> {
+    const redis = this.connect();
+    try {
+      await redis.call("CLUSTER", "ADDSLOTSRANGE", "0", "16383");
+      const deadline = Date.now() + 10_000;
+      while (!String(await redis.call("CLUSTER", "INFO")).includes("cluster_state:ok")) {
+        if (Date.now() > deadline) throw new Error("the one-node cluster did not come up");
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
+      redis.disconnect();
+    }
   }
 
   /** Kills the server and removes its directory. */

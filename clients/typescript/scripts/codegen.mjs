@@ -96,8 +96,7 @@ export function generate(roots, { registry = 'kinds', header = [] } = {}) {
 
   const irs = new Map();
   for (const [name, { schema, source }] of defs) irs.set(name, toIr(schema, `${source}#/$defs/${name}`, defs));
-  const order = sortDefs(irs, roots);
-  const resolve = (name) => irs.get(name);
+  const order = sortDefs(irs);
 
   const out = [];
   out.push(...header.map((line) => `// ${line}`));
@@ -123,9 +122,9 @@ export function generate(roots, { registry = 'kinds', header = [] } = {}) {
   const emit = (name, ir, doc) => {
     out.push('');
     if (doc) out.push(...jsdoc(doc, ''));
-    out.push(`export type ${name} = ${tsOf(ir, '', resolve)};`);
+    out.push(`export type ${name} = ${tsOf(ir, '')};`);
     if (doc) out.push(...jsdoc(doc, ''));
-    out.push(`export const ${name}Schema = ${zodOf(ir, '', resolve)};`);
+    out.push(`export const ${name}Schema = ${zodOf(ir, '')};`);
   };
   for (const name of order) emit(name, irs.get(name), defs.get(name).schema.description);
   const rootIrs = roots.map((root) => toIr(withoutDefs(root.schema), root.source, defs));
@@ -160,7 +159,7 @@ function withoutDefs(schema) {
 }
 
 /** Definitions in an order where each comes after those it uses. */
-function sortDefs(irs, roots) {
+function sortDefs(irs) {
   const order = [];
   const state = new Map(); // name -> 'visiting' | 'done'
   const visit = (name, from) => {
@@ -174,7 +173,6 @@ function sortDefs(irs, roots) {
     order.push(name);
   };
   for (const name of [...irs.keys()].sort()) visit(name, `#/$defs/${name}`);
-  void roots;
   return order;
 }
 
@@ -517,7 +515,7 @@ function key(name) {
   return /^[A-Za-z_$][A-Za-z0-9_$]*$/.test(name) ? name : JSON.stringify(name);
 }
 
-function tsOf(ir, indent, resolve) {
+function tsOf(ir, indent) {
   switch (ir.k) {
     case 'unknown': return 'unknown';
     case 'never': return 'never';
@@ -528,32 +526,32 @@ function tsOf(ir, indent, resolve) {
     case 'string': return 'string';
     case 'number': return 'number';
     case 'array': {
-      const inner = tsOf(ir.items, indent, resolve);
+      const inner = tsOf(ir.items, indent);
       return /^[A-Za-z0-9_$"]+$/.test(inner) ? `${inner}[]` : `Array<${inner}>`;
     }
-    case 'nullable': return `${tsOf(ir.inner, indent, resolve)} | null`;
-    case 'union': return ir.items.map((i) => tsOf(i, indent, resolve)).join(' | ');
-    case 'intersection': return ir.items.map((i) => `(${tsOf(i, indent, resolve)})`).join(' & ');
+    case 'nullable': return `${tsOf(ir.inner, indent)} | null`;
+    case 'union': return ir.items.map((i) => tsOf(i, indent)).join(' | ');
+    case 'intersection': return ir.items.map((i) => `(${tsOf(i, indent)})`).join(' & ');
     case 'object': {
       const inner = `${indent}  `;
       const lines = ['{'];
       for (const p of ir.props) {
         if (p.doc) lines.push(...jsdoc(p.doc, inner));
-        const t = tsOf(p.ir, inner, resolve);
+        const t = tsOf(p.ir, inner);
         lines.push(p.required ? `${inner}${key(p.name)}: ${t};` : `${inner}${key(p.name)}?: ${t} | undefined;`);
       }
       if (ir.additional === true && ir.props.length === 0) lines.push(`${inner}[key: string]: unknown;`);
       lines.push(`${indent}}`);
       if (typeof ir.additional !== 'object') return lines.join('\n');
       // Undeclared properties must match `additionalProperties`.
-      const rest = `{ [key: string]: ${tsOf(ir.additional, indent, resolve)} }`;
+      const rest = `{ [key: string]: ${tsOf(ir.additional, indent)} }`;
       return ir.props.length === 0 ? rest : `${lines.join('\n')} & ${rest}`;
     }
     default: throw new Error(`unhandled ${ir.k}`);
   }
 }
 
-function zodOf(ir, indent, resolve) {
+function zodOf(ir, indent) {
   switch (ir.k) {
     case 'unknown': return 'z.unknown()';
     case 'never': return 'z.never()';
@@ -564,15 +562,15 @@ function zodOf(ir, indent, resolve) {
     case 'string': return zodString(ir);
     case 'number': return zodNumber(ir);
     case 'array': {
-      let s = `z.array(${zodOf(ir.items, indent, resolve)})`;
+      let s = `z.array(${zodOf(ir.items, indent)})`;
       if (ir.minItems !== undefined) s += `.min(${ir.minItems}, { message: "minItems ${ir.minItems}" })`;
       if (ir.maxItems !== undefined) s += `.max(${ir.maxItems}, { message: "maxItems ${ir.maxItems}" })`;
       return s;
     }
-    case 'nullable': return `${zodOf(ir.inner, indent, resolve)}.nullable()`;
+    case 'nullable': return `${zodOf(ir.inner, indent)}.nullable()`;
     case 'union': {
       const inner = `${indent}  `;
-      const items = ir.items.map((i) => `${inner}${zodOf(i, inner, resolve)},`);
+      const items = ir.items.map((i) => `${inner}${zodOf(i, inner)},`);
       if (ir.items.every((i) => i.k === 'literal' && typeof i.value === 'string')) {
         return `z.enum([${ir.items.map((i) => JSON.stringify(i.value)).join(', ')}])`;
       }
@@ -580,12 +578,12 @@ function zodOf(ir, indent, resolve) {
       return [head, ...items, `${indent}])`].join('\n');
     }
     case 'intersection':
-      return ir.items.map((i) => zodOf(i, indent, resolve)).reduce((a, b) => `z.intersection(${a}, ${b})`);
+      return ir.items.map((i) => zodOf(i, indent)).reduce((a, b) => `z.intersection(${a}, ${b})`);
     case 'object': {
       const inner = `${indent}  `;
       const lines = [];
       for (const p of ir.props) {
-        const s = zodOf(p.ir, inner, resolve);
+        const s = zodOf(p.ir, inner);
         // A required property must be present even where any value would do.
         const present = p.required && p.ir.k === 'unknown' ? '.nonoptional()' : '';
         lines.push(`${inner}${key(p.name)}: ${s}${present}${p.required ? '' : '.optional()'},`);
@@ -593,8 +591,8 @@ function zodOf(ir, indent, resolve) {
       const body = lines.length ? `{\n${lines.join('\n')}\n${indent}}` : '{}';
       if (ir.additional === false) return `z.strictObject(${body})`;
       if (ir.additional === true) return `z.looseObject(${body})`;
-      if (ir.props.length === 0) return `z.record(z.string(), ${zodOf(ir.additional, indent, resolve)})`;
-      return `z.object(${body}).catchall(${zodOf(ir.additional, indent, resolve)})`;
+      if (ir.props.length === 0) return `z.record(z.string(), ${zodOf(ir.additional, indent)})`;
+      return `z.object(${body}).catchall(${zodOf(ir.additional, indent)})`;
     }
     default: throw new Error(`unhandled ${ir.k}`);
   }

@@ -37,6 +37,12 @@ pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
 /// walks it recursively.
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
 
+/// The annotation [`SchemaRegistry::export`] adds to every kind's schema:
+/// `"x-flagship-worker": { "kind": …, "queue": … }`, so code generators
+/// (the TypeScript package's `flagship-worker-codegen`) know where jobs of
+/// the kind go. Validators ignore it, as JSON Schema does unknown keywords.
+pub const EXPORT_ANNOTATION: &str = "x-flagship-worker";
+
 /// One registered job kind: its queue and its compiled schema.
 #[derive(Debug)]
 pub struct KindSchema {
@@ -73,6 +79,21 @@ impl KindSchema {
     pub fn validate(&self, payload: &Value) -> Result<()> {
         check_depth(&self.kind, payload)?;
         self.validate_shallow(payload)
+    }
+
+    /// The schema as [`SchemaRegistry::export`] writes it: the registered
+    /// one with the [`EXPORT_ANNOTATION`] naming the kind and its queue. A
+    /// schema that is not an object (`true`) is wrapped in `allOf`.
+    pub fn exported(&self) -> Value {
+        let annotation = serde_json::json!({ "kind": self.kind, "queue": self.queue.as_str() });
+        match &self.schema {
+            Value::Object(map) => {
+                let mut map = map.clone();
+                map.insert(EXPORT_ANNOTATION.to_owned(), annotation);
+                Value::Object(map)
+            }
+            other => serde_json::json!({ "allOf": [other], EXPORT_ANNOTATION: annotation }),
+        }
     }
 
     /// The schema check alone, for a payload whose depth is already checked.
@@ -279,13 +300,36 @@ impl SchemaRegistry {
     }
 
     /// Writes every registered kind's schema to `dir/{kind}.json`
-    /// (pretty-printed, with a trailing newline). Returns the files written.
+    /// (pretty-printed, with a trailing newline), as
+    /// [`KindSchema::exported`]: with the kind and its queue, for producers
+    /// in other languages and their code generators (see `docs/interop.md`).
+    /// Returns the files written, sorted by kind.
+    ///
+    /// A worker's registry holds every kind it has a handler for, so an
+    /// application exports its own kinds with
+    /// `worker.client().registry().export(dir)`, or from a registry it fills
+    /// itself:
+    ///
+    /// ```
+    /// use flagship_worker::{Job, SchemaRegistry};
+    /// # use schemars::JsonSchema; use serde::{Deserialize, Serialize};
+    /// # #[derive(Serialize, Deserialize, JsonSchema)] struct SendWelcome { email: String }
+    /// # impl Job for SendWelcome { const KIND: &'static str = "send-welcome"; const QUEUE: &'static str = "emails"; }
+    ///
+    /// let registry = SchemaRegistry::new();
+    /// registry.register::<SendWelcome>()?;
+    /// # let dir = std::env::temp_dir().join(format!("flagship-export-doc-{}", std::process::id()));
+    /// let written = registry.export(&dir)?; // dir/send-welcome.json
+    /// assert_eq!(written, vec![dir.join("send-welcome.json")]);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<_, Box<dyn std::error::Error>>(())
+    /// ```
     pub fn export(&self, dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
         std::fs::create_dir_all(dir)?;
         let mut written = Vec::new();
         for entry in self.kinds() {
             let path = dir.join(format!("{}.json", entry.kind));
-            std::fs::write(&path, pretty_json(&entry.schema))?;
+            std::fs::write(&path, pretty_json(&entry.exported()))?;
             written.push(path);
         }
         Ok(written)
@@ -706,6 +750,42 @@ mod tests {
             registry.validate("resize", &big),
             Err(Error::PayloadTooLarge { limit: 64, .. })
         ));
+    }
+
+    #[test]
+    fn export_writes_every_kind_with_its_kind_and_queue() {
+        let registry = SchemaRegistry::new();
+        registry.register::<Resize>().unwrap();
+        registry
+            .register_raw("anything", QueueName::new("misc").unwrap(), Value::Bool(true))
+            .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "flagship-export-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let written = registry.export(&dir).unwrap();
+        assert_eq!(written, vec![dir.join("anything.json"), dir.join("resize.json")]);
+
+        let read = |name: &str| -> Value { serde_json::from_slice(&std::fs::read(dir.join(name)).unwrap()).unwrap() };
+        let resize = read("resize.json");
+        assert_eq!(
+            resize[EXPORT_ANNOTATION],
+            serde_json::json!({ "kind": "resize", "queue": "images" })
+        );
+        let mut without = resize.clone();
+        without.as_object_mut().unwrap().remove(EXPORT_ANNOTATION);
+        assert_eq!(&without, registry.get("resize").unwrap().schema());
+        let anything = read("anything.json");
+        assert_eq!(anything["allOf"], serde_json::json!([true]));
+        assert_eq!(anything[EXPORT_ANNOTATION]["queue"], "misc");
+
+        // The annotation is an unknown keyword to validators: an exported
+        // schema accepts and refuses what the registered one does.
+        let exported = jsonschema::validator_for(&resize).unwrap();
+        assert!(exported.is_valid(&serde_json::json!({ "width": 3, "name": "x" })));
+        assert!(!exported.is_valid(&serde_json::json!({ "width": -3, "name": "x" })));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

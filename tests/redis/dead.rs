@@ -17,7 +17,7 @@ async fn kill_all(broker: &(impl Broker + ?Sized), q: &QueueName, jobs: Vec<JobE
     assert_eq!(held.len(), n);
     for r in &held {
         let record = AttemptRecord::failed(Utc::now(), Utc::now(), "bad", Some("w".into()));
-        broker.dead_letter(&r, Some(record), "hopeless").await.unwrap();
+        broker.dead_letter(r, Some(record), "hopeless").await.unwrap();
     }
     held.iter().map(|r| r.lease.id).collect()
 }

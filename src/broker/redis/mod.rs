@@ -49,6 +49,15 @@ mod keys;
 mod scripts;
 mod wait;
 
+/// The version of the enqueue contract for producers in other languages:
+/// the enqueue script's KEYS, ARGV and reply, the key names and the queue
+/// registry (`docs/redis.md`, "The enqueue contract", says which changes
+/// are breaking). `enqueue.lua` states it in its first line, and the
+/// TypeScript package (`clients/typescript`) checks the script it sends
+/// states the version it speaks. The envelope's own version is
+/// [`ENVELOPE_VERSION`](crate::envelope::ENVELOPE_VERSION).
+pub const PROTOCOL_VERSION: u32 = 1;
+
 /// The most jobs or leases one script call handles; larger requests are
 /// split (and pipelined).
 pub const MAX_BATCH: usize = 1_000;

@@ -275,7 +275,7 @@ pub(super) async fn require_session(State(state): State<SharedState>, request: R
     let Some(auth) = &state.auth else {
         return next.run(request).await;
     };
-    if bearer || auth.session_from(headers, Utc::now()) {
+    if bearer || auth.session_from(headers, state.clock.now()) {
         return next.run(request).await;
     }
     if request.method() == Method::GET {

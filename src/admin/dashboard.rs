@@ -243,7 +243,7 @@ pub(super) async fn login(
     }
     tracing::info!(target: "flagship_worker::admin", action = "login", "dashboard login");
     let mut response = Redirect::to(&format!("{base}/ui")).into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&auth.login_cookie(&base, Utc::now())) {
+    if let Ok(cookie) = HeaderValue::from_str(&auth.login_cookie(&base, state.clock.now())) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response

@@ -235,7 +235,8 @@ impl AdminBuilder {
     /// "dead for" ages and the cutoff of its purge form, which deletes what
     /// was dead-lettered more than N days before now. Pass the broker's
     /// clock when it is not the system's (tests on a paused tokio clock).
-    /// Dashboard sessions always expire by the system clock.
+    /// Dashboard sessions are issued and expire by it too, and so do the
+    /// default health reports.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self

@@ -54,6 +54,31 @@ async fn page(router: &Router, uri: &str, cookie: Option<&str>) -> Reply {
     send(router, builder.body(Body::empty()).unwrap()).await
 }
 
+/// Sessions are issued and checked on the router's clock
+/// (`AdminBuilder::clock`), not the system's: on a paused clock a session
+/// outlives an hour of real time and ends once the clock passes its TTL.
+#[tokio::test(start_paused = true)]
+async fn sessions_expire_by_the_admin_clock() {
+    let fx = Fixture::new();
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+    assert_eq!(page(&router, "/ui", Some(&cookie)).await.status, StatusCode::OK);
+    tokio::time::advance(flagship_worker::admin::DEFAULT_SESSION_TTL - Duration::from_secs(1)).await;
+    assert_eq!(
+        page(&router, "/ui", Some(&cookie)).await.status,
+        StatusCode::OK,
+        "the session ended before its TTL on the admin clock"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let expired = page(&router, "/ui", Some(&cookie)).await;
+    assert_eq!(
+        expired.status,
+        StatusCode::SEE_OTHER,
+        "the session outlived its TTL on the admin clock"
+    );
+    assert_eq!(expired.header("location"), "/ui/login");
+}
+
 #[tokio::test(start_paused = true)]
 async fn pages_need_a_login_and_the_login_needs_the_token() {
     let fx = Fixture::new();

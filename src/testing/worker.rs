@@ -135,13 +135,8 @@ impl TestWorker {
             let mut progressed = false;
             for queue in &queues {
                 while let Some(one) = self.worker.run_next(queue, Duration::ZERO).await? {
-                    ran.push(one);
+                    record(&mut ran, one)?;
                     progressed = true;
-                    if ran.len() >= MAX_TEST_RUNS {
-                        return Err(Error::InvalidConfig(format!(
-                            "jobs still ran after {MAX_TEST_RUNS} runs; a handler keeps retrying or snoozing"
-                        )));
-                    }
                 }
             }
             if progressed {
@@ -160,7 +155,7 @@ impl TestWorker {
                 return Ok(ran);
             };
             if let Some(one) = self.worker.run_next(queue, LONG_WAIT).await? {
-                ran.push(one);
+                record(&mut ran, one)?;
             }
         }
     }
@@ -193,6 +188,17 @@ impl TestWorker {
             J::KIND
         );
     }
+}
+
+/// Adds `one` to what ran; fails once [`MAX_TEST_RUNS`] jobs have run.
+fn record(ran: &mut Vec<Ran>, one: Ran) -> Result<()> {
+    ran.push(one);
+    if ran.len() >= MAX_TEST_RUNS {
+        return Err(Error::InvalidConfig(format!(
+            "jobs still ran after {MAX_TEST_RUNS} runs; a handler keeps retrying or snoozing"
+        )));
+    }
+    Ok(())
 }
 
 /// A broker that passes every call through and remembers what is enqueued.

@@ -3,4 +3,5 @@
 
 mod memory;
 mod schemas;
+mod test_worker;
 mod worker;

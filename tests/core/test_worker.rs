@@ -6,7 +6,7 @@ use std::{panic::AssertUnwindSafe, time::Duration};
 use async_trait::async_trait;
 use flagship_worker::{
     testing::{TestWorker, MAX_TEST_RUNS},
-    Handler, HandlerError, Job, JobContext, JobOutcome,
+    EnqueueOptions, Handler, HandlerError, Job, JobContext, JobOutcome,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -129,4 +129,35 @@ async fn run_until_empty_gives_up_on_a_job_that_always_snoozes() {
         .to_string();
     assert!(err.contains(&MAX_TEST_RUNS.to_string()), "{err}");
     assert_eq!(worker.stats().snoozed, MAX_TEST_RUNS as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn run_until_empty_runs_delayed_jobs_of_several_queues_in_time_order() {
+    let (tasks, _) = scripted(|_, _| Behaviour::Succeed);
+    let (notices, _) = crate::worker::succeeding::<Notice>();
+    let worker = TestWorker::new(|w| w.handler(tasks).handler(notices)).unwrap();
+    let client = worker.client();
+    let delay = |secs| EnqueueOptions::new().delay(Duration::from_secs(secs));
+    // Once with each queue's job first, whichever queue is looked at first.
+    for task_first in [true, false] {
+        let (task_delay, notice_delay) = if task_first { (1, 100) } else { (100, 1) };
+        let task = client.enqueue_with(&task(1), delay(task_delay)).await.unwrap().id();
+        let notice = client
+            .enqueue_with(&Notice { n: 1 }, delay(notice_delay))
+            .await
+            .unwrap()
+            .id();
+        let ran: Vec<_> = worker
+            .run_until_empty()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let in_time_order = if task_first { [task, notice] } else { [notice, task] };
+        assert_eq!(
+            ran, in_time_order,
+            "the job due in 1 s runs before the one due in 100 s"
+        );
+    }
 }

@@ -146,8 +146,11 @@ where
     script(behave)
 }
 
+/// A [`Scripted`] handler that always succeeds.
+pub(crate) type Succeeding<J> = Scripted<J, fn(&J, u32) -> Behaviour>;
+
 /// A handler of `J` that succeeds and reports each job.
-pub(crate) fn succeeding<J: Job>() -> (Scripted<J, fn(&J, u32) -> Behaviour>, SeenJobs<J>) {
+pub(crate) fn succeeding<J: Job>() -> (Succeeding<J>, SeenJobs<J>) {
     script(|_, _| Behaviour::Succeed)
 }
 

@@ -10,10 +10,10 @@ use std::{
 };
 
 use async_trait::async_trait;
-use flagship_worker::{Broker, EnqueueOptions, Handler, HandlerError, JobContext, MemoryBroker, QueueConfig, Worker};
+use flagship_worker::{Broker, Handler, HandlerError, JobContext, MemoryBroker, QueueConfig, Worker};
 use tokio::sync::{Barrier, Notify};
 
-use super::{queue, scripted, start, task, Behaviour, Faulty, Task};
+use super::{enqueue_tasks, queue, scripted, start, Behaviour, Faulty, Task};
 
 /// Counts how many of its jobs run at once. Each job waits at a barrier
 /// for as many as the queue's concurrency: if fewer ever overlap, the jobs
@@ -41,16 +41,6 @@ impl Handler for Overlap {
         }
         Ok(())
     }
-}
-
-/// Enqueues tasks `0..n` through `worker`'s client.
-async fn enqueue_tasks(worker: &Worker, n: u32) {
-    let jobs: Vec<_> = (0..n).map(task).collect();
-    worker
-        .client()
-        .enqueue_batch(&jobs, EnqueueOptions::new())
-        .await
-        .unwrap();
 }
 
 /// Slots take jobs back to back and wake each other only when a job waits:

@@ -22,8 +22,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use flagship_worker::{
     broker::{EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation},
-    AttemptRecord, Broker, Error, Handler, HandlerError, Job, JobContext, JobEnvelope, MemoryBroker, QueueName,
-    ReserveRequest, Worker,
+    AttemptRecord, Broker, EnqueueOptions, Error, Handler, HandlerError, Job, JobContext, JobEnvelope, MemoryBroker,
+    QueueName, ReserveRequest, Worker,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -165,6 +165,16 @@ pub(crate) async fn next<J>(seen: &mut SeenJobs<J>) -> Seen<J> {
 /// Every job the handler has seen and not yet reported.
 pub(crate) fn seen_so_far<J>(seen: &mut SeenJobs<J>) -> Vec<Seen<J>> {
     std::iter::from_fn(|| seen.try_recv().ok()).collect()
+}
+
+/// Enqueues tasks `0..n` through `worker`'s client, in one batch.
+pub(crate) async fn enqueue_tasks(worker: &Worker, n: u32) {
+    let jobs: Vec<_> = (0..n).map(task).collect();
+    worker
+        .client()
+        .enqueue_batch(&jobs, EnqueueOptions::new())
+        .await
+        .unwrap();
 }
 
 /// A worker running in the background, until [`Running::stop`].

@@ -8,14 +8,14 @@ use std::{
 };
 
 use flagship_worker::{
-    testing::TestWorker, Broker, EnqueueOptions, FinishedJob, Job, JobObserver, JobOutcome, MemoryBroker, QueueConfig,
-    RetryPolicy, Worker,
+    testing::TestWorker, Broker, FinishedJob, Job, JobObserver, JobOutcome, MemoryBroker, QueueConfig, RetryPolicy,
+    Worker,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{queue, scripted, start, succeeding, task, Behaviour, Faulty};
+use super::{enqueue_tasks, queue, scripted, start, succeeding, task, Behaviour, Faulty};
 
 #[tokio::test(start_paused = true)]
 async fn panics_and_timeouts_are_retryable_failures_and_the_worker_survives() {
@@ -54,12 +54,7 @@ async fn panics_and_timeouts_are_retryable_failures_and_the_worker_survives() {
 /// Enqueues tasks `0..n`, runs `worker` until the broker has completed them
 /// all (within an hour of virtual time), then stops it.
 async fn complete_all(worker: &Worker, broker: &dyn Broker, n: u32) {
-    let jobs: Vec<_> = (0..n).map(task).collect();
-    worker
-        .client()
-        .enqueue_batch(&jobs, EnqueueOptions::new())
-        .await
-        .unwrap();
+    enqueue_tasks(worker, n).await;
     let running = start(worker);
     tokio::time::timeout(Duration::from_secs(3600), async {
         while broker.stats(&queue()).await.unwrap().completed < u64::from(n) {

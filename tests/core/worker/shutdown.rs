@@ -2,9 +2,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use flagship_worker::{Broker, EnqueueOptions, MemoryBroker, QueueConfig, Worker};
+use flagship_worker::{Broker, MemoryBroker, QueueConfig, Worker};
 
-use super::{next, queue, scripted, start, task, Behaviour};
+use super::{enqueue_tasks, next, queue, scripted, start, Behaviour};
 
 #[tokio::test(start_paused = true)]
 async fn graceful_shutdown_completes_or_releases_every_job_in_flight() {
@@ -28,12 +28,7 @@ async fn graceful_shutdown_completes_or_releases_every_job_in_flight() {
         .handler(handler)
         .build()
         .unwrap();
-    let jobs: Vec<_> = (0..100).map(task).collect();
-    worker
-        .client()
-        .enqueue_batch(&jobs, EnqueueOptions::new())
-        .await
-        .unwrap();
+    enqueue_tasks(&worker, 100).await;
 
     let running = start(&worker);
     for _ in 0..64 {

@@ -22,7 +22,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use flagship_worker::{
     flagship::{
         notify::{DeliveryError, Email, LoggingMailer, LoggingWebhookSender, Mailer},
-        ApiKey, AuditEvent, AuditEventJob, CounterKey, EnforcementConfig, Flag, FlagshipServices, FlagshipWorker,
+        ApiKey, AuditEvent, AuditEventJob, CounterKey, EnforcementConfig, Flag, FlagshipModule, FlagshipServices,
         Notice, NotificationJob, OrgConfig, PeriodKind, PeriodRolloverJob, UsageAlert, UsageEvent, UsageIngestionJob,
         UsageLimit, WebhookEndpoint, FLAGSHIP_QUEUES, NOTIFICATIONS_QUEUE,
     },
@@ -137,7 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Notifications retry every 100 ms here instead of every 30 s, so the
     // outage below plays out in well under a second.
-    let worker = FlagshipWorker::new(services.clone(), broker.clone())
+    let worker = FlagshipModule::new(services.clone(), broker.clone())
         .without_schedules()
         .install(
             Worker::builder(broker.clone())

@@ -31,6 +31,7 @@ pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(10 * 366 * 24 * 360
     title = "flagship-worker job envelope",
     description = "A job as stored by a broker. Version 1."
 )]
+#[non_exhaustive]
 pub struct JobEnvelope {
     /// Envelope version; always 1 for this format.
     pub v: u32,

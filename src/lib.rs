@@ -95,6 +95,7 @@ pub mod error;
 #[cfg(feature = "flagship")]
 pub mod flagship;
 pub mod handler;
+pub mod health;
 pub mod job;
 pub mod retry;
 pub mod schedule;
@@ -106,8 +107,8 @@ pub mod worker;
 #[cfg(feature = "redis")]
 pub use broker::redis::RedisBroker;
 pub use broker::{
-    memory::MemoryBroker, Backend, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease,
-    LeaseStatus, LeaseToken, QueueStats, Reservation, ReserveRequest,
+    memory::MemoryBroker, Backend, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadListing, DeadPage, DeadQuery,
+    DeadSummary, EnqueueOutcome, Lease, LeaseStatus, LeaseToken, QueueStats, Reservation, ReserveRequest,
 };
 pub use client::Client;
 pub use clock::{Clock, SystemClock, TokioClock};
@@ -124,3 +125,8 @@ pub use worker::{FinishedJob, JobObserver, JobOutcome, QueueConfig, Worker, Work
 
 // Re-exported so users derive schemas with the same version the crate uses.
 pub use schemars;
+
+// The README's Rust snippets, compiled (and run, unless `no_run`) as doctests.
+#[cfg(all(doctest, feature = "admin", feature = "test-util"))]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -12,11 +12,11 @@ use serde_json::json;
 
 use super::{
     dlq::{self, JobAction},
-    health::HealthStatus,
-    query::DeadQuery,
     AdminState, SharedState,
 };
-use crate::{broker::QueueStats, error::Error, job::QueueName, worker::WorkerStats};
+use crate::{
+    broker::DeadQuery, broker::QueueStats, error::Error, health::HealthStatus, job::QueueName, worker::WorkerStats,
+};
 
 /// An error answer: a status and a JSON body
 /// `{"error": {"code": "...", "message": "..."}}`.

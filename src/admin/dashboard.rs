@@ -15,11 +15,15 @@ use super::{
     api::{all_queue_stats, ApiError},
     auth,
     dlq::{self, JobAction, MAX_PURGE_DAYS},
-    health::HealthStatus,
-    query::{DeadQuery, DeadSummary},
     SharedState,
 };
-use crate::{envelope::JobEnvelope, job::JobId, schema::pretty_json};
+use crate::{
+    broker::{DeadQuery, DeadSummary},
+    envelope::JobEnvelope,
+    health::HealthStatus,
+    job::JobId,
+    schema::pretty_json,
+};
 
 const STYLESHEET: &str = include_str!("dashboard.css");
 

@@ -5,13 +5,10 @@ use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Serialize;
 
-use super::{
-    api::ApiError,
-    query::{DeadQuery, DeadSummary},
-    AdminState,
-};
+use super::{api::ApiError, AdminState};
 use crate::{
     broker::MAX_DEAD_PAGE,
+    broker::{DeadQuery, DeadSummary},
     envelope::JobEnvelope,
     job::{JobId, QueueName},
     schema::MAX_KIND_LEN,

@@ -99,15 +99,11 @@ mod api;
 mod auth;
 mod dashboard;
 mod dlq;
-mod health;
 mod metrics;
-mod query;
 
 #[cfg(feature = "flagship")]
-pub use health::FlagshipHealth;
-pub use health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus};
+pub use crate::health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus};
 pub use metrics::AdminMetrics;
-pub use query::{DeadListing, DeadQuery, DeadSummary};
 
 /// The shortest bearer token accepted, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -263,9 +259,10 @@ impl AdminBuilder {
             }
             (Some(token), false) => Some(auth::Auth::new(&token, self.session_ttl, self.secure_cookie)?),
         };
+        let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
         let health = self
             .health
-            .unwrap_or_else(|| Arc::new(BrokerHealth::new(self.broker.clone())));
+            .unwrap_or_else(|| Arc::new(BrokerHealth::new(self.broker.clone()).with_clock(clock.clone())));
         let state = AdminState {
             broker: self.broker,
             dlq: self.dlq,
@@ -273,7 +270,7 @@ impl AdminBuilder {
             health,
             metrics: self.metrics.unwrap_or_default(),
             auth: auth.map(Arc::new),
-            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            clock,
         };
         Ok(routes(Arc::new(state)))
     }

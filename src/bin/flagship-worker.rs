@@ -21,11 +21,11 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use comfy_table::{presets, ContentArrangement, Table};
 use flagship_worker::{
-    admin::{BrokerHealth, DeadQuery, DeadSummary, HealthSource, HealthStatus},
     broker::redis::RedisBroker,
     broker::MAX_DEAD_PAGE,
+    health::{BrokerHealth, HealthSource, HealthStatus},
     schema::pretty_json,
-    Backend, Broker, DeadLetterQueue, Error, JobEnvelope, JobId, QueueName, SchemaRegistry,
+    Backend, Broker, DeadLetterQueue, DeadQuery, DeadSummary, Error, JobEnvelope, JobId, QueueName, SchemaRegistry,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;

@@ -17,8 +17,11 @@ use crate::{
 };
 
 pub mod memory;
+mod query;
 #[cfg(feature = "redis")]
 pub mod redis;
+
+pub use query::{DeadListing, DeadQuery, DeadSummary};
 
 /// How long a completed job's idempotency key stays held by default (24 h).
 pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);

@@ -23,7 +23,7 @@
 //! feature); email and webhooks go through [`notify`] (the Resend mailer
 //! and the HTTP webhook sender need the `http` feature).
 //!
-//! [`FlagshipWorker`] installs everything on a [`Worker`](crate::Worker)
+//! [`FlagshipModule`] installs everything on a [`Worker`](crate::Worker)
 //! in one call:
 //!
 //! ```
@@ -33,7 +33,7 @@
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let backend = Arc::new(MemoryBroker::new());
 //! let services = FlagshipServices::in_memory();
-//! let worker = FlagshipWorker::new(services.clone(), backend.clone())
+//! let worker = FlagshipModule::new(services.clone(), backend.clone())
 //!     .without_schedules()
 //!     .install(Worker::builder(backend))?
 //!     .build()?;
@@ -54,6 +54,7 @@
 //! ```
 
 pub mod handlers;
+mod health;
 mod jobs;
 pub mod model;
 pub mod notify;
@@ -65,13 +66,14 @@ pub use handlers::{
     AuditHandler, AutoActionHandler, DlqCleanupHandler, HealthCheckHandler, JobRun, NotificationHandler,
     OperatorAlertHandler, PeriodRolloverHandler, UsageAggregationHandler, UsageIngestionHandler,
 };
+pub use health::FlagshipHealth;
 pub use jobs::{
     register_kinds, AuditEvent, AuditEventJob, AutoAction, AutoActionJob, DlqCleanupJob, FeatureDisabled,
     HealthCheckJob, Notice, NotificationJob, OperatorAlertJob, PeriodRolloverJob, UsageAggregationJob, UsageAlert,
     UsageEvent, UsageIngestionJob, DEFAULT_DLQ_RETENTION_DAYS, MAX_USAGE_EVENTS,
 };
 pub use model::{
-    ApiKey, ArchivedPeriod, CounterKey, DailyUsage, EnforcementConfig, Flag, HealthReport, NotificationPreferences,
+    ApiKey, ArchivedPeriod, CounterKey, DailyUsage, EnforcementConfig, Flag, HealthRecord, NotificationPreferences,
     NotificationType, OrgConfig, PeriodKind, QueueHealth, Threshold, UsageLimit, WebhookEndpoint,
 };
 pub use queues::{
@@ -79,5 +81,5 @@ pub use queues::{
     NOTIFICATION_RETRY_STEP, USAGE_QUEUE,
 };
 pub use worker::{
-    FlagshipServices, FlagshipSettings, FlagshipWorker, HealthThresholds, HEALTH_CHECK_INTERVAL, SCHEDULES,
+    FlagshipModule, FlagshipServices, FlagshipSettings, HealthThresholds, HEALTH_CHECK_INTERVAL, SCHEDULES,
 };

@@ -474,7 +474,7 @@ pub struct DailyUsage {
     pub active_hours: u32,
 }
 
-/// One queue's condition in a [`HealthReport`].
+/// One queue's condition in a [`HealthRecord`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QueueHealth {
@@ -497,7 +497,7 @@ pub struct QueueHealth {
 /// [`HealthStore::latest`](super::stores::HealthStore::latest).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct HealthReport {
+pub struct HealthRecord {
     /// The health-check job that produced the report.
     pub check_id: String,
     /// When the check ran.

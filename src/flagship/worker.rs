@@ -1,4 +1,4 @@
-//! [`FlagshipServices`] (stores, channels, settings) and [`FlagshipWorker`],
+//! [`FlagshipServices`] (stores, channels, settings) and [`FlagshipModule`],
 //! which installs every FlagShip handler, queue and schedule on a worker.
 
 use std::{sync::Arc, time::Duration};
@@ -173,17 +173,17 @@ pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 ///
 /// ```
 /// use std::sync::Arc;
-/// use flagship_worker::{flagship::{FlagshipServices, FlagshipWorker}, MemoryBroker, Worker};
+/// use flagship_worker::{flagship::{FlagshipServices, FlagshipModule}, MemoryBroker, Worker};
 ///
 /// let backend = Arc::new(MemoryBroker::new());
-/// let worker = FlagshipWorker::new(FlagshipServices::in_memory(), backend.clone())
+/// let worker = FlagshipModule::new(FlagshipServices::in_memory(), backend.clone())
 ///     .install(Worker::builder(backend))?
 ///     .build()?;
 /// # let _ = worker;
 /// # Ok::<_, flagship_worker::Error>(())
 /// ```
 #[derive(Debug, Clone)]
-pub struct FlagshipWorker {
+pub struct FlagshipModule {
     /// What the handlers use.
     services: FlagshipServices,
     /// The dead-letter queue the weekly cleanup purges.
@@ -194,7 +194,7 @@ pub struct FlagshipWorker {
     concurrency: usize,
 }
 
-impl FlagshipWorker {
+impl FlagshipModule {
     /// FlagShip on `services`, cleaning up `backend`'s dead-letter queue.
     pub fn new<B: Backend>(services: FlagshipServices, backend: Arc<B>) -> Self {
         Self::with_dead_letters(services, backend)
@@ -202,7 +202,7 @@ impl FlagshipWorker {
 
     /// FlagShip on `services`, cleaning up `dead_letters`.
     pub fn with_dead_letters(services: FlagshipServices, dead_letters: Arc<dyn DeadLetterQueue>) -> Self {
-        FlagshipWorker {
+        FlagshipModule {
             services,
             dead_letters,
             schedules: true,
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn schedules_fire_at_utc_boundaries() {
-        let schedules = FlagshipWorker::schedules().unwrap();
+        let schedules = FlagshipModule::schedules().unwrap();
         let next = |name: &str, after: &str| {
             schedules
                 .iter()

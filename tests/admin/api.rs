@@ -360,7 +360,7 @@ async fn health_comes_from_a_plugged_in_source() {
 #[tokio::test(start_paused = true)]
 async fn health_reads_the_latest_flagship_health_check() {
     use flagship_worker::{
-        admin::FlagshipHealth,
+        flagship::FlagshipHealth,
         flagship::{
             stores::{HealthStore, MemoryStore},
             QueueHealth,
@@ -380,7 +380,7 @@ async fn health_reads_the_latest_flagship_health_check() {
     assert_eq!(before.json()["status"], "degraded");
     assert!(before.body.contains("no health check has run yet"));
 
-    let mut report = flagship_worker::flagship::HealthReport {
+    let mut report = flagship_worker::flagship::HealthRecord {
         check_id: "check-1".into(),
         checked_at: "2025-01-01T00:00:00Z".parse().unwrap(),
         healthy: false,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use flagship_worker::{
     flagship::{
         notify::{DeliveryError, Email, Mailer},
-        FlagshipServices, FlagshipWorker, Notice, NotificationJob, OrgConfig, PeriodKind, UsageAlert,
+        FlagshipModule, FlagshipServices, Notice, NotificationJob, OrgConfig, PeriodKind, UsageAlert,
         NOTIFICATIONS_QUEUE,
     },
     DeadFilter, DeadLetterQueue, MemoryBroker, QueueName, Worker,
@@ -49,7 +49,7 @@ async fn failing_email_retries_linearly_into_the_dlq_and_is_retried_from_it() {
     services.orgs.put_org(&config).await.unwrap();
 
     let backend = Arc::new(MemoryBroker::new());
-    let worker = FlagshipWorker::new(services, backend.clone())
+    let worker = FlagshipModule::new(services, backend.clone())
         .without_schedules()
         .install(Worker::builder(backend.clone()))
         .unwrap()

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use flagship_worker::{
     flagship::{
         notify::{EgressPolicy, HttpWebhookSender, ResendMailer, RestrictedRange},
-        ApiKey, AuditEvent, AuditEventJob, CounterKey, EnforcementConfig, Flag, FlagshipServices, FlagshipWorker,
+        ApiKey, AuditEvent, AuditEventJob, CounterKey, EnforcementConfig, Flag, FlagshipModule, FlagshipServices,
         OrgConfig, PeriodKind, PeriodRolloverJob, UsageEvent, UsageIngestionJob, UsageLimit, WebhookEndpoint,
         FLAGSHIP_QUEUES,
     },
@@ -78,7 +78,7 @@ impl Pipeline {
             .unwrap();
 
         let broker: Arc<dyn Broker> = backend.clone();
-        let worker = FlagshipWorker::new(services.clone(), backend)
+        let worker = FlagshipModule::new(services.clone(), backend)
             .without_schedules()
             .install(
                 Worker::builder(broker.clone())

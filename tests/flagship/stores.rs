@@ -9,7 +9,7 @@ use flagship_worker::flagship::{
         ApiKeyStore, AuditLog, Channel, CounterIncrement, DeliveryLog, FlagStore, HealthStore, MemoryStore,
         OrgConfigStore, PeriodArchive, UsageStore,
     },
-    ApiKey, AuditEvent, CounterKey, DailyUsage, Flag, HealthReport, OrgConfig, PeriodKind, Threshold,
+    ApiKey, AuditEvent, CounterKey, DailyUsage, Flag, HealthRecord, OrgConfig, PeriodKind, Threshold,
 };
 
 fn at(s: &str) -> DateTime<Utc> {
@@ -238,7 +238,7 @@ async fn deliveries_and_health<S: DeliveryLog + HealthStore>(store: &S, org: &st
     assert!(store.delivered(&key, Channel::Email).await.unwrap());
     assert!(!store.delivered(&key, Channel::Webhook).await.unwrap());
 
-    let report = |id: &str| HealthReport {
+    let report = |id: &str| HealthRecord {
         check_id: format!("{org}-{id}"),
         checked_at: at("2026-01-01T10:00:00Z"),
         healthy: true,

@@ -7,7 +7,7 @@ use chrono::TimeDelta;
 use super::{handle_with_process, JobRun};
 use crate::{
     flagship::{
-        model::{HealthReport, QueueHealth},
+        model::{HealthRecord, QueueHealth},
         FlagshipServices, HealthCheckJob, OperatorAlertJob, FLAGSHIP_QUEUES,
     },
     HandlerError, QueueName,
@@ -18,7 +18,7 @@ pub const REALERT_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// Runs `health-check` jobs: pings the broker, reads each FlagShip queue's
 /// depth, oldest ready job age and dead count, compares the dead count with
-/// the previous check's, and records a [`HealthReport`] that
+/// the previous check's, and records a [`HealthRecord`] that
 /// [`HealthStore::latest`](crate::flagship::stores::HealthStore::latest)
 /// returns (for the admin API).
 ///
@@ -31,7 +31,7 @@ pub struct HealthCheckHandler {
     services: FlagshipServices,
 }
 
-fn alert_for(report: &HealthReport) -> OperatorAlertJob {
+fn alert_for(report: &HealthRecord) -> OperatorAlertJob {
     OperatorAlertJob {
         alert_id: format!("health-{}", report.check_id),
         subject: format!("{} health problem(s) in the FlagShip worker", report.problems.len()),
@@ -123,7 +123,7 @@ impl HealthCheckHandler {
         let last_alert = previous.as_ref().filter(|p| !p.healthy).and_then(|p| p.last_alert_at);
         let realert = TimeDelta::from_std(REALERT_INTERVAL).unwrap_or(TimeDelta::MAX);
         let alert_due = !healthy && last_alert.is_none_or(|at| run.now - at >= realert);
-        let report = HealthReport {
+        let report = HealthRecord {
             check_id,
             checked_at: run.now,
             healthy,

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     flagship::{
         jobs::AuditEvent,
-        model::{ApiKey, ArchivedPeriod, CounterKey, DailyUsage, Flag, HealthReport, OrgConfig, PeriodKind, Threshold},
+        model::{ApiKey, ArchivedPeriod, CounterKey, DailyUsage, Flag, HealthRecord, OrgConfig, PeriodKind, Threshold},
     },
     Error, Result,
 };
@@ -56,7 +56,7 @@ struct State {
     orgs: HashMap<String, OrgConfig>,
     /// Deliveries by (notification key, channel), with when they happened.
     deliveries: HashMap<(String, Channel), DateTime<Utc>>,
-    health: Option<HealthReport>,
+    health: Option<HealthRecord>,
 }
 
 impl MemoryStore {
@@ -306,12 +306,12 @@ impl DeliveryLog for MemoryStore {
 
 #[async_trait]
 impl HealthStore for MemoryStore {
-    async fn record_health(&self, report: &HealthReport) -> Result<()> {
+    async fn record_health(&self, report: &HealthRecord) -> Result<()> {
         self.state().health = Some(report.clone());
         Ok(())
     }
 
-    async fn latest(&self) -> Result<Option<HealthReport>> {
+    async fn latest(&self) -> Result<Option<HealthRecord>> {
         Ok(self.state().health.clone())
     }
 }

@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{
     jobs::AuditEvent,
-    model::{ApiKey, ArchivedPeriod, CounterKey, DailyUsage, Flag, HealthReport, OrgConfig, PeriodKind, Threshold},
+    model::{ApiKey, ArchivedPeriod, CounterKey, DailyUsage, Flag, HealthRecord, OrgConfig, PeriodKind, Threshold},
 };
 use crate::Result;
 
@@ -233,10 +233,10 @@ pub trait DeliveryLog: Send + Sync + fmt::Debug + 'static {
 #[async_trait]
 pub trait HealthStore: Send + Sync + fmt::Debug + 'static {
     /// Records a report, replacing the previous one.
-    async fn record_health(&self, report: &HealthReport) -> Result<()>;
+    async fn record_health(&self, report: &HealthRecord) -> Result<()>;
 
     /// The latest report, if any check has run.
-    async fn latest(&self) -> Result<Option<HealthReport>>;
+    async fn latest(&self) -> Result<Option<HealthRecord>>;
 }
 
 #[cfg(test)]

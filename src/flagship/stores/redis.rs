@@ -40,7 +40,7 @@ use super::{
 use crate::{
     flagship::{
         jobs::AuditEvent,
-        model::{ApiKey, ArchivedPeriod, CounterKey, DailyUsage, Flag, HealthReport, OrgConfig, PeriodKind, Threshold},
+        model::{ApiKey, ArchivedPeriod, CounterKey, DailyUsage, Flag, HealthRecord, OrgConfig, PeriodKind, Threshold},
     },
     Error, Result,
 };
@@ -567,7 +567,7 @@ impl DeliveryLog for RedisStore {
 
 #[async_trait]
 impl HealthStore for RedisStore {
-    async fn record_health(&self, report: &HealthReport) -> Result<()> {
+    async fn record_health(&self, report: &HealthRecord) -> Result<()> {
         redis::cmd("SET")
             .arg(format!("{}:health", self.prefix))
             .arg(encode(report)?)
@@ -576,7 +576,7 @@ impl HealthStore for RedisStore {
             .map_err(redis_error)
     }
 
-    async fn latest(&self) -> Result<Option<HealthReport>> {
+    async fn latest(&self) -> Result<Option<HealthRecord>> {
         let raw: Option<String> = redis::cmd("GET")
             .arg(format!("{}:health", self.prefix))
             .query_async(&mut self.conn())

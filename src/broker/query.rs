@@ -1,5 +1,5 @@
-//! Dead-letter operations across queues: what the HTTP API, the dashboard
-//! and the command-line tool list, retry and purge.
+//! Dead-letter operations across queues: what the admin API, the dashboard
+//! and the command-line tool list, count and retry.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ const CURSOR_SEPARATOR: char = '~';
 /// broker knows, optionally one kind and a dead-lettered time range.
 ///
 /// ```
-/// use flagship_worker::{admin::DeadQuery, QueueName};
+/// use flagship_worker::{DeadQuery, QueueName};
 ///
 /// let invoices = DeadQuery::all().kind("send-invoice");
 /// let billing = DeadQuery::queue(QueueName::new("billing")?);
@@ -99,7 +99,7 @@ impl DeadQuery {
         cursor: Option<&str>,
         limit: usize,
     ) -> Result<DeadListing> {
-        crate::broker::check_page_limit(limit)?;
+        super::check_page_limit(limit)?;
         let queues = self.queues(broker).await?;
         let (mut index, mut inner) = match cursor.filter(|c| !c.is_empty()) {
             None => (0, None),

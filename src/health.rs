@@ -1,4 +1,7 @@
-//! Health reports: what `GET /api/health` shows, and where it comes from.
+//! Health: what operators page on, as a report of named checks, and the
+//! [`HealthSource`] it comes from. The admin API serves it at
+//! `/api/health`, the CLI prints it; domains (such as FlagShip) provide
+//! their own source.
 
 use std::{fmt, sync::Arc};
 
@@ -6,7 +9,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{broker::Broker, error::Result};
+use crate::{
+    broker::Broker,
+    clock::{Clock, SystemClock},
+    error::Result,
+};
 
 /// How healthy something is. Ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -76,7 +83,8 @@ impl HealthReport {
     }
 }
 
-/// Where the admin router reads the latest health report from.
+/// Where the latest health report comes from (the admin router's
+/// `/api/health`, the CLI's `health`).
 ///
 /// The default, [`BrokerHealth`], checks live on each request. A periodic
 /// health-check job (such as the FlagShip maintenance check) can keep its
@@ -100,20 +108,32 @@ pub trait HealthSource: Send + Sync + fmt::Debug + 'static {
 /// backlog, on every call.
 #[derive(Debug, Clone)]
 pub struct BrokerHealth {
+    /// What is checked.
     broker: Arc<dyn Broker>,
+    /// When the checks ran, as reports say.
+    clock: Arc<dyn Clock>,
 }
 
 impl BrokerHealth {
-    /// Checks `broker`.
+    /// Checks `broker`, stamping reports with the system clock.
     pub fn new(broker: Arc<dyn Broker>) -> Self {
-        BrokerHealth { broker }
+        BrokerHealth {
+            broker,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Stamps reports with `clock` instead.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 }
 
 #[async_trait]
 impl HealthSource for BrokerHealth {
     async fn latest(&self) -> Result<HealthReport> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let mut checks = Vec::new();
         if let Err(e) = self.broker.ping().await {
             checks.push(HealthCheck::new("broker", HealthStatus::Down, e.to_string()));
@@ -145,78 +165,6 @@ impl HealthSource for BrokerHealth {
             checks.push(check);
         }
         Ok(HealthReport::new(now, checks))
-    }
-}
-
-/// A [`HealthSource`] serving the latest FlagShip health check (the
-/// `health-check` maintenance job's report, kept in a
-/// [`HealthStore`](crate::flagship::stores::HealthStore)). Feature `flagship`.
-///
-/// The broker being unreachable is `down`, any other problem `degraded`;
-/// before the first check has run, the report is `degraded` and says so.
-#[cfg(feature = "flagship")]
-#[derive(Debug, Clone)]
-pub struct FlagshipHealth {
-    store: Arc<dyn crate::flagship::stores::HealthStore>,
-}
-
-#[cfg(feature = "flagship")]
-impl FlagshipHealth {
-    /// Reads reports from `store`.
-    pub fn new(store: Arc<dyn crate::flagship::stores::HealthStore>) -> Self {
-        FlagshipHealth { store }
-    }
-}
-
-#[cfg(feature = "flagship")]
-#[async_trait]
-impl HealthSource for FlagshipHealth {
-    async fn latest(&self) -> Result<HealthReport> {
-        let Some(report) = self.store.latest().await? else {
-            let check = HealthCheck::new(
-                "flagship health check",
-                HealthStatus::Degraded,
-                "no health check has run yet; the FlagShip worker schedules one",
-            );
-            return Ok(HealthReport::new(Utc::now(), vec![check]));
-        };
-        let mut checks = Vec::new();
-        let broker = if report.broker_reachable {
-            HealthCheck::new("broker", HealthStatus::Ok, "reachable")
-        } else {
-            HealthCheck::new("broker", HealthStatus::Down, "unreachable")
-        };
-        checks.push(broker);
-        for queue in &report.queues {
-            let message = format!(
-                "{} ready, {} scheduled, {} active, {} dead",
-                queue.ready, queue.scheduled, queue.active, queue.dead
-            );
-            checks.push(HealthCheck::new(
-                format!("queue {}", queue.queue),
-                HealthStatus::Ok,
-                message,
-            ));
-        }
-        checks.push(HealthCheck::new(
-            "dlq growth",
-            HealthStatus::Ok,
-            format!(
-                "{} dead in total, {} new since the previous check",
-                report.dead_total, report.dlq_growth
-            ),
-        ));
-        for problem in &report.problems {
-            checks.push(HealthCheck::new("problem", HealthStatus::Degraded, problem.clone()));
-        }
-        if !report.healthy && report.problems.is_empty() && report.broker_reachable {
-            checks.push(HealthCheck::new(
-                "flagship health check",
-                HealthStatus::Degraded,
-                "reported unhealthy",
-            ));
-        }
-        Ok(HealthReport::new(report.checked_at, checks))
     }
 }
 

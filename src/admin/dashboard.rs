@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use axum::{
     extract::{rejection::FormRejection, rejection::QueryRejection, FromRequestParts, OriginalUri, Path, Query, State},
-    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
+    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode, Uri},
     response::{IntoResponse, Redirect, Response},
     Form,
 };
@@ -223,15 +223,12 @@ pub(super) struct LoginForm {
 pub(super) async fn login(
     State(state): State<SharedState>,
     Base(base): Base,
+    uri: Uri,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    if auth::cross_site(&headers) {
-        return error_page(
-            &base,
-            StatusCode::FORBIDDEN,
-            "This form was sent from another site and was refused.",
-        );
+    if let Some(message) = auth::forged(&headers, uri.authority().map(|a| a.as_str())) {
+        return error_page(&base, StatusCode::FORBIDDEN, message);
     }
     let Some(auth) = &state.auth else {
         return Redirect::to(&format!("{base}/ui")).into_response();

@@ -206,6 +206,25 @@ impl Running {
     }
 }
 
+/// Runs `worker` until `queue`'s stats satisfy `done` (looked at every
+/// 10 ms, within an hour of virtual time), then stops it.
+pub(crate) async fn run_until_stats(
+    worker: &Worker,
+    broker: &dyn Broker,
+    queue: &QueueName,
+    done: impl Fn(&QueueStats) -> bool,
+) {
+    let running = start(worker);
+    tokio::time::timeout(Duration::from_secs(3600), async {
+        while !done(&broker.stats(queue).await.unwrap()) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the queue got there within an hour of virtual time");
+    running.stop().await;
+}
+
 /// A memory broker that can be made to misbehave: slow to record failures
 /// (a network round trip), or panicking on the next `complete`.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{enqueue_tasks, queue, scripted, start, succeeding, task, Behaviour, Faulty};
+use super::{enqueue_tasks, queue, run_until_stats, scripted, start, succeeding, task, Behaviour, Faulty};
 
 #[tokio::test(start_paused = true)]
 async fn panics_and_timeouts_are_retryable_failures_and_the_worker_survives() {
@@ -51,19 +51,11 @@ async fn panics_and_timeouts_are_retryable_failures_and_the_worker_survives() {
     );
 }
 
-/// Enqueues tasks `0..n`, runs `worker` until the broker has completed them
-/// all (within an hour of virtual time), then stops it.
+/// Enqueues tasks `0..n` and runs `worker` until the broker has completed
+/// them all.
 async fn complete_all(worker: &Worker, broker: &dyn Broker, n: u32) {
     enqueue_tasks(worker, n).await;
-    let running = start(worker);
-    tokio::time::timeout(Duration::from_secs(3600), async {
-        while broker.stats(&queue()).await.unwrap().completed < u64::from(n) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("jobs not completed within an hour of virtual time");
-    running.stop().await;
+    run_until_stats(worker, broker, &queue(), |stats| stats.completed >= u64::from(n)).await;
 }
 
 struct PanickingObserver;

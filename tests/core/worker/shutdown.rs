@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use flagship_worker::{Broker, MemoryBroker, QueueConfig, Worker};
 
-use super::{enqueue_tasks, next, queue, scripted, start, Behaviour};
+use super::{enqueue_tasks, next, queue, run_until_stats, scripted, start, Behaviour};
 
 #[tokio::test(start_paused = true)]
 async fn graceful_shutdown_completes_or_releases_every_job_in_flight() {
@@ -53,11 +53,7 @@ async fn graceful_shutdown_completes_or_releases_every_job_in_flight() {
     // The released jobs are intact: a new worker finishes all of them.
     let (handler, _seen) = scripted(|_, _| Behaviour::Succeed);
     let second = Worker::builder(broker.clone()).handler(handler).build().unwrap();
-    let running = start(&second);
-    while broker.stats(&queue()).await.unwrap().completed < 100 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    running.stop().await;
+    run_until_stats(&second, &*broker, &queue(), |stats| stats.completed >= 100).await;
     assert!(second.stats().completed > 0);
     let after = broker.stats(&queue()).await.unwrap();
     assert_eq!(

@@ -682,9 +682,9 @@ pub async fn crashing_job_reaches_dead_letter_queue<F: Fixture + ?Sized>(f: &F) 
         let record = AttemptRecord::failed(started, f.now(), "lease expired: worker crashed", None);
         let allowed = r.envelope.max_retries.unwrap_or(policy.max_retries);
         match policy.delay_with(r.envelope.attempt + 1, allowed, 0.0) {
-            Some(delay) => b.retry_after(&r, delay, record).await.or_fail("retry_after"),
+            Some(delay) => b.retry_after(r, delay, record).await.or_fail("retry_after"),
             None => {
-                b.dead_letter(&r, Some(record), "retries exhausted: lease expired")
+                b.dead_letter(r, Some(record), "retries exhausted: lease expired")
                     .await
                     .or_fail("dead_letter");
                 break;

@@ -35,7 +35,7 @@ pub(super) async fn run_queue(shared: Arc<Shared>, config: QueueConfig, shutdown
     let held = Arc::new(Held::new(queue.clone()));
     let settler = Arc::new(Settler {
         shared: shared.clone(),
-        retry: config.retry.clone(),
+        retry: config.retry,
         held: held.clone(),
         acks: Arc::new(AckQueue::new(ACK_BACKLOG)),
     });
@@ -85,7 +85,7 @@ pub(super) async fn run_one(shared: &Arc<Shared>, config: &QueueConfig, job: Res
     held.hold(std::slice::from_ref(&job));
     let settler = Settler {
         shared: shared.clone(),
-        retry: config.retry.clone(),
+        retry: config.retry,
         held,
         acks: Arc::new(AckQueue::new(1)),
     };

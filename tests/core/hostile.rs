@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use crate::{
     logs,
-    worker::{queue, scripted, spawn, task, Behaviour, Task},
+    worker::{queue, run_until_stats, scripted, task, Behaviour, Task},
 };
 
 /// A string that must never reach an error, a reason or a log line.
@@ -66,20 +66,7 @@ fn blobs() -> QueueName {
 /// Runs `worker` until `queue` has `done` completed or dead jobs (within
 /// an hour of virtual time), then stops it.
 async fn run_until_settled(worker: &Worker, broker: &MemoryBroker, queue: &QueueName, done: u64) {
-    let (stop, running) = spawn(worker);
-    tokio::time::timeout(Duration::from_secs(3600), async {
-        loop {
-            let stats = broker.stats(queue).await.unwrap();
-            if stats.completed + stats.dead >= done {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the jobs settled within an hour of virtual time");
-    stop.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    run_until_stats(worker, broker, queue, |stats| stats.completed + stats.dead >= done).await;
 }
 
 async fn dead(broker: &MemoryBroker, queue: &QueueName, id: JobId) -> JobEnvelope {

@@ -6,4 +6,5 @@ mod hostile;
 mod logs;
 mod memory;
 mod schemas;
+mod test_worker;
 mod worker;

@@ -14,7 +14,7 @@ use crate::{
     broker::{Backend, DeadCursor, DeadFilter, MAX_DEAD_PAGE},
     envelope::{JobEnvelope, MAX_ERROR_BYTES},
     error::Error,
-    job::JobId,
+    job::{JobId, QueueName},
 };
 
 /// A dead job keeps its payload and history, records when and why it died
@@ -280,7 +280,8 @@ pub async fn concurrent_retry_dead_reenqueues_once<F: Fixture + ?Sized>(f: &F) {
 }
 
 /// `retry_dead_matching` retries exactly the dead jobs its filter matches
-/// (queue, kind, time) and keeps their history.
+/// (queue, kind, time) and keeps their history, also among a few hundred
+/// entries, more than a backend may scan in one step.
 pub async fn retry_dead_matching_filter<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let (q, other) = (queue(f, "dlq-match"), queue(f, "dlq-match-other"));
@@ -316,6 +317,19 @@ pub async fn retry_dead_matching_filter<F: Fixture + ?Sized>(f: &F) {
     assert_eq!(b.retry_dead_matching(&all).await.or_fail("retry"), 1);
     assert_eq!(b.retry_dead_matching(&all).await.or_fail("retry"), 0);
     assert_eq!(b.count_dead(&DeadFilter::queue(other)).await.or_fail("count"), 1);
+
+    let bulk = queue(f, "dlq-match-bulk");
+    let jobs: Vec<_> = (0..300)
+        .map(|n| job(f, &bulk, if n % 3 == 0 { "third" } else { "rest" }, n))
+        .collect();
+    let thirds: BTreeSet<_> = jobs.iter().filter(|j| j.kind == "third").map(|j| j.id).collect();
+    dead_letter_all(f, &*b, &bulk, jobs).await;
+    let all = DeadFilter::queue(bulk.clone());
+    let matched = b.retry_dead_matching(&all.clone().kind("third")).await;
+    assert_eq!(matched.or_fail("retry"), 100);
+    assert_eq!(b.count_dead(&all).await.or_fail("count"), 200);
+    let retried = reserve_now(&*b, &bulk, 1_000, LONG).await;
+    assert_eq!(ids(&retried).into_iter().collect::<BTreeSet<_>>(), thirds);
 }
 
 /// `delete_dead` removes a dead job for good and is `false` for a job that
@@ -383,6 +397,20 @@ pub async fn purge_dead_removes_only_strictly_older<F: Fixture + ?Sized>(f: &F) 
     );
     assert_eq!(b.count_dead(&DeadFilter::queue(other)).await.or_fail("count_dead"), 1);
     assert_eq!(stats(&*b, &q).await.dead, 1);
+}
+
+/// Enqueues `jobs` to `q`, reserves them all at once and dead-letters each
+/// with one failed attempt.
+async fn dead_letter_all<F: Fixture + ?Sized>(f: &F, b: &dyn Backend, q: &QueueName, jobs: Vec<JobEnvelope>) {
+    let count = jobs.len();
+    enqueue_new(b, jobs).await;
+    let held = reserve_now(b, q, count, LONG).await;
+    assert_eq!(held.len(), count, "the case left other jobs on {q}, or lost some");
+    for r in &held {
+        b.dead_letter(r, Some(failure(f, "failed")), "x")
+            .await
+            .or_fail("dead_letter");
+    }
 }
 
 /// Lists the whole DLQ of `filter` by pages of `limit`; returns the ids and

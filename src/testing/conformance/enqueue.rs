@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::{
     support::{
-        across, assert_within, delta, enqueue_new, ids, job, join, keyed, ms, queue, request, reserve_now, reserve_one,
-        short_of, stats, still_before, timeless, OrFail, LONG,
+        assert_within, delta, enqueue_new, ids, job, join, keyed, ms, probe_just_before, queue, request, reserve_now,
+        reserve_one, stats, timeless, OrFail, LONG,
     },
     Fixture,
 };
@@ -175,7 +175,8 @@ pub async fn reserve_hands_each_job_to_one_caller<F: Fixture + ?Sized>(f: &F) {
 }
 
 /// With nothing ready, `reserve` waits its full `wait`; a job enqueued
-/// meanwhile wakes it at once, and it does not return before.
+/// meanwhile wakes it at once, and it does not return before. One batch
+/// wakes as many waiters as it has jobs.
 pub async fn reserve_waits_and_wakes_on_enqueue<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "reserve-wait");
@@ -202,6 +203,26 @@ pub async fn reserve_waits_and_wakes_on_enqueue<F: Fixture + ?Sized>(f: &F) {
         waited < ms(200) + Duration::from_secs(1),
         "reserve took {waited:?}: it was not woken by the enqueue"
     );
+
+    let waiters: Vec<_> = (0..3)
+        .map(|_| spawn_reserve(&b, &q, request(1, LONG, Duration::from_secs(5))))
+        .collect();
+    tokio::task::yield_now().await;
+    f.advance(ms(100)).await;
+    let batch: Vec<_> = (1..=3).map(|n| job(f, &q, "wake", n)).collect();
+    let expected: BTreeSet<_> = batch.iter().map(|j| j.id).collect();
+    enqueue_new(&*b, batch).await;
+    let mut taken = BTreeSet::new();
+    for waiter in waiters {
+        let (got, waited) = join(waiter).await;
+        assert_eq!(got.len(), 1, "a waiter went without a job of the batch");
+        assert!(
+            waited < ms(100) + Duration::from_secs(1),
+            "reserve took {waited:?}: it was not woken by the batch"
+        );
+        taken.extend(ids(&got));
+    }
+    assert_eq!(taken, expected, "the waiters did not take the batch's jobs");
 }
 
 /// A waiting `reserve` wakes when a delayed job falls due, not before and
@@ -240,7 +261,6 @@ pub async fn reserve_wakes_when_delayed_job_falls_due<F: Fixture + ?Sized>(f: &F
 pub async fn delayed_job_not_visible_before_run_at<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "delayed");
-    let tol = f.tolerance();
     let delay = ms(300);
     let mut delayed = job(f, &q, "delayed", 0);
     delayed.run_at = f.now() + delta(delay);
@@ -251,13 +271,11 @@ pub async fn delayed_job_not_visible_before_run_at<F: Fixture + ?Sized>(f: &F) {
     let s = stats(&*b, &q).await;
     assert_eq!((s.ready, s.scheduled), (1, 1), "{s:?}");
     assert_eq!(ids(&reserve_now(&*b, &q, 10, LONG).await), [now_id]);
-    f.advance(short_of(delay, tol)).await;
-    let early = reserve_now(&*b, &q, 10, LONG).await;
-    if !still_before(f, run_at, "delayed job") {
+    let probe = reserve_now(&*b, &q, 10, LONG);
+    let Some(early) = probe_just_before(f, delay, run_at, "delayed job", probe).await else {
         return;
-    }
+    };
     assert!(early.is_empty(), "a delayed job was handed out before its run_at");
-    f.advance(across(tol)).await;
     assert_eq!(
         ids(&reserve_now(&*b, &q, 10, LONG).await),
         [delayed_id],

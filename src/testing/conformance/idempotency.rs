@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::{
     support::{
-        across, assert_duplicate, dead_job, delta, enqueue_new, failure, job, join, keyed, queue, reserve_now,
-        reserve_one, short_of, stats, still_before, OrFail, LONG,
+        assert_duplicate, dead_job, delta, enqueue_new, failure, job, join, keyed, probe_just_before, queue,
+        reserve_now, reserve_one, stats, OrFail, LONG,
     },
     Fixture,
 };
@@ -18,15 +18,18 @@ use crate::{
 
 /// A key held by a pending (ready, active or scheduled) job refuses a
 /// second job with [`EnqueueOutcome::Duplicate`] naming the holder, also
-/// within one batch; jobs without a key are never duplicates.
+/// within one batch and when the stored envelope itself is sent again; jobs
+/// without a key are never duplicates.
 pub async fn idempotent_enqueue<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "idempotent");
     let first = keyed(job(f, &q, "order", 0), "order-42");
     let holder = first.id;
-    enqueue_new(&*b, vec![first]).await;
+    enqueue_new(&*b, vec![first.clone()]).await;
     let dup = |f: &F| keyed(job(f, &q, "order", 1), "order-42");
     assert_duplicate(&*b, dup(f), holder, "ready").await;
+    // A producer retrying its enqueue sends the same envelope, id and all.
+    assert_duplicate(&*b, first, holder, "ready").await;
 
     let (x, y) = (
         keyed(job(f, &q, "x", 0), "batch-key"),
@@ -131,28 +134,30 @@ pub async fn idempotency_key_lifecycle<F: Fixture + ?Sized>(f: &F) {
 }
 
 /// A completed job's key is held until `retention` after its completion
-/// and released then. `retention` is the backend's configured window.
+/// and released then, when the next job with it takes it over.
+/// `retention` is the backend's configured window.
 pub async fn completed_key_released_after_retention<F: Fixture + ?Sized>(f: &F, retention: Duration) {
     let b = f.backend();
     let q = queue(f, "key-retention");
-    let tol = f.tolerance();
     let first = keyed(job(f, &q, "k", 0), "kept-key");
     let id = first.id;
     enqueue_new(&*b, vec![first]).await;
     let r = reserve_one(&*b, &q, LONG).await;
     let released_at = f.now() + delta(retention);
     b.complete_one(&r.lease).await.or_fail("complete_one");
-    f.advance(short_of(retention, tol)).await;
-    let early = b.enqueue(vec![keyed(job(f, &q, "k", 1), "kept-key")]).await;
-    if !still_before(f, released_at, "key retention") {
+    let probe = b.enqueue(vec![keyed(job(f, &q, "k", 1), "kept-key")]);
+    let Some(early) = probe_just_before(f, retention, released_at, "key retention", probe).await else {
         return;
-    }
+    };
     let held = [EnqueueOutcome::Duplicate(id)];
     assert_eq!(
         early.or_fail("enqueue"),
         held,
         "a completed job's key was released early"
     );
-    f.advance(across(tol)).await;
-    enqueue_new(&*b, vec![keyed(job(f, &q, "k", 2), "kept-key")]).await;
+    let taker = keyed(job(f, &q, "k", 2), "kept-key");
+    let taker_id = taker.id;
+    enqueue_new(&*b, vec![taker]).await;
+    let dup = keyed(job(f, &q, "k", 3), "kept-key");
+    assert_duplicate(&*b, dup, taker_id, "newly enqueued").await;
 }

@@ -3,16 +3,20 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use chrono::{DateTime, Utc};
+
 use super::{
     support::{
-        across, assert_within, delta, enqueue_new, failure, get_dead, ids, job, keyed, ms, queue, request, reserve_now,
-        reserve_one, short_of, stats, still_before, timeless, OrFail, GUARD, LONG,
+        assert_near, assert_within, delta, enqueue_new, expect_all_refused, failure, get_dead, ids, job, keyed, ms,
+        probe_just_before, queue, request, reserve_now, reserve_one, stats, still_before, timeless, OrFail, GUARD,
+        LONG,
     },
     Fixture,
 };
 use crate::{
-    broker::LeaseStatus,
+    broker::{Backend, LeaseStatus, Reservation},
     envelope::{AttemptRecord, JobEnvelope},
+    job::QueueName,
     retry::RetryPolicy,
 };
 
@@ -34,14 +38,15 @@ pub async fn expired_lease_is_recovered_and_fenced<F: Fixture + ?Sized>(f: &F) {
     assert_eq!(first.len(), 2);
     let deadline = first.iter().map(|r| r.deadline).min().or_fail("a deadline");
 
-    f.advance(short_of(lease, tol)).await;
-    let early = b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired");
-    if !still_before(f, deadline, "lease deadline") {
+    let probe = b.recover_expired(&q, 10, LONG);
+    let Some(early) = probe_just_before(f, lease, deadline, "lease deadline", probe).await else {
         return;
-    }
-    assert!(early.is_empty(), "a lease was recovered before its deadline");
+    };
+    assert!(
+        early.or_fail("recover_expired").is_empty(),
+        "a lease was recovered before its deadline"
+    );
 
-    f.advance(across(tol)).await;
     let recovered_from = f.now() + delta(LONG);
     let mut recovered = b.recover_expired(&q, 1, LONG).await.or_fail("recover_expired");
     assert_eq!(recovered.len(), 1, "recover_expired must take at most `max` jobs");
@@ -154,7 +159,8 @@ pub async fn crashing_job_reaches_dead_letter_queue<F: Fixture + ?Sized>(f: &F) 
 }
 
 /// `retry_after` increments `attempt`, appends the attempt record, moves
-/// `run_at`, and hides the job until then (or not at all for a past time).
+/// `run_at`, and hides the job until then (or not at all for a past time);
+/// the lease it ended is refused by every call once the job runs again.
 pub async fn retry_after_counts_attempt_and_keeps_history<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "retry-at");
@@ -169,26 +175,19 @@ pub async fn retry_after_counts_attempt_and_keeps_history<F: Fixture + ?Sized>(f
     b.retry_after(&r, delay, first.clone()).await.or_fail("retry_after");
     let s = stats(&*b, &q).await;
     assert_eq!((s.ready, s.scheduled, s.active, s.retried), (0, 1, 0, 1), "{s:?}");
-    f.advance(short_of(delay, tol)).await;
-    let early = reserve_now(&*b, &q, 1, LONG).await;
-    if !still_before(f, at, "retry time") {
+    let failed = r;
+    let Some(r) = reserve_once_due(f, &*b, &q, delay, at, "retry time").await else {
         return;
-    }
-    assert!(early.is_empty(), "a retry ran before its time");
-    f.advance(across(tol)).await;
-    let r = reserve_one(&*b, &q, LONG).await;
+    };
+    // The lease the retry ended stays ended under the job's new one.
+    expect_all_refused(f, &*b, &failed).await;
     let expected = JobEnvelope {
         attempt: 1,
         attempts: vec![first.clone()],
         ..sent.clone()
     };
     assert_eq!(timeless(&r.envelope), timeless(&expected));
-    let drift = (r.envelope.run_at - at).abs().to_std().unwrap_or(Duration::MAX);
-    assert!(
-        drift <= tol * 2 + ms(1),
-        "run_at is {}, expected about {at}",
-        r.envelope.run_at
-    );
+    assert_near("run_at", r.envelope.run_at, at, tol);
 
     let second = failure(f, "second failure");
     b.retry_after(&r, Duration::ZERO, second.clone())
@@ -220,25 +219,15 @@ pub async fn snooze_runs_again_without_an_attempt<F: Fixture + ?Sized>(f: &F) {
     b.snooze(&r, delay).await.or_fail("snooze");
     let s = stats(&*b, &q).await;
     assert_eq!((s.ready, s.scheduled, s.active, s.retried), (0, 1, 0, 0), "{s:?}");
-    f.advance(short_of(delay, tol)).await;
-    let early = reserve_now(&*b, &q, 1, LONG).await;
-    if !still_before(f, at, "snooze end") {
+    let Some(r) = reserve_once_due(f, &*b, &q, delay, at, "snooze end").await else {
         return;
-    }
-    assert!(early.is_empty(), "a snoozed job ran before its time");
-    f.advance(across(tol)).await;
-    let r = reserve_one(&*b, &q, LONG).await;
+    };
     assert_eq!(
         timeless(&r.envelope),
         timeless(&sent),
         "a snooze must not touch attempt or history"
     );
-    let drift = (r.envelope.run_at - at).abs().to_std().unwrap_or(Duration::MAX);
-    assert!(
-        drift <= tol * 2 + ms(1),
-        "run_at is {}, expected about {at}",
-        r.envelope.run_at
-    );
+    assert_near("run_at", r.envelope.run_at, at, tol);
 
     // Snoozing never uses up retries: a failure after it is the first.
     b.snooze(&r, Duration::ZERO).await.or_fail("snooze");
@@ -311,4 +300,20 @@ pub async fn extend_moves_deadline<F: Fixture + ?Sized>(f: &F) {
     let recovered = b.recover_expired(&q, 10, LONG).await.or_fail("recover_expired");
     assert_eq!(ids(&recovered), [a.id], "the lease did not expire at its new deadline");
     assert_eq!(b.extend(&[a], LONG).await.or_fail("extend"), [LeaseStatus::Lost]);
+}
+
+/// Checks that `q` hands out nothing before `at`, `delay` from now, then
+/// reserves the one job that is due from then on. `None` when the clock
+/// overslept `at` (see [`probe_just_before`]).
+async fn reserve_once_due<F: Fixture + ?Sized>(
+    f: &F,
+    b: &dyn Backend,
+    q: &QueueName,
+    delay: Duration,
+    at: DateTime<Utc>,
+    what: &str,
+) -> Option<Reservation> {
+    let early = probe_just_before(f, delay, at, what, reserve_now(b, q, 1, LONG)).await?;
+    assert!(early.is_empty(), "a job was handed out before its {what}");
+    Some(reserve_one(b, q, LONG).await)
 }

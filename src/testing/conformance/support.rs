@@ -1,7 +1,7 @@
 //! What the cases share: unwrapping with a message, making jobs and
 //! queues, time arithmetic, and calls that must succeed.
 
-use std::{fmt, time::Duration};
+use std::{fmt, future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -53,7 +53,7 @@ pub(super) fn ms(n: u64) -> Duration {
 /// How long to let pass to stand short of `d` from now by twice the
 /// tolerance and 1 ms: once for the clocks' disagreement, once for a real
 /// clock oversleeping (see [`still_before`]).
-pub(super) fn short_of(d: Duration, tolerance: Duration) -> Duration {
+fn short_of(d: Duration, tolerance: Duration) -> Duration {
     d.saturating_sub(tolerance * 2 + ms(1))
 }
 
@@ -61,6 +61,28 @@ pub(super) fn short_of(d: Duration, tolerance: Duration) -> Duration {
 /// tolerance.
 pub(super) fn across(tolerance: Duration) -> Duration {
     ms(1) + tolerance * 3
+}
+
+/// Lets time pass to just short of `at`, which is `by` from now, awaits
+/// `probe` there (a look at something that must not have happened yet),
+/// then lets time pass across `at`. Returns what the probe found, or
+/// `None` when the clock overslept `at` and the probe proved nothing: the
+/// case then stops (see [`still_before`]).
+pub(super) async fn probe_just_before<F: Fixture + ?Sized, T>(
+    f: &F,
+    by: Duration,
+    at: DateTime<Utc>,
+    what: &str,
+    probe: impl Future<Output = T>,
+) -> Option<T> {
+    let tolerance = f.tolerance();
+    f.advance(short_of(by, tolerance)).await;
+    let found = probe.await;
+    if !still_before(f, at, what) {
+        return None;
+    }
+    f.advance(across(tolerance)).await;
+    Some(found)
 }
 
 /// The envelope without the times a backend may rewrite to its own clock.
@@ -121,6 +143,17 @@ pub(super) fn assert_within(
     assert!(
         from <= actual && actual <= to,
         "{what} is {actual}, expected between {from} and {to}"
+    );
+}
+
+/// Asserts that `actual`, a time the backend set to `expected` by its own
+/// clock, is `expected` within twice the tolerance and 1 ms.
+#[track_caller]
+pub(super) fn assert_near(what: &str, actual: DateTime<Utc>, expected: DateTime<Utc>, tolerance: Duration) {
+    let drift = (actual - expected).abs().to_std().unwrap_or(Duration::MAX);
+    assert!(
+        drift <= tolerance * 2 + ms(1),
+        "{what} is {actual}, expected about {expected}"
     );
 }
 

@@ -375,6 +375,19 @@ pub(crate) fn to_chrono(d: Duration) -> Result<chrono::TimeDelta> {
     chrono::TimeDelta::from_std(d).map_err(|_| Error::InvalidConfig(format!("duration {d:?} is out of range")))
 }
 
+/// The time `delay` after `at`; a delay too long to be a date is refused
+/// rather than overflowing.
+pub(crate) fn after(at: DateTime<Utc>, delay: Duration) -> Result<DateTime<Utc>> {
+    to_chrono(delay)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "a delay of {delay:?} reaches past the last representable date; delays are at most 30 days"
+            ))
+        })
+}
+
 /// Options for one enqueue.
 ///
 /// ```

@@ -166,20 +166,24 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 /// the form is ours. Neither header can be set by a page on another site.
 /// `authority` is the request URI's authority, if it has one.
 pub(super) fn forged(headers: &HeaderMap, authority: Option<&str>) -> Option<&'static str> {
-    let fetch_site = headers.get("sec-fetch-site");
-    if fetch_site.is_some_and(|v| v != "same-origin" && v != "none") {
-        return Some("This form was sent from another site and was refused.");
-    }
-    match headers.get(header::ORIGIN) {
-        Some(origin) if !is_own_origin(origin, headers, authority) => Some(
-            "This form was sent from another origin (its Origin header does not match this dashboard's address) \
-             and was refused.",
-        ),
-        None if fetch_site.is_none() => Some(
-            "This request says neither where it was sent from (Origin) nor from which site (Sec-Fetch-Site), \
-             so it was refused. Browsers send both; scripts can send the bearer token instead.",
-        ),
-        _ => None,
+    // Browsers send `Sec-Fetch-Site` and no page can forge it: when present
+    // it decides. `Origin` is checked against the address only without it,
+    // since a reverse proxy that rewrites `Host` (nginx's default) makes a
+    // same-origin form's `Origin` differ from the `Host` we see.
+    match headers.get("sec-fetch-site") {
+        Some(site) if site == "same-origin" || site == "none" => None,
+        Some(_) => Some("This form was sent from another site and was refused."),
+        None => match headers.get(header::ORIGIN) {
+            Some(origin) if is_own_origin(origin, headers, authority) => None,
+            Some(_) => Some(
+                "This form was sent from another origin (its Origin header does not match this dashboard's address) \
+                 and was refused.",
+            ),
+            None => Some(
+                "This request says neither where it was sent from (Origin) nor from which site (Sec-Fetch-Site), \
+                 so it was refused. Browsers send both; scripts can send the bearer token instead.",
+            ),
+        },
     }
 }
 

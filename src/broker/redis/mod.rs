@@ -387,7 +387,7 @@ impl RedisBroker {
     /// `failed`, a snooze otherwise.
     async fn reschedule(&self, lease: &Lease, mut envelope: JobEnvelope, delay: Duration, failed: bool) -> Result<()> {
         let k = self.keys(&lease.queue);
-        envelope.run_at = self.clock.now() + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        envelope.run_at = crate::envelope::after(self.clock.now(), delay)?;
         let call = SCRIPTS
             .retry
             .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])

@@ -174,3 +174,37 @@ async fn a_snoozed_job_runs_again_after_exactly_its_delay_without_using_an_attem
     );
     assert_eq!(broker.stats(&queue()).await.unwrap().completed, 1);
 }
+
+/// A handler asking to wait longer than any date can say (a delay taken from
+/// an upstream's header) neither panics the broker nor stalls the queue:
+/// the delay is capped at `retry::MAX_DELAY` and the next job runs.
+#[tokio::test(start_paused = true)]
+async fn an_absurd_snooze_is_capped_and_the_queue_goes_on() {
+    use std::sync::Arc;
+
+    use flagship_worker::{retry::MAX_DELAY, Broker, MemoryBroker, Worker};
+
+    let (handler, mut seen) = scripted(|job, _| match job.n {
+        0 => Behaviour::Snooze(Duration::from_secs(1 << 43)),
+        _ => Behaviour::Succeed,
+    });
+    let broker = Arc::new(MemoryBroker::new());
+    let worker = Worker::builder(broker.clone())
+        .queue(QueueConfig::new(Task::QUEUE).unwrap().concurrency(1))
+        .handler(handler)
+        .build()
+        .unwrap();
+    worker.client().enqueue(&task(0)).await.unwrap();
+    worker.client().enqueue(&task(1)).await.unwrap();
+    super::run_until_stats(&worker, &*broker, &queue(), |s| s.completed == 1).await;
+
+    let stats = broker.stats(&queue()).await.unwrap();
+    assert_eq!((stats.scheduled, stats.active, stats.completed), (1, 0, 1), "{stats:?}");
+    assert_eq!(worker.stats().snoozed, 1);
+    let first = super::next(&mut seen).await;
+    tokio::time::advance(MAX_DELAY).await;
+    let request = ReserveRequest::new(1, Duration::from_secs(30), Duration::ZERO);
+    let again = broker.reserve(&queue(), request).await.unwrap();
+    assert_eq!(again.len(), 1, "the snoozed job is due after the longest delay");
+    assert!(again[0].envelope.run_at <= first.at + chrono::TimeDelta::from_std(MAX_DELAY).unwrap());
+}

@@ -451,7 +451,7 @@ fn start(
 ) {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = worker.clone();
-    let running = tokio::spawn(async move { worker.run_until(async { stopped.await.unwrap_or(()) }).await });
+    let running = tokio::spawn(async move { worker.run_until(stopped).await });
     (stop, running)
 }
 

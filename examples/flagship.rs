@@ -150,13 +150,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn({
         let worker = worker.clone();
-        async move {
-            worker
-                .run_until(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
+        async move { worker.run_until(stopped).await }
     });
 
     let now = clock.now();

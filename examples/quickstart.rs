@@ -157,7 +157,7 @@ async fn main() -> Result<(), flagship_worker::Error> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = {
         let worker = worker.clone();
-        tokio::spawn(async move { worker.run_until(async { stopped.await.unwrap_or(()) }).await })
+        tokio::spawn(async move { worker.run_until(stopped).await })
     };
 
     let billing = QueueName::new("billing")?;

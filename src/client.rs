@@ -10,7 +10,7 @@ use crate::{
     envelope::{EnqueueOptions, JobEnvelope},
     error::{Error, Result},
     job::Job,
-    schema::SchemaRegistry,
+    schema::{drop_deep, SchemaRegistry},
 };
 
 /// Enqueues jobs, validating every payload against its kind's schema first.
@@ -103,8 +103,9 @@ impl Client {
             kind: J::KIND.to_owned(),
             source,
         })?;
-        self.inner.registry.check_size(J::KIND, &payload)?;
-        schema.validate(&payload)?;
+        if let Err(e) = self.inner.registry.check(&schema, &payload) {
+            return Err(refuse(e, [payload]));
+        }
         let now = self.inner.clock.now();
         let mut envelope = JobEnvelope::new(J::KIND, schema.queue().clone(), payload, now);
         envelope.idempotency_key = job.idempotency_key();
@@ -113,7 +114,10 @@ impl Client {
 
     /// Builds the validated envelope for a raw payload of a registered kind.
     pub fn raw_envelope(&self, kind: &str, payload: Value, options: &EnqueueOptions) -> Result<JobEnvelope> {
-        let schema = self.inner.registry.validate(kind, &payload)?;
+        let schema = match self.inner.registry.validate(kind, &payload) {
+            Ok(schema) => schema,
+            Err(e) => return Err(refuse(e, [payload])),
+        };
         let now = self.inner.clock.now();
         JobEnvelope::new(kind, schema.queue().clone(), payload, now).with_options(options, now)
     }
@@ -150,7 +154,10 @@ impl Client {
     /// every envelope is valid and the batch is sent, or nothing is enqueued.
     pub async fn enqueue_envelopes(&self, envelopes: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
         for envelope in &envelopes {
-            let schema = self.inner.registry.validate(&envelope.kind, &envelope.payload)?;
+            let schema = match self.inner.registry.validate(&envelope.kind, &envelope.payload) {
+                Ok(schema) => schema,
+                Err(e) => return Err(refuse(e, envelopes.into_iter().map(|e| e.payload))),
+            };
             if schema.queue() != &envelope.queue {
                 return Err(Error::InvalidConfig(format!(
                     "job kind `{}` belongs on queue `{}`, not `{}`",
@@ -182,4 +189,14 @@ impl Client {
         }
         Ok(outcome)
     }
+}
+
+/// Hands back `error` for refused payloads, dropping them without
+/// recursion when they were refused for their depth: `Value`'s own drop
+/// recurses, and could overflow the stack on the payload just refused.
+fn refuse(error: Error, payloads: impl IntoIterator<Item = Value>) -> Error {
+    if matches!(error, Error::PayloadTooDeep { .. }) {
+        payloads.into_iter().for_each(drop_deep);
+    }
+    error
 }

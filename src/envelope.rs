@@ -47,7 +47,12 @@ pub struct JobEnvelope {
     /// Optional key that makes enqueue idempotent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
-    /// Failed attempts since the job was (re-)enqueued: 0 on the first run.
+    /// Which attempt this is, counting from 0: how many attempts failed
+    /// before the current (or next) run since the job was enqueued or
+    /// retried from the dead-letter queue. It grows when a retry is
+    /// scheduled, not when the job is dead-lettered, so a dead job keeps the
+    /// number of the attempt that dead-lettered it: a job that failed six
+    /// times and died shows 5, and `attempts` records all six.
     #[serde(default)]
     pub attempt: u32,
     /// Per-job override of the retry policy's retry count.
@@ -162,10 +167,17 @@ impl JobEnvelope {
     }
 
     /// Parses an envelope from stored JSON, checking its version.
+    ///
+    /// The error says what is wrong, naming the field where it can (a
+    /// timestamp without a timezone, a missing `run_at`, an id that is not
+    /// a UUID), or that the JSON nests too deep to decode.
     pub fn from_json(id_hint: &str, bytes: &[u8]) -> Result<Self> {
         let envelope: JobEnvelope = serde_json::from_slice(bytes).map_err(|e| Error::CorruptEnvelope {
             id: id_hint.to_owned(),
-            message: format!("not a job envelope: {e}"),
+            message: format!(
+                "not a job envelope: {}; fix the producer that wrote it (the format is in docs/schemas/envelope.json)",
+                why_undecodable(bytes, &e)
+            ),
         })?;
         if envelope.v != ENVELOPE_VERSION {
             return Err(Error::CorruptEnvelope {
@@ -190,6 +202,150 @@ impl JobEnvelope {
     pub fn json_schema() -> serde_json::Value {
         serde_json::to_value(schemars::schema_for!(JobEnvelope)).unwrap_or_default()
     }
+}
+
+/// How deep serde_json decodes nested arrays and objects, in levels.
+const DECODE_DEPTH_LIMIT: usize = 128;
+
+/// Why `bytes` did not decode as an envelope: too deep, not JSON, or the
+/// first field that is missing or of the wrong shape. Runs only after
+/// decoding failed, so it may take its time. Never quotes the payload.
+fn why_undecodable(bytes: &[u8], error: &serde_json::Error) -> String {
+    if nesting_depth(bytes) >= DECODE_DEPTH_LIMIT {
+        return format!(
+            "it nests arrays and objects {DECODE_DEPTH_LIMIT} or more levels deep, past what a worker decodes \
+             (payloads may nest at most {} levels)",
+            crate::schema::MAX_PAYLOAD_DEPTH
+        );
+    }
+    let value: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(value) => value,
+        Err(_) => return format!("it is not JSON ({error})"),
+    };
+    let Some(fields) = value.as_object() else {
+        return "it is not a JSON object".into();
+    };
+    envelope_field_problem(fields).unwrap_or_else(|| error.to_string())
+}
+
+/// How a timestamp must look, for messages.
+const TIMESTAMP: &str = "an RFC 3339 timestamp with a timezone, such as `2025-01-01T12:00:00Z`";
+
+/// The first envelope field that is missing or does not decode, described.
+fn envelope_field_problem(fields: &serde_json::Map<String, serde_json::Value>) -> Option<String> {
+    use serde_json::Value;
+    for name in ["v", "id", "type", "queue", "payload", "enqueued_at", "run_at"] {
+        if !fields.contains_key(name) {
+            return Some(format!("field `{name}` is missing"));
+        }
+    }
+    let field = |name: &str| fields.get(name).filter(|v| !v.is_null());
+    let checks = [
+        shape::<u32>(field("v"), "v", "a non-negative integer"),
+        shape::<JobId>(field("id"), "id", "a UUID"),
+        shape::<String>(field("type"), "type", "a string"),
+        shape::<QueueName>(field("queue"), "queue", "a queue name").map(|problem| {
+            // QueueName's own error states the rules a name must follow.
+            let rules = field("queue")
+                .and_then(|v| v.as_str())
+                .and_then(|name| QueueName::new(name).err())
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default();
+            format!("{problem}{rules}")
+        }),
+        shape::<String>(field("idempotency_key"), "idempotency_key", "a string"),
+        shape::<u32>(field("attempt"), "attempt", "a non-negative integer"),
+        shape::<u32>(field("max_retries"), "max_retries", "a non-negative integer"),
+        timestamp(field("enqueued_at"), "enqueued_at"),
+        timestamp(field("run_at"), "run_at"),
+        timestamp(field("dead_lettered_at"), "dead_lettered_at"),
+        shape::<String>(field("dead_letter_reason"), "dead_letter_reason", "a string"),
+    ];
+    if let Some(problem) = checks.into_iter().flatten().next() {
+        return Some(problem);
+    }
+    let attempts = match field("attempts") {
+        None => return None,
+        Some(Value::Array(attempts)) => attempts,
+        Some(_) => return Some("field `attempts` is not an array".into()),
+    };
+    for (i, attempt) in attempts.iter().enumerate() {
+        let Some(record) = attempt.as_object() else {
+            return Some(format!("field `attempts[{i}]` is not an object"));
+        };
+        for name in ["started_at", "finished_at"] {
+            let path = format!("attempts[{i}].{name}");
+            match record.get(name) {
+                None => return Some(format!("field `{path}` is missing")),
+                value @ Some(_) => {
+                    if let Some(problem) = timestamp(value, &path) {
+                        return Some(problem);
+                    }
+                }
+            }
+        }
+        for name in ["error", "worker"] {
+            let value = record.get(name).filter(|v| !v.is_null());
+            if let Some(problem) = shape::<String>(value, &format!("attempts[{i}].{name}"), "a string") {
+                return Some(problem);
+            }
+        }
+    }
+    None
+}
+
+/// `Some(problem)` when `value` is present and does not decode as `T`.
+fn shape<T: serde::de::DeserializeOwned>(
+    value: Option<&serde_json::Value>,
+    path: &str,
+    expected: &str,
+) -> Option<String> {
+    let value = value?;
+    // The serde error would quote the value: describe the field instead.
+    T::deserialize(value)
+        .err()
+        .map(|_| format!("field `{path}` is not {expected}"))
+}
+
+/// `Some(problem)` when `value` is present and is not a timestamp with a
+/// timezone; chrono's reason (which never quotes the input) is kept.
+fn timestamp(value: Option<&serde_json::Value>, path: &str) -> Option<String> {
+    let value = value?;
+    let Some(text) = value.as_str() else {
+        return Some(format!("field `{path}` is not a string but must be {TIMESTAMP}"));
+    };
+    match text.parse::<DateTime<chrono::FixedOffset>>() {
+        Ok(_) => None,
+        Err(e) => Some(format!("field `{path}` is not {TIMESTAMP} ({e})")),
+    }
+}
+
+/// The deepest nesting of arrays and objects in `bytes` read as JSON,
+/// skipping strings; counted without parsing (or recursing).
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in bytes {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// The longest idempotency key accepted, in bytes.
@@ -217,6 +373,19 @@ pub(crate) fn check_run_at(run_at: DateTime<Utc>, now: DateTime<Utc>) -> Result<
 
 pub(crate) fn to_chrono(d: Duration) -> Result<chrono::TimeDelta> {
     chrono::TimeDelta::from_std(d).map_err(|_| Error::InvalidConfig(format!("duration {d:?} is out of range")))
+}
+
+/// The time `delay` after `at`; a delay too long to be a date is refused
+/// rather than overflowing.
+pub(crate) fn after(at: DateTime<Utc>, delay: Duration) -> Result<DateTime<Utc>> {
+    to_chrono(delay)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "a delay of {delay:?} reaches past the last representable date; delays are at most 30 days"
+            ))
+        })
 }
 
 /// Options for one enqueue.
@@ -294,6 +463,73 @@ mod tests {
         let err = JobEnvelope::from_json("x", &env.to_json()).unwrap_err();
         assert!(err.to_string().contains("version 2"), "{err}");
         assert!(JobEnvelope::from_json("x", b"not json").is_err());
+    }
+
+    /// Issue 11, item 9: a foreign producer's timestamp without a timezone
+    /// dead-lettered as "premature end of input at line 1 column 143".
+    #[test]
+    fn decode_errors_name_the_field_and_what_is_wrong() {
+        let q = QueueName::new("q").unwrap();
+        let env = JobEnvelope::new("k", q, serde_json::json!({ "secret": "CANARY-envelope" }), Utc::now());
+        let mut json = serde_json::to_value(&env).unwrap();
+        let reason = |json: &serde_json::Value| {
+            let err = JobEnvelope::from_json("x", json.to_string().as_bytes()).unwrap_err();
+            let text = err.to_string();
+            assert!(!text.contains("CANARY"), "{text}");
+            assert!(text.contains("fix the producer"), "{text}");
+            text
+        };
+
+        json["enqueued_at"] = "2025-01-01T12:00:00".into();
+        let text = reason(&json);
+        assert!(text.contains("`enqueued_at`") && text.contains("timezone"), "{text}");
+
+        json["enqueued_at"] = env.enqueued_at.to_rfc3339().into();
+        json["attempts"] = serde_json::json!([{ "started_at": "2025-01-01T12:00:00Z", "finished_at": "yesterday" }]);
+        let text = reason(&json);
+        assert!(text.contains("`attempts[0].finished_at`"), "{text}");
+
+        json["attempts"] = serde_json::json!([]);
+        json.as_object_mut().unwrap().remove("run_at");
+        assert!(reason(&json).contains("field `run_at` is missing"));
+
+        json["run_at"] = env.run_at.to_rfc3339().into();
+        json["id"] = "not-a-uuid".into();
+        assert!(reason(&json).contains("field `id` is not a UUID"));
+
+        json["id"] = env.id.to_string().into();
+        json["attempt"] = (-1).into();
+        assert!(reason(&json).contains("field `attempt` is not a non-negative integer"));
+
+        json["attempt"] = 0.into();
+        json["queue"] = "bad queue".into();
+        assert!(reason(&json).contains("field `queue` is not a queue name"));
+
+        json["queue"] = "q".into();
+        assert!(JobEnvelope::from_json("x", json.to_string().as_bytes()).is_ok());
+        assert!(reason(&serde_json::json!([1])).contains("not a JSON object"));
+        let text = JobEnvelope::from_json("x", b"{\"v\": 1,").unwrap_err().to_string();
+        assert!(text.contains("not JSON"), "{text}");
+    }
+
+    /// Issue 11, item 6: an envelope too deep for serde_json dead-lettered
+    /// as "recursion limit exceeded"; the reason now says what the limit is.
+    #[test]
+    fn too_deep_envelopes_say_so() {
+        let q = QueueName::new("q").unwrap();
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let env = JobEnvelope::new("k", q, serde_json::json!(null), Utc::now());
+        let text = String::from_utf8(env.to_json())
+            .unwrap()
+            .replace("\"payload\":null", &format!("\"payload\":{deep}"));
+        let err = JobEnvelope::from_json("x", text.as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("128 or more levels deep"), "{err}");
+        assert!(
+            err.contains(&format!("at most {} levels", crate::schema::MAX_PAYLOAD_DEPTH)),
+            "{err}"
+        );
+        // Brackets inside strings do not count.
+        assert_eq!(nesting_depth(br#"{"a": "[[[[{{{{\"]]", "b": [[]]}"#), 3);
     }
 
     #[test]

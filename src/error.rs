@@ -16,8 +16,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A payload did not match its job kind's JSON Schema. Nothing was enqueued.
-    #[error("invalid payload for job kind `{kind}` at {}: {message} (schema rule `{rule}`); fix the payload, nothing was enqueued", json_path(path))]
+    /// A payload did not match its job kind's JSON Schema. From an enqueue
+    /// call, nothing was enqueued.
+    ///
+    /// The message names the path and the rule, not the refused value
+    /// (payloads may hold secrets), unless the registry was told to
+    /// [show values](crate::SchemaRegistry::show_values).
+    #[error(
+        "invalid payload for job kind `{kind}` at {}: {message} (schema rule `{rule}`); fix the payload",
+        json_path(path)
+    )]
     InvalidPayload {
         /// The job kind whose schema refused the payload.
         kind: String,
@@ -25,8 +33,20 @@ pub enum Error {
         path: String,
         /// JSON Pointer to the schema keyword that failed.
         rule: String,
-        /// What the validator said.
+        /// What is wrong with the value, in words from the schema's side
+        /// (such as "must be of type integer").
         message: String,
+    },
+
+    /// A payload nests arrays and objects deeper than
+    /// [`MAX_PAYLOAD_DEPTH`](crate::schema::MAX_PAYLOAD_DEPTH). From an
+    /// enqueue call, nothing was enqueued.
+    #[error("payload for job kind `{kind}` nests arrays and objects more than {limit} levels deep, the limit for every payload; flatten it")]
+    PayloadTooDeep {
+        /// The job kind.
+        kind: String,
+        /// The limit, in levels.
+        limit: usize,
     },
 
     /// A payload could not be turned into or out of JSON.
@@ -39,7 +59,8 @@ pub enum Error {
         source: serde_json::Error,
     },
 
-    /// A payload is larger than the configured limit. Nothing was enqueued.
+    /// A payload is larger than the configured limit. From an enqueue
+    /// call, nothing was enqueued.
     #[error("payload of {size} bytes for job kind `{kind}` exceeds the limit of {limit} bytes; store large data elsewhere and enqueue a reference to it, or raise the limit with `SchemaRegistry::with_max_payload_bytes`")]
     PayloadTooLarge {
         /// The job kind.

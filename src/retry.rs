@@ -215,6 +215,7 @@ impl RetryPolicy {
 /// What to do with a job whose attempt did not finish: the broker call the
 /// worker makes next. See [`RetryPolicy::decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Record the failed attempt and run the job again after `delay`.
     Retry {
@@ -239,6 +240,8 @@ impl RetryPolicy {
     /// retry override, and `sample` (0 to 1, the jitter's random draw).
     ///
     /// - [`HandlerError::Snooze`] snoozes, whatever the attempt count.
+    /// - Delays a handler names (snooze, retry after) are capped at
+    ///   [`MAX_DELAY`], like the policy's own.
     /// - [`HandlerError::Permanent`] dead-letters with the error as reason.
     /// - [`HandlerError::Retry`] retries after the policy's delay for the
     ///   next retry and [`HandlerError::RetryAfter`] after the delay it
@@ -259,7 +262,11 @@ impl RetryPolicy {
     /// ```
     pub fn decide(&self, error: &HandlerError, job: &JobEnvelope, sample: f64) -> Decision {
         let message = match error {
-            HandlerError::Snooze(delay) => return Decision::Snooze { delay: *delay },
+            HandlerError::Snooze(delay) => {
+                return Decision::Snooze {
+                    delay: (*delay).min(MAX_DELAY),
+                }
+            }
             HandlerError::Permanent(e) => return Decision::DeadLetter { reason: e.to_string() },
             HandlerError::Retry(e) | HandlerError::RetryAfter(_, e) => e,
         };
@@ -267,7 +274,7 @@ impl RetryPolicy {
         match self.delay_with(job.attempt.saturating_add(1), allowed, sample) {
             Some(delay) => Decision::Retry {
                 delay: match error {
-                    HandlerError::RetryAfter(asked, _) => *asked,
+                    HandlerError::RetryAfter(asked, _) => (*asked).min(MAX_DELAY),
                     _ => delay,
                 },
             },
@@ -351,6 +358,20 @@ mod tests {
             policy.decide(&later, &job_at(2, None), 0.0),
             Decision::DeadLetter { reason } if reason.contains("retries exhausted after 3 attempts: 429")
         ));
+    }
+
+    #[test]
+    fn delays_a_handler_names_are_capped() {
+        let policy = RetryPolicy::exponential();
+        let forever = Duration::MAX;
+        assert_eq!(
+            policy.decide(&HandlerError::snooze(forever), &job_at(0, None), 0.0),
+            Decision::Snooze { delay: MAX_DELAY }
+        );
+        assert_eq!(
+            policy.decide(&HandlerError::retry_after(forever, "later"), &job_at(0, None), 0.0),
+            Decision::Retry { delay: MAX_DELAY }
+        );
     }
 
     #[test]

@@ -154,12 +154,92 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Whether the browser says a form came from another site (`Sec-Fetch-Site`
-/// is sent by every current browser; tools that omit it are not browsers).
-pub(super) fn cross_site(headers: &HeaderMap) -> bool {
-    headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v != "same-origin" && v != "none")
+/// Why a state-changing dashboard request must be refused as possibly
+/// forged by another site (cross-site request forgery), if it must.
+///
+/// Browsers say where a form comes from: `Sec-Fetch-Site` (every current
+/// browser) and `Origin` (on every POST since long before). The request is
+/// refused when `Sec-Fetch-Site` names another site, when `Origin` is not
+/// this dashboard's own origin (its host and port as the request addressed
+/// them: `Host`, `X-Forwarded-Host` from a proxy, or the HTTP/2
+/// authority), and when both headers are missing, since then nothing says
+/// the form is ours. Neither header can be set by a page on another site.
+/// `authority` is the request URI's authority, if it has one.
+pub(super) fn forged(headers: &HeaderMap, authority: Option<&str>) -> Option<&'static str> {
+    // Browsers send `Sec-Fetch-Site` and no page can forge it: when present
+    // it decides. `Origin` is checked against the address only without it,
+    // since a reverse proxy that rewrites `Host` (nginx's default) makes a
+    // same-origin form's `Origin` differ from the `Host` we see.
+    match headers.get("sec-fetch-site") {
+        Some(site) if site == "same-origin" || site == "none" => None,
+        Some(_) => Some("This form was sent from another site and was refused."),
+        None => match headers.get(header::ORIGIN) {
+            Some(origin) if is_own_origin(origin, headers, authority) => None,
+            Some(_) => Some(
+                "This form was sent from another origin (its Origin header does not match this dashboard's address) \
+                 and was refused.",
+            ),
+            None => Some(
+                "This request says neither where it was sent from (Origin) nor from which site (Sec-Fetch-Site), \
+                 so it was refused. Browsers send both; scripts can send the bearer token instead.",
+            ),
+        },
+    }
+}
+
+/// Whether `origin` (`scheme://host[:port]`) is the origin the request was
+/// addressed to.
+fn is_own_origin(origin: &HeaderValue, headers: &HeaderMap, authority: Option<&str>) -> bool {
+    let Some((scheme, rest)) = origin.to_str().ok().and_then(|o| o.split_once("://")) else {
+        // Includes `Origin: null` (sandboxed frames, some redirects).
+        return false;
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return false,
+    };
+    let Some(theirs) = host_and_port(rest, default_port) else {
+        return false;
+    };
+    let header_text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    // A proxy may list several forwarded hosts; the first is the client's.
+    let forwarded = header_text("x-forwarded-host")
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    [header_text("host"), forwarded, authority]
+        .into_iter()
+        .flatten()
+        .filter_map(|ours| host_and_port(ours, default_port))
+        .any(|ours| ours == theirs)
+}
+
+/// The host (lower case) and port of an authority (`host`, `host:port`,
+/// `[v6]:port`), the port defaulting to `default_port`. `None` for
+/// anything else (a path, user info, a bad port).
+fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    if authority.is_empty() || authority.contains(['/', '@', ' ']) {
+        return None;
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (host, after) = bracketed.split_once(']')?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':')?),
+            };
+            (host, port)
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        None => default_port,
+        Some(port) => port.parse().ok()?,
+    };
+    (!host.is_empty()).then(|| (host.to_ascii_lowercase(), port))
 }
 
 /// API and metrics: a valid bearer token, or 401.
@@ -183,18 +263,23 @@ pub(super) async fn require_bearer(State(state): State<SharedState>, request: Re
 }
 
 /// Dashboard: a valid session cookie (or bearer token); otherwise to the
-/// login page. Forms from other sites are refused.
+/// login page. State-changing requests without the bearer token are
+/// refused unless they show they come from the dashboard (see [`forged`]).
 pub(super) async fn require_session(State(state): State<SharedState>, request: Request, next: Next) -> Response {
     let base = dashboard::base_path_of(&request);
-    if request.method() != Method::GET && cross_site(request.headers()) {
-        let message = "This form was sent from another site and was refused.";
-        return dashboard::error_page(&base, StatusCode::FORBIDDEN, message);
+    let headers = request.headers();
+    // A caller with the token is no forgery: no page on another site has it.
+    let bearer = state.auth.as_ref().is_some_and(|auth| auth.bearer_ok(headers));
+    let changes_state = request.method() != Method::GET && request.method() != Method::HEAD;
+    if changes_state && !bearer {
+        if let Some(message) = forged(headers, request.uri().authority().map(|a| a.as_str())) {
+            return dashboard::error_page(&base, StatusCode::FORBIDDEN, message);
+        }
     }
     let Some(auth) = &state.auth else {
         return next.run(request).await;
     };
-    let headers = request.headers();
-    if auth.bearer_ok(headers) || auth.session_from(headers, Utc::now()) {
+    if bearer || auth.session_from(headers, state.clock.now()) {
         return next.run(request).await;
     }
     if request.method() == Method::GET {
@@ -214,6 +299,34 @@ mod tests {
 
     fn auth() -> Auth {
         Auth::new("0123456789abcdef-secret", Duration::from_secs(3600), false).unwrap()
+    }
+
+    #[test]
+    fn origins_match_the_address_the_request_was_sent_to() {
+        let check = |origin: &str, host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::ORIGIN, HeaderValue::from_str(origin).unwrap());
+            headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+            forged(&headers, None).is_none()
+        };
+        assert!(check("http://admin.example", "admin.example"));
+        assert!(check("http://admin.example", "admin.example:80"));
+        assert!(check("https://admin.example", "ADMIN.example:443"));
+        assert!(check("http://[::1]:8080", "[::1]:8080"));
+        assert!(!check("https://admin.example", "admin.example:80"));
+        assert!(!check("http://[::1]:8080", "[::1]:8081"));
+        assert!(!check("http://admin.example.evil", "admin.example"));
+        assert!(!check("http://user@admin.example", "admin.example"));
+        assert!(!check("http://admin.example/path", "admin.example"));
+        assert!(!check("ftp://admin.example", "admin.example"));
+        assert!(!check("null", "admin.example"));
+        assert!(!check("http://admin.example:x", "admin.example"));
+        // Over HTTP/2 the address is the URI's authority, not a header.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ORIGIN, HeaderValue::from_static("https://admin.example"));
+        assert!(forged(&headers, Some("admin.example")).is_none());
+        assert!(forged(&headers, Some("other.example")).is_some());
+        assert!(forged(&HeaderMap::new(), Some("admin.example")).is_some());
     }
 
     #[test]

@@ -28,8 +28,15 @@
 //! the token is compared in constant time. The dashboard asks for the token
 //! once and keeps a signed, expiring session in an `HttpOnly`,
 //! `SameSite=Strict` cookie scoped to the dashboard's path; the token itself
-//! never reaches the browser's storage. Dashboard forms are refused when the
-//! browser says they came from another site.
+//! never reaches the browser's storage.
+//!
+//! Dashboard forms must show they come from the dashboard itself (against
+//! cross-site request forgery): a state-changing request is refused when
+//! `Sec-Fetch-Site` names another site, when `Origin` is not the
+//! dashboard's own origin (the host and port of its `Host` header, or of
+//! `X-Forwarded-Host` when a proxy rewrites `Host`), and when it sends
+//! neither header. Browsers send both; a script may send the bearer token
+//! instead, which no other site can.
 //!
 //! ## Endpoints
 //!
@@ -228,7 +235,8 @@ impl AdminBuilder {
     /// "dead for" ages and the cutoff of its purge form, which deletes what
     /// was dead-lettered more than N days before now. Pass the broker's
     /// clock when it is not the system's (tests on a paused tokio clock).
-    /// Dashboard sessions always expire by the system clock.
+    /// Dashboard sessions are issued and expire by it too, and so do the
+    /// default health reports.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
         self

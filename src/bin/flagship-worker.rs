@@ -101,8 +101,11 @@ enum DlqCommand {
 
 #[derive(Debug, Subcommand)]
 enum SchemasCommand {
-    /// Writes the job envelope's schema (`envelope.json`) and, in builds
-    /// with the `flagship` feature, one `{kind}.json` per FlagShip job kind to DIR.
+    /// Writes the job envelope's schema (`envelope.json`) and one
+    /// `{kind}.json` per job kind this build knows (the FlagShip kinds in
+    /// builds with the `flagship` feature), each naming its kind and queue,
+    /// to DIR. An application exports its own kinds with
+    /// `SchemaRegistry::export` (see docs/interop.md).
     Export {
         /// Where to write the files (created if missing).
         dir: PathBuf,

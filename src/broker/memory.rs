@@ -189,14 +189,14 @@ impl MemoryBroker {
     }
 
     fn lease_deadline(&self, now: DateTime<Utc>, lease: Duration) -> Result<DateTime<Utc>> {
-        Ok(now + to_chrono(lease)?)
+        crate::envelope::after(now, lease)
     }
 
     /// Runs a leased job again once `delay` has passed: as a retry that
     /// records `failed` (counting an attempt), or snoozed when `None`.
     fn reschedule(&self, lease: &Lease, delay: Duration, failed: Option<AttemptRecord>) -> Result<()> {
         let now = self.clock.now();
-        let at = now + to_chrono(delay)?;
+        let at = crate::envelope::after(now, delay)?;
         let q = self.existing(&lease.queue).ok_or(Error::LeaseLost(lease.id))?;
         let placed = {
             let mut state = q.lock();

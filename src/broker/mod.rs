@@ -426,20 +426,23 @@ pub trait DeadLetterQueue: Send + Sync + fmt::Debug + 'static {
 
     /// Retries every dead job matching `filter`; returns how many.
     ///
-    /// Provided: pages through [`list_dead`](DeadLetterQueue::list_dead)
-    /// and retries each job. Backends MAY do it in fewer round trips.
+    /// Provided: lists every matching job first, then retries each, so a
+    /// retried job that dies again meanwhile is not retried twice in one
+    /// call. Backends MAY do it in fewer round trips.
     async fn retry_dead_matching(&self, filter: &DeadFilter) -> Result<u64> {
-        let mut retried = 0;
+        let mut ids = Vec::new();
         let mut cursor = None;
         loop {
             let page = self.list_dead(filter, cursor.as_ref(), MAX_DEAD_PAGE).await?;
-            for job in &page.jobs {
-                retried += u64::from(self.retry_dead(&filter.queue, job.id).await?);
-            }
+            ids.extend(page.jobs.iter().map(|job| job.id));
             match page.next {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
+        }
+        let mut retried = 0;
+        for id in ids {
+            retried += u64::from(self.retry_dead(&filter.queue, id).await?);
         }
         Ok(retried)
     }

@@ -155,8 +155,8 @@ impl DeadQuery {
         Ok(total)
     }
 
-    /// Retries every matching dead job (one atomic call per queue); returns
-    /// how many.
+    /// Retries every matching dead job, queue by queue
+    /// ([`DeadLetterQueue::retry_dead_matching`]); returns how many.
     pub async fn retry_all(&self, broker: &dyn Broker, dlq: &dyn DeadLetterQueue) -> Result<u64> {
         let mut retried = 0;
         for queue in self.queues(broker).await? {

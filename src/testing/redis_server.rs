@@ -396,7 +396,7 @@ impl Drop for RedisServer {
 /// The conformance fixture for the Redis broker: a `redis-server` of its
 /// own per case, and a broker on it.
 ///
-/// Redis's clock cannot be paused, so [`pass`](Fixture::pass) sleeps; the
+/// Redis's clock cannot be paused, so [`advance`](Fixture::advance) sleeps; the
 /// cases keep their waits short. Completed idempotency keys are kept for
 /// [`RedisFixture::KEY_RETENTION`].
 ///
@@ -469,7 +469,7 @@ impl Fixture for RedisFixture {
         Utc::now()
     }
 
-    async fn pass(&self, by: Duration) {
+    async fn advance(&self, by: Duration) {
         tokio::time::sleep(by).await;
     }
 

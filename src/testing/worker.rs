@@ -125,6 +125,10 @@ impl TestWorker {
     /// scheduled, letting the paused clock run forward to delayed jobs and
     /// retries. Returns what ran, in order.
     ///
+    /// Delayed jobs of different queues run in the order they are due,
+    /// on a broker whose [`reserve`](Broker::reserve) is cancel safe (the
+    /// memory broker's is); on another, the first waiting queue's run first.
+    ///
     /// Fails after [`MAX_TEST_RUNS`] jobs, so a job that keeps coming back
     /// fails the test instead of hanging it.
     pub async fn run_until_empty(&self) -> Result<Vec<Ran>> {
@@ -135,13 +139,8 @@ impl TestWorker {
             let mut progressed = false;
             for queue in &queues {
                 while let Some(one) = self.worker.run_next(queue, Duration::ZERO).await? {
-                    ran.push(one);
+                    record(&mut ran, one)?;
                     progressed = true;
-                    if ran.len() >= MAX_TEST_RUNS {
-                        return Err(Error::InvalidConfig(format!(
-                            "jobs still ran after {MAX_TEST_RUNS} runs; a handler keeps retrying or snoozing"
-                        )));
-                    }
                 }
             }
             if progressed {
@@ -149,18 +148,31 @@ impl TestWorker {
             }
             // Nothing ready: wait for a delayed job, which on a paused
             // clock moves time straight to it.
-            let mut delayed = None;
+            let mut delayed = Vec::new();
             for queue in &queues {
                 if broker.stats(queue).await?.scheduled > 0 {
-                    delayed = Some(queue);
-                    break;
+                    delayed.push(queue);
                 }
             }
-            let Some(queue) = delayed else {
+            let Some(&first) = delayed.first() else {
                 return Ok(ran);
             };
-            if let Some(one) = self.worker.run_next(queue, LONG_WAIT).await? {
-                ran.push(one);
+            // With several queues waiting, the first job due among them
+            // runs first. Waiting on all of them at once is safe only if an
+            // abandoned wait leases nothing; otherwise wait on the first.
+            if delayed.len() > 1 && broker.reserve_is_cancel_safe() {
+                let waits = delayed.iter().map(|queue| {
+                    // Released at once: any lease the broker accepts.
+                    let request = ReserveRequest::new(1, Duration::from_secs(60), LONG_WAIT);
+                    Box::pin(broker.reserve(queue, request))
+                });
+                let (due, _, _) = futures_util::future::select_all(waits).await;
+                // The clock is at the first due job now: hand it back to
+                // ready, where the next round runs it.
+                let leases: Vec<Lease> = due?.into_iter().map(|job| job.lease).collect();
+                broker.release(&leases).await?;
+            } else if let Some(one) = self.worker.run_next(first, LONG_WAIT).await? {
+                record(&mut ran, one)?;
             }
         }
     }
@@ -193,6 +205,17 @@ impl TestWorker {
             J::KIND
         );
     }
+}
+
+/// Adds `one` to what ran; fails once [`MAX_TEST_RUNS`] jobs have run.
+fn record(ran: &mut Vec<Ran>, one: Ran) -> Result<()> {
+    ran.push(one);
+    if ran.len() >= MAX_TEST_RUNS {
+        return Err(Error::InvalidConfig(format!(
+            "jobs still ran after {MAX_TEST_RUNS} runs; a handler keeps retrying or snoozing"
+        )));
+    }
+    Ok(())
 }
 
 /// A broker that passes every call through and remembers what is enqueued.

@@ -1,7 +1,7 @@
 //! The [`Worker`]: pulls jobs from a broker and runs their handlers.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt,
     future::Future,
     sync::{
@@ -162,6 +162,39 @@ impl QueueConfig {
             .validate()
             .map_err(|e| Error::InvalidConfig(format!("queue `{queue}`: {e}")))
     }
+}
+
+/// The error for a [`QueueConfig`] whose queue no handler of the worker
+/// runs on, naming the queues that have handlers.
+fn unhandled_queue(
+    queue: &QueueName,
+    handled: &BTreeSet<&QueueName>,
+    schedules: &[Schedule],
+    registry: &SchemaRegistry,
+) -> Error {
+    let handled = if handled.is_empty() {
+        "this worker has no handlers".to_owned()
+    } else {
+        let names: Vec<String> = handled.iter().map(|q| format!("`{q}`")).collect();
+        format!("the queues with handlers are {}", names.join(", "))
+    };
+    let scheduled: Vec<String> = schedules
+        .iter()
+        .filter(|s| registry.get(s.kind()).is_some_and(|k| k.queue() == queue))
+        .map(|s| format!("`{}`", s.name()))
+        .collect();
+    let hint = if scheduled.is_empty() {
+        "fix the queue's name, or register a handler for its jobs".to_owned()
+    } else {
+        format!(
+            "schedule {} enqueues onto it, but a schedule needs no QueueConfig: configure the queue in the worker \
+             that handles its jobs, or register the handler here",
+            scheduled.join(", ")
+        )
+    };
+    Error::InvalidConfig(format!(
+        "queue `{queue}` is configured but no handler runs on it, so its jobs would be dead-lettered as unknown kinds; {handled}; {hint}"
+    ))
 }
 
 fn check_duration(what: &str, value: Duration, min: Duration) -> Result<()> {
@@ -586,7 +619,9 @@ impl WorkerBuilder {
     }
 
     /// Configures a queue. Queues of registered handlers that are not
-    /// configured get [`QueueConfig::new`]'s defaults.
+    /// configured get [`QueueConfig::new`]'s defaults. A configured queue
+    /// must have a handler in this worker: [`build`](Self::build) refuses
+    /// one without (a misspelt name, usually).
     pub fn queue(mut self, config: QueueConfig) -> Self {
         self.queues.insert(config.name.clone(), config);
         self
@@ -680,6 +715,11 @@ impl WorkerBuilder {
     }
 
     /// Checks the configuration and builds the worker.
+    ///
+    /// Fails with [`Error::InvalidConfig`] for an invalid setting, for a
+    /// worker with neither handlers nor schedules, and for a
+    /// [`QueueConfig`] whose queue none of the handlers runs on (the error
+    /// names the queues that have handlers).
     pub fn build(mut self) -> Result<Worker> {
         if let Some(error) = self.errors.into_iter().next() {
             return Err(error);
@@ -711,6 +751,16 @@ impl WorkerBuilder {
         for register in self.register.drain(..) {
             register(&registry)?;
         }
+        for schedule in &self.schedules {
+            schedule.register(&registry)?;
+        }
+        // A configured queue without a handler would be worked anyway: its
+        // jobs dead-lettered as unknown kinds, and the handled queue it was
+        // meant for (a typo, usually) left on the default settings.
+        let handled: BTreeSet<&QueueName> = self.handlers.iter().map(|(_, queue, _)| queue).collect();
+        if let Some(config) = self.queues.values().find(|c| !handled.contains(&c.name)) {
+            return Err(unhandled_queue(config.name(), &handled, &self.schedules, &registry));
+        }
         let mut handlers = HashMap::default();
         for (kind, queue, handler) in self.handlers {
             self.queues
@@ -721,9 +771,6 @@ impl WorkerBuilder {
         }
         for config in self.queues.values() {
             config.validate()?;
-        }
-        for schedule in &self.schedules {
-            schedule.register(&registry)?;
         }
 
         let worker_id: Arc<str> = self

@@ -7,8 +7,9 @@
 //!            keep: heartbeat, recovery ──┘
 //! ```
 
-use std::sync::Arc;
+use std::{panic::AssertUnwindSafe, sync::Arc};
 
+use futures_util::FutureExt;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -18,7 +19,7 @@ use super::{
     fetch::Fetcher,
     held::Held,
     keep,
-    run::{on_first_wait, Runner},
+    run::{on_first_wait, panic_message, Runner},
     settle::{Settler, ACK_BACKLOG},
     shutdown::Shutdown,
     QueueConfig, Shared,
@@ -35,7 +36,7 @@ pub(super) async fn run_queue(shared: Arc<Shared>, config: QueueConfig, shutdown
     let held = Arc::new(Held::new(queue.clone()));
     let settler = Arc::new(Settler {
         shared: shared.clone(),
-        retry: config.retry.clone(),
+        retry: config.retry,
         held: held.clone(),
         acks: Arc::new(AckQueue::new(ACK_BACKLOG)),
     });
@@ -79,13 +80,25 @@ pub(super) async fn run_queue(shared: Arc<Shared>, config: QueueConfig, shutdown
 /// no tasks around it (for [`TestWorker`](crate::testing::TestWorker)).
 #[cfg(feature = "test-util")]
 pub(super) async fn run_one(shared: &Arc<Shared>, config: &QueueConfig, job: Reservation) -> super::Ran {
+    let span = tracing::info_span!(
+        "job",
+        job.id = %job.envelope.id,
+        job.type = %job.envelope.kind,
+        queue = %job.envelope.queue,
+        attempt = job.envelope.attempt,
+    );
+    run_one_in_span(shared, config, job).instrument(span).await
+}
+
+#[cfg(feature = "test-util")]
+async fn run_one_in_span(shared: &Arc<Shared>, config: &QueueConfig, job: Reservation) -> super::Ran {
     use super::run::Ended;
 
     let held = Arc::new(Held::new(config.name.clone()));
     held.hold(std::slice::from_ref(&job));
     let settler = Settler {
         shared: shared.clone(),
-        retry: config.retry.clone(),
+        retry: config.retry,
         held,
         acks: Arc::new(AckQueue::new(1)),
     };
@@ -120,7 +133,8 @@ pub(super) async fn run_one(shared: &Arc<Shared>, config: &QueueConfig, job: Res
             .await
             .then_some(super::JobOutcome::Completed),
         Ended::Failed(error) => {
-            ran.error = Some(error.to_string());
+            // A snooze is not a failure: it has no error to show.
+            ran.error = error.error().map(ToString::to_string);
             settler.fail(&job, started_at, error).await
         }
         Ended::Refused(reason) => {
@@ -216,7 +230,15 @@ async fn process(
             .await;
         // Recording the outcome may wait on the broker (or on a full
         // acknowledgement queue): let another slot take the next job meanwhile.
-        on_first_wait(settler.settle(reservation, started_at, ended), || buffer.hand_off()).await;
+        let id = reservation.lease.id;
+        let settling = AssertUnwindSafe(settler.settle(reservation, started_at, ended)).catch_unwind();
+        if let Err(panic) = on_first_wait(settling, || buffer.hand_off()).await {
+            // A broker bug: whether the outcome was recorded is unknown. The
+            // slot goes on; the lease is no longer extended, so the job
+            // comes back once it expires (at least once).
+            tracing::error!(panic = %panic_message(&*panic), "recording the job's outcome panicked; it runs again after its lease expires");
+            settler.held.forget_one(id);
+        }
     }
     .instrument(span)
     .await

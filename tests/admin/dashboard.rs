@@ -1,10 +1,6 @@
 //! The dashboard over `oneshot`: login, pages, actions, escaping, CSRF.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use axum::{
     body::Body,
@@ -15,7 +11,10 @@ use chrono::TimeDelta;
 use flagship_worker::Broker;
 use serde_json::json;
 
-use crate::support::{queue, request, send, Fixture, Reply, TOKEN};
+use crate::{
+    logs,
+    support::{queue, request, send, Fixture, Reply, TOKEN},
+};
 
 /// Seconds in a day.
 const DAY: u64 = 24 * 3600;
@@ -53,6 +52,31 @@ async fn page(router: &Router, uri: &str, cookie: Option<&str>) -> Reply {
         builder = builder.header(header::COOKIE, cookie);
     }
     send(router, builder.body(Body::empty()).unwrap()).await
+}
+
+/// Sessions are issued and checked on the router's clock
+/// (`AdminBuilder::clock`), not the system's: on a paused clock a session
+/// outlives an hour of real time and ends once the clock passes its TTL.
+#[tokio::test(start_paused = true)]
+async fn sessions_expire_by_the_admin_clock() {
+    let fx = Fixture::new();
+    let router = fx.router();
+    let cookie = login(&router, "").await;
+    assert_eq!(page(&router, "/ui", Some(&cookie)).await.status, StatusCode::OK);
+    tokio::time::advance(flagship_worker::admin::DEFAULT_SESSION_TTL - Duration::from_secs(1)).await;
+    assert_eq!(
+        page(&router, "/ui", Some(&cookie)).await.status,
+        StatusCode::OK,
+        "the session ended before its TTL on the admin clock"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let expired = page(&router, "/ui", Some(&cookie)).await;
+    assert_eq!(
+        expired.status,
+        StatusCode::SEE_OTHER,
+        "the session outlived its TTL on the admin clock"
+    );
+    assert_eq!(expired.header("location"), "/ui/login");
 }
 
 #[tokio::test(start_paused = true)]
@@ -463,6 +487,7 @@ async fn bad_bulk_input_is_a_4xx_page_and_changes_nothing() {
         .uri("/ui/dlq/purge")
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::COOKIE, &cookie)
+        .header("sec-fetch-site", "same-origin")
         .body(Body::from(r#"{"days": 1}"#))
         .unwrap();
     assert_eq!(
@@ -506,20 +531,6 @@ async fn bulk_forms_from_other_sites_or_without_a_session_are_refused() {
     assert!(!fx.is_dead("billing", id).await);
 }
 
-/// Collects formatted tracing output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn every_mutation_leaves_a_tracing_event() {
     let fx = Fixture::new();
@@ -532,14 +543,7 @@ async fn every_mutation_leaves_a_tracing_event() {
     let router = fx.router();
     let cookie = login(&router, "").await;
 
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_env_filter("flagship_worker::admin=info")
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = logs::capture("flagship_worker::admin=info");
 
     send(
         &router,
@@ -569,7 +573,7 @@ async fn every_mutation_leaves_a_tracing_event() {
     form(&router, "/ui/dlq/retry", Some(&cookie), "queue=media&kind=").await;
     form(&router, "/ui/dlq/purge", Some(&cookie), "queue=&days=30").await;
 
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = logs.text();
     let lines: Vec<&str> = log.lines().collect();
     let has = |needles: &[&str]| lines.iter().any(|l| needles.iter().all(|n| l.contains(n)));
     assert!(has(&["action=\"retry\"", &a.to_string(), "via=\"api\""]), "{log}");
@@ -595,4 +599,20 @@ async fn every_mutation_leaves_a_tracing_event() {
     );
     assert!(has(&["action=\"purge\"", "purged=0", "via=\"dashboard\""]), "{log}");
     assert!(lines.iter().all(|l| l.contains("INFO")), "{log}");
+}
+
+fn probe() {
+    tracing::info!(target: "flagship_worker::admin::probe", "probe event");
+}
+
+/// The cause of the flaky `every_mutation_leaves_a_tracing_event`: a
+/// callsite first hit on another thread (another test's, with no
+/// subscriber) while this thread's capture was the only dispatcher was
+/// cached as wanted by nobody, and its events never reached the capture.
+#[test]
+fn events_of_a_callsite_first_hit_on_another_thread_are_captured() {
+    let logs = logs::capture("flagship_worker::admin=info");
+    std::thread::spawn(probe).join().unwrap();
+    probe();
+    assert!(logs.text().contains("probe event"), "{}", logs.text());
 }

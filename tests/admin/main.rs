@@ -5,5 +5,8 @@ mod auth;
 mod bad_input;
 mod browser;
 mod dashboard;
+#[path = "../support/logs.rs"]
+mod logs;
 mod metrics;
+mod origin;
 mod support;

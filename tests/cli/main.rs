@@ -298,7 +298,7 @@ async fn queues_and_health_report_the_broker() {
 }
 
 #[test]
-fn schemas_export_writes_the_envelope_schema_without_a_broker() {
+fn schemas_export_writes_the_envelope_and_every_known_kind_without_a_broker() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("schemas");
     let output = Command::new(env!("CARGO_BIN_EXE_flagship-worker"))
@@ -317,7 +317,7 @@ fn schemas_export_writes_the_envelope_schema_without_a_broker() {
         for kind in registry.kinds() {
             let file: Value =
                 serde_json::from_slice(&std::fs::read(target.join(format!("{}.json", kind.kind()))).unwrap()).unwrap();
-            assert_eq!(&file, kind.schema(), "{}", kind.kind());
+            assert_eq!(file, kind.exported(), "{}", kind.kind());
         }
         assert!(target.join("usage-ingestion.json").exists());
     }

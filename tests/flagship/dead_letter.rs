@@ -74,13 +74,7 @@ async fn failing_email_retries_linearly_into_the_dlq_and_is_retried_from_it() {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn({
         let worker = worker.clone();
-        async move {
-            worker
-                .run_until(async {
-                    let _ = stopped.await;
-                })
-                .await
-        }
+        async move { worker.run_until(stopped).await }
     });
 
     wait_until("the notification is dead", || async {

@@ -1,9 +1,12 @@
 //! FlagShip integration tests: the pipeline end to end on the in-memory
 //! broker with local mock HTTP servers, retries into the dead-letter queue,
-//! HTTP delivery details, the store contract, and the committed schemas.
+//! HTTP delivery details, the store contract, the committed schemas, and
+//! jobs from the TypeScript producer run by a Rust worker on Redis.
 
 mod dead_letter;
 mod http;
+#[cfg(feature = "redis")]
+mod interop;
 mod mock;
 mod pipeline;
 #[cfg(feature = "redis")]

@@ -91,12 +91,7 @@ impl Pipeline {
         let client = worker.client();
         let (stop, stopped) = oneshot::channel::<()>();
         let running = tokio::spawn(async move {
-            worker
-                .run_until(async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
+            worker.run_until(stopped).await.unwrap();
         });
         Pipeline {
             broker,

@@ -1,7 +1,9 @@
-//! Every FlagShip payload's JSON Schema is committed in `docs/schemas/`,
-//! for the API server that produces the jobs. This test regenerates each
-//! one and fails when the committed file differs; run it with
-//! `FLAGSHIP_UPDATE_SCHEMAS=1` to rewrite them.
+//! Every FlagShip payload's JSON Schema is committed in `docs/schemas/`, as
+//! `SchemaRegistry::export` writes it (with the kind and queue annotation),
+//! for the API server that produces the jobs and the TypeScript package's
+//! generated types. This test regenerates each one and fails when the
+//! committed file differs; run it with `FLAGSHIP_UPDATE_SCHEMAS=1` to
+//! rewrite them.
 
 use std::path::Path;
 
@@ -16,7 +18,7 @@ fn committed_payload_schemas_are_current() {
     let mut stale = Vec::new();
     for kind in registry.kinds() {
         let path = dir.join(format!("{}.json", kind.kind()));
-        let fresh = pretty_json(kind.schema());
+        let fresh = pretty_json(&kind.exported());
         if update {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(&path, &fresh).unwrap();
@@ -26,6 +28,6 @@ fn committed_payload_schemas_are_current() {
     }
     assert!(
         stale.is_empty(),
-        "stale or missing schemas: {stale:?}; run `FLAGSHIP_UPDATE_SCHEMAS=1 cargo test --features flagship,http,test-util --test flagship schemas` and commit docs/schemas/"
+        "stale or missing schemas: {stale:?}; run `FLAGSHIP_UPDATE_SCHEMAS=1 cargo test --features flagship,http,test-util --test flagship schemas` and commit docs/schemas/, then regenerate the TypeScript types (`npm run generate` in clients/typescript)"
     );
 }

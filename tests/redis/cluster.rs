@@ -53,8 +53,8 @@ impl Fixture for Case {
         self.shared.now()
     }
 
-    async fn pass(&self, by: Duration) {
-        self.shared.pass(by).await
+    async fn advance(&self, by: Duration) {
+        self.shared.advance(by).await
     }
 
     fn tolerance(&self) -> Duration {

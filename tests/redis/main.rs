@@ -6,7 +6,6 @@
 mod broker;
 mod cluster;
 mod conformance;
-mod dead;
 mod faults;
 mod garbage;
 mod hostile;

@@ -51,6 +51,15 @@ mod lease;
 mod scripts;
 mod wait;
 
+/// The version of the enqueue contract for producers in other languages:
+/// the enqueue script's KEYS, ARGV and reply, the key names and the queue
+/// registry (`docs/redis.md`, "The enqueue contract", says which changes
+/// are breaking). `enqueue.lua` states it in its first line, and the
+/// TypeScript package (`clients/typescript`) checks the script it sends
+/// states the version it speaks. The envelope's own version is
+/// [`ENVELOPE_VERSION`](crate::envelope::ENVELOPE_VERSION).
+pub const PROTOCOL_VERSION: u32 = 1;
+
 /// The most jobs or leases one script call handles; larger requests are
 /// split (and pipelined).
 pub const MAX_BATCH: usize = 1_000;
@@ -399,7 +408,7 @@ impl RedisBroker {
     /// `failed`, a snooze otherwise.
     async fn reschedule(&self, lease: &Lease, mut envelope: JobEnvelope, delay: Duration, failed: bool) -> Result<()> {
         let k = self.keys(&lease.queue);
-        envelope.run_at = self.clock.now() + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX);
+        envelope.run_at = crate::envelope::after(self.clock.now(), delay)?;
         let call = SCRIPTS
             .retry
             .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])

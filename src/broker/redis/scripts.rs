@@ -238,3 +238,18 @@ pub(super) fn map_err(e: RedisError) -> Error {
     };
     Error::Backend(Box::new(RedisFailure { message, source: e }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::PROTOCOL_VERSION;
+
+    #[test]
+    fn the_enqueue_script_states_the_protocol_version() {
+        let first_line = include_str!("scripts/enqueue.lua").lines().next().unwrap_or_default();
+        assert!(
+            first_line.starts_with(&format!("-- Protocol {PROTOCOL_VERSION}:")),
+            "enqueue.lua must start with `-- Protocol {PROTOCOL_VERSION}:` (the TypeScript package checks it); \
+             change both, and docs/redis.md, together"
+        );
+    }
+}

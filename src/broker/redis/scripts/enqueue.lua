@@ -1,3 +1,4 @@
+-- Protocol 1: producers in other languages send this script (docs/redis.md, "The enqueue contract").
 -- enqueue: store a batch of jobs of one queue.
 -- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 unique, 5 completed-keys, 6 job-keys, 7 wake
 -- ARGV: four per job: id, envelope JSON, delay in ms (<= 0: ready now),

@@ -4,31 +4,29 @@ use std::fmt::Write as _;
 
 use axum::{
     extract::{rejection::FormRejection, rejection::QueryRejection, FromRequestParts, OriginalUri, Path, Query, State},
-    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode},
+    http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode, Uri},
     response::{IntoResponse, Redirect, Response},
     Form,
 };
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{
     api::{all_queue_stats, ApiError},
     auth,
-    dlq::{self, JobAction, MAX_PURGE_DAYS},
+    dlq::{self, JobAction},
     SharedState,
 };
-use crate::{
-    broker::{DeadQuery, DeadSummary},
-    envelope::JobEnvelope,
-    health::HealthStatus,
-    job::JobId,
-    schema::pretty_json,
+use crate::health::HealthStatus;
+
+mod html;
+mod pages;
+
+use self::{
+    html::{esc, html, page, url_encode},
+    pages::{bulk_forms, dead_row, filter_form, index_url, login_form, notice, page_with_auth, render_job},
 };
 
 const STYLESHEET: &str = include_str!("dashboard.css");
-
-/// Shown in the table; the detail view has the whole message.
-const ERROR_PREVIEW_CHARS: usize = 160;
 
 /// Where the router is mounted: the request's original path minus the path
 /// the router saw (`/admin` when nested at `/admin`, empty at the root).
@@ -57,104 +55,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Base {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         Ok(Base(base_path(parts.extensions.get::<OriginalUri>(), parts.uri.path())))
     }
-}
-
-/// An HTML answer with headers that keep the page to itself: no scripts at
-/// all, no framing, no caching, no referrer.
-fn html(status: StatusCode, body: String) -> Response {
-    let mut response = (status, body).into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_TYPE, "text/html; charset=utf-8"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::CACHE_CONTROL, "no-store"),
-    ] {
-        headers.insert(name, HeaderValue::from_static(value));
-    }
-    response
-}
-
-/// Escapes text for HTML content and attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Percent-encodes a query-string value.
-fn url_encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-fn time(at: DateTime<Utc>) -> String {
-    format!(
-        "<time datetime=\"{}\">{}</time>",
-        at.to_rfc3339(),
-        at.format("%Y-%m-%d %H:%M:%S UTC")
-    )
-}
-
-fn ago(now: DateTime<Utc>, at: DateTime<Utc>) -> String {
-    let secs = (now - at).num_seconds().max(0);
-    match secs {
-        0..60 => format!("{secs} s ago"),
-        60..3600 => format!("{} min ago", secs / 60),
-        3600..86400 => format!("{} h ago", secs / 3600),
-        _ => format!("{} d ago", secs / 86400),
-    }
-}
-
-fn preview(text: &str) -> String {
-    let mut chars = text.chars();
-    let head: String = chars.by_ref().take(ERROR_PREVIEW_CHARS).collect();
-    if chars.next().is_some() {
-        format!("{head}…")
-    } else {
-        head
-    }
-}
-
-/// The page around `content`.
-fn page(base: &str, title: &str, logout: bool, content: &str) -> String {
-    let logout = if logout {
-        format!(
-            "<form method=\"post\" action=\"{base}/ui/logout\" class=\"logout\"><button type=\"submit\">Log out</button></form>"
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title} · flagship-worker</title>\
-         <link rel=\"stylesheet\" href=\"{base}/ui/style.css\"></head>\n\
-         <body><header><a class=\"brand\" href=\"{base}/ui\">flagship-worker</a><span class=\"subtitle\">operations</span>{logout}</header>\n\
-         <main>{content}</main></body></html>\n",
-        title = esc(title)
-    )
 }
 
 /// A page saying what went wrong, with a way back.
@@ -188,23 +88,6 @@ pub(super) async fn stylesheet() -> Response {
         .into_response()
 }
 
-fn login_form(base: &str, failed: bool) -> String {
-    let error = if failed {
-        "<p class=\"notice error\">That token is not right.</p>"
-    } else {
-        ""
-    };
-    let content = format!(
-        "<section class=\"login\"><h1>Log in</h1>{error}\
-         <p>Paste the admin token. It is checked once; the browser then keeps a session cookie until it expires or you log out.</p>\
-         <form method=\"post\" action=\"{base}/ui/login\">\
-         <label for=\"token\">Admin token</label>\
-         <input id=\"token\" name=\"token\" type=\"password\" autocomplete=\"current-password\" required autofocus>\
-         <button type=\"submit\" class=\"primary\">Log in</button></form></section>"
-    );
-    page(base, "Log in", false, &content)
-}
-
 /// `GET /ui/login`
 pub(super) async fn login_page(State(state): State<SharedState>, Base(base): Base) -> Response {
     if state.auth.is_none() {
@@ -223,15 +106,12 @@ pub(super) struct LoginForm {
 pub(super) async fn login(
     State(state): State<SharedState>,
     Base(base): Base,
+    uri: Uri,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    if auth::cross_site(&headers) {
-        return error_page(
-            &base,
-            StatusCode::FORBIDDEN,
-            "This form was sent from another site and was refused.",
-        );
+    if let Some(message) = auth::forged(&headers, uri.authority().map(|a| a.as_str())) {
+        return error_page(&base, StatusCode::FORBIDDEN, message);
     }
     let Some(auth) = &state.auth else {
         return Redirect::to(&format!("{base}/ui")).into_response();
@@ -246,7 +126,7 @@ pub(super) async fn login(
     }
     tracing::info!(target: "flagship_worker::admin", action = "login", "dashboard login");
     let mut response = Redirect::to(&format!("{base}/ui")).into_response();
-    if let Ok(cookie) = HeaderValue::from_str(&auth.login_cookie(&base, Utc::now())) {
+    if let Ok(cookie) = HeaderValue::from_str(&auth.login_cookie(&base, state.clock.now())) {
         response.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     response
@@ -280,55 +160,6 @@ pub(super) struct IndexParams {
     count: Option<String>,
     /// The purge's "older than", in days.
     days: Option<String>,
-}
-
-/// `1 dead job`, `2 dead jobs`.
-fn dead_jobs(n: u64) -> String {
-    if n == 1 {
-        "1 dead job".to_owned()
-    } else {
-        format!("{n} dead jobs")
-    }
-}
-
-fn notice(params: &IndexParams) -> String {
-    let job = params.job.as_deref().and_then(|j| j.parse::<JobId>().ok());
-    let count = params.count.as_deref().and_then(|n| n.parse::<u64>().ok());
-    let days = params.days.as_deref().and_then(|d| d.parse::<u32>().ok());
-    let text = match (params.notice.as_deref(), job, count, days) {
-        (Some("retried"), Some(job), ..) => format!("Job {job} moved back to ready."),
-        (Some("deleted"), Some(job), ..) => format!("Job {job} deleted."),
-        (Some("retried_matching"), _, Some(n), _) => format!("Moved {} back to ready.", dead_jobs(n)),
-        (Some("purged"), _, Some(n), Some(days)) => {
-            let unit = if days == 1 { "day" } else { "days" };
-            format!("Deleted {} dead-lettered more than {days} {unit} ago.", dead_jobs(n))
-        }
-        _ => return String::new(),
-    };
-    format!("<p class=\"notice\" role=\"status\">{}</p>", esc(&text))
-}
-
-/// The query string of the filter `query` (`queue=…&kind=…`, or empty).
-fn filter_params(query: &DeadQuery) -> String {
-    let mut params = Vec::new();
-    if let Some(queue) = &query.queue {
-        params.push(format!("queue={}", url_encode(queue.as_str())));
-    }
-    if let Some(kind) = &query.kind {
-        params.push(format!("kind={}", url_encode(kind)));
-    }
-    params.join("&")
-}
-
-/// The index showing `query`, with `extra` query parameters.
-fn index_url(base: &str, query: &DeadQuery, extra: &str) -> String {
-    let filter = filter_params(query);
-    let params: Vec<&str> = [filter.as_str(), extra].into_iter().filter(|p| !p.is_empty()).collect();
-    if params.is_empty() {
-        format!("{base}/ui")
-    } else {
-        format!("{base}/ui?{}", params.join("&"))
-    }
 }
 
 /// `GET /ui`
@@ -443,99 +274,6 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
     Ok(page_with_auth(state, base, "Dead-letter queue", &out))
 }
 
-fn page_with_auth(state: &SharedState, base: &str, title: &str, content: &str) -> String {
-    page(base, title, state.auth.is_some(), content)
-}
-
-fn filter_form(base: &str, stats: &[(crate::job::QueueName, crate::QueueStats)], query: &DeadQuery) -> String {
-    let mut options = String::from("<option value=\"\">all queues</option>");
-    for (queue, _) in stats {
-        let selected = if query.queue.as_ref() == Some(queue) {
-            " selected"
-        } else {
-            ""
-        };
-        let q = esc(queue.as_str());
-        let _ = write!(options, "<option value=\"{q}\"{selected}>{q}</option>");
-    }
-    format!(
-        "<form class=\"filters\" method=\"get\" action=\"{base}/ui\">\
-         <label>Queue <select name=\"queue\">{options}</select></label>\
-         <label>Kind <input name=\"kind\" value=\"{}\" placeholder=\"any kind\"></label>\
-         <button type=\"submit\">Filter</button></form>",
-        esc(query.kind.as_deref().unwrap_or(""))
-    )
-}
-
-/// "Retry all matching" (when something matches) for the filter shown, and
-/// "Purge older than" for its queue.
-fn bulk_forms(base: &str, query: &DeadQuery, any_match: bool) -> String {
-    let queue = query.queue.as_ref().map_or("", |q| q.as_str());
-    let queue_field = format!("<input type=\"hidden\" name=\"queue\" value=\"{}\">", esc(queue));
-    let scope = match &query.queue {
-        Some(queue) => format!("queue {}", esc(queue.as_str())),
-        None => "every queue".to_owned(),
-    };
-    let mut out = String::from("<div class=\"bulk\">");
-    if any_match {
-        let (kind_field, kind_scope) = match &query.kind {
-            Some(kind) => (
-                format!("<input type=\"hidden\" name=\"kind\" value=\"{}\">", esc(kind)),
-                format!(" of kind <code>{}</code>", esc(kind)),
-            ),
-            None => (String::new(), String::new()),
-        };
-        let _ = write!(
-            out,
-            "<form class=\"bulk-retry\" method=\"post\" action=\"{base}/ui/dlq/retry\">{queue_field}{kind_field}\
-             <button type=\"submit\" class=\"retry\">Retry all matching</button>\
-             <span>every dead job of {scope}{kind_scope}, on every page</span></form>"
-        );
-    }
-    let every_kind = if query.kind.is_some() { ", of every kind" } else { "" };
-    let _ = write!(
-        out,
-        "<form class=\"purge\" method=\"post\" action=\"{base}/ui/dlq/purge\">{queue_field}\
-         <label>Delete the dead jobs of {scope}{every_kind} dead-lettered more than \
-         <input name=\"days\" type=\"number\" min=\"1\" max=\"{MAX_PURGE_DAYS}\" value=\"30\" required> days ago</label>\
-         <button type=\"submit\" class=\"danger\">Purge older than</button></form></div>"
-    );
-    out
-}
-
-fn job_path(base: &str, queue: &str, id: JobId) -> String {
-    format!("{base}/ui/jobs/{}/{id}", url_encode(queue))
-}
-
-fn action_buttons(base: &str, queue: &str, id: JobId) -> String {
-    let path = job_path(base, queue, id);
-    format!(
-        "<form method=\"post\" action=\"{path}/retry\"><button type=\"submit\" class=\"retry\">Retry</button></form>\
-         <form method=\"post\" action=\"{path}/delete\"><button type=\"submit\" class=\"danger\">Delete</button></form>"
-    )
-}
-
-fn dead_row(base: &str, now: DateTime<Utc>, job: &DeadSummary) -> String {
-    let queue = job.queue.as_str();
-    let error = job.last_error.as_deref().unwrap_or("");
-    let since = job.dead_lettered_at.map_or_else(String::new, |at| {
-        format!("{}<br><small>{}</small>", time(at), ago(now, at))
-    });
-    format!(
-        "<tr data-job-id=\"{id}\"><td>{q}</td><td><code>{kind}</code></td>\
-         <td class=\"error\" title=\"{error_full}\">{error}</td><td class=\"num\">{attempts}</td><td>{since}</td>\
-         <td class=\"actions\"><a href=\"{detail}\">Details</a>{buttons}</td></tr>",
-        id = job.id,
-        q = esc(queue),
-        kind = esc(&job.kind),
-        error_full = esc(error),
-        error = esc(&preview(error)),
-        attempts = job.attempts,
-        detail = job_path(base, queue, job.id),
-        buttons = action_buttons(base, queue, job.id),
-    )
-}
-
 /// `GET /ui/jobs/{queue}/{id}`
 pub(super) async fn show(
     State(state): State<SharedState>,
@@ -550,61 +288,6 @@ pub(super) async fn show(
         Ok(job) => html(StatusCode::OK, render_job(&state, &base, &job)),
         Err(e) => api_error_page(&base, e),
     }
-}
-
-fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> String {
-    let now = state.clock.now();
-    let queue = job.queue.as_str();
-    let mut out = format!(
-        "<p><a href=\"{base}/ui\">← Dead-letter queue</a></p><section><div class=\"section-head\"><h1><code>{kind}</code> on {q}</h1>\
-         <div class=\"actions\">{buttons}</div></div><dl class=\"facts\">\
-         <dt>Job id</dt><dd><code>{id}</code></dd><dt>Queue</dt><dd>{q}</dd><dt>Kind</dt><dd><code>{kind}</code></dd>\
-         <dt>Enqueued</dt><dd>{enqueued}</dd>",
-        kind = esc(&job.kind),
-        q = esc(queue),
-        id = job.id,
-        buttons = action_buttons(base, queue, job.id),
-        enqueued = time(job.enqueued_at),
-    );
-    if let Some(at) = job.dead_lettered_at {
-        let _ = write!(out, "<dt>Dead since</dt><dd>{} ({})</dd>", time(at), ago(now, at));
-    }
-    if let Some(reason) = &job.dead_letter_reason {
-        let _ = write!(out, "<dt>Reason</dt><dd class=\"error\">{}</dd>", esc(reason));
-    }
-    if let Some(key) = &job.idempotency_key {
-        let _ = write!(out, "<dt>Idempotency key</dt><dd><code>{}</code></dd>", esc(key));
-    }
-    if let Some(max) = job.max_retries {
-        let _ = write!(out, "<dt>Max retries</dt><dd>{max}</dd>");
-    }
-    let _ = write!(
-        out,
-        "</dl><h2>Payload</h2><pre class=\"payload\">{}</pre>",
-        esc(pretty_json(&job.payload).trim_end())
-    );
-    let _ = write!(out, "<h2>Attempts ({})</h2>", job.attempts.len());
-    if job.attempts.is_empty() {
-        out.push_str("<p class=\"empty\">The job never ran.</p>");
-    } else {
-        out.push_str(
-            "<table class=\"attempts\"><thead><tr><th>#</th><th>Started</th><th>Took</th><th>Worker</th><th>Error</th></tr></thead><tbody>",
-        );
-        for (n, attempt) in job.attempts.iter().enumerate() {
-            let took = (attempt.finished_at - attempt.started_at).num_milliseconds();
-            let _ = write!(
-                out,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{took} ms</td><td>{}</td><td class=\"error\">{}</td></tr>",
-                n + 1,
-                time(attempt.started_at),
-                esc(attempt.worker.as_deref().unwrap_or("—")),
-                esc(attempt.error.as_deref().unwrap_or("")),
-            );
-        }
-        out.push_str("</tbody></table>");
-    }
-    out.push_str("</section>");
-    page_with_auth(state, base, &format!("{} {}", job.kind, job.id), &out)
 }
 
 /// `POST /ui/jobs/{queue}/{id}/retry`
@@ -705,7 +388,7 @@ pub(super) async fn purge(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{html::*, *};
 
     #[test]
     fn markup_and_urls_are_escaped() {

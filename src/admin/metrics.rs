@@ -48,6 +48,7 @@ const DURATION: &str = "flagship_job_duration_seconds";
 /// | `flagship_queue_depth` | queue, state (`ready`, `scheduled`, `active`, `dead`) | jobs per state, read from the broker at scrape time |
 /// | `flagship_queue_oldest_ready_age_seconds` | queue | how long the oldest ready job has waited (0 when none) |
 /// | `flagship_queue_jobs_completed_total`, `_retried_total`, `_dead_lettered_total` | queue | the broker's own counters, across all workers |
+/// | `flagship_queue_jobs_dropped_total`, `_restored_total` | queue | records another program wrote into the broker: ids without a job, dropped; jobs in no state, put back ([`QueueStats`]) |
 /// | `flagship_worker_*_total` | worker | the worker's [`WorkerStats`] (started, panicked, timed out, recovered, released, lease lost, broker errors) |
 #[derive(Clone)]
 pub struct AdminMetrics {
@@ -128,7 +129,9 @@ impl AdminMetrics {
                 gauge!("flagship_queue_oldest_ready_age_seconds", "queue" => q.clone()).set(age);
                 counter!("flagship_queue_jobs_completed_total", "queue" => q.clone()).absolute(stats.completed);
                 counter!("flagship_queue_jobs_retried_total", "queue" => q.clone()).absolute(stats.retried);
-                counter!("flagship_queue_jobs_dead_lettered_total", "queue" => q).absolute(stats.dead_lettered);
+                counter!("flagship_queue_jobs_dead_lettered_total", "queue" => q.clone()).absolute(stats.dead_lettered);
+                counter!("flagship_queue_jobs_dropped_total", "queue" => q.clone()).absolute(stats.dropped);
+                counter!("flagship_queue_jobs_restored_total", "queue" => q).absolute(stats.restored);
             }
         });
     }
@@ -196,6 +199,14 @@ fn describe_all() {
     describe_counter!(
         "flagship_queue_jobs_dead_lettered_total",
         "Jobs dead-lettered, as counted by the broker."
+    );
+    describe_counter!(
+        "flagship_queue_jobs_dropped_total",
+        "Ids without a stored job that the broker dropped (written by another program)."
+    );
+    describe_counter!(
+        "flagship_queue_jobs_restored_total",
+        "Jobs found stored in no state and put back to ready by the broker."
     );
 }
 

@@ -159,6 +159,12 @@ async fn metrics_count_outcomes_per_queue_and_kind_and_time_handlers() {
         sample(text, "flagship_queue_jobs_completed_total", &[("queue", "fast")]),
         Some(2.0)
     );
+    for counter in [
+        "flagship_queue_jobs_dropped_total",
+        "flagship_queue_jobs_restored_total",
+    ] {
+        assert_eq!(sample(text, counter, &[("queue", "fast")]), Some(0.0), "{counter}");
+    }
     assert_eq!(
         sample(text, "flagship_worker_started_total", &[("worker", "w1")]),
         Some(5.0)

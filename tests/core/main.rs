@@ -5,7 +5,6 @@ mod hostile;
 #[path = "../support/logs.rs"]
 mod logs;
 mod memory;
-mod schedule;
 mod schemas;
 mod test_worker;
 mod worker;

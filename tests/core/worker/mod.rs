@@ -226,7 +226,8 @@ pub(crate) async fn run_until_stats(
 }
 
 /// A memory broker that can be made to misbehave: slow to record failures
-/// (a network round trip), or panicking on the next `complete`.
+/// (a network round trip), panicking on the next `complete`, or refusing
+/// to enqueue as unreachable for a while (an outage).
 #[derive(Debug, Default)]
 pub(crate) struct Faulty {
     inner: MemoryBroker,
@@ -234,11 +235,19 @@ pub(crate) struct Faulty {
     pub(crate) settle_delay: Duration,
     /// Panic in the next `complete` call.
     pub(crate) panic_next_complete: AtomicBool,
+    /// While tokio's clock is in this range, `enqueue` fails with
+    /// [`Error::Unavailable`].
+    pub(crate) enqueue_down: Option<std::ops::Range<tokio::time::Instant>>,
 }
 
 #[async_trait]
 impl Broker for Faulty {
     async fn enqueue(&self, jobs: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>, Error> {
+        if let Some(down) = &self.enqueue_down {
+            if down.contains(&tokio::time::Instant::now()) {
+                return Err(Error::Unavailable("the broker is down for this test".into()));
+            }
+        }
         self.inner.enqueue(jobs).await
     }
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>, Error> {

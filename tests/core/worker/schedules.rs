@@ -1,13 +1,18 @@
 //! Schedules: one job per tick however many workers run them, missed
-//! ticks after downtime, and scheduler-only workers.
+//! ticks after downtime and during a broker outage, and scheduler-only
+//! workers.
 
 use std::{sync::Arc, time::Duration};
 
-use flagship_worker::{Broker, Job, MemoryBroker, MissedTicks, QueueName, Schedule, TokioClock, Worker};
+use chrono::{DateTime, Utc};
+use flagship_worker::{
+    Broker, Job, MemoryBroker, MissedTicks, QueueName, ReserveRequest, Schedule, TokioClock, Worker,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-use super::{seen_so_far, start, succeeding};
+use super::{seen_so_far, start, succeeding, Faulty};
 
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct Tick {}
@@ -98,5 +103,92 @@ async fn a_scheduler_only_worker_enqueues_ticks_for_other_workers() {
     assert_eq!(
         stats.ready, 2,
         "ticks at 10 s and 20 s wait for a worker with the handler"
+    );
+}
+
+/// The ticks enqueued, read back from their idempotency keys, in seconds
+/// after `base`.
+async fn enqueued_ticks(broker: &dyn Broker, base: DateTime<Utc>) -> Vec<f64> {
+    let queue = QueueName::new(Tick::QUEUE).unwrap();
+    let request = ReserveRequest::new(1_000, Duration::from_secs(60), Duration::ZERO);
+    let mut ticks: Vec<f64> = broker
+        .reserve(&queue, request)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let key = r.envelope.idempotency_key.as_deref().unwrap();
+            let ms: i64 = key.rsplit(':').next().unwrap().parse().unwrap();
+            (ms - base.timestamp_millis()) as f64 / 1000.0
+        })
+        .collect();
+    ticks.sort_by(f64::total_cmp);
+    ticks
+}
+
+/// A broker whose enqueue is down from `down` to `up` (seconds from now).
+fn outage(down: f64, up: f64) -> Arc<Faulty> {
+    let now = Instant::now();
+    Arc::new(Faulty {
+        enqueue_down: Some(now + Duration::from_secs_f64(down)..now + Duration::from_secs_f64(up)),
+        ..Faulty::default()
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_an_outage_the_latest_missed_tick_runs_and_no_later_tick_is_lost() {
+    // As measured on Redis: an every-second schedule on two workers, the
+    // broker down from 6.00 s to 9.06 s, ticks at x.96 s.
+    let base: DateTime<Utc> = "2026-01-01T00:00:00.040Z".parse().unwrap();
+    let clock = Arc::new(TokioClock::starting_at(base));
+    let broker = outage(6.0, 9.06);
+    let make = || {
+        let every_second = Schedule::every("beat", Duration::from_secs(1), &Tick {}).unwrap();
+        Worker::builder(broker.clone())
+            .clock(clock.clone())
+            .schedule(every_second)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (start(&make()), start(&make()));
+    tokio::time::sleep(Duration::from_millis(15_500)).await;
+    tokio::join!(a.stop(), b.stop());
+
+    let ticks = enqueued_ticks(&*broker, base).await;
+    // On start, the latest past tick (-0.04 s); then every tick up to the
+    // outage; of the three in it, the latest once the broker is back; then
+    // every tick after. Before the fix, 8.96 and 9.96 were lost too: the
+    // retries of 6.96 slept until 10.06 and the loop skipped what passed.
+    let mut expected = vec![-0.04, 0.96, 1.96, 2.96, 3.96, 4.96, 5.96, 8.96];
+    expected.extend((9..15).map(|s| f64::from(s) + 0.96));
+    assert_eq!(ticks, expected, "one job per tick, across both workers");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_that_fails_is_retried_without_sleeping_past_the_next_one() {
+    let base: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    let clock = Arc::new(TokioClock::starting_at(base));
+    // Down from just before the 10 s tick until 13.5 s: the 10 s tick is
+    // retried until the 12 s tick falls due, which replaces it and runs at
+    // 13.5 s, before the 14 s tick.
+    let broker = outage(9.9, 13.5);
+    let every_two = Schedule::every("beat", Duration::from_secs(2), &Tick {})
+        .unwrap()
+        .on_missed(MissedTicks::Skip);
+    let worker = Worker::builder(broker.clone())
+        .clock(clock)
+        .schedule(every_two)
+        .build()
+        .unwrap();
+    worker
+        .run_until(tokio::time::sleep(Duration::from_millis(16_500)))
+        .await
+        .unwrap();
+
+    let ticks = enqueued_ticks(&*broker, base).await;
+    assert_eq!(
+        ticks,
+        [2.0, 4.0, 6.0, 8.0, 12.0, 14.0, 16.0],
+        "no start tick under Skip"
     );
 }

@@ -292,9 +292,11 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     async fn queues(&self) -> Result<Vec<QueueName>>;
 
     /// Whether dropping a [`reserve`](Broker::reserve) future before it
-    /// completes is guaranteed to lease nothing. When `true`, a worker
-    /// shutting down abandons an idle reserve at once instead of waiting
-    /// for it to return. Defaults to `false`.
+    /// completes is guaranteed to leave nothing leased (a backend MAY lease
+    /// and then hand the jobs back to the front of ready, without counting
+    /// an attempt, once it sees nobody waits for them). When `true`, a
+    /// worker shutting down abandons an idle reserve at once instead of
+    /// waiting for it to return. Defaults to `false`.
     fn reserve_is_cancel_safe(&self) -> bool {
         false
     }

@@ -143,6 +143,32 @@ async fn a_job_stored_under_an_upper_case_id_is_dead_lettered_under_its_canonica
 }
 
 #[tokio::test]
+async fn a_job_under_a_non_canonical_id_is_never_filed_over_the_job_under_the_canonical_one() {
+    let Some((server, broker)) = start().await else { return };
+    let job = demo(1);
+    let canonical = job.id.to_string();
+    let mut upper = serde_json::to_value(demo(2)).unwrap();
+    upper["id"] = canonical.to_uppercase().into();
+    write_ready(
+        &server,
+        canonical.to_uppercase().as_bytes(),
+        &serde_json::to_vec(&upper).unwrap(),
+    );
+    write_ready(&server, canonical.as_bytes(), &job.to_json());
+
+    let reserved = broker.reserve(&q(), take(2, 30_000)).await.unwrap();
+    assert_eq!(reserved.len(), 1);
+    assert_eq!(*reserved[0].envelope, job, "the job under the canonical id runs");
+    let stored: Vec<u8> = server.connection().hget(key("jobs"), &canonical).unwrap();
+    assert_eq!(stored, job.to_json(), "and was not overwritten");
+    let dead = dead_jobs(&broker).await;
+    assert_eq!(dead.len(), 1);
+    assert_ne!(dead[0].id, job.id, "the other one is filed under a new id");
+    let reason = dead[0].dead_letter_reason.as_deref().unwrap();
+    assert!(reason.contains(&canonical.to_uppercase()), "{reason}");
+}
+
+#[tokio::test]
 async fn the_enqueue_script_refuses_a_batch_with_an_id_not_in_canonical_form() {
     let Some((server, _broker)) = start().await else { return };
     // What a producer in another language loads (docs/redis.md).
@@ -348,6 +374,7 @@ async fn shutdown_interrupts_an_idle_wait() {
     stop.send(true).unwrap();
     task.await.unwrap();
     let took = asked.elapsed();
+    eprintln!("shutdown of an idle worker on Redis took {took:?}");
     assert!(took < Duration::from_millis(300), "shutdown took {took:?}");
 }
 

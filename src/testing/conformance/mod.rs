@@ -11,7 +11,7 @@
 //! Changing a backend starts by extending this suite.
 //!
 //! The cases live in one file per topic, in the order the macro runs
-//! them: enqueue and reserve, leases, retries (`retry_after`, `snooze`,
+//! them: enqueue and reserve (and dropping reserve calls), leases, retries (`retry_after`, `snooze`,
 //! `release`, `extend`, recovery of expired leases), idempotency keys,
 //! stats and queues, and the dead-letter queue. All are re-exported here.
 //!
@@ -59,6 +59,7 @@
 //! - [`queues`](crate::Broker::queues) lists queues that have had a job,
 //!   not queues that were only asked about (`stats`, `reserve`, DLQ calls).
 
+mod cancel;
 mod dead_letters;
 mod enqueue;
 mod idempotency;
@@ -67,6 +68,7 @@ mod retries;
 mod stats;
 mod support;
 
+pub use cancel::dropped_reserve_leaves_nothing_leased;
 pub use dead_letters::{
     concurrent_retry_dead_reenqueues_once, dead_letter_keeps_job_and_history, delete_dead, list_dead_filters,
     list_dead_pages_without_skips_or_repeats, list_dead_refuses_bad_page_sizes, purge_dead_removes_only_strictly_older,
@@ -223,6 +225,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; reserve_waits_and_wakes_on_enqueue);
         $crate::conformance_tests!(@case [$test] $fixture; reserve_wakes_when_delayed_job_falls_due);
         $crate::conformance_tests!(@case [$test] $fixture; delayed_job_not_visible_before_run_at);
+        $crate::conformance_tests!(@case [$concurrent] $fixture; dropped_reserve_leaves_nothing_leased);
         $crate::conformance_tests!(@case [$test] $fixture; acknowledged_lease_is_gone);
         $crate::conformance_tests!(@case [$test] $fixture; stale_lease_is_refused);
         $crate::conformance_tests!(@case [$test] $fixture; expired_lease_is_recovered_and_fenced);

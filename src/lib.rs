@@ -130,3 +130,8 @@ pub use schemars;
 #[cfg(all(doctest, feature = "admin", feature = "test-util"))]
 #[doc = include_str!("../README.md")]
 mod readme {}
+
+// The Rust snippets of docs/redis.md, compiled as doctests.
+#[cfg(all(doctest, feature = "redis"))]
+#[doc = include_str!("../docs/redis.md")]
+mod redis_docs {}

@@ -1,5 +1,9 @@
 //! Test support for backends and applications (feature `test-util`).
 
 pub mod conformance;
+#[cfg(any(feature = "redis", feature = "postgres"))]
+mod local;
+#[cfg(feature = "postgres")]
+pub mod postgres_server;
 #[cfg(feature = "redis")]
 pub mod redis_server;

@@ -1,0 +1,43 @@
+-- enqueue: store a batch of jobs (of any queues) in one statement.
+-- $1 ids, $2 queues, $3 kinds, $4 payloads (JSON text), $5 idempotency keys
+-- (NULL for none; unique per queue within the batch), $6 delays in µs,
+-- $7 attempts so far, $8 max retries, $9 attempt histories (JSON text or
+-- NULL), $10 priorities.
+-- Returns one row per input: the id, the job holding its key (NULL without
+-- a key) and whether it was stored. A key held by a pending, leased or dead
+-- job, or by a job completed within the retention, refuses the job; an
+-- expired one is taken over. Idle workers are woken when the transaction
+-- commits.
+WITH input AS (
+    SELECT *
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::integer[],
+                $8::integer[], $9::text[], $10::smallint[])
+        WITH ORDINALITY AS t(id, queue, kind, payload, key, delay_us, attempt, max_retries, attempts, priority, ord)
+), registered AS (
+    INSERT INTO {schema}.queues (name)
+    SELECT DISTINCT queue FROM input ORDER BY queue
+    ON CONFLICT DO NOTHING
+), claimed AS (
+    INSERT INTO {schema}.idempotency_keys AS k (queue, key, job_id)
+    SELECT queue, key, id FROM input WHERE key IS NOT NULL ORDER BY queue, key
+    ON CONFLICT (queue, key) DO UPDATE
+        SET job_id = CASE WHEN k.expires_at <= now() THEN excluded.job_id ELSE k.job_id END,
+            expires_at = CASE WHEN k.expires_at <= now() THEN NULL ELSE k.expires_at END
+    RETURNING k.queue, k.key, k.job_id
+), stored AS (
+    INSERT INTO {schema}.jobs (id, queue, kind, payload, idempotency_key, run_at, attempt, max_retries, attempts, priority)
+    SELECT i.id, i.queue, i.kind, i.payload, i.key, now() + i.delay_us * interval '1 microsecond', i.attempt,
+           i.max_retries, i.attempts, i.priority
+    FROM input i
+    WHERE i.key IS NULL
+       OR EXISTS (SELECT 1 FROM claimed c WHERE c.queue = i.queue AND c.key = i.key AND c.job_id = i.id)
+    ORDER BY i.ord
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+)
+SELECT i.id, c.job_id AS holder, s.id IS NOT NULL AS stored,
+       (SELECT count(*) FROM (SELECT pg_notify('{channel}', q.queue) FROM (SELECT DISTINCT queue FROM input) q) n) AS woken
+FROM input i
+LEFT JOIN claimed c ON c.queue = i.queue AND c.key = i.key
+LEFT JOIN stored s ON s.id = i.id
+ORDER BY i.ord

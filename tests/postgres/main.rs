@@ -5,4 +5,7 @@
 //! Tests skip with a notice when no PostgreSQL answers, unless
 //! `FLAGSHIP_REQUIRE_POSTGRES=1`.
 
+mod broker;
 mod conformance;
+mod support;
+mod transactional;

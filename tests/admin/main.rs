@@ -1,4 +1,5 @@
-//! The admin router: JSON API, auth, dashboard, metrics, and a real browser.
+//! The admin router: JSON API, auth, dashboard, metrics, and a real browser;
+//! with the `postgres` feature, also on a `PostgresBroker`.
 
 mod api;
 mod auth;
@@ -6,4 +7,6 @@ mod bad_input;
 mod browser;
 mod dashboard;
 mod metrics;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod support;

@@ -1,6 +1,7 @@
 //! Test support for backends and applications (feature `test-util`).
 
 pub mod conformance;
+pub mod examples;
 #[cfg(any(feature = "redis", feature = "postgres"))]
 mod local;
 #[cfg(feature = "postgres")]

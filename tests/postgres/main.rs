@@ -7,5 +7,6 @@
 
 mod broker;
 mod conformance;
+mod faults;
 mod support;
 mod transactional;

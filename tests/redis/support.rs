@@ -112,37 +112,24 @@ impl flagship_worker::Handler for DemoHandler {
 
 /// `examples/redis_worker`, built once per test run with this test's features.
 pub(crate) fn example_binary() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            // The features this test was built with, so the library is not
-            // built again with other ones.
-            let features: Vec<&str> = [
-                ("redis", cfg!(feature = "redis")),
-                ("test-util", cfg!(feature = "test-util")),
-                ("flagship", cfg!(feature = "flagship")),
-                ("http", cfg!(feature = "http")),
-            ]
-            .into_iter()
-            .filter_map(|(name, on)| on.then_some(name))
-            .collect();
-            let mut build = std::process::Command::new(cargo);
-            build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--quiet", "--example", "redis_worker", "--features"])
-                .arg(features.join(","));
-            if !cfg!(debug_assertions) {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo to build the example worker");
-            assert!(status.success(), "building examples/redis_worker failed");
-            // This test runs from <target>/<profile>/deps/.
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-            profile_dir.join("examples").join("redis_worker")
-        })
-        .clone()
+    flagship_worker::testing::examples::build("redis_worker", &test_features())
+}
+
+/// The features this test was built with, so building an example does not
+/// build the library again with other ones.
+fn test_features() -> Vec<&'static str> {
+    [
+        ("redis", cfg!(feature = "redis")),
+        ("postgres", cfg!(feature = "postgres")),
+        ("test-util", cfg!(feature = "test-util")),
+        ("flagship", cfg!(feature = "flagship")),
+        ("http", cfg!(feature = "http")),
+        ("admin", cfg!(feature = "admin")),
+        ("cli", cfg!(feature = "cli")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect()
 }
 
 /// A worker process running `examples/redis_worker`.

@@ -124,26 +124,45 @@ impl PostgresBroker {
             .fetch_all(conn)
             .await
             .map_err(map_err)?;
-        if rows.len() != c.ids.len() {
-            return Err(Error::Backend(
-                format!(
-                    "PostgreSQL returned {} enqueue outcomes for {} jobs",
-                    rows.len(),
-                    c.ids.len()
-                )
-                .into(),
-            ));
-        }
-        let mut sent = Vec::with_capacity(rows.len());
+        // Every job is stored unless a row says otherwise.
+        let mut sent: Vec<EnqueueOutcome> = c
+            .ids
+            .iter()
+            .map(|&id| EnqueueOutcome::Enqueued(JobId::from(id)))
+            .collect();
+        // Exactly one row without a position (the wake-up): without it the
+        // reply is not this statement's.
+        let mut wake_rows = 0;
         for row in &rows {
-            let id: Uuid = row.try_get(0).map_err(map_err)?;
+            let Some(position) = row.try_get::<Option<i64>, _>(0).map_err(map_err)? else {
+                wake_rows += 1;
+                continue;
+            };
             let holder: Option<Uuid> = row.try_get(1).map_err(map_err)?;
-            let stored: bool = row.try_get(2).map_err(map_err)?;
-            sent.push(if stored {
-                EnqueueOutcome::Enqueued(JobId::from(id))
+            let stored: Option<bool> = row.try_get(2).map_err(map_err)?;
+            let slot = usize::try_from(position - 1)
+                .ok()
+                .and_then(|at| sent.get_mut(at))
+                .ok_or_else(|| {
+                    Error::Backend(
+                        format!(
+                            "PostgreSQL returned job position {position} of an enqueue of {} jobs",
+                            c.ids.len()
+                        )
+                        .into(),
+                    )
+                })?;
+            let id = slot.id();
+            *slot = if stored == Some(true) {
+                EnqueueOutcome::Enqueued(id)
             } else {
-                EnqueueOutcome::Duplicate(JobId::from(holder.unwrap_or(id)))
-            });
+                EnqueueOutcome::Duplicate(holder.map_or(id, JobId::from))
+            };
+        }
+        if wake_rows != 1 {
+            return Err(Error::Backend(
+                "PostgreSQL's reply to an enqueue is not the enqueue statement's".into(),
+            ));
         }
         let mut outcomes: Vec<EnqueueOutcome> = Vec::with_capacity(jobs.len());
         for (job, source) in jobs.iter().zip(sources) {

@@ -80,9 +80,23 @@ pub(super) struct Statements {
     pub(super) dead_delete: String,
 }
 
+/// The `commit_mode` column of the statements acknowledgements and lease
+/// changes run: it makes their transaction commit without waiting for the
+/// WAL flush (`synchronous_commit = off`, for this transaction only), or,
+/// for durable acknowledgements, changes nothing.
+fn commit_mode(durable_acks: bool) -> &'static str {
+    if durable_acks {
+        "NULL::text AS commit_mode"
+    } else {
+        "(SELECT set_config('synchronous_commit', 'off', true)) AS commit_mode"
+    }
+}
+
 impl Statements {
-    pub(super) fn new(schema: &Schema) -> Self {
-        let fill = |sql: &str| schema.fill(sql);
+    /// The statements for `schema`; acknowledgements and lease changes wait
+    /// for the WAL flush only when `durable_acks`.
+    pub(super) fn new(schema: &Schema, durable_acks: bool) -> Self {
+        let fill = |sql: &str| schema.fill(sql).replace("{commit_mode}", commit_mode(durable_acks));
         Statements {
             enqueue: fill(include_str!("sql/enqueue.sql")),
             reserve: fill(include_str!("sql/reserve.sql")),
@@ -121,11 +135,15 @@ mod tests {
     #[test]
     fn statements_name_the_schema_and_channel() {
         let schema = Schema::new("jobs_here").unwrap();
-        let statements = Statements::new(&schema);
+        let statements = Statements::new(&schema, false);
         assert!(statements.enqueue.contains("\"jobs_here\".jobs"));
         assert!(statements.enqueue.contains("pg_notify('jobs_here'"));
         for sql in [&statements.reserve, &statements.complete, &statements.dead_retry] {
             assert!(!sql.contains('{'), "an unfilled placeholder in {sql}");
         }
+        assert!(statements.complete.contains("'synchronous_commit', 'off', true"));
+        let durable = Statements::new(&schema, true);
+        assert!(!durable.complete.contains("synchronous_commit"));
+        assert!(!durable.enqueue.contains("synchronous_commit") && !statements.enqueue.contains("synchronous_commit"));
     }
 }

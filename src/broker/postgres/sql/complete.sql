@@ -2,6 +2,9 @@
 -- id so concurrent calls lock rows in one order) is current. Their
 -- idempotency keys stay held for $3 µs; up to 64 keys whose hold has
 -- passed are released. Returns the ids deleted.
+-- The commit_mode column: unless the broker makes acknowledgements durable,
+-- this transaction commits without waiting for its WAL to reach disk (see
+-- docs/postgres.md, "Durability").
 WITH done AS (
     DELETE FROM {schema}.jobs AS j
     USING unnest($1::uuid[], $2::bigint[]) AS t(id, token)
@@ -27,4 +30,4 @@ WITH done AS (
         FOR UPDATE SKIP LOCKED
     ))
 )
-SELECT id FROM done
+SELECT id, {commit_mode} FROM done

@@ -1,6 +1,9 @@
 -- dead_letter: end the leases ($1 ids, $2 tokens) of jobs and move them to
 -- the dead-letter queue with reasons $3 and histories $4 (NULL keeps the
 -- stored one). Returns the ids moved.
+-- The commit_mode column: unless the broker makes acknowledgements durable,
+-- this transaction commits without waiting for its WAL to reach disk (see
+-- docs/postgres.md, "Durability").
 WITH dead AS (
     UPDATE {schema}.jobs AS j
     SET state = 2, token = NULL, leased_at = NULL, deadline = NULL, dead_at = now(), dead_reason = t.reason,
@@ -13,4 +16,4 @@ WITH dead AS (
     SELECT queue, (pg_backend_pid() % 16)::smallint, count(*) FROM dead GROUP BY queue ORDER BY queue
     ON CONFLICT (queue, shard) DO UPDATE SET dead_lettered = c.dead_lettered + excluded.dead_lettered
 )
-SELECT id FROM dead
+SELECT id, {commit_mode} FROM dead

@@ -3,11 +3,13 @@
 -- (NULL for none; unique per queue within the batch), $6 delays in µs,
 -- $7 attempts so far, $8 max retries, $9 attempt histories (JSON text or
 -- NULL), $10 priorities.
--- Returns one row per input: the id, the job holding its key (NULL without
--- a key) and whether it was stored. A key held by a pending, leased or dead
--- job, or by a job completed within the retention, refuses the job; an
--- expired one is taken over. Idle workers are woken when the transaction
--- commits.
+-- A key held by a pending, leased or dead job, or by a job completed within
+-- the retention, refuses the job; an expired one is taken over. Idle
+-- workers are woken when the transaction commits.
+-- Returns one row with a NULL position that sends the wake-ups, then a row
+-- (position in the batch from 1, the job holding its key or NULL, whether
+-- it was stored) for each job with a key and each job not stored: every
+-- job not listed was stored.
 WITH input AS (
     SELECT *
     FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::integer[],
@@ -35,9 +37,11 @@ WITH input AS (
     ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
-SELECT i.id, c.job_id AS holder, s.id IS NOT NULL AS stored,
-       (SELECT count(*) FROM (SELECT pg_notify('{channel}', q.queue) FROM (SELECT DISTINCT queue FROM input) q) n) AS woken
+SELECT NULL::bigint AS ord, NULL::uuid AS holder, NULL::boolean AS stored
+FROM (SELECT count(*) FROM (SELECT pg_notify('{channel}', q.queue) FROM (SELECT DISTINCT queue FROM input) q) n) woken
+UNION ALL
+SELECT i.ord, c.job_id, s.id IS NOT NULL
 FROM input i
 LEFT JOIN claimed c ON c.queue = i.queue AND c.key = i.key
 LEFT JOIN stored s ON s.id = i.id
-ORDER BY i.ord
+WHERE i.key IS NOT NULL OR s.id IS NULL

@@ -30,11 +30,13 @@ CREATE TABLE {schema}.jobs (
     attempt integer NOT NULL DEFAULT 0,
     -- Per-job override of the retry policy's retry count.
     max_retries integer,
-    queue text NOT NULL,
-    kind text NOT NULL,
+    -- Names and keys compare byte by byte ("C"): cheaper than the
+    -- database's collation in every index, and the order Rust sorts in.
+    queue text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
     -- The payload as JSON text.
     payload text NOT NULL,
-    idempotency_key text,
+    idempotency_key text COLLATE "C",
     -- Finished attempts, a JSON array of attempt records; NULL for none.
     attempts text,
     -- Why the job was dead-lettered (state 2).
@@ -59,8 +61,8 @@ CREATE INDEX jobs_dead ON {schema}.jobs (queue, dead_at, id) WHERE state = 2;
 -- Idempotency keys held: by a job the table holds (expires_at NULL), or by
 -- a completed job until expires_at.
 CREATE TABLE {schema}.idempotency_keys (
-    queue text NOT NULL,
-    key text NOT NULL,
+    queue text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
     job_id uuid NOT NULL,
     expires_at timestamptz,
     PRIMARY KEY (queue, key)
@@ -69,14 +71,14 @@ CREATE INDEX idempotency_keys_expiring ON {schema}.idempotency_keys (expires_at)
 
 -- Every queue that has had a job.
 CREATE TABLE {schema}.queues (
-    name text PRIMARY KEY,
+    name text COLLATE "C" PRIMARY KEY,
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- Totals per queue, spread over shards (by server process) so that
 -- concurrent acknowledgements rarely wait on one row; `stats` sums them.
 CREATE TABLE {schema}.counters (
-    queue text NOT NULL,
+    queue text COLLATE "C" NOT NULL,
     shard smallint NOT NULL,
     completed bigint NOT NULL DEFAULT 0,
     retried bigint NOT NULL DEFAULT 0,

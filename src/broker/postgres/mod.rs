@@ -30,6 +30,7 @@ use self::{
     errors::map_err,
     rows::LeasedRow,
     sql::{Schema, Statements},
+    vacuum::Vacuum,
     wake::{Listener, Wakeups},
 };
 use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
@@ -48,10 +49,14 @@ mod errors;
 mod migrate;
 mod rows;
 mod sql;
+mod vacuum;
 mod wake;
 
 /// The schema the broker's tables live in unless configured otherwise.
 pub const DEFAULT_SCHEMA: &str = "flagship_worker";
+/// How many changed rows make the broker vacuum its tables by default (see
+/// [`PostgresBrokerBuilder::vacuum_after`]).
+pub const DEFAULT_VACUUM_AFTER: u64 = 100_000;
 /// The most jobs one reservation takes; larger requests are capped.
 pub const MAX_BATCH: usize = 1_000;
 /// The shortest a reserver sleeps when jobs are due but all were taken by
@@ -91,6 +96,8 @@ pub struct PostgresBroker {
     wakeups: Arc<Wakeups>,
     /// The `LISTEN` connection's task; stops when the broker drops.
     _listener: Listener,
+    /// Vacuums the tables after enough changes, unless left to autovacuum.
+    vacuum: Option<Vacuum>,
     /// How long a completed job's idempotency key stays held.
     key_retention: Duration,
     /// The longest an idle reserver waits between looks at its queue, in
@@ -132,6 +139,8 @@ pub struct PostgresBrokerBuilder {
     poll_interval: Duration,
     /// Whether acknowledgements and lease changes wait for the WAL flush.
     durable_acks: bool,
+    /// Vacuum the tables after this many changed rows (`None`: autovacuum only).
+    vacuum_after: Option<u64>,
 }
 
 impl fmt::Debug for PostgresBrokerBuilder {
@@ -145,6 +154,7 @@ impl fmt::Debug for PostgresBrokerBuilder {
             .field("key_retention", &self.key_retention)
             .field("poll_interval", &self.poll_interval)
             .field("durable_acks", &self.durable_acks)
+            .field("vacuum_after", &self.vacuum_after)
             .finish_non_exhaustive()
     }
 }
@@ -211,6 +221,22 @@ impl PostgresBrokerBuilder {
         self
     }
 
+    /// Vacuums the broker's tables after this many rows changed by this
+    /// broker (default 100,000), at most once a second; `None` leaves them
+    /// to autovacuum.
+    ///
+    /// Every job leaves two dead row versions. Autovacuum visits a database
+    /// once per `autovacuum_naptime` (a minute by default) and may be off:
+    /// at tens of thousands of jobs a second the table and its indexes would
+    /// grow by hundreds of megabytes between visits, and every reservation
+    /// would step over the dead entries. The broker's own `VACUUM
+    /// (SKIP_LOCKED)` keeps them near the size of the backlog. It needs the
+    /// broker's role to own the tables (the role that migrated them does).
+    pub fn vacuum_after(mut self, rows: Option<u64>) -> Self {
+        self.vacuum_after = rows;
+        self
+    }
+
     /// Checks the settings, connects, migrates (unless turned off) and
     /// starts listening for wake-ups.
     pub async fn connect(self) -> Result<PostgresBroker> {
@@ -269,8 +295,16 @@ impl PostgresBrokerBuilder {
             // would cost a round trip per call.
             .test_before_acquire(false)
             .connect_lazy_with(options.clone());
+        if self.vacuum_after == Some(0) {
+            return Err(Error::InvalidConfig(
+                "vacuum_after must be above zero rows (or None to leave vacuuming to autovacuum)".into(),
+            ));
+        }
         let wakeups = Arc::new(Wakeups::default());
         let listener = Listener::start(options, schema.channel(), self.acquire_timeout, &wakeups).await?;
+        let vacuum = self
+            .vacuum_after
+            .map(|every| Vacuum::start(pool.clone(), &schema, every));
         tracing::info!(postgres = %addr, schema = schema.name(), "connected to PostgreSQL");
         Ok(PostgresBroker {
             pool,
@@ -278,11 +312,24 @@ impl PostgresBrokerBuilder {
             schema,
             wakeups,
             _listener: listener,
+            vacuum,
             key_retention: self.key_retention,
             poll_interval: self.poll_interval,
             addr,
         })
     }
+}
+
+/// What one reservation (or recovery) took.
+#[derive(Debug)]
+struct Taken {
+    /// The jobs leased that can run, in queue order.
+    reserved: Vec<Reservation>,
+    /// How many rows were leased, the dead-lettered ones included.
+    leased: usize,
+    /// When nothing was leased: how long until the first pending job falls
+    /// due (zero when one is due now); `None` when none is pending.
+    next_due: Option<Duration>,
 }
 
 /// Microseconds in `d`, rounded up and capped at [`MAX_SCHEDULE_AHEAD`]
@@ -343,6 +390,7 @@ impl PostgresBroker {
             key_retention: super::DEFAULT_KEY_RETENTION,
             poll_interval: Duration::from_secs(1),
             durable_acks: false,
+            vacuum_after: Some(DEFAULT_VACUUM_AFTER),
         }
     }
 
@@ -368,14 +416,7 @@ impl PostgresBroker {
 
     /// Leases due jobs of `queue` with `sql` (reserve or recover), sorted
     /// into queue order; jobs that cannot run are dead-lettered on the way.
-    /// Also says how many rows were leased, the dead-lettered ones included.
-    async fn take(
-        &self,
-        queue: &QueueName,
-        sql: &str,
-        max: usize,
-        lease: Duration,
-    ) -> Result<(Vec<Reservation>, usize)> {
+    async fn take(&self, queue: &QueueName, sql: &str, max: usize, lease: Duration) -> Result<Taken> {
         let rows = sqlx::query(sql)
             .bind(queue.as_str())
             .bind(max.min(MAX_BATCH) as i64)
@@ -383,10 +424,18 @@ impl PostgresBroker {
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
-        let mut leased = rows.iter().map(LeasedRow::read).collect::<Result<Vec<_>>>()?;
+        let mut leased = Vec::with_capacity(rows.len());
+        let mut next_due = None;
+        for row in &rows {
+            match LeasedRow::read(row)? {
+                Some(job) => leased.push(job),
+                None => next_due = rows::next_due(row)?,
+            }
+        }
         leased.sort_unstable_by_key(LeasedRow::order);
         let count = leased.len();
-        let mut good = Vec::with_capacity(leased.len());
+        self.changed(count);
+        let mut good = Vec::with_capacity(count);
         let mut poisoned = Vec::new();
         for row in leased {
             let (id, token) = (row.id, row.token);
@@ -396,7 +445,11 @@ impl PostgresBroker {
             }
         }
         self.bury(queue, poisoned).await;
-        Ok((good, count))
+        Ok(Taken {
+            reserved: good,
+            leased: count,
+            next_due,
+        })
     }
 
     /// Dead-letters leased jobs whose row cannot be run. Failures are
@@ -427,17 +480,6 @@ impl PostgresBroker {
         }
     }
 
-    /// How long until the first pending job of `queue` falls due (zero
-    /// when one is due now); `None` when none is pending.
-    async fn next_due(&self, queue: &QueueName) -> Result<Option<Duration>> {
-        let micros: Option<i64> = sqlx::query_scalar(&self.sql.next_due)
-            .bind(queue.as_str())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(micros.map(|us| Duration::from_micros(us.max(0) as u64)))
-    }
-
     /// Ends the lease of `job` and makes it pending again after `delay`,
     /// with `attempt` and the history `attempts`: a retry when `failed`,
     /// else a snooze.
@@ -463,8 +505,18 @@ impl PostgresBroker {
             .await
             .map_err(map_err)?;
         match moved {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.changed(1);
+                Ok(())
+            }
             None => Err(Error::LeaseLost(lease.id)),
+        }
+    }
+
+    /// Counts rows changed, for the broker's own vacuum.
+    fn changed(&self, rows: usize) {
+        if let Some(vacuum) = &self.vacuum {
+            vacuum.count(rows);
         }
     }
 
@@ -484,6 +536,7 @@ impl PostgresBroker {
             .iter()
             .map(|row| row.try_get::<Uuid, _>(0).map_err(map_err))
             .collect::<Result<HashSet<_>>>()?;
+        self.changed(held.len());
         Ok(statuses(leases, &held))
     }
 }
@@ -511,12 +564,12 @@ impl Broker for PostgresBroker {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (reserved, leased) = self.take(queue, &self.sql.reserve, request.max, request.lease).await?;
-            if !reserved.is_empty() {
-                tracing::debug!(%queue, count = reserved.len(), "jobs reserved");
-                return Ok(reserved);
+            let taken = self.take(queue, &self.sql.reserve, request.max, request.lease).await?;
+            if !taken.reserved.is_empty() {
+                tracing::debug!(%queue, count = taken.reserved.len(), "jobs reserved");
+                return Ok(taken.reserved);
             }
-            if leased > 0 {
+            if taken.leased > 0 {
                 // Every job taken was dead-lettered: look again at once.
                 continue;
             }
@@ -526,7 +579,7 @@ impl Broker for PostgresBroker {
             if left.is_zero() {
                 return Ok(Vec::new());
             }
-            let due = self.next_due(queue).await?.unwrap_or(Duration::MAX).max(MIN_IDLE_SLEEP);
+            let due = taken.next_due.unwrap_or(Duration::MAX).max(MIN_IDLE_SLEEP);
             // Woken by a new job, the first due time, the poll, or the end of the wait.
             let _ = tokio::time::timeout(left.min(due).min(self.poll_interval), notified).await;
         }
@@ -564,6 +617,7 @@ impl Broker for PostgresBroker {
             .map_err(map_err)?;
         match moved {
             Some(_) => {
+                self.changed(1);
                 tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job dead-lettered");
                 Ok(())
             }
@@ -583,7 +637,7 @@ impl Broker for PostgresBroker {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let (recovered, _) = self.take(queue, &self.sql.recover, max, lease).await?;
+        let recovered = self.take(queue, &self.sql.recover, max, lease).await?.reserved;
         for r in &recovered {
             tracing::warn!(job.id = %r.lease.id, %queue, "lease expired; job recovered");
         }

@@ -1,7 +1,7 @@
 //! Reading rows: leased jobs into reservations (sorting out the ones that
 //! cannot run), dead jobs into the envelopes operators see.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{postgres::PgRow, Row};
@@ -118,11 +118,22 @@ impl StoredJob {
     }
 }
 
+/// The next-due row of `reserve.sql` (its last column, µs): how long until
+/// the first pending job falls due; `None` when none is pending.
+pub(super) fn next_due(row: &PgRow) -> Result<Option<Duration>> {
+    let micros: Option<i64> = row.try_get(16).map_err(map_err)?;
+    Ok(micros.map(|us| Duration::from_micros(us.max(0) as u64)))
+}
+
 impl LeasedRow {
-    /// Reads a row of `reserve.sql` or `recover.sql`.
-    pub(super) fn read(row: &PgRow) -> Result<Self> {
-        Ok(LeasedRow {
-            id: row.try_get(0).map_err(map_err)?,
+    /// Reads a row of `reserve.sql` or `recover.sql`; `None` for the row
+    /// `reserve.sql` sends instead when it leased nothing.
+    pub(super) fn read(row: &PgRow) -> Result<Option<Self>> {
+        let Some(id) = row.try_get::<Option<Uuid>, _>(0).map_err(map_err)? else {
+            return Ok(None);
+        };
+        Ok(Some(LeasedRow {
+            id,
             token: row.try_get(1).map_err(map_err)?,
             deadline: row.try_get(2).map_err(map_err)?,
             priority: row.try_get(3).map_err(map_err)?,
@@ -130,7 +141,7 @@ impl LeasedRow {
             seq: row.try_get(5).map_err(map_err)?,
             stored: StoredJob::read(row, 6)?,
             expired_started: row.try_get(14).map_err(map_err)?,
-        })
+        }))
     }
 
     /// Where the row comes in the queue: priority first, then due time,

@@ -64,7 +64,6 @@ impl Schema {
 pub(super) struct Statements {
     pub(super) enqueue: String,
     pub(super) reserve: String,
-    pub(super) next_due: String,
     pub(super) recover: String,
     pub(super) complete: String,
     pub(super) reschedule: String,
@@ -100,7 +99,6 @@ impl Statements {
         Statements {
             enqueue: fill(include_str!("sql/enqueue.sql")),
             reserve: fill(include_str!("sql/reserve.sql")),
-            next_due: fill(include_str!("sql/next_due.sql")),
             recover: fill(include_str!("sql/recover.sql")),
             complete: fill(include_str!("sql/complete.sql")),
             reschedule: fill(include_str!("sql/reschedule.sql")),

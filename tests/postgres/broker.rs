@@ -168,3 +168,49 @@ async fn a_job_inserted_without_a_wake_up_is_found_by_the_poll() {
     assert_eq!(got.len(), 1, "the poll did not find the job");
     assert!(waited < Duration::from_secs(2), "took {waited:?} with a 200 ms poll");
 }
+
+#[tokio::test]
+async fn the_broker_vacuums_its_tables_after_enough_changes() {
+    let Some((db, _)) = start().await else { return };
+    let broker = PostgresBroker::builder(db.url())
+        .vacuum_after(Some(300))
+        .connect()
+        .await
+        .unwrap();
+    let vacuums = || async {
+        let (manual, auto): (i64, i64) = sqlx::query_as(
+            "SELECT vacuum_count, autovacuum_count FROM pg_stat_user_tables WHERE relid = 'flagship_worker.jobs'::regclass",
+        )
+        .fetch_one(broker.pool())
+        .await
+        .unwrap();
+        manual + auto
+    };
+    let before = vacuums().await;
+    let q = queue("churn");
+    // 100 jobs reserved and completed: 200 changed rows, not yet enough.
+    broker.enqueue((0..100).map(|n| job(&q, n)).collect()).await.unwrap();
+    let leases: Vec<_> = broker
+        .reserve(&q, take(100, 30_000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.lease)
+        .collect();
+    broker.complete(&leases).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(vacuums().await, before, "vacuumed before 300 rows changed");
+    broker.enqueue((100..200).map(|n| job(&q, n)).collect()).await.unwrap();
+    let leases: Vec<_> = broker
+        .reserve(&q, take(100, 30_000))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.lease)
+        .collect();
+    broker.complete(&leases).await.unwrap();
+    crate::support::eventually("a vacuum of the jobs table", Duration::from_secs(10), || async {
+        vacuums().await > before
+    })
+    .await;
+}

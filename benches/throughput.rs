@@ -5,6 +5,7 @@
 //! cargo bench --bench throughput --features redis -- --backend redis --mode throughput --concurrency 50 --jobs 20000
 //! cargo bench --bench throughput --features redis -- --backend redis --mode latency --jobs 2000
 //! cargo bench --bench throughput --features redis -- --backend redis --mode retry --jobs 2000
+//! cargo bench --bench throughput --features postgres -- --backend postgres --mode throughput --concurrency 50 --jobs 20000
 //! ```
 //!
 //! Modes mirror the peer's: `throughput` enqueues N no-op jobs in batches of
@@ -28,7 +29,8 @@
 //! server's processes (`/proc`, the whole server), per job. The stream mode
 //! also reports the jobs table's size (`pg_total_relation_size`, indexes and
 //! TOAST included) at its start, its largest while running and at its end,
-//! and how often autovacuum ran on it.
+//! and how often autovacuum ran on it. `--durable-acks` makes
+//! acknowledgements wait for the WAL flush (`PostgresBrokerBuilder::durable_acks`).
 
 // A benchmark binary: its items need no docs, and it reports on stdout.
 #![allow(missing_docs, clippy::print_stdout)]
@@ -58,6 +60,8 @@ struct Args {
     interval_ms: u64,
     redis_url: String,
     postgres_url: String,
+    /// PostgreSQL: acknowledgements wait for the WAL flush.
+    durable_acks: bool,
     /// The queue's prefetch; `None` keeps the worker's default.
     prefetch: Option<usize>,
 }
@@ -71,6 +75,7 @@ fn parse_args() -> Args {
         interval_ms: 2,
         redis_url: "redis://127.0.0.1:6379/15".into(),
         postgres_url: "postgres://postgres@127.0.0.1:5432/flagship_bench".into(),
+        durable_acks: false,
         prefetch: None,
     };
     let mut it = std::env::args().skip(1);
@@ -84,6 +89,7 @@ fn parse_args() -> Args {
             "--interval-ms" => args.interval_ms = value().parse().expect("--interval-ms N"),
             "--redis-url" => args.redis_url = value(),
             "--postgres-url" => args.postgres_url = value(),
+            "--durable-acks" => args.durable_acks = true,
             "--prefetch" => args.prefetch = Some(value().parse().expect("--prefetch N")),
             // cargo bench passes --bench; ignore it and anything unknown to us.
             _ => {}
@@ -183,7 +189,7 @@ async fn connect(args: &Args) -> (Arc<dyn Broker>, Option<Probe>) {
             (broker, probe.map(Probe::Redis))
         }
         "postgres" => {
-            let (broker, probe) = postgres_stats::connect(&args.postgres_url).await;
+            let (broker, probe) = postgres_stats::connect(&args.postgres_url, args.durable_acks).await;
             (broker, Some(Probe::Postgres(probe)))
         }
         other => panic!("unknown backend `{other}`: use memory, redis or postgres"),
@@ -220,7 +226,7 @@ mod postgres_stats {
     #[derive(Debug)]
     pub(crate) struct Probe;
 
-    pub(crate) async fn connect(_: &str) -> (Arc<dyn Broker>, Probe) {
+    pub(crate) async fn connect(_: &str, _: bool) -> (Arc<dyn Broker>, Probe) {
         panic!("the postgres backend needs `--features postgres`");
     }
 
@@ -258,7 +264,7 @@ mod postgres_stats {
 
     /// Creates the database if missing, drops the broker's schema, and
     /// connects a broker (which migrates it afresh).
-    pub(crate) async fn connect(url: &str) -> (Arc<dyn Broker>, Probe) {
+    pub(crate) async fn connect(url: &str, durable_acks: bool) -> (Arc<dyn Broker>, Probe) {
         let options: sqlx::postgres::PgConnectOptions = url.parse().expect("postgres url");
         let database = options.get_database().unwrap_or("flagship_bench").to_owned();
         let admin = sqlx::PgPool::connect_with(options.clone().database("postgres"))
@@ -294,6 +300,7 @@ mod postgres_stats {
             .expect("connect to the postgres database");
         let broker = PostgresBroker::builder(url)
             .max_connections(20)
+            .durable_acks(durable_acks)
             .connect()
             .await
             .expect("postgres broker");

@@ -24,9 +24,11 @@
 //! With `--backend postgres` (`--features postgres`) it uses the database at
 //! `--postgres-url` (default `postgres://postgres@127.0.0.1:5432/flagship_bench`,
 //! created if missing) and **drops its `flagship_worker` schema** before each
-//! run; PostgreSQL figures are deltas around each phase: transactions
-//! (`pg_stat_database`), WAL bytes (`pg_current_wal_lsn`) and the CPU of the
-//! server's processes (`/proc`, the whole server), per job. The stream mode
+//! run; PostgreSQL figures are deltas around each phase, per job: statements
+//! (the broker's calls, one statement each; a reserve that waits adds one per
+//! look, not counted), WAL bytes (`pg_current_wal_lsn`, the whole server) and
+//! the CPU of the server's processes (`/proc`, the whole server: other
+//! clients' work counts too). The stream mode
 //! also reports the jobs table's size (`pg_total_relation_size`, indexes and
 //! TOAST included) at its start, its largest while running and at its end,
 //! and how often autovacuum ran on it. `--durable-acks` makes
@@ -249,16 +251,113 @@ mod postgres_stats {
     use super::*;
     use flagship_worker::broker::postgres::{sqlx, PostgresBroker};
 
+    /// The broker, counting its calls: each is one statement (a reserve
+    /// that waits for work adds one per look, not counted here).
+    #[derive(Debug)]
+    struct Counted {
+        inner: PostgresBroker,
+        calls: Arc<AtomicU64>,
+    }
+
+    impl Counted {
+        fn count(&self) {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[async_trait]
+    impl Broker for Counted {
+        async fn enqueue(
+            &self,
+            jobs: Vec<flagship_worker::JobEnvelope>,
+        ) -> flagship_worker::Result<Vec<flagship_worker::EnqueueOutcome>> {
+            self.count();
+            self.inner.enqueue(jobs).await
+        }
+        async fn reserve(
+            &self,
+            queue: &flagship_worker::QueueName,
+            request: flagship_worker::ReserveRequest,
+        ) -> flagship_worker::Result<Vec<flagship_worker::Reservation>> {
+            self.count();
+            self.inner.reserve(queue, request).await
+        }
+        async fn complete(
+            &self,
+            leases: &[flagship_worker::Lease],
+        ) -> flagship_worker::Result<Vec<flagship_worker::LeaseStatus>> {
+            self.count();
+            self.inner.complete(leases).await
+        }
+        async fn retry_after(
+            &self,
+            job: &flagship_worker::Reservation,
+            delay: Duration,
+            attempt: flagship_worker::AttemptRecord,
+        ) -> flagship_worker::Result<()> {
+            self.count();
+            self.inner.retry_after(job, delay, attempt).await
+        }
+        async fn snooze(&self, job: &flagship_worker::Reservation, delay: Duration) -> flagship_worker::Result<()> {
+            self.count();
+            self.inner.snooze(job, delay).await
+        }
+        async fn dead_letter(
+            &self,
+            job: &flagship_worker::Reservation,
+            attempt: Option<flagship_worker::AttemptRecord>,
+            reason: &str,
+        ) -> flagship_worker::Result<()> {
+            self.count();
+            self.inner.dead_letter(job, attempt, reason).await
+        }
+        async fn release(
+            &self,
+            leases: &[flagship_worker::Lease],
+        ) -> flagship_worker::Result<Vec<flagship_worker::LeaseStatus>> {
+            self.count();
+            self.inner.release(leases).await
+        }
+        async fn extend(
+            &self,
+            leases: &[flagship_worker::Lease],
+            lease: Duration,
+        ) -> flagship_worker::Result<Vec<flagship_worker::LeaseStatus>> {
+            self.count();
+            self.inner.extend(leases, lease).await
+        }
+        async fn recover_expired(
+            &self,
+            queue: &flagship_worker::QueueName,
+            max: usize,
+            lease: Duration,
+        ) -> flagship_worker::Result<Vec<flagship_worker::Reservation>> {
+            self.count();
+            self.inner.recover_expired(queue, max, lease).await
+        }
+        async fn stats(
+            &self,
+            queue: &flagship_worker::QueueName,
+        ) -> flagship_worker::Result<flagship_worker::QueueStats> {
+            self.count();
+            self.inner.stats(queue).await
+        }
+        async fn queues(&self) -> flagship_worker::Result<Vec<flagship_worker::QueueName>> {
+            self.count();
+            self.inner.queues().await
+        }
+    }
+
     /// A side connection that reads PostgreSQL's own counters.
     #[derive(Debug)]
     pub(crate) struct Probe {
+        /// The broker's calls so far.
+        calls: Arc<AtomicU64>,
         /// A connection to the `postgres` database.
         pool: sqlx::PgPool,
-        /// The bench database's name.
-        database: String,
         /// A connection to the bench database, for its tables' sizes.
         bench: sqlx::PgPool,
-        /// Transactions, WAL position and server CPU at the last reset.
+        /// Broker calls, WAL position and server CPU at the last reset.
         at_reset: Mutex<(i64, String, f64)>,
     }
 
@@ -304,13 +403,14 @@ mod postgres_stats {
             .connect()
             .await
             .expect("postgres broker");
+        let calls = Arc::new(AtomicU64::new(0));
         let probe = Probe {
+            calls: calls.clone(),
             pool,
-            database,
             bench,
             at_reset: Mutex::new((0, "0/0".into(), 0.0)),
         };
-        (Arc::new(broker), probe)
+        (Arc::new(Counted { inner: broker, calls }), probe)
     }
 
     /// CPU seconds used so far by every process named `postgres`.
@@ -346,15 +446,6 @@ mod postgres_stats {
     }
 
     impl Probe {
-        /// Committed and rolled back transactions in this database so far.
-        async fn transactions(&self) -> i64 {
-            sqlx::query_scalar("SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = $1")
-                .bind(&self.database)
-                .fetch_one(&self.pool)
-                .await
-                .unwrap()
-        }
-
         async fn wal_lsn(&self) -> String {
             sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
                 .fetch_one(&self.pool)
@@ -363,19 +454,17 @@ mod postgres_stats {
         }
 
         pub(crate) async fn reset(&self) {
-            // Backends publish their statistics when idle for a second.
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
-            let transactions = self.transactions().await;
+            let calls = self.calls.load(Ordering::Relaxed) as i64;
             let lsn = self.wal_lsn().await;
-            *self.at_reset.lock().unwrap() = (transactions, lsn, server_cpu_seconds());
+            *self.at_reset.lock().unwrap() = (calls, lsn, server_cpu_seconds());
         }
 
         pub(crate) async fn read(&self, jobs: u64) -> serde_json::Value {
             let cpu = server_cpu_seconds();
-            tokio::time::sleep(Duration::from_millis(1_500)).await;
-            let (transactions, lsn, cpu_at_reset) = self.at_reset.lock().unwrap().clone();
-            // Each broker call is one statement in its own transaction.
-            let statements = self.transactions().await - transactions;
+            let (calls, lsn, cpu_at_reset) = self.at_reset.lock().unwrap().clone();
+            // Each broker call is one statement in its own transaction
+            // (pg_stat_database lags: backends publish their counts late).
+            let statements = self.calls.load(Ordering::Relaxed) as i64 - calls;
             let wal: i64 = sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint")
                 .bind(&lsn)
                 .fetch_one(&self.pool)

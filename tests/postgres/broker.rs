@@ -214,3 +214,22 @@ async fn the_broker_vacuums_its_tables_after_enough_changes() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_batch_sent_again_stores_nothing_twice() {
+    let Some((_db, broker)) = start().await else { return };
+    let q = queue("resent");
+    let first: Vec<_> = (0..3).map(|n| job(&q, n)).collect();
+    broker.enqueue(first.clone()).await.unwrap();
+    // The reply was lost: the producer sends the batch again, with a new job.
+    let mut again = first.clone();
+    again.push(job(&q, 3));
+    let outcomes = broker.enqueue(again.clone()).await.unwrap();
+    let expected: Vec<_> = first
+        .iter()
+        .map(|j| EnqueueOutcome::Duplicate(j.id))
+        .chain([EnqueueOutcome::Enqueued(again[3].id)])
+        .collect();
+    assert_eq!(outcomes, expected);
+    assert_eq!(broker.stats(&q).await.unwrap().ready, 4);
+}

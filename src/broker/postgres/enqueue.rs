@@ -22,19 +22,21 @@ use crate::{
     job::{Job, JobId},
 };
 
-/// The columns of one batch, as `enqueue.sql` takes them.
+/// The columns of one batch, as `enqueue.sql` and `enqueue_unkeyed.sql`
+/// take them.
 #[derive(Debug, Default)]
 struct Columns {
     ids: Vec<Uuid>,
     queues: Vec<String>,
     kinds: Vec<String>,
     payloads: Vec<String>,
-    keys: Vec<Option<String>>,
     delays: Vec<i64>,
     attempts: Vec<i32>,
     max_retries: Vec<Option<i32>>,
     histories: Vec<Option<String>>,
-    priorities: Vec<i16>,
+    /// The batch's queues, each once.
+    distinct_queues: Vec<String>,
+    keys: Vec<Option<String>>,
 }
 
 /// A batch ready to send: the columns of the jobs that go to the database,
@@ -88,10 +90,17 @@ impl Batch {
             } else {
                 Some(serde_json::to_string(&job.attempts).unwrap_or_default())
             });
-            columns.priorities.push(0);
+            if !columns.distinct_queues.iter().any(|q| q == job.queue.as_str()) {
+                columns.distinct_queues.push(job.queue.as_str().to_owned());
+            }
         }
         Ok(Batch { columns, sources })
     }
+}
+
+/// Whether `e` says a job with one of the batch's ids is stored already.
+fn is_stored_id(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") && db.constraint() == Some("jobs_pkey"))
 }
 
 /// A JSON value as text. Serializing a `Value` cannot fail.
@@ -100,27 +109,57 @@ fn json_text(value: &Value) -> String {
 }
 
 impl PostgresBroker {
-    /// Stores `jobs` with one statement on `conn`.
+    /// Stores `jobs` with one statement on `conn`. With `fast`, a batch
+    /// without idempotency keys goes in as a plain insert first, sent again
+    /// the careful way only if an id was stored already; a failed statement
+    /// aborts a transaction, so only a connection of the broker's own may
+    /// take the fast way.
     pub(super) async fn enqueue_on(
         &self,
         conn: &mut PgConnection,
         jobs: &[JobEnvelope],
+        fast: bool,
     ) -> Result<Vec<EnqueueOutcome>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
         let Batch { columns: c, sources } = Batch::new(jobs)?;
+        let fast = fast && c.keys.iter().all(Option::is_none);
+        if fast {
+            let stored = sqlx::query(&self.sql.enqueue_unkeyed)
+                .bind(&c.ids)
+                .bind(&c.queues)
+                .bind(&c.kinds)
+                .bind(&c.payloads)
+                .bind(&c.delays)
+                .bind(&c.attempts)
+                .bind(&c.max_retries)
+                .bind(&c.histories)
+                .bind(&c.distinct_queues)
+                .execute(&mut *conn)
+                .await;
+            match stored {
+                Ok(_) => {
+                    for job in jobs {
+                        tracing::debug!(job.id = %job.id, queue = %job.queue, "job enqueued");
+                    }
+                    return Ok(jobs.iter().map(|j| EnqueueOutcome::Enqueued(j.id)).collect());
+                }
+                Err(e) if is_stored_id(&e) => {}
+                Err(e) => return Err(map_err(e)),
+            }
+        }
         let rows = sqlx::query(&self.sql.enqueue)
             .bind(&c.ids)
             .bind(&c.queues)
             .bind(&c.kinds)
             .bind(&c.payloads)
-            .bind(&c.keys)
             .bind(&c.delays)
             .bind(&c.attempts)
             .bind(&c.max_retries)
             .bind(&c.histories)
-            .bind(&c.priorities)
+            .bind(&c.distinct_queues)
+            .bind(&c.keys)
             .fetch_all(conn)
             .await
             .map_err(map_err)?;
@@ -229,7 +268,7 @@ impl PostgresBroker {
             .iter()
             .map(|job| client.envelope(job, &options))
             .collect::<Result<Vec<_>>>()?;
-        self.enqueue_on(conn, &envelopes).await
+        self.enqueue_on(conn, &envelopes, false).await
     }
 
     /// Enqueues a raw JSON payload of a registered kind on `conn`, validated
@@ -248,7 +287,7 @@ impl PostgresBroker {
 
     async fn one(&self, conn: &mut PgConnection, envelope: JobEnvelope) -> Result<EnqueueOutcome> {
         let id = envelope.id;
-        self.enqueue_on(conn, std::slice::from_ref(&envelope))
+        self.enqueue_on(conn, std::slice::from_ref(&envelope), false)
             .await?
             .pop()
             .ok_or_else(|| Error::Backend(format!("PostgreSQL returned no outcome for job {id}").into()))

@@ -548,7 +548,7 @@ impl Broker for PostgresBroker {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.acquire().await.map_err(map_err)?;
-        self.enqueue_on(&mut conn, &jobs).await
+        self.enqueue_on(&mut conn, &jobs, true).await
     }
 
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {

@@ -63,6 +63,7 @@ impl Schema {
 #[derive(Debug)]
 pub(super) struct Statements {
     pub(super) enqueue: String,
+    pub(super) enqueue_unkeyed: String,
     pub(super) reserve: String,
     pub(super) recover: String,
     pub(super) complete: String,
@@ -98,6 +99,7 @@ impl Statements {
         let fill = |sql: &str| schema.fill(sql).replace("{commit_mode}", commit_mode(durable_acks));
         Statements {
             enqueue: fill(include_str!("sql/enqueue.sql")),
+            enqueue_unkeyed: fill(include_str!("sql/enqueue_unkeyed.sql")),
             reserve: fill(include_str!("sql/reserve.sql")),
             recover: fill(include_str!("sql/recover.sql")),
             complete: fill(include_str!("sql/complete.sql")),

@@ -6,7 +6,7 @@
 # the jobs table's size (pg_total_relation_size) at the start, its largest
 # and at the end, and how often autovacuum ran on it.
 #
-# Usage: benches/stream-postgres.sh [JOBS=1000000] [CONCURRENCY=50]
+# Usage: benches/stream-postgres.sh [JOBS=1000000] [CONCURRENCY=50] [VACUUM_AFTER=100000|off]
 # Env:   SERVER_OPTS, e.g. "-c autovacuum_naptime=5s"; PORT (default 55433).
 # Needs PostgreSQL's programs (`pg_config --bindir`); as root the server runs
 # as the `postgres` user.
@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${1:-1000000}
 concurrency=${2:-50}
+vacuum_after=${3:-100000}
 port=${PORT:-55433}
 bindir=$(pg_config --bindir)
 dir=$(mktemp -d /tmp/flagship-stream-XXXXXX)
@@ -32,4 +33,4 @@ echo "server: $("$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc "select 
   "naptime $("$bindir/psql" -h 127.0.0.1 -p "$port" -U postgres -Atc "show autovacuum_naptime")" >&2
 cargo bench --quiet --features postgres --bench throughput -- --backend postgres \
   --postgres-url "postgres://postgres@127.0.0.1:$port/flagship_bench" \
-  --mode stream --jobs "$jobs" --concurrency "$concurrency" 2>/dev/null | tail -n 1
+  --mode stream --jobs "$jobs" --concurrency "$concurrency" --vacuum-after "$vacuum_after" 2>/dev/null | tail -n 1

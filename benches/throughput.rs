@@ -32,7 +32,8 @@
 //! also reports the jobs table's size (`pg_total_relation_size`, indexes and
 //! TOAST included) at its start, its largest while running and at its end,
 //! and how often autovacuum ran on it. `--durable-acks` makes
-//! acknowledgements wait for the WAL flush (`PostgresBrokerBuilder::durable_acks`).
+//! acknowledgements wait for the WAL flush (`PostgresBrokerBuilder::durable_acks`);
+//! `--vacuum-after N|off` sets `PostgresBrokerBuilder::vacuum_after`.
 
 // A benchmark binary: its items need no docs, and it reports on stdout.
 #![allow(missing_docs, clippy::print_stdout)]
@@ -64,6 +65,8 @@ struct Args {
     postgres_url: String,
     /// PostgreSQL: acknowledgements wait for the WAL flush.
     durable_acks: bool,
+    /// PostgreSQL: vacuum after this many changed rows (`None`: autovacuum only).
+    vacuum_after: Option<u64>,
     /// The queue's prefetch; `None` keeps the worker's default.
     prefetch: Option<usize>,
 }
@@ -78,6 +81,7 @@ fn parse_args() -> Args {
         redis_url: "redis://127.0.0.1:6379/15".into(),
         postgres_url: "postgres://postgres@127.0.0.1:5432/flagship_bench".into(),
         durable_acks: false,
+        vacuum_after: Some(flagship_worker_vacuum_default()),
         prefetch: None,
     };
     let mut it = std::env::args().skip(1);
@@ -92,12 +96,26 @@ fn parse_args() -> Args {
             "--redis-url" => args.redis_url = value(),
             "--postgres-url" => args.postgres_url = value(),
             "--durable-acks" => args.durable_acks = true,
+            "--vacuum-after" => {
+                args.vacuum_after = match value().as_str() {
+                    "off" => None,
+                    n => Some(n.parse().expect("--vacuum-after N|off")),
+                }
+            }
             "--prefetch" => args.prefetch = Some(value().parse().expect("--prefetch N")),
             // cargo bench passes --bench; ignore it and anything unknown to us.
             _ => {}
         }
     }
     args
+}
+
+/// The broker's own vacuum threshold by default (100,000 changed rows).
+fn flagship_worker_vacuum_default() -> u64 {
+    #[cfg(feature = "postgres")]
+    return flagship_worker::broker::postgres::DEFAULT_VACUUM_AFTER;
+    #[cfg(not(feature = "postgres"))]
+    100_000
 }
 
 /// Monotonic nanoseconds since the process started, comparable across tasks.
@@ -191,7 +209,8 @@ async fn connect(args: &Args) -> (Arc<dyn Broker>, Option<Probe>) {
             (broker, probe.map(Probe::Redis))
         }
         "postgres" => {
-            let (broker, probe) = postgres_stats::connect(&args.postgres_url, args.durable_acks).await;
+            let (broker, probe) =
+                postgres_stats::connect(&args.postgres_url, args.durable_acks, args.vacuum_after).await;
             (broker, Some(Probe::Postgres(probe)))
         }
         other => panic!("unknown backend `{other}`: use memory, redis or postgres"),
@@ -228,7 +247,7 @@ mod postgres_stats {
     #[derive(Debug)]
     pub(crate) struct Probe;
 
-    pub(crate) async fn connect(_: &str, _: bool) -> (Arc<dyn Broker>, Probe) {
+    pub(crate) async fn connect(_: &str, _: bool, _: Option<u64>) -> (Arc<dyn Broker>, Probe) {
         panic!("the postgres backend needs `--features postgres`");
     }
 
@@ -363,7 +382,7 @@ mod postgres_stats {
 
     /// Creates the database if missing, drops the broker's schema, and
     /// connects a broker (which migrates it afresh).
-    pub(crate) async fn connect(url: &str, durable_acks: bool) -> (Arc<dyn Broker>, Probe) {
+    pub(crate) async fn connect(url: &str, durable_acks: bool, vacuum_after: Option<u64>) -> (Arc<dyn Broker>, Probe) {
         let options: sqlx::postgres::PgConnectOptions = url.parse().expect("postgres url");
         let database = options.get_database().unwrap_or("flagship_bench").to_owned();
         let admin = sqlx::PgPool::connect_with(options.clone().database("postgres"))
@@ -400,6 +419,7 @@ mod postgres_stats {
         let broker = PostgresBroker::builder(url)
             .max_connections(20)
             .durable_acks(durable_acks)
+            .vacuum_after(vacuum_after)
             .connect()
             .await
             .expect("postgres broker");

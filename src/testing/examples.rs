@@ -1,10 +1,10 @@
-//! Building this crate's examples from its tests, to run them as worker
-//! processes (to kill, pause and restart them).
+//! Building this crate's examples from its tests and running them as worker
+//! processes, to kill, pause and stop them.
 
 use std::{
     collections::HashMap,
-    path::PathBuf,
-    process::Command,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
     sync::{Mutex, OnceLock},
 };
 
@@ -51,4 +51,83 @@ pub fn build(name: &str, features: &[&str]) -> PathBuf {
     let path = profile_dir.join("examples").join(name);
     built.insert(name.to_owned(), path.clone());
     path
+}
+
+/// An example running as a worker process (`<example> --work <args>`),
+/// for tests that kill, pause and stop it. Killed on drop.
+///
+/// The example prints its worker's counters as one JSON line on stdout
+/// when it stops ([`finish`](WorkerProcess::finish) reads them), as
+/// `examples/redis_worker.rs` and `examples/postgres_worker.rs` do.
+#[derive(Debug)]
+pub struct WorkerProcess {
+    /// The running process, until killed or finished.
+    child: Option<Child>,
+}
+
+impl WorkerProcess {
+    /// Starts `binary --work` with `args` and the environment `env` (plus
+    /// `RUST_LOG=error`), its stdout captured.
+    pub fn start(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let child = Command::new(binary)
+            .arg("--work")
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        WorkerProcess { child: Some(child) }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child
+            .as_ref()
+            .map(Child::id)
+            .unwrap_or_else(|| panic!("the worker process is not running"))
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Kills the process with `SIGKILL` and waits for it.
+    pub fn kill(mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process gracefully (`SIGTERM`) and returns its worker's
+    /// counters, as it printed them.
+    pub fn finish(mut self) -> serde_json::Value {
+        self.signal("TERM");
+        let Some(child) = self.child.take() else {
+            panic!("the worker process is not running")
+        };
+        let output = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("cannot wait for the worker process: {e}"));
+        assert!(output.status.success(), "worker process failed: {}", output.status);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        serde_json::from_str(last).unwrap_or_else(|e| panic!("the worker process printed {stdout:?}: {e}"))
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -188,27 +188,23 @@ async fn the_broker_vacuums_its_tables_after_enough_changes() {
     };
     let before = vacuums().await;
     let q = queue("churn");
-    // 100 jobs reserved and completed: 200 changed rows, not yet enough.
-    broker.enqueue((0..100).map(|n| job(&q, n)).collect()).await.unwrap();
-    let leases: Vec<_> = broker
-        .reserve(&q, take(100, 30_000))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.lease)
-        .collect();
-    broker.complete(&leases).await.unwrap();
+    // 100 jobs reserved and completed change 200 rows.
+    let churn = |from: u64| {
+        let (broker, q) = (&broker, &q);
+        async move {
+            broker
+                .enqueue((from..from + 100).map(|n| job(q, n)).collect())
+                .await
+                .unwrap();
+            let reserved = broker.reserve(q, take(100, 30_000)).await.unwrap();
+            let leases: Vec<_> = reserved.into_iter().map(|r| r.lease).collect();
+            broker.complete(&leases).await.unwrap();
+        }
+    };
+    churn(0).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(vacuums().await, before, "vacuumed before 300 rows changed");
-    broker.enqueue((100..200).map(|n| job(&q, n)).collect()).await.unwrap();
-    let leases: Vec<_> = broker
-        .reserve(&q, take(100, 30_000))
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.lease)
-        .collect();
-    broker.complete(&leases).await.unwrap();
+    churn(100).await;
     crate::support::eventually("a vacuum of the jobs table", Duration::from_secs(10), || async {
         vacuums().await > before
     })

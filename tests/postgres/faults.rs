@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::support::{
     create_example_tables, demo, demo_worker, done, eventually, queue, run, settled, start, started, stop, take,
-    WorkerProcess,
+    worker_process,
 };
 
 /// A fresh database with the example's tables and a broker.
@@ -29,7 +29,7 @@ async fn example_db() -> Option<(TestDatabase, Arc<PostgresBroker>)> {
 async fn jobs_of_a_killed_worker_process_are_all_finished_by_another() {
     let Some((db, broker)) = example_db().await else { return };
     broker.enqueue((0..100).map(demo).collect()).await.unwrap();
-    let doomed = WorkerProcess::start(
+    let doomed = worker_process(
         &db.url(),
         &["--concurrency", "100", "--lease-ms", "1000", "--handler-ms", "60000"],
     );
@@ -61,7 +61,7 @@ async fn a_paused_worker_has_every_acknowledgement_refused() {
     const JOBS: u64 = 40;
     let Some((db, broker)) = example_db().await else { return };
     broker.enqueue((0..JOBS).map(demo).collect()).await.unwrap();
-    let stale = WorkerProcess::start(
+    let stale = worker_process(
         &db.url(),
         &[
             "--concurrency",

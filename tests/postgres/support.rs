@@ -210,65 +210,7 @@ pub(crate) fn example_binary() -> std::path::PathBuf {
     flagship_worker::testing::examples::build("postgres_worker", &features)
 }
 
-/// A worker process running `examples/postgres_worker`.
-pub(crate) struct WorkerProcess {
-    child: Option<std::process::Child>,
-}
-
-impl WorkerProcess {
-    /// Starts `postgres_worker --work` against the database at `url` with `args`.
-    pub(crate) fn start(url: &str, args: &[&str]) -> Self {
-        let child = std::process::Command::new(example_binary())
-            .arg("--work")
-            .args(args)
-            .env("DATABASE_URL", url)
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the example worker");
-        WorkerProcess { child: Some(child) }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(std::process::Child::id).expect("running")
-    }
-
-    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
-    pub(crate) fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
-    /// Kills the process with `SIGKILL`.
-    pub(crate) fn kill(mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// Stops the process gracefully (`SIGTERM`) and returns its worker's
-    /// counters, as it printed them.
-    pub(crate) fn finish(mut self) -> serde_json::Value {
-        self.signal("TERM");
-        let child = self.child.take().expect("running");
-        let output = child.wait_with_output().expect("wait for the example worker");
-        assert!(output.status.success(), "worker process failed: {}", output.status);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let last = stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("worker printed {stdout:?}: {e}"))
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Starts `examples/postgres_worker --work` against the database at `url` with `args`.
+pub(crate) fn worker_process(url: &str, args: &[&str]) -> flagship_worker::testing::examples::WorkerProcess {
+    flagship_worker::testing::examples::WorkerProcess::start(&example_binary(), args, &[("DATABASE_URL", url)])
 }

@@ -39,6 +39,25 @@ struct Columns {
     keys: Vec<Option<String>>,
 }
 
+impl Columns {
+    /// Binds the columns both enqueue statements take (`$1` to `$9`).
+    fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
+        query
+            .bind(&self.ids)
+            .bind(&self.queues)
+            .bind(&self.kinds)
+            .bind(&self.payloads)
+            .bind(&self.delays)
+            .bind(&self.attempts)
+            .bind(&self.max_retries)
+            .bind(&self.histories)
+            .bind(&self.distinct_queues)
+    }
+}
+
+/// A statement with its arguments, as sqlx builds it.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
 /// A batch ready to send: the columns of the jobs that go to the database,
 /// and where each input job's outcome comes from.
 #[derive(Debug)]
@@ -126,18 +145,7 @@ impl PostgresBroker {
         let Batch { columns: c, sources } = Batch::new(jobs)?;
         let fast = fast && c.keys.iter().all(Option::is_none);
         if fast {
-            let stored = sqlx::query(&self.sql.enqueue_unkeyed)
-                .bind(&c.ids)
-                .bind(&c.queues)
-                .bind(&c.kinds)
-                .bind(&c.payloads)
-                .bind(&c.delays)
-                .bind(&c.attempts)
-                .bind(&c.max_retries)
-                .bind(&c.histories)
-                .bind(&c.distinct_queues)
-                .execute(&mut *conn)
-                .await;
+            let stored = c.bind(sqlx::query(&self.sql.enqueue_unkeyed)).execute(&mut *conn).await;
             match stored {
                 Ok(_) => {
                     for job in jobs {
@@ -149,16 +157,8 @@ impl PostgresBroker {
                 Err(e) => return Err(map_err(e)),
             }
         }
-        let rows = sqlx::query(&self.sql.enqueue)
-            .bind(&c.ids)
-            .bind(&c.queues)
-            .bind(&c.kinds)
-            .bind(&c.payloads)
-            .bind(&c.delays)
-            .bind(&c.attempts)
-            .bind(&c.max_retries)
-            .bind(&c.histories)
-            .bind(&c.distinct_queues)
+        let rows = c
+            .bind(sqlx::query(&self.sql.enqueue))
             .bind(&c.keys)
             .fetch_all(conn)
             .await

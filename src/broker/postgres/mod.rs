@@ -286,6 +286,18 @@ impl PostgresBrokerBuilder {
         } else {
             migrate::check(&mut conn, &schema).await?;
         }
+        if self.vacuum_after.is_none() {
+            let autovacuum: String = sqlx::query_scalar("SELECT current_setting('autovacuum')")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(map_err)?;
+            if autovacuum != "on" {
+                tracing::warn!(
+                    "autovacuum is off and the broker's own vacuum is turned off: the jobs table grows with every \
+                     job until it is vacuumed; vacuum it regularly, or keep `vacuum_after`"
+                );
+            }
+        }
         conn.close().await.map_err(map_err)?;
         let pool = PgPoolOptions::new()
             .max_connections(self.max_connections)

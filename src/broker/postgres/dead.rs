@@ -8,13 +8,30 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{decode_cursor, encode_cursor, errors::map_err, rows::DeadRow, PostgresBroker, MAX_BATCH};
+use super::{errors::map_err, rows::DeadRow, PostgresBroker, MAX_BATCH};
 use crate::{
     broker::{check_page_limit, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage},
     envelope::JobEnvelope,
-    error::Result,
+    error::{Error, Result},
     job::{JobId, QueueName},
 };
+
+/// A dead job's position in a listing: its dead-lettered time and id.
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> DeadCursor {
+    DeadCursor::new(format!("{}/{id}", at.timestamp_micros()))
+}
+
+fn decode_cursor(cursor: &DeadCursor) -> Result<(DateTime<Utc>, Uuid)> {
+    let bad = || Error::InvalidConfig(format!("`{}` is not a DLQ cursor from this broker", cursor.as_str()));
+    let (micros, id) = cursor.as_str().split_once('/').ok_or_else(bad)?;
+    let at = micros
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    let id = id.parse::<JobId>().map_err(|_| bad())?;
+    Ok((at, id.as_uuid()))
+}
 
 impl PostgresBroker {
     /// Moves up to `limit` dead jobs back to pending: `id` alone, or those
@@ -148,5 +165,20 @@ impl DeadLetterQueue for PostgresBroker {
             .map_err(map_err)?;
         let count: i64 = row.try_get(0).map_err(map_err)?;
         Ok(count.max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_refused() {
+        let at = DateTime::from_timestamp_micros(1_732_800_000_123_456).unwrap();
+        let id = Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(at, id)).unwrap(), (at, id));
+        for bad in ["", "x/y", "12/not-a-uuid", &format!("x/{id}")] {
+            assert!(decode_cursor(&DeadCursor::new(bad)).is_err(), "{bad}");
+        }
     }
 }

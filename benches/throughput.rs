@@ -5,6 +5,7 @@
 //! cargo bench --bench throughput --features redis -- --backend redis --mode throughput --concurrency 50 --jobs 20000
 //! cargo bench --bench throughput --features redis -- --backend redis --mode latency --jobs 2000
 //! cargo bench --bench throughput --features redis -- --backend redis --mode retry --jobs 2000
+//! cargo bench --bench throughput --features postgres -- --backend postgres --mode throughput --concurrency 50 --jobs 20000
 //! ```
 //!
 //! Modes mirror the peer's: `throughput` enqueues N no-op jobs in batches of
@@ -19,6 +20,20 @@
 //! `redis://127.0.0.1:6379/15`) and **flushes that database only** before
 //! each run; Redis figures come from `INFO commandstats` / `INFO stats` /
 //! `INFO cpu` deltas around the processing phase.
+//!
+//! With `--backend postgres` (`--features postgres`) it uses the database at
+//! `--postgres-url` (default `postgres://postgres@127.0.0.1:5432/flagship_bench`,
+//! created if missing) and **drops its `flagship_worker` schema** before each
+//! run; PostgreSQL figures are deltas around each phase, per job: statements
+//! (the broker's calls, one statement each; a reserve that waits adds one per
+//! look, not counted), WAL bytes (`pg_current_wal_lsn`, the whole server) and
+//! the CPU of the server's processes (`/proc`, the whole server: other
+//! clients' work counts too). The stream mode
+//! also reports the jobs table's size (`pg_total_relation_size`, indexes and
+//! TOAST included) at its start, its largest while running and at its end,
+//! and how often autovacuum ran on it. `--durable-acks` makes
+//! acknowledgements wait for the WAL flush (`PostgresBrokerBuilder::durable_acks`);
+//! `--vacuum-after N|off` sets `PostgresBrokerBuilder::vacuum_after`.
 
 // A benchmark binary: its items need no docs, and it reports on stdout.
 #![allow(missing_docs, clippy::print_stdout)]
@@ -47,6 +62,11 @@ struct Args {
     jobs: u64,
     interval_ms: u64,
     redis_url: String,
+    postgres_url: String,
+    /// PostgreSQL: acknowledgements wait for the WAL flush.
+    durable_acks: bool,
+    /// PostgreSQL: vacuum after this many changed rows (`None`: autovacuum only).
+    vacuum_after: Option<u64>,
     /// The queue's prefetch; `None` keeps the worker's default.
     prefetch: Option<usize>,
 }
@@ -59,6 +79,9 @@ fn parse_args() -> Args {
         jobs: 20_000,
         interval_ms: 2,
         redis_url: "redis://127.0.0.1:6379/15".into(),
+        postgres_url: "postgres://postgres@127.0.0.1:5432/flagship_bench".into(),
+        durable_acks: false,
+        vacuum_after: Some(flagship_worker_vacuum_default()),
         prefetch: None,
     };
     let mut it = std::env::args().skip(1);
@@ -71,12 +94,28 @@ fn parse_args() -> Args {
             "--jobs" => args.jobs = value().parse().expect("--jobs N"),
             "--interval-ms" => args.interval_ms = value().parse().expect("--interval-ms N"),
             "--redis-url" => args.redis_url = value(),
+            "--postgres-url" => args.postgres_url = value(),
+            "--durable-acks" => args.durable_acks = true,
+            "--vacuum-after" => {
+                args.vacuum_after = match value().as_str() {
+                    "off" => None,
+                    n => Some(n.parse().expect("--vacuum-after N|off")),
+                }
+            }
             "--prefetch" => args.prefetch = Some(value().parse().expect("--prefetch N")),
             // cargo bench passes --bench; ignore it and anything unknown to us.
             _ => {}
         }
     }
     args
+}
+
+/// The broker's own vacuum threshold by default (100,000 changed rows).
+fn flagship_worker_vacuum_default() -> u64 {
+    #[cfg(feature = "postgres")]
+    return flagship_worker::broker::postgres::DEFAULT_VACUUM_AFTER;
+    #[cfg(not(feature = "postgres"))]
+    100_000
 }
 
 /// Monotonic nanoseconds since the process started, comparable across tasks.
@@ -162,11 +201,327 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[idx.clamp(1, sorted.len()) - 1] as f64 / 1e6
 }
 
-async fn connect(args: &Args) -> (Arc<dyn Broker>, Option<redis_stats::Probe>) {
+async fn connect(args: &Args) -> (Arc<dyn Broker>, Option<Probe>) {
     match args.backend.as_str() {
         "memory" => (Arc::new(MemoryBroker::new()), None),
-        "redis" => redis_stats::connect(&args.redis_url).await,
-        other => panic!("unknown backend `{other}`: use memory or redis"),
+        "redis" => {
+            let (broker, probe) = redis_stats::connect(&args.redis_url).await;
+            (broker, probe.map(Probe::Redis))
+        }
+        "postgres" => {
+            let (broker, probe) =
+                postgres_stats::connect(&args.postgres_url, args.durable_acks, args.vacuum_after).await;
+            (broker, Some(Probe::Postgres(probe)))
+        }
+        other => panic!("unknown backend `{other}`: use memory, redis or postgres"),
+    }
+}
+
+/// Reads the server's own figures around a phase.
+#[derive(Debug)]
+enum Probe {
+    Redis(redis_stats::Probe),
+    Postgres(postgres_stats::Probe),
+}
+
+impl Probe {
+    async fn reset(&self) {
+        match self {
+            Probe::Redis(p) => p.reset().await,
+            Probe::Postgres(p) => p.reset().await,
+        }
+    }
+
+    async fn read(&self, jobs: u64) -> serde_json::Value {
+        match self {
+            Probe::Redis(p) => p.read(jobs).await,
+            Probe::Postgres(p) => p.read(jobs).await,
+        }
+    }
+}
+
+#[cfg(not(feature = "postgres"))]
+mod postgres_stats {
+    use super::*;
+
+    #[derive(Debug)]
+    pub(crate) struct Probe;
+
+    pub(crate) async fn connect(_: &str, _: bool, _: Option<u64>) -> (Arc<dyn Broker>, Probe) {
+        panic!("the postgres backend needs `--features postgres`");
+    }
+
+    impl Probe {
+        pub(crate) async fn reset(&self) {}
+        pub(crate) async fn read(&self, _: u64) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        pub(crate) async fn table_bytes(&self) -> u64 {
+            0
+        }
+        pub(crate) async fn vacuums(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_stats {
+    use super::*;
+    use flagship_worker::broker::postgres::{sqlx, PostgresBroker};
+
+    /// The broker, counting its calls: each is one statement (a reserve
+    /// that waits for work adds one per look, not counted here).
+    #[derive(Debug)]
+    struct Counted {
+        inner: PostgresBroker,
+        calls: Arc<AtomicU64>,
+    }
+
+    impl Counted {
+        fn count(&self) {
+            self.calls.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[async_trait]
+    impl Broker for Counted {
+        async fn enqueue(
+            &self,
+            jobs: Vec<flagship_worker::JobEnvelope>,
+        ) -> flagship_worker::Result<Vec<flagship_worker::EnqueueOutcome>> {
+            self.count();
+            self.inner.enqueue(jobs).await
+        }
+        async fn reserve(
+            &self,
+            queue: &flagship_worker::QueueName,
+            request: flagship_worker::ReserveRequest,
+        ) -> flagship_worker::Result<Vec<flagship_worker::Reservation>> {
+            self.count();
+            self.inner.reserve(queue, request).await
+        }
+        async fn complete(
+            &self,
+            leases: &[flagship_worker::Lease],
+        ) -> flagship_worker::Result<Vec<flagship_worker::LeaseStatus>> {
+            self.count();
+            self.inner.complete(leases).await
+        }
+        async fn retry_after(
+            &self,
+            job: &flagship_worker::Reservation,
+            delay: Duration,
+            attempt: flagship_worker::AttemptRecord,
+        ) -> flagship_worker::Result<()> {
+            self.count();
+            self.inner.retry_after(job, delay, attempt).await
+        }
+        async fn snooze(&self, job: &flagship_worker::Reservation, delay: Duration) -> flagship_worker::Result<()> {
+            self.count();
+            self.inner.snooze(job, delay).await
+        }
+        async fn dead_letter(
+            &self,
+            job: &flagship_worker::Reservation,
+            attempt: Option<flagship_worker::AttemptRecord>,
+            reason: &str,
+        ) -> flagship_worker::Result<()> {
+            self.count();
+            self.inner.dead_letter(job, attempt, reason).await
+        }
+        async fn release(
+            &self,
+            leases: &[flagship_worker::Lease],
+        ) -> flagship_worker::Result<Vec<flagship_worker::LeaseStatus>> {
+            self.count();
+            self.inner.release(leases).await
+        }
+        async fn extend(
+            &self,
+            leases: &[flagship_worker::Lease],
+            lease: Duration,
+        ) -> flagship_worker::Result<Vec<flagship_worker::LeaseStatus>> {
+            self.count();
+            self.inner.extend(leases, lease).await
+        }
+        async fn recover_expired(
+            &self,
+            queue: &flagship_worker::QueueName,
+            max: usize,
+            lease: Duration,
+        ) -> flagship_worker::Result<Vec<flagship_worker::Reservation>> {
+            self.count();
+            self.inner.recover_expired(queue, max, lease).await
+        }
+        async fn stats(
+            &self,
+            queue: &flagship_worker::QueueName,
+        ) -> flagship_worker::Result<flagship_worker::QueueStats> {
+            self.count();
+            self.inner.stats(queue).await
+        }
+        async fn queues(&self) -> flagship_worker::Result<Vec<flagship_worker::QueueName>> {
+            self.count();
+            self.inner.queues().await
+        }
+    }
+
+    /// A side connection that reads PostgreSQL's own counters.
+    #[derive(Debug)]
+    pub(crate) struct Probe {
+        /// The broker's calls so far.
+        calls: Arc<AtomicU64>,
+        /// A connection to the `postgres` database.
+        pool: sqlx::PgPool,
+        /// A connection to the bench database, for its tables' sizes.
+        bench: sqlx::PgPool,
+        /// Broker calls, WAL position and server CPU at the last reset.
+        at_reset: Mutex<(i64, String, f64)>,
+    }
+
+    /// Creates the database if missing, drops the broker's schema, and
+    /// connects a broker (which migrates it afresh).
+    pub(crate) async fn connect(url: &str, durable_acks: bool, vacuum_after: Option<u64>) -> (Arc<dyn Broker>, Probe) {
+        let options: sqlx::postgres::PgConnectOptions = url.parse().expect("postgres url");
+        let database = options.get_database().unwrap_or("flagship_bench").to_owned();
+        let admin = sqlx::PgPool::connect_with(options.clone().database("postgres"))
+            .await
+            .expect("connect to the postgres database");
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&database)
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        if !exists {
+            sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+                .execute(&admin)
+                .await
+                .unwrap();
+        }
+        admin.close().await;
+        let bench = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .expect("connect to the bench database");
+        sqlx::query("DROP SCHEMA IF EXISTS flagship_worker CASCADE")
+            .execute(&bench)
+            .await
+            .unwrap();
+        // The probe reads from another database, so that its own statements
+        // are not counted in the bench database's.
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.database("postgres"))
+            .await
+            .expect("connect to the postgres database");
+        let broker = PostgresBroker::builder(url)
+            .max_connections(20)
+            .durable_acks(durable_acks)
+            .vacuum_after(vacuum_after)
+            .connect()
+            .await
+            .expect("postgres broker");
+        let calls = Arc::new(AtomicU64::new(0));
+        let probe = Probe {
+            calls: calls.clone(),
+            pool,
+            bench,
+            at_reset: Mutex::new((0, "0/0".into(), 0.0)),
+        };
+        (Arc::new(Counted { inner: broker, calls }), probe)
+    }
+
+    /// CPU seconds used so far by every process named `postgres`.
+    fn server_cpu_seconds() -> f64 {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0.0;
+        };
+        let mut total = 0.0;
+        for entry in dir.flatten() {
+            let path = entry.path();
+            let is_pid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()));
+            if !is_pid {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(path.join("stat")) else {
+                continue;
+            };
+            let Some((name, rest)) = stat.split_once(") ") else {
+                continue;
+            };
+            if !name.ends_with("(postgres") {
+                continue;
+            }
+            let mut fields = rest.split_whitespace().skip(11);
+            let user: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            let system: f64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            total += (user + system) / 100.0;
+        }
+        total
+    }
+
+    impl Probe {
+        async fn wal_lsn(&self) -> String {
+            sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+                .fetch_one(&self.pool)
+                .await
+                .unwrap()
+        }
+
+        pub(crate) async fn reset(&self) {
+            let calls = self.calls.load(Ordering::Relaxed) as i64;
+            let lsn = self.wal_lsn().await;
+            *self.at_reset.lock().unwrap() = (calls, lsn, server_cpu_seconds());
+        }
+
+        pub(crate) async fn read(&self, jobs: u64) -> serde_json::Value {
+            let cpu = server_cpu_seconds();
+            let (calls, lsn, cpu_at_reset) = self.at_reset.lock().unwrap().clone();
+            // Each broker call is one statement in its own transaction
+            // (pg_stat_database lags: backends publish their counts late).
+            let statements = self.calls.load(Ordering::Relaxed) as i64 - calls;
+            let wal: i64 = sqlx::query_scalar("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::pg_lsn)::bigint")
+                .bind(&lsn)
+                .fetch_one(&self.pool)
+                .await
+                .unwrap();
+            let n = jobs as f64;
+            serde_json::json!({
+                "pg_statements_per_job": (statements as f64 / n * 1e5).round() / 1e5,
+                "pg_wal_bytes_per_job": round(wal as f64 / n),
+                "pg_cpu_us_per_job": round((cpu - cpu_at_reset) * 1e6 / n),
+            })
+        }
+
+        /// The jobs table's size with its indexes and TOAST, in bytes.
+        pub(crate) async fn table_bytes(&self) -> u64 {
+            let bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('flagship_worker.jobs')")
+                .fetch_one(&self.bench)
+                .await
+                .unwrap();
+            bytes as u64
+        }
+
+        /// How often (auto)vacuum has run on the jobs table.
+        pub(crate) async fn vacuums(&self) -> serde_json::Value {
+            let (auto, manual, dead): (i64, i64, i64) = sqlx::query_as(
+                "SELECT autovacuum_count, vacuum_count, n_dead_tup FROM pg_stat_user_tables \
+                 WHERE relid = 'flagship_worker.jobs'::regclass",
+            )
+            .fetch_one(&self.bench)
+            .await
+            .unwrap();
+            serde_json::json!({ "autovacuum_runs": auto, "vacuum_runs": manual, "dead_tuples_at_end": dead })
+        }
+    }
+
+    fn round(x: f64) -> f64 {
+        (x * 1000.0).round() / 1000.0
     }
 }
 
@@ -332,7 +687,7 @@ async fn throughput(args: &Args) -> serde_json::Value {
         }
     }
     let enqueue_s = t0.elapsed().as_secs_f64();
-    let enqueue_redis = redis_figures(&probe, args.jobs).await;
+    let enqueue_server = server_figures(&probe, args.jobs).await;
 
     if let Some(p) = &probe {
         p.reset().await;
@@ -346,7 +701,7 @@ async fn throughput(args: &Args) -> serde_json::Value {
     let process_s = t1.elapsed().as_secs_f64();
     let process_cpu_s = cpu_seconds() - cpu1;
     stop(running).await;
-    let process_redis = redis_figures(&probe, args.jobs).await;
+    let process_server = server_figures(&probe, args.jobs).await;
     assert_eq!(counter.done.load(Ordering::Relaxed), args.jobs, "every job processed");
     let mut result = serde_json::json!({
         "backend": args.backend,
@@ -358,10 +713,12 @@ async fn throughput(args: &Args) -> serde_json::Value {
         // This process's CPU (all threads) per processed job: with Redis's
         // CPU per job, it tells which side bounds the rate.
         "process_cpu_us_per_job": (process_cpu_s * 1e6 / args.jobs as f64 * 100.0).round() / 100.0,
-        "enqueue_redis": enqueue_redis,
         "peak_rss_kib": peak_rss_kib(),
     });
-    merge(&mut result, process_redis);
+    merge(&mut result, process_server);
+    if let Some(fields) = result.as_object_mut() {
+        fields.insert(format!("enqueue_{}", args.backend), enqueue_server);
+    }
     result
 }
 
@@ -381,7 +738,7 @@ async fn latency(args: &Args) -> serde_json::Value {
     }
     counter.finished.notified().await;
     stop(running).await;
-    let redis = redis_figures(&probe, args.jobs).await;
+    let server = server_figures(&probe, args.jobs).await;
     let mut sorted = counter.latencies.as_ref().unwrap().lock().unwrap().clone();
     sorted.sort_unstable();
     let mut result = serde_json::json!({
@@ -397,7 +754,7 @@ async fn latency(args: &Args) -> serde_json::Value {
         },
         "peak_rss_kib": peak_rss_kib(),
     });
-    merge(&mut result, redis);
+    merge(&mut result, server);
     result
 }
 
@@ -411,6 +768,15 @@ async fn stream(args: &Args) -> serde_json::Value {
     if let Some(p) = &probe {
         p.reset().await;
     }
+    let pg = match &probe {
+        Some(Probe::Postgres(p)) => Some(p),
+        _ => None,
+    };
+    let table_at_start = match pg {
+        Some(p) => p.table_bytes().await,
+        None => 0,
+    };
+    let mut table_max = table_at_start;
     let t0 = Instant::now();
     let running = start(&worker);
     let mut batch = Vec::with_capacity(1_000);
@@ -418,6 +784,9 @@ async fn stream(args: &Args) -> serde_json::Value {
     while sent < args.jobs {
         while sent - counter.done.load(Ordering::Relaxed) > BACKLOG {
             tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        if let Some(p) = pg.filter(|_| sent % 50_000 == 0) {
+            table_max = table_max.max(p.table_bytes().await);
         }
         let n = (args.jobs - sent).min(1_000);
         batch.extend((sent..sent + n).map(|i| Noop { i, t: 0 }));
@@ -428,17 +797,30 @@ async fn stream(args: &Args) -> serde_json::Value {
     counter.finished.notified().await;
     let elapsed = t0.elapsed().as_secs_f64();
     stop(running).await;
-    let redis = redis_figures(&probe, args.jobs).await;
+    let server = server_figures(&probe, args.jobs).await;
+    let table = match pg {
+        Some(p) => {
+            let at_end = p.table_bytes().await;
+            serde_json::json!({
+                "bytes_at_start": table_at_start,
+                "bytes_max_sampled": table_max.max(at_end),
+                "bytes_at_end": at_end,
+                "vacuum": p.vacuums().await,
+            })
+        }
+        None => serde_json::Value::Null,
+    };
     let mut result = serde_json::json!({
         "backend": args.backend,
         "mode": "stream",
+        "jobs_table": table,
         "concurrency": args.concurrency,
         "jobs": args.jobs,
         "backlog_max": BACKLOG,
         "process_jobs_per_s": (args.jobs as f64 / elapsed).round(),
         "peak_rss_kib": peak_rss_kib(),
     });
-    merge(&mut result, redis);
+    merge(&mut result, server);
     result
 }
 
@@ -466,8 +848,8 @@ async fn stop(
     worker.1.await.unwrap().unwrap();
 }
 
-/// Redis's own figures since the probe's last reset (null for memory).
-async fn redis_figures(probe: &Option<redis_stats::Probe>, jobs: u64) -> serde_json::Value {
+/// The server's own figures since the probe's last reset (null for memory).
+async fn server_figures(probe: &Option<Probe>, jobs: u64) -> serde_json::Value {
     match probe {
         Some(p) => p.read(jobs).await,
         None => serde_json::Value::Null,

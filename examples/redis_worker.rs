@@ -29,6 +29,11 @@ use redis::AsyncCommands;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+#[path = "shared/worker_flags.rs"]
+mod worker_flags;
+
+use worker_flags::{parse_args, shutdown_signal};
+
 /// The demo job: a number to "process".
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 struct Demo {
@@ -64,63 +69,6 @@ impl Handler for DemoHandler {
             .await
             .map_err(HandlerError::retry)?;
         Ok(())
-    }
-}
-
-#[derive(Debug)]
-struct Args {
-    produce: u64,
-    work: bool,
-    concurrency: usize,
-    lease: Duration,
-    handler: Duration,
-    retry: Duration,
-    run_for: Option<Duration>,
-    worker_id: Option<String>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        produce: 0,
-        work: false,
-        concurrency: 16,
-        lease: Duration::from_secs(30),
-        handler: Duration::ZERO,
-        retry: Duration::from_secs(1),
-        run_for: None,
-        worker_id: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        let ms = |v: String| v.parse().map(Duration::from_millis).map_err(|e| format!("{v}: {e}"));
-        match flag.as_str() {
-            "--produce" => args.produce = value()?.parse().map_err(|e| format!("--produce: {e}"))?,
-            "--work" => args.work = true,
-            "--concurrency" => args.concurrency = value()?.parse().map_err(|e| format!("--concurrency: {e}"))?,
-            "--lease-ms" => args.lease = ms(value()?)?,
-            "--handler-ms" => args.handler = ms(value()?)?,
-            "--retry-ms" => args.retry = ms(value()?)?,
-            "--run-ms" => args.run_for = Some(ms(value()?)?),
-            "--worker-id" => args.worker_id = Some(value()?),
-            other => return Err(format!("unknown flag {other}; see the example's docs")),
-        }
-    }
-    Ok(args)
-}
-
-async fn shutdown_signal(run_for: Option<Duration>) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-    let timer = async {
-        match run_for {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = timer => {}
     }
 }
 

@@ -17,7 +17,8 @@
 //!   delay, snooze (run later without using an attempt), or give up.
 //! - A [`Broker`] stores jobs; its [`DeadLetterQueue`] keeps the ones that
 //!   gave up. [`MemoryBroker`] is built in; `RedisBroker` is behind the
-//!   `redis` feature.
+//!   `redis` feature and `PostgresBroker` (with enqueue inside your own
+//!   transaction) behind `postgres`.
 //! - A [`Client`] enqueues (typed or raw JSON, one or a batch), validating
 //!   first; a [`Worker`] reserves, runs, retries and acknowledges.
 //! - A [`RetryPolicy`] turns an attempt number into a delay; a [`Schedule`]
@@ -76,10 +77,11 @@
 //! |---|---|
 //! | *(none)* | the core: jobs, schemas, retries, [`MemoryBroker`], worker, schedules |
 //! | `redis` | the Redis broker (and, with `flagship`, the FlagShip Redis stores) |
+//! | `postgres` | `PostgresBroker`: jobs in PostgreSQL, enqueued in your own transactions if you like (sqlx) |
 //! | `flagship` | the `flagship` module: FlagShip handlers, stores, notifications and schedules |
 //! | `http` | the FlagShip Resend mailer and HTTP webhook sender (reqwest, rustls) |
 //! | `admin` | the `admin` module: the operators' HTTP API, DLQ dashboard and Prometheus metrics |
-//! | `cli` | the `flagship-worker` command-line tool (queues, DLQ, health, schemas) |
+//! | `cli` | the `flagship-worker` command-line tool (queues, DLQ, health, schemas) over Redis or PostgreSQL |
 //! | `test-util` | `testing::TestWorker` to run a worker's jobs one at a time in tests, and `testing::conformance`, the suite every backend must pass |
 
 // The library never panics on a `Result` or `Option`; tests and examples may.
@@ -104,6 +106,8 @@ pub mod schema;
 pub mod testing;
 pub mod worker;
 
+#[cfg(feature = "postgres")]
+pub use broker::postgres::PostgresBroker;
 #[cfg(feature = "redis")]
 pub use broker::redis::RedisBroker;
 pub use broker::{

@@ -1,11 +1,12 @@
 //! `flagship-worker`: the operators' command line (feature `cli`).
 //!
-//! Looks at a Redis broker's queues and dead-letter queue, retries, deletes
-//! and purges dead jobs, checks health and exports JSON Schemas. Tables for
-//! people by default, `--json` for scripts.
+//! Looks at a Redis or PostgreSQL broker's queues and dead-letter queue,
+//! retries, deletes and purges dead jobs, checks health and exports JSON
+//! Schemas. Tables for people by default, `--json` for scripts.
 //!
 //! ```text
 //! flagship-worker --redis-url redis://127.0.0.1:6379 queues
+//! flagship-worker --database-url postgres://app@127.0.0.1/app queues
 //! flagship-worker dlq list --queue billing --kind send-invoice --since 24h
 //! flagship-worker dlq show 01936f0e-...            # payload and every attempt
 //! flagship-worker dlq retry 01936f0e-...
@@ -21,8 +22,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use comfy_table::{presets, ContentArrangement, Table};
 use flagship_worker::{
-    broker::redis::RedisBroker,
-    broker::MAX_DEAD_PAGE,
+    broker::{postgres::PostgresBroker, redis::RedisBroker, MAX_DEAD_PAGE},
     health::{BrokerHealth, HealthSource, HealthStatus},
     schema::pretty_json,
     Backend, Broker, DeadLetterQueue, DeadQuery, DeadSummary, Error, JobEnvelope, JobId, QueueName, SchemaRegistry,
@@ -30,13 +30,27 @@ use flagship_worker::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-/// Inspect and repair the queues of a flagship-worker Redis broker.
+/// Inspect and repair the queues of a flagship-worker Redis or PostgreSQL broker.
 #[derive(Debug, Parser)]
 #[command(name = "flagship-worker", version)]
 struct Cli {
-    /// The broker's Redis URL.
+    /// The broker's Redis URL (`redis://host:port`).
     #[arg(long, env = "REDIS_URL", hide_env_values = true, global = true, value_name = "URL")]
     redis_url: Option<String>,
+
+    /// The broker's PostgreSQL URL (`postgres://user@host/database`).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        global = true,
+        value_name = "URL"
+    )]
+    database_url: Option<String>,
+
+    /// The schema of the PostgreSQL broker's tables.
+    #[arg(long, env = "FLAGSHIP_SCHEMA", global = true, default_value = flagship_worker::broker::postgres::DEFAULT_SCHEMA)]
+    schema: String,
 
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
@@ -213,10 +227,31 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     {
         return export_schemas(dir, cli.json);
     }
-    let url = cli.redis_url.as_deref().ok_or_else(|| {
-        Error::InvalidConfig("no broker given: pass `--redis-url redis://host:6379` or set REDIS_URL".into())
-    })?;
-    let target = Target::new(Arc::new(RedisBroker::connect(url).await?), cli.json);
+    let target =
+        match (&cli.redis_url, &cli.database_url) {
+            (Some(url), None) => Target::new(Arc::new(RedisBroker::connect(url.as_str()).await?), cli.json),
+            // An operators' tool never migrates: it reads the schema as it is.
+            (None, Some(url)) => {
+                let broker = PostgresBroker::builder(url.as_str())
+                    .schema(cli.schema.as_str())
+                    .max_connections(2)
+                    .migrate(false)
+                    .connect()
+                    .await?;
+                Target::new(Arc::new(broker), cli.json)
+            }
+            (Some(_), Some(_)) => return Err(Error::InvalidConfig(
+                "two brokers given: pass either `--redis-url` (REDIS_URL) or `--database-url` (DATABASE_URL), not both"
+                    .into(),
+            )),
+            (None, None) => {
+                return Err(Error::InvalidConfig(
+                    "no broker given: pass `--redis-url redis://host:6379` (or set REDIS_URL) or \
+                 `--database-url postgres://user@host/database` (or set DATABASE_URL)"
+                        .into(),
+                ))
+            }
+        };
     match cli.command {
         Command::Queues => queues(&target).await,
         Command::Health => health(&target).await,

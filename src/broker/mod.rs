@@ -17,6 +17,8 @@ use crate::{
 };
 
 pub mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod query;
 #[cfg(feature = "redis")]
 pub mod redis;

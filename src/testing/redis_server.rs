@@ -20,20 +20,19 @@
 use std::{
     collections::BTreeMap,
     fmt,
-    net::TcpListener,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{
-        atomic::{AtomicU32, Ordering},
-        Arc,
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::conformance::Fixture;
+use super::{
+    conformance::Fixture,
+    local::{free_port, temp_dir},
+};
 use crate::{
     broker::{redis::RedisBroker, Backend},
     error::Result,
@@ -154,25 +153,6 @@ fn find_binary() -> Option<PathBuf> {
     runs.then_some(binary)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free local port for redis-server: {e}"))
-}
-
-fn temp_dir() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "flagship-redis-{}-{}-{:08x}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-    dir
-}
-
 impl RedisServer {
     /// Starts a server with Redis's defaults; `None` (after printing why)
     /// when `redis-server` is missing and [`REQUIRE_ENV`] is not `1`.
@@ -192,13 +172,13 @@ impl RedisServer {
         let mut server = RedisServer {
             binary,
             port: 0,
-            dir: temp_dir(),
+            dir: temp_dir("flagship-redis-"),
             options,
             child: None,
         };
         // Another process may take the free port before redis-server binds it.
         for _ in 0..5 {
-            server.port = free_port();
+            server.port = free_port("redis-server");
             if server.spawn().is_ok() {
                 return Some(server);
             }

@@ -1,4 +1,5 @@
-//! The admin router: JSON API, auth, dashboard, metrics, and a real browser.
+//! The admin router: JSON API, auth, dashboard, metrics, and a real browser;
+//! with the `postgres` feature, also on a `PostgresBroker`.
 
 mod api;
 mod auth;
@@ -9,4 +10,6 @@ mod dashboard;
 mod logs;
 mod metrics;
 mod origin;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod support;

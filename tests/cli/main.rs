@@ -1,8 +1,11 @@
 //! The `flagship-worker` binary against a test Redis: list, show, retry,
-//! retry-all, delete, purge, queues, health, schemas.
+//! retry-all, delete, purge, queues, health, schemas; and against a
+//! PostgreSQL broker.
 //!
 //! Each test starts its own `redis-server` on a free port and skips with a
-//! notice when it is missing (unless `FLAGSHIP_REQUIRE_REDIS=1`).
+//! notice when it is missing (unless `FLAGSHIP_REQUIRE_REDIS=1`); the
+//! PostgreSQL test uses a database of its own (and skips likewise unless
+//! `FLAGSHIP_REQUIRE_POSTGRES=1`).
 
 use std::{
     process::{Command, Output},
@@ -11,8 +14,9 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use flagship_worker::{
-    broker::redis::RedisBroker, testing::redis_server::RedisServer, AttemptRecord, Broker, DeadFilter, DeadLetterQueue,
-    JobEnvelope, JobId, QueueName, ReserveRequest,
+    broker::{postgres::PostgresBroker, redis::RedisBroker},
+    testing::{postgres_server::TestDatabase, redis_server::RedisServer},
+    AttemptRecord, Broker, DeadFilter, DeadLetterQueue, JobEnvelope, JobId, QueueName, ReserveRequest,
 };
 use serde_json::{json, Value};
 
@@ -24,6 +28,7 @@ fn queue(name: &str) -> QueueName {
 fn cli(server: &RedisServer, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flagship-worker"))
         .env("REDIS_URL", server.url())
+        .env_remove("DATABASE_URL")
         .args(args)
         .output()
         .expect("the binary runs")
@@ -48,7 +53,7 @@ fn cli_json(server: &RedisServer, args: &[&str]) -> Value {
 
 /// Enqueues a job and fails it once per error; the last failure
 /// dead-letters it. Returns its id.
-async fn dead_job(broker: &RedisBroker, queue_name: &str, kind: &str, payload: Value, errors: &[&str]) -> JobId {
+async fn dead_job<B: Broker>(broker: &B, queue_name: &str, kind: &str, payload: Value, errors: &[&str]) -> JobId {
     let q = queue(queue_name);
     let envelope = JobEnvelope::new(kind, q.clone(), payload, Utc::now());
     let id = envelope.id;
@@ -324,9 +329,74 @@ fn schemas_export_writes_the_envelope_and_every_known_kind_without_a_broker() {
 
     let no_broker = Command::new(env!("CARGO_BIN_EXE_flagship-worker"))
         .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
         .args(["queues"])
         .output()
         .unwrap();
     assert!(!no_broker.status.success());
     assert!(stderr(&no_broker).contains("REDIS_URL"));
+    assert!(stderr(&no_broker).contains("DATABASE_URL"));
+}
+
+#[tokio::test]
+async fn the_commands_work_against_a_postgres_broker() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let broker = PostgresBroker::connect(db.url()).await.unwrap();
+    let pg = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_flagship-worker"))
+            .env_remove("REDIS_URL")
+            .env("DATABASE_URL", db.url())
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    };
+    let json = |args: &[&str]| {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let output = pg(&all);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let a = dead_job(&broker, "billing", "send-invoice", json!({"n": 1}), &["card declined"]).await;
+    let b = dead_job(
+        &broker,
+        "media",
+        "resize",
+        json!({"n": 2}),
+        &["timeout", "timeout again"],
+    )
+    .await;
+
+    let all = json(&["dlq", "list"]);
+    assert_eq!(ids(&all), [a.to_string(), b.to_string()]);
+    assert_eq!(all["jobs"][1]["last_error"], "timeout again");
+    let shown = json(&["dlq", "show", &b.to_string()]);
+    assert_eq!(shown["payload"], json!({"n": 2}));
+    assert_eq!(shown["attempts"].as_array().unwrap().len(), 2);
+
+    assert!(pg(&["dlq", "retry", &a.to_string()]).status.success());
+    assert!(broker.get_dead(&queue("billing"), a).await.unwrap().is_none());
+    let queues = json(&["queues"]);
+    let names: Vec<&str> = queues
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["billing", "media"]);
+    assert_eq!(queues[0]["ready"], 1);
+    assert!(pg(&["dlq", "purge", "--older-than", "0s"]).status.success());
+    assert_eq!(broker.count_dead(&DeadFilter::queue(queue("media"))).await.unwrap(), 0);
+    assert_eq!(json(&["health"])["status"], "ok");
+
+    let other_schema = pg(&["--schema", "nothing_here", "queues"]);
+    assert!(!other_schema.status.success(), "the CLI never migrates a schema");
+    assert!(
+        stderr(&other_schema).contains("PostgresBroker::migrate"),
+        "{}",
+        stderr(&other_schema)
+    );
+    let both = pg(&["--redis-url", "redis://127.0.0.1:1", "queues"]);
+    assert!(!both.status.success());
+    assert!(stderr(&both).contains("not both"), "{}", stderr(&both));
 }

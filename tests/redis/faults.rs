@@ -12,7 +12,9 @@ use flagship_worker::{
 use redis::Commands;
 use tokio::sync::watch;
 
-use crate::support::{demo, eventually, hash, queue, start, start_with, Demo, DemoHandler, WorkerProcess};
+use crate::support::{
+    demo, eventually, hash, queue, start, start_with, worker_process, Demo, DemoHandler, WorkerProcess,
+};
 
 /// A worker for the demo queue with short leases and quick retries.
 async fn demo_worker(
@@ -64,7 +66,7 @@ async fn settled(broker: &RedisBroker, total: u64) -> bool {
 async fn jobs_of_a_killed_worker_process_are_all_finished_by_another() {
     let Some((server, broker)) = start().await else { return };
     broker.enqueue((0..100).map(demo).collect()).await.unwrap();
-    let doomed = WorkerProcess::start(
+    let doomed = worker_process(
         &server,
         &["--concurrency", "100", "--lease-ms", "1000", "--handler-ms", "60000"],
     );
@@ -136,7 +138,7 @@ async fn six_workers_in_tasks_and_processes_complete_each_job_once() {
     let processes: Vec<_> = ["p1", "p2"]
         .iter()
         .map(|id| {
-            WorkerProcess::start(
+            worker_process(
                 &server,
                 &["--concurrency", "16", "--lease-ms", "1000", "--worker-id", id],
             )
@@ -214,7 +216,7 @@ async fn a_paused_worker_cannot_complete_a_job_taken_over_by_another() {
     let job = demo(7);
     let id = job.id.to_string();
     broker.enqueue(vec![job]).await.unwrap();
-    let stale = WorkerProcess::start(
+    let stale = worker_process(
         &server,
         &[
             "--concurrency",

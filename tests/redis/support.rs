@@ -112,100 +112,31 @@ impl flagship_worker::Handler for DemoHandler {
 
 /// `examples/redis_worker`, built once per test run with this test's features.
 pub(crate) fn example_binary() -> std::path::PathBuf {
-    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            // The features this test was built with, so the library is not
-            // built again with other ones.
-            let features: Vec<&str> = [
-                ("redis", cfg!(feature = "redis")),
-                ("test-util", cfg!(feature = "test-util")),
-                ("flagship", cfg!(feature = "flagship")),
-                ("http", cfg!(feature = "http")),
-            ]
-            .into_iter()
-            .filter_map(|(name, on)| on.then_some(name))
-            .collect();
-            let mut build = std::process::Command::new(cargo);
-            build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--quiet", "--example", "redis_worker", "--features"])
-                .arg(features.join(","));
-            if !cfg!(debug_assertions) {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo to build the example worker");
-            assert!(status.success(), "building examples/redis_worker failed");
-            // This test runs from <target>/<profile>/deps/.
-            let exe = std::env::current_exe().unwrap();
-            let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-            profile_dir.join("examples").join("redis_worker")
-        })
-        .clone()
+    flagship_worker::testing::examples::build("redis_worker", &test_features())
 }
 
-/// A worker process running `examples/redis_worker`.
-pub(crate) struct WorkerProcess {
-    child: Option<std::process::Child>,
+/// The features this test was built with, so building an example does not
+/// build the library again with other ones.
+fn test_features() -> Vec<&'static str> {
+    [
+        ("redis", cfg!(feature = "redis")),
+        ("postgres", cfg!(feature = "postgres")),
+        ("test-util", cfg!(feature = "test-util")),
+        ("flagship", cfg!(feature = "flagship")),
+        ("http", cfg!(feature = "http")),
+        ("admin", cfg!(feature = "admin")),
+        ("cli", cfg!(feature = "cli")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect()
 }
 
-impl WorkerProcess {
-    /// Starts `redis_worker --work` against `server` with `args`.
-    pub(crate) fn start(server: &RedisServer, args: &[&str]) -> Self {
-        let child = std::process::Command::new(example_binary())
-            .arg("--work")
-            .args(args)
-            .env("REDIS_URL", server.url())
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("start the example worker");
-        WorkerProcess { child: Some(child) }
-    }
+pub(crate) use flagship_worker::testing::examples::WorkerProcess;
 
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map(std::process::Child::id).expect("running")
-    }
-
-    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
-    pub(crate) fn signal(&self, signal: &str) {
-        let status = std::process::Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
-    }
-
-    /// Kills the process with `SIGKILL`.
-    pub(crate) fn kill(mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-        }
-    }
-
-    /// Stops the process gracefully (`SIGTERM`) and returns its worker's
-    /// counters, as it printed them.
-    pub(crate) fn finish(mut self) -> serde_json::Value {
-        self.signal("TERM");
-        let child = self.child.take().expect("running");
-        let output = child.wait_with_output().expect("wait for the example worker");
-        assert!(output.status.success(), "worker process failed: {}", output.status);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let last = stdout.lines().last().unwrap_or_default();
-        serde_json::from_str(last).unwrap_or_else(|e| panic!("worker printed {stdout:?}: {e}"))
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// Starts `examples/redis_worker --work` against `server` with `args`.
+pub(crate) fn worker_process(server: &RedisServer, args: &[&str]) -> WorkerProcess {
+    WorkerProcess::start(&example_binary(), args, &[("REDIS_URL", &server.url())])
 }
 
 /// Reads a Redis hash of counters or names.

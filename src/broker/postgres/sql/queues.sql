@@ -1,0 +1,2 @@
+-- queues: every queue that has had a job, by name.
+SELECT name FROM {schema}.queues ORDER BY name

@@ -1,7 +1,7 @@
 //! Shared helpers: a database with a broker, jobs, workers, and waiting on
 //! conditions.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use flagship_worker::{
@@ -9,7 +9,6 @@ use flagship_worker::{
     testing::postgres_server::TestDatabase,
     JobEnvelope, QueueName, ReserveRequest, Worker,
 };
-use tokio::sync::watch;
 
 /// A fresh database and a broker connected to it.
 pub(crate) async fn start() -> Option<(TestDatabase, Arc<PostgresBroker>)> {
@@ -32,63 +31,6 @@ pub(crate) fn job(queue: &QueueName, n: u64) -> JobEnvelope {
 /// Take up to `max` jobs, leased for `lease_ms`, without waiting.
 pub(crate) fn take(max: usize, lease_ms: u64) -> ReserveRequest {
     ReserveRequest::new(max, Duration::from_millis(lease_ms), Duration::ZERO)
-}
-
-/// Polls `condition` until it holds; panics after `limit`.
-pub(crate) async fn eventually<F, Fut>(what: &str, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// Runs `worker` until the returned sender says stop.
-pub(crate) fn run(worker: &Worker) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (stop, mut stopped) = watch::channel(false);
-    let worker = worker.clone();
-    let task = tokio::spawn(async move {
-        worker
-            .run_until(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, task)
-}
-
-/// Stops workers started with [`run`] and waits for them.
-pub(crate) async fn stop(running: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>) {
-    for (stop, task) in running {
-        stop.send(true).unwrap();
-        task.await.unwrap();
-    }
-}
-
-/// The example worker's job (`examples/postgres_worker.rs`): same kind and queue.
-#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub(crate) struct Demo {
-    pub(crate) n: u64,
-}
-
-impl flagship_worker::Job for Demo {
-    const KIND: &'static str = "demo";
-    const QUEUE: &'static str = "examples:demo";
-}
-
-/// A demo job envelope, as the example's producer writes it.
-pub(crate) fn demo(n: u64) -> JobEnvelope {
-    JobEnvelope::new(
-        "demo",
-        queue("examples:demo"),
-        serde_json::json!({ "n": n }),
-        Utc::now(),
-    )
 }
 
 /// The example's tables, for workers in this process.
@@ -214,3 +156,8 @@ pub(crate) fn example_binary() -> std::path::PathBuf {
 pub(crate) fn worker_process(url: &str, args: &[&str]) -> flagship_worker::testing::examples::WorkerProcess {
     flagship_worker::testing::examples::WorkerProcess::start(&example_binary(), args, &[("DATABASE_URL", url)])
 }
+
+#[path = "../support/workers.rs"]
+mod workers;
+#[allow(unused_imports)] // each crate uses its own share
+pub(crate) use workers::{demo, eventually, run, stop, Demo};

@@ -13,7 +13,7 @@ use redis::Commands;
 use tokio::sync::watch;
 
 use crate::support::{
-    demo, eventually, hash, queue, start, start_with, worker_process, Demo, DemoHandler, WorkerProcess,
+    demo, eventually, hash, queue, run, start, start_with, worker_process, Demo, DemoHandler, WorkerProcess,
 };
 
 /// A worker for the demo queue with short leases and quick retries.
@@ -40,21 +40,6 @@ async fn demo_worker(
         .worker_id(name)
         .build()
         .unwrap()
-}
-
-/// Runs `worker` until the returned sender says stop.
-pub(crate) fn run(worker: &Worker) -> (watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-    let (stop, mut stopped) = watch::channel(false);
-    let worker = worker.clone();
-    let task = tokio::spawn(async move {
-        worker
-            .run_until(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop, task)
 }
 
 async fn settled(broker: &RedisBroker, total: u64) -> bool {

@@ -20,8 +20,8 @@ use redis::Commands;
 use serde_json::Value;
 
 use crate::{
-    faults::run,
     hostile::{key, worker, Runs},
+    support::run,
     support::{demo, eventually, queue, start, Demo},
 };
 

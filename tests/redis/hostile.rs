@@ -10,7 +10,7 @@ use std::{
 };
 
 use crate::{
-    faults::run,
+    support::run,
     support::{demo, eventually, queue, start, take, Demo},
 };
 use flagship_worker::{

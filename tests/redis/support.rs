@@ -1,6 +1,6 @@
 //! Shared helpers: a server with a broker, jobs, and waiting on conditions.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use chrono::Utc;
 use flagship_worker::{
@@ -38,40 +38,6 @@ pub(crate) fn take(max: usize, lease_ms: u64) -> ReserveRequest {
 /// Take up to `max` jobs, leased for 30 s, waiting up to `wait_ms`.
 pub(crate) fn wait_for(max: usize, wait_ms: u64) -> ReserveRequest {
     ReserveRequest::new(max, Duration::from_secs(30), Duration::from_millis(wait_ms))
-}
-
-/// Polls `condition` until it holds; panics after `limit`.
-pub(crate) async fn eventually<F, Fut>(what: &str, limit: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-/// The example worker's job (`examples/redis_worker.rs`): same kind and queue.
-#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
-pub(crate) struct Demo {
-    pub(crate) n: u64,
-}
-
-impl flagship_worker::Job for Demo {
-    const KIND: &'static str = "demo";
-    const QUEUE: &'static str = "examples:demo";
-}
-
-/// A demo job envelope, as the example's producer writes it.
-pub(crate) fn demo(n: u64) -> JobEnvelope {
-    JobEnvelope::new(
-        "demo",
-        queue("examples:demo"),
-        serde_json::json!({ "n": n }),
-        Utc::now(),
-    )
 }
 
 /// The example's handler, in-process: counts starts in `examples:started`,
@@ -143,3 +109,8 @@ pub(crate) fn worker_process(server: &RedisServer, args: &[&str]) -> WorkerProce
 pub(crate) fn hash(server: &RedisServer, key: &str) -> std::collections::HashMap<String, String> {
     redis::Commands::hgetall(&mut server.connection(), key).unwrap()
 }
+
+#[path = "../support/workers.rs"]
+mod workers;
+#[allow(unused_imports)] // each crate uses its own share
+pub(crate) use workers::{demo, eventually, run, stop, Demo};

@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo bench --bench throughput -- --backend memory --mode throughput --concurrency 64 --jobs 1000000
+//! cargo bench --bench throughput --features redis -- --backend redis --mode throughput --concurrency 50 --jobs 100000 --payload-bytes 1024
 //! cargo bench --bench throughput --features redis -- --backend redis --mode throughput --concurrency 50 --jobs 20000
 //! cargo bench --bench throughput --features redis -- --backend redis --mode latency --jobs 2000
 //! cargo bench --bench throughput --features redis -- --backend redis --mode retry --jobs 2000
@@ -12,7 +13,8 @@
 //! 1,000, then drains them with one worker at the given concurrency;
 //! `latency` measures enqueue-to-handler-start with an idle worker, one job
 //! every `--interval-ms`; `retry` drains N jobs that each fail once and then
-//! succeed (no backoff); `stream` runs producer and worker together with the
+//! succeed (no backoff); `--payload-bytes N` pads every job's payload
+//! with a string field `pad` of N bytes, as the peer's `PAYLOAD=N` does; `stream` runs producer and worker together with the
 //! backlog capped at 20,000 jobs, for steady-state rate and memory. The last
 //! line printed is one JSON object.
 //!
@@ -39,6 +41,7 @@
 #![allow(missing_docs, clippy::print_stdout)]
 
 use std::{
+    borrow::Cow,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex, OnceLock,
@@ -69,6 +72,9 @@ struct Args {
     vacuum_after: Option<u64>,
     /// The queue's prefetch; `None` keeps the worker's default.
     prefetch: Option<usize>,
+    /// Each job's payload gets a string field `pad` of this many bytes
+    /// (as the BullMQ harness pads its jobs with `PAYLOAD=N`).
+    payload_bytes: usize,
 }
 
 fn parse_args() -> Args {
@@ -83,6 +89,7 @@ fn parse_args() -> Args {
         durable_acks: false,
         vacuum_after: Some(flagship_worker_vacuum_default()),
         prefetch: None,
+        payload_bytes: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -103,6 +110,7 @@ fn parse_args() -> Args {
                 }
             }
             "--prefetch" => args.prefetch = Some(value().parse().expect("--prefetch N")),
+            "--payload-bytes" => args.payload_bytes = value().parse().expect("--payload-bytes N"),
             // cargo bench passes --bench; ignore it and anything unknown to us.
             _ => {}
         }
@@ -129,6 +137,26 @@ struct Noop {
     i: u64,
     /// When the producer enqueued it (latency mode), in `now_ns` units.
     t: u64,
+    /// `--payload-bytes` of padding, left out when empty. Borrowed by the
+    /// producer, so building a job does not copy it (BullMQ's harness
+    /// shares one string too); the handler gets its own copy.
+    #[serde(default, skip_serializing_if = "str::is_empty")]
+    pad: Cow<'static, str>,
+}
+
+impl Noop {
+    fn new(i: u64, t: u64, pad: &'static str) -> Self {
+        Noop {
+            i,
+            t,
+            pad: Cow::Borrowed(pad),
+        }
+    }
+}
+
+/// The padding for `--payload-bytes`, made once.
+fn padding(args: &Args) -> &'static str {
+    Box::leak("x".repeat(args.payload_bytes).into_boxed_str())
 }
 
 impl Job for Noop {
@@ -166,11 +194,16 @@ impl Handler for Counter {
 }
 
 fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
+/// A figure of `/proc/self/status` in KiB (`VmHWM:` peak RSS, `VmRSS:` now).
+fn status_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
@@ -669,6 +702,7 @@ async fn build_worker(args: &Args, broker: Arc<dyn Broker>, record_latency: bool
 }
 
 async fn throughput(args: &Args) -> serde_json::Value {
+    let pad = padding(args);
     let (broker, probe) = connect(args).await;
     let (worker, counter) = build_worker(args, broker, false).await;
     let client = worker.client();
@@ -677,16 +711,20 @@ async fn throughput(args: &Args) -> serde_json::Value {
     if let Some(p) = &probe {
         p.reset().await;
     }
+    let rss_before_kib = status_kib("VmRSS:");
     let t0 = Instant::now();
     let mut batch = Vec::with_capacity(1_000);
     for i in 0..args.jobs {
-        batch.push(Noop { i, t: 0 });
+        batch.push(Noop::new(i, 0, pad));
         if batch.len() == 1_000 || i + 1 == args.jobs {
             client.enqueue_batch(&batch, EnqueueOptions::new()).await.unwrap();
             batch.clear();
         }
     }
     let enqueue_s = t0.elapsed().as_secs_f64();
+    // What the queued jobs cost this process at most (with the memory
+    // broker: the backlog itself), over what it used before enqueueing.
+    let backlog_rss_bytes_per_job = (peak_rss_kib().saturating_sub(rss_before_kib) * 1024) as f64 / args.jobs as f64;
     let enqueue_server = server_figures(&probe, args.jobs).await;
 
     if let Some(p) = &probe {
@@ -708,12 +746,14 @@ async fn throughput(args: &Args) -> serde_json::Value {
         "mode": args.mode,
         "concurrency": args.concurrency,
         "jobs": args.jobs,
+        "payload_bytes": args.payload_bytes,
         "enqueue_jobs_per_s": (args.jobs as f64 / enqueue_s).round(),
         "process_jobs_per_s": (args.jobs as f64 / process_s).round(),
         // This process's CPU (all threads) per processed job: with Redis's
         // CPU per job, it tells which side bounds the rate.
         "process_cpu_us_per_job": (process_cpu_s * 1e6 / args.jobs as f64 * 100.0).round() / 100.0,
         "peak_rss_kib": peak_rss_kib(),
+        "backlog_peak_rss_bytes_per_job": backlog_rss_bytes_per_job.round(),
     });
     merge(&mut result, process_server);
     if let Some(fields) = result.as_object_mut() {
@@ -723,6 +763,7 @@ async fn throughput(args: &Args) -> serde_json::Value {
 }
 
 async fn latency(args: &Args) -> serde_json::Value {
+    let pad = padding(args);
     let (broker, probe) = connect(args).await;
     let (worker, counter) = build_worker(args, broker, true).await;
     let client = worker.client();
@@ -733,7 +774,7 @@ async fn latency(args: &Args) -> serde_json::Value {
         p.reset().await;
     }
     for i in 0..args.jobs {
-        client.enqueue(&Noop { i, t: now_ns() }).await.unwrap();
+        client.enqueue(&Noop::new(i, now_ns(), pad)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(args.interval_ms)).await;
     }
     counter.finished.notified().await;
@@ -761,6 +802,7 @@ async fn latency(args: &Args) -> serde_json::Value {
 /// Producer and worker at once, the backlog kept under `BACKLOG` jobs: the
 /// steady state whose memory must stay flat however many jobs go through.
 async fn stream(args: &Args) -> serde_json::Value {
+    let pad = padding(args);
     const BACKLOG: u64 = 20_000;
     let (broker, probe) = connect(args).await;
     let (worker, counter) = build_worker(args, broker, false).await;
@@ -789,7 +831,7 @@ async fn stream(args: &Args) -> serde_json::Value {
             table_max = table_max.max(p.table_bytes().await);
         }
         let n = (args.jobs - sent).min(1_000);
-        batch.extend((sent..sent + n).map(|i| Noop { i, t: 0 }));
+        batch.extend((sent..sent + n).map(|i| Noop::new(i, 0, pad)));
         client.enqueue_batch(&batch, EnqueueOptions::new()).await.unwrap();
         batch.clear();
         sent += n;

@@ -5,6 +5,7 @@ use std::{fmt, sync::Arc};
 use serde_json::Value;
 
 use crate::{
+    payload::Payload,
     broker::{Broker, EnqueueOutcome},
     clock::{Clock, TokioClock},
     envelope::{EnqueueOptions, JobEnvelope},
@@ -99,27 +100,42 @@ impl Client {
     /// Builds the validated envelope for a typed job without enqueueing it.
     pub fn envelope<J: Job>(&self, job: &J, options: &EnqueueOptions) -> Result<JobEnvelope> {
         let schema = self.inner.registry.register::<J>()?;
-        let payload = serde_json::to_value(job).map_err(|source| Error::MalformedPayload {
+        let malformed = |source| Error::MalformedPayload {
             kind: J::KIND.to_owned(),
             source,
-        })?;
-        if let Err(e) = self.inner.registry.check(&schema, &payload) {
-            return Err(refuse(e, [payload]));
-        }
+        };
+        let value = serde_json::to_value(job).map_err(malformed)?;
+        // The text is written from the job itself, the value only checked:
+        // the envelope carries the text from here to the handler.
+        let text = match self
+            .inner
+            .registry
+            .accept(&schema, &value, || Payload::serialize(job).map_err(malformed))
+        {
+            Ok(text) => text,
+            Err(e) => return Err(refuse(e, [value])),
+        };
         let now = self.inner.clock.now();
-        let mut envelope = JobEnvelope::new(J::KIND, schema.queue().clone(), payload, now);
+        let mut envelope = JobEnvelope::new(J::KIND, schema.queue().clone(), text, now);
         envelope.idempotency_key = job.idempotency_key();
         envelope.with_options(options, now)
     }
 
     /// Builds the validated envelope for a raw payload of a registered kind.
     pub fn raw_envelope(&self, kind: &str, payload: Value, options: &EnqueueOptions) -> Result<JobEnvelope> {
-        let schema = match self.inner.registry.validate(kind, &payload) {
-            Ok(schema) => schema,
+        let Some(schema) = self.inner.registry.get(kind) else {
+            return Err(refuse(Error::UnknownKind(kind.to_owned()), [payload]));
+        };
+        let text = match self
+            .inner
+            .registry
+            .accept(&schema, &payload, || Ok(Payload::from(&payload)))
+        {
+            Ok(text) => text,
             Err(e) => return Err(refuse(e, [payload])),
         };
         let now = self.inner.clock.now();
-        JobEnvelope::new(kind, schema.queue().clone(), payload, now).with_options(options, now)
+        JobEnvelope::new(kind, schema.queue().clone(), text, now).with_options(options, now)
     }
 
     /// Enqueues a typed job to run now.
@@ -152,12 +168,11 @@ impl Client {
 
     /// Enqueues ready-made envelopes, validating each payload first. Either
     /// every envelope is valid and the batch is sent, or nothing is enqueued.
-    pub async fn enqueue_envelopes(&self, envelopes: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
-        for envelope in &envelopes {
-            let schema = match self.inner.registry.validate(&envelope.kind, &envelope.payload) {
-                Ok(schema) => schema,
-                Err(e) => return Err(refuse(e, envelopes.into_iter().map(|e| e.payload))),
-            };
+    /// Payloads this client's registry accepted (in envelopes it built) are
+    /// not parsed again.
+    pub async fn enqueue_envelopes(&self, mut envelopes: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
+        for envelope in &mut envelopes {
+            let schema = self.inner.registry.validate_payload(&envelope.kind, &mut envelope.payload)?;
             if schema.queue() != &envelope.queue {
                 return Err(Error::InvalidConfig(format!(
                     "job kind `{}` belongs on queue `{}`, not `{}`",

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{Error, Result},
     job::{JobId, QueueName},
+    payload::Payload,
 };
 
 /// The envelope version this crate writes and reads.
@@ -42,8 +43,9 @@ pub struct JobEnvelope {
     pub kind: String,
     /// The queue the job runs on.
     pub queue: QueueName,
-    /// The job's data; must match the kind's JSON Schema.
-    pub payload: serde_json::Value,
+    /// The job's data; must match the kind's JSON Schema. Kept as JSON
+    /// text from the broker to the handler (see [`Payload`]).
+    pub payload: Payload,
     /// Optional key that makes enqueue idempotent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
@@ -120,13 +122,13 @@ pub fn truncate_error(mut message: String) -> String {
 
 impl JobEnvelope {
     /// A new envelope for a payload, ready to run now.
-    pub fn new(kind: impl Into<String>, queue: QueueName, payload: serde_json::Value, now: DateTime<Utc>) -> Self {
+    pub fn new(kind: impl Into<String>, queue: QueueName, payload: impl Into<Payload>, now: DateTime<Utc>) -> Self {
         JobEnvelope {
             v: ENVELOPE_VERSION,
             id: JobId::new(),
             kind: kind.into(),
             queue,
-            payload,
+            payload: payload.into(),
             idempotency_key: None,
             attempt: 0,
             max_retries: None,

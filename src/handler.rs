@@ -11,6 +11,7 @@ use crate::{
     envelope::JobEnvelope,
     error::BoxError,
     job::{Job, JobId, QueueName},
+    payload::Payload,
 };
 
 /// Runs jobs of one type.
@@ -231,7 +232,10 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError
 pub(crate) trait ErasedHandler: Send + Sync {
     /// Decodes the payload and starts the handler. Not `async` itself, so
     /// the handler's own boxed future is the only allocation per job.
-    fn call<'a>(&'a self, payload: &Value, ctx: &'a JobContext) -> Call<'a>;
+    /// `parsed` is the payload as checked against its schema, if it had to
+    /// be parsed for that: the job is then built from it (its strings moved,
+    /// not copied), otherwise straight from the text.
+    fn call<'a>(&'a self, payload: &Payload, parsed: Option<Value>, ctx: &'a JobContext) -> Call<'a>;
 }
 
 /// Why an erased call did not finish its job.
@@ -265,8 +269,12 @@ impl Future for Call<'_> {
 pub(crate) struct Typed<H>(pub(crate) H);
 
 impl<H: Handler> ErasedHandler for Typed<H> {
-    fn call<'a>(&'a self, payload: &Value, ctx: &'a JobContext) -> Call<'a> {
-        match <H::Job as serde::Deserialize>::deserialize(payload) {
+    fn call<'a>(&'a self, payload: &Payload, parsed: Option<Value>, ctx: &'a JobContext) -> Call<'a> {
+        let job = match parsed {
+            Some(value) => serde_json::from_value::<H::Job>(value),
+            None => payload.decode::<H::Job>(),
+        };
+        match job {
             Ok(job) => Call::Run(self.0.handle(job, ctx)),
             Err(e) => Call::Undecodable(Some(undecodable(H::Job::KIND, &e))),
         }

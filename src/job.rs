@@ -181,7 +181,6 @@ impl std::hash::BuildHasher for IdBuild {
 }
 
 pub(crate) type IdMap<V> = std::collections::HashMap<JobId, V, IdBuild>;
-pub(crate) type IdSet = std::collections::HashSet<JobId, IdBuild>;
 
 /// The longest queue name accepted, in bytes.
 pub const MAX_QUEUE_NAME_LEN: usize = 128;

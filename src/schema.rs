@@ -8,9 +8,10 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     io,
+    num::NonZeroU64,
     path::Path,
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, RwLock,
     },
 };
@@ -21,6 +22,7 @@ use serde_json::Value;
 use crate::{
     error::{Error, Result},
     job::{Job, QueueName},
+    payload::Payload,
 };
 
 /// Default largest payload accepted, in bytes of JSON: 1 MiB.
@@ -46,6 +48,10 @@ pub const EXPORT_ANNOTATION: &str = "x-flagship-worker";
 /// One registered job kind: its queue and its compiled schema.
 #[derive(Debug)]
 pub struct KindSchema {
+    /// Unique among every schema compiled in this process: a [`Payload`]
+    /// remembers which schema accepted it, so a worker holding the same
+    /// compiled schema does not check the same text twice.
+    id: NonZeroU64,
     kind: String,
     queue: QueueName,
     schema: Value,
@@ -56,6 +62,11 @@ pub struct KindSchema {
 }
 
 impl KindSchema {
+    /// This compiled schema's id, unique in the process.
+    pub fn id(&self) -> NonZeroU64 {
+        self.id
+    }
+
     /// The job kind.
     pub fn kind(&self) -> &str {
         &self.kind
@@ -94,6 +105,20 @@ impl KindSchema {
             }
             other => serde_json::json!({ "allOf": [other], EXPORT_ANNOTATION: annotation }),
         }
+    }
+
+    /// Checks a payload read from a broker: its depth, then the schema.
+    /// Returns the parsed value for the handler to decode, or `None` when
+    /// this very schema accepted exactly this text before, in this process
+    /// (a job enqueued by a client sharing the worker's registry, on the
+    /// in-memory broker): checking it again would give the same answer.
+    pub fn check_payload(&self, payload: &Payload) -> Result<Option<Value>> {
+        if payload.checked_by() == Some(self.id) {
+            return Ok(None);
+        }
+        let value = parse_payload(&self.kind, payload)?;
+        self.validate(&value)?;
+        Ok(Some(value))
     }
 
     /// The schema check alone, for a payload whose depth is already checked.
@@ -235,6 +260,7 @@ impl SchemaRegistry {
             .build(&schema)
             .map_err(|e| Error::InvalidConfig(format!("schema of job kind `{kind}` does not compile: {e}")))?;
         let entry = Arc::new(KindSchema {
+            id: next_schema_id(),
             kind: kind.to_owned(),
             queue,
             schema,
@@ -279,6 +305,35 @@ impl SchemaRegistry {
         entry.validate_shallow(payload)
     }
 
+    /// Checks `payload` against a kind of this registry (depth, size,
+    /// schema) and returns its JSON text, written by `text` once the depth
+    /// is known to be safe, marked as accepted by the kind's schema.
+    pub(crate) fn accept(
+        &self,
+        entry: &KindSchema,
+        payload: &Value,
+        text: impl FnOnce() -> Result<Payload>,
+    ) -> Result<Payload> {
+        check_depth(&entry.kind, payload)?;
+        let mut text = text()?;
+        self.check_len(&entry.kind, text.len())?;
+        entry.validate_shallow(payload)?;
+        text.mark_checked(entry.id);
+        Ok(text)
+    }
+
+    /// Checks JSON text for `kind` (known, then depth, size and schema),
+    /// and marks it as accepted. Text this registry accepted before is not
+    /// parsed again.
+    pub fn validate_payload(&self, kind: &str, payload: &mut Payload) -> Result<Arc<KindSchema>> {
+        let entry = self.get(kind).ok_or_else(|| Error::UnknownKind(kind.to_owned()))?;
+        if payload.checked_by() != Some(entry.id) {
+            let value = parse_payload(kind, payload)?;
+            *payload = self.accept(&entry, &value, || Ok(payload.clone()))?;
+        }
+        Ok(entry)
+    }
+
     /// Refuses a payload whose JSON is larger than the limit. Its depth is
     /// checked first, so measuring it cannot overflow the stack.
     pub fn check_size(&self, kind: &str, payload: &Value) -> Result<()> {
@@ -288,7 +343,11 @@ impl SchemaRegistry {
 
     /// The size check alone, for a payload whose depth is already checked.
     fn check_size_shallow(&self, kind: &str, payload: &Value) -> Result<()> {
-        let size = json_size(payload, self.max_payload_bytes);
+        self.check_len(kind, json_size(payload, self.max_payload_bytes))
+    }
+
+    /// Refuses `size` bytes of JSON when above the limit.
+    fn check_len(&self, kind: &str, size: usize) -> Result<()> {
         if size > self.max_payload_bytes {
             return Err(Error::PayloadTooLarge {
                 kind: kind.to_owned(),
@@ -345,6 +404,12 @@ pub fn pretty_json(value: &Value) -> String {
     text
 }
 
+/// A new [`KindSchema::id`].
+fn next_schema_id() -> NonZeroU64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NonZeroU64::new(NEXT.fetch_add(1, Ordering::Relaxed)).unwrap_or(NonZeroU64::MAX)
+}
+
 /// The longest job kind accepted, in bytes.
 pub(crate) const MAX_KIND_LEN: usize = 128;
 
@@ -359,6 +424,16 @@ fn check_kind(kind: &str) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Parses a payload's text into a value. The text is JSON (a [`Payload`]
+/// holds nothing else), so this fails only past serde_json's nesting limit
+/// of 128 levels, far deeper than [`MAX_PAYLOAD_DEPTH`].
+fn parse_payload(kind: &str, payload: &Payload) -> Result<Value> {
+    payload.to_value().map_err(|_| Error::PayloadTooDeep {
+        kind: kind.to_owned(),
+        limit: MAX_PAYLOAD_DEPTH,
+    })
 }
 
 /// Refuses a payload nested deeper than [`MAX_PAYLOAD_DEPTH`].

@@ -437,7 +437,7 @@ async fn show(target: &Target, job: JobArgs) -> Result<ExitCode, Error> {
     if let Some(key) = &job.idempotency_key {
         println!("idempotency {key}");
     }
-    println!("\npayload:\n{}", pretty_json(&job.payload).trim_end());
+    println!("\npayload:\n{}", job.payload.pretty().trim_end());
     println!("\nattempts ({}):", job.attempts.len());
     let mut out = table(&["#", "STARTED", "TOOK", "WORKER", "ERROR"]);
     for (n, attempt) in job.attempts.iter().enumerate() {

@@ -15,6 +15,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+mod held;
+
+use held::{Held, Kinds};
+
 use super::{
     check_page_limit, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease, LeaseStatus,
     LeaseToken, QueueStats, Reservation, ReserveRequest,
@@ -23,7 +27,7 @@ use crate::{
     clock::{Clock, TokioClock},
     envelope::{to_chrono, AttemptRecord, JobEnvelope},
     error::{Error, Result},
-    job::{IdMap, IdSet, JobId, QueueName},
+    job::{IdMap, JobId, QueueName},
 };
 
 /// An in-process broker with the full semantics of a shared one: leases
@@ -104,10 +108,13 @@ struct QueueState {
     ready: VecDeque<JobId>,
     /// Delayed and backing-off jobs by due time.
     scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
-    /// Leased jobs (their deadline is in their state). Unordered: it holds
-    /// only jobs in flight, so recovery scans it, and reserving or
-    /// completing a job costs one hash insert or remove.
-    active: IdSet,
+    /// Leased jobs and their leases. Unordered: it holds only jobs in
+    /// flight, so recovery scans it, and reserving or completing a job
+    /// costs one hash insert or remove. Kept out of [`Stored`], so that a
+    /// waiting job does not carry room for a lease.
+    active: IdMap<Leased>,
+    /// The job kinds of the queue's waiting jobs, each stored once.
+    kinds: Kinds,
     /// Dead jobs by dead-lettered time.
     dead: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Idempotency keys held, with their job.
@@ -119,8 +126,10 @@ struct QueueState {
     dead_lettered: u64,
 }
 
+/// A job the queue holds: 24 bytes besides its id, the envelope behind
+/// one pointer (see [`Held`]).
 struct Stored {
-    envelope: Arc<JobEnvelope>,
+    held: Held,
     state: JobState,
 }
 
@@ -128,12 +137,18 @@ struct Stored {
 enum JobState {
     Ready,
     Scheduled,
-    Active {
-        token: LeaseToken,
-        deadline: DateTime<Utc>,
-        started: DateTime<Utc>,
-    },
+    /// Leased: its lease is in [`QueueState::active`].
+    Active,
     Dead,
+}
+
+/// A lease on a job in flight.
+#[derive(Clone, Copy)]
+struct Leased {
+    token: LeaseToken,
+    deadline: DateTime<Utc>,
+    /// When this attempt started.
+    started: DateTime<Utc>,
 }
 
 impl Default for MemoryBroker {
@@ -207,12 +222,13 @@ impl MemoryBroker {
             state.promote_due(now);
             let retried = failed.is_some();
             if let Some(job) = state.jobs.get_mut(&lease.id) {
-                let envelope = Arc::make_mut(&mut job.envelope);
-                if let Some(record) = failed {
-                    envelope.attempt += 1;
-                    envelope.attempts.push(record);
-                }
-                envelope.run_at = at;
+                job.held.update(lease.id, &lease.queue, |envelope| {
+                    if let Some(record) = failed {
+                        envelope.attempt += 1;
+                        envelope.attempts.push(record);
+                    }
+                    envelope.run_at = at;
+                });
             }
             if retried {
                 state.retried += 1;
@@ -281,7 +297,7 @@ impl QueueState {
     }
 
     /// Leases a stored job under `token` until `deadline`; returns the
-    /// reservation and the job's state before.
+    /// reservation and the job's lease before, if it had one.
     fn lease(
         &mut self,
         id: JobId,
@@ -289,18 +305,18 @@ impl QueueState {
         token: LeaseToken,
         deadline: DateTime<Utc>,
         now: DateTime<Utc>,
-    ) -> Option<(Reservation, JobState)> {
+    ) -> Option<(Reservation, Option<Leased>)> {
         let job = self.jobs.get_mut(&id)?;
-        let previous = std::mem::replace(
-            &mut job.state,
-            JobState::Active {
+        job.state = JobState::Active;
+        let envelope = job.held.shared(id, queue);
+        let previous = self.active.insert(
+            id,
+            Leased {
                 token,
                 deadline,
                 started: now,
             },
         );
-        let envelope = job.envelope.clone();
-        self.active.insert(id);
         let lease = Lease {
             id,
             queue: queue.clone(),
@@ -315,36 +331,24 @@ impl QueueState {
         Some((reservation, previous))
     }
 
-    /// The job, if `lease` is its current lease.
-    fn leased(&mut self, lease: &Lease) -> Option<&mut Stored> {
-        match self.jobs.get_mut(&lease.id) {
-            Some(job) if matches!(job.state, JobState::Active { token, .. } if token == lease.token) => Some(job),
-            _ => None,
-        }
+    /// The job's lease, if `lease` is its current one.
+    fn leased(&mut self, lease: &Lease) -> Option<&mut Leased> {
+        self.active.get_mut(&lease.id).filter(|held| held.token == lease.token)
     }
 
-    fn take_active(&mut self, lease: &Lease) -> Option<(Arc<JobEnvelope>, DateTime<Utc>)> {
-        let job = self.leased(lease)?;
-        let JobState::Active { started, .. } = job.state else {
-            return None;
-        };
-        let envelope = job.envelope.clone();
-        self.active.remove(&lease.id);
-        Some((envelope, started))
+    /// Ends the job's lease if `lease` is its current one; the job stays.
+    fn take_active(&mut self, lease: &Lease) -> Option<Leased> {
+        match self.active.entry(lease.id) {
+            Entry::Occupied(held) if held.get().token == lease.token => Some(held.remove()),
+            _ => None,
+        }
     }
 
     /// Removes a job held under `lease` for good (it completed); `None`
     /// when the lease is not current.
     fn remove_active(&mut self, lease: &Lease) -> Option<Stored> {
-        // One lookup: this runs once per completed job.
-        let Entry::Occupied(job) = self.jobs.entry(lease.id) else {
-            return None;
-        };
-        if !matches!(job.get().state, JobState::Active { token, .. } if token == lease.token) {
-            return None;
-        }
-        self.active.remove(&lease.id);
-        Some(job.remove())
+        self.take_active(lease)?;
+        self.jobs.remove(&lease.id)
     }
 
     /// Puts a stored job in ready, or in scheduled until `run_at`.
@@ -371,27 +375,29 @@ impl QueueState {
         let Some(stored) = self.jobs.remove(&id) else {
             return false;
         };
-        if let Some(at) = stored.envelope.dead_lettered_at {
+        if let Some(at) = stored.held.dead_lettered_at() {
             self.dead.remove(&(at, id));
         }
-        if let Some(key) = &stored.envelope.idempotency_key {
+        if let Some(key) = stored.held.idempotency_key() {
             self.keys.remove(key);
         }
         true
     }
 
-    fn retry_dead(&mut self, id: JobId, now: DateTime<Utc>) -> bool {
+    fn retry_dead(&mut self, queue: &QueueName, id: JobId, now: DateTime<Utc>) -> bool {
         let Some(job) = self.jobs.get_mut(&id) else {
             return false;
         };
         if job.state != JobState::Dead {
             return false;
         }
-        let envelope = Arc::make_mut(&mut job.envelope);
-        let dead_at = envelope.dead_lettered_at.take();
-        envelope.dead_letter_reason = None;
-        envelope.attempt = 0;
-        envelope.run_at = now;
+        let mut dead_at = None;
+        job.held.update(id, queue, |envelope| {
+            dead_at = envelope.dead_lettered_at.take();
+            envelope.dead_letter_reason = None;
+            envelope.attempt = 0;
+            envelope.run_at = now;
+        });
         job.state = JobState::Ready;
         if let Some(at) = dead_at {
             self.dead.remove(&(at, id));
@@ -414,7 +420,11 @@ impl QueueState {
         let filter = filter.clone();
         self.dead
             .range((start, Bound::Unbounded))
-            .filter(move |(_, id)| self.jobs.get(id).is_some_and(|j| filter.matches(&j.envelope)))
+            .filter(move |(_, id)| {
+                self.jobs
+                    .get(id)
+                    .is_some_and(|j| j.held.inspect(*id, &filter.queue, |envelope| filter.matches(envelope)))
+            })
             .copied()
     }
 }
@@ -466,10 +476,11 @@ impl Broker for MemoryBroker {
                     let id = job.id;
                     let run_at = job.run_at;
                     let queue = job.queue.clone();
+                    let held = Held::waiting(job, &mut state.kinds);
                     state.jobs.insert(
                         id,
                         Stored {
-                            envelope: Arc::new(job),
+                            held,
                             state: JobState::Scheduled,
                         },
                     );
@@ -564,9 +575,9 @@ impl Broker for MemoryBroker {
                     continue;
                 };
                 state.completed += 1;
-                if let Some(key) = &stored.envelope.idempotency_key {
+                if let Some(key) = stored.held.idempotency_key() {
                     let until = now + self.key_retention;
-                    state.completed_keys.push_back((until, key.clone()));
+                    state.completed_keys.push_back((until, key.to_owned()));
                 }
                 finished.push(stored);
                 statuses.push(LeaseStatus::Held);
@@ -594,10 +605,11 @@ impl Broker for MemoryBroker {
             return Err(Error::LeaseLost(lease.id));
         }
         if let Some(job) = state.jobs.get_mut(&lease.id) {
-            let envelope = Arc::make_mut(&mut job.envelope);
-            envelope.attempts.extend(attempt);
-            envelope.dead_lettered_at = Some(now);
-            envelope.dead_letter_reason = Some(crate::envelope::truncate_error(reason.to_owned()));
+            job.held.update(lease.id, &lease.queue, |envelope| {
+                envelope.attempts.extend(attempt);
+                envelope.dead_lettered_at = Some(now);
+                envelope.dead_letter_reason = Some(crate::envelope::truncate_error(reason.to_owned()));
+            });
             job.state = JobState::Dead;
         }
         state.dead.insert((now, lease.id));
@@ -626,11 +638,11 @@ impl Broker for MemoryBroker {
                     let state = &mut *state;
                     if let Some(job) = state.jobs.get_mut(&lease.id) {
                         job.state = JobState::Ready;
-                        let run_at = job.envelope.run_at;
+                        let run_at = job.held.run_at();
                         let jobs = &state.jobs;
                         let at = state
                             .ready
-                            .partition_point(|id| jobs.get(id).is_some_and(|j| j.envelope.run_at < run_at));
+                            .partition_point(|id| jobs.get(id).is_some_and(|j| j.held.run_at() < run_at));
                         state.ready.insert(at, lease.id);
                     }
                     statuses.push(LeaseStatus::Held);
@@ -655,19 +667,11 @@ impl Broker for MemoryBroker {
             };
             let mut state = q.lock();
             for held in group {
-                let Some(job) = state.leased(held) else {
+                let Some(leased) = state.leased(held) else {
                     statuses.push(LeaseStatus::Lost);
                     continue;
                 };
-                let JobState::Active { token, started, .. } = job.state else {
-                    statuses.push(LeaseStatus::Lost);
-                    continue;
-                };
-                job.state = JobState::Active {
-                    token,
-                    deadline: new_deadline,
-                    started,
-                };
+                leased.deadline = new_deadline;
                 statuses.push(LeaseStatus::Held);
             }
         }
@@ -686,10 +690,8 @@ impl Broker for MemoryBroker {
         let mut expired: Vec<(DateTime<Utc>, JobId)> = state
             .active
             .iter()
-            .filter_map(|id| match state.jobs.get(id)?.state {
-                JobState::Active { deadline, .. } if deadline <= now => Some((deadline, *id)),
-                _ => None,
-            })
+            .filter(|(_, leased)| leased.deadline <= now)
+            .map(|(id, leased)| (leased.deadline, *id))
             .collect();
         expired.sort_unstable();
         expired.truncate(max);
@@ -698,8 +700,8 @@ impl Broker for MemoryBroker {
             let Some((mut reservation, previous)) = state.lease(id, queue, self.token(), deadline, now) else {
                 continue;
             };
-            if let JobState::Active { started, .. } = previous {
-                reservation.expired_attempt_started_at = Some(started);
+            if let Some(previous) = previous {
+                reservation.expired_attempt_started_at = Some(previous.started);
             }
             tracing::warn!(job.id = %id, queue = %queue, "lease expired; job recovered");
             out.push(reservation);
@@ -721,7 +723,7 @@ impl Broker for MemoryBroker {
             .ready
             .front()
             .and_then(|id| state.jobs.get(id))
-            .map(|job| (now - job.envelope.run_at).num_milliseconds().max(0) as u64);
+            .map(|job| (now - job.held.run_at()).num_milliseconds().max(0) as u64);
         Ok(QueueStats {
             ready: state.ready.len() as u64,
             scheduled: state.scheduled.len() as u64,
@@ -767,8 +769,7 @@ impl DeadLetterQueue for MemoryBroker {
         let jobs = keys
             .iter()
             .take(limit)
-            .filter_map(|(_, id)| state.jobs.get(id))
-            .map(|job| (*job.envelope).clone())
+            .filter_map(|(_, id)| Some(state.jobs.get(id)?.held.to_envelope(*id, &filter.queue)))
             .collect();
         Ok(DeadPage { jobs, next })
     }
@@ -782,7 +783,7 @@ impl DeadLetterQueue for MemoryBroker {
             .jobs
             .get(&id)
             .filter(|j| j.state == JobState::Dead)
-            .map(|j| (*j.envelope).clone()))
+            .map(|j| j.held.to_envelope(id, queue)))
     }
 
     async fn retry_dead(&self, queue: &QueueName, id: JobId) -> Result<bool> {
@@ -790,7 +791,7 @@ impl DeadLetterQueue for MemoryBroker {
         let Some(q) = self.existing(queue) else {
             return Ok(false);
         };
-        let retried = q.lock().retry_dead(id, now);
+        let retried = q.lock().retry_dead(queue, id, now);
         if retried {
             tracing::info!(job.id = %id, queue = %queue, "dead job retried");
             q.wake(1, false);
@@ -806,7 +807,7 @@ impl DeadLetterQueue for MemoryBroker {
         let count = {
             let mut state = q.lock();
             let ids: Vec<_> = state.dead_ids(filter, None).map(|(_, id)| id).collect();
-            ids.into_iter().filter(|id| state.retry_dead(*id, now)).count()
+            ids.into_iter().filter(|id| state.retry_dead(&filter.queue, *id, now)).count()
         };
         q.wake(count, false);
         tracing::info!(queue = %filter.queue, count, "dead jobs retried");

@@ -188,7 +188,7 @@ impl TestWorker {
         self.enqueued()
             .into_iter()
             .filter(|e| e.kind == J::KIND)
-            .filter_map(|e| serde_json::from_value(e.payload).ok())
+            .filter_map(|e| e.payload.decode().ok())
             .collect()
     }
 

@@ -61,11 +61,12 @@ impl Runner {
                 envelope.kind, envelope.queue
             ));
         };
-        // The size limit was checked at enqueue; a payload that is
-        // already here costs nothing more to check against its schema.
-        if let Err(e) = registered.schema.validate(&envelope.payload) {
-            return Ended::Refused(refusal(&e));
-        }
+        // The size limit was checked at enqueue (and by the broker); the
+        // depth and the schema are checked here, parsing the text once.
+        let parsed = match registered.schema.check_payload(&envelope.payload) {
+            Ok(parsed) => parsed,
+            Err(e) => return Ended::Refused(refusal(&e)),
+        };
 
         ctx.id = envelope.id;
         ctx.kind.clear();
@@ -79,7 +80,7 @@ impl Runner {
         let ctx: &JobContext = ctx;
         // The call itself is inside the caught future: decoding the payload
         // runs in it, and so does any work a handler does before its first `.await`.
-        let call = AssertUnwindSafe(async { registered.handler.call(&envelope.payload, ctx).await }).catch_unwind();
+        let call = AssertUnwindSafe(async { registered.handler.call(&envelope.payload, parsed, ctx).await }).catch_unwind();
         let deadline = tokio::time::Instant::now() + self.job_timeout;
         let timed = attempt(call, deadline, on_wait);
         tokio::select! {

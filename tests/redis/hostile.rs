@@ -330,7 +330,7 @@ async fn a_counter_that_is_not_a_number_does_not_fail_an_acknowledgement() {
 async fn a_payload_above_the_limit_written_into_redis_is_dead_lettered_naming_it() {
     let Some((server, broker)) = start().await else { return };
     let mut big = demo(1);
-    big.payload = serde_json::json!({ "n": 1, "pad": "x".repeat(2 * 1024 * 1024) });
+    big.payload = serde_json::json!({ "n": 1, "pad": "x".repeat(2 * 1024 * 1024) }).into();
     write_ready(&server, big.id.to_string().as_bytes(), &big.to_json());
     broker.enqueue(vec![demo(2)]).await.unwrap();
 

@@ -51,7 +51,7 @@ async fn a_full_redis_refuses_enqueue_and_keeps_no_partial_job() {
         let jobs: Vec<_> = (0..8)
             .map(|n| {
                 let mut j = job(&q, n);
-                j.payload = serde_json::json!({ "blob": big });
+                j.payload = serde_json::json!({ "blob": big }).into();
                 j
             })
             .collect();

@@ -14,7 +14,6 @@ use crate::{
     broker::{DeadQuery, DeadSummary},
     envelope::JobEnvelope,
     job::JobId,
-    schema::pretty_json,
 };
 
 pub(super) fn login_form(base: &str, failed: bool) -> String {
@@ -196,7 +195,7 @@ pub(super) fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> 
     let _ = write!(
         out,
         "</dl><h2>Payload</h2><pre class=\"payload\">{}</pre>",
-        esc(pretty_json(&job.payload).trim_end())
+        esc(job.payload.pretty().trim_end())
     );
     let _ = write!(out, "<h2>Attempts ({})</h2>", job.attempts.len());
     if job.attempts.is_empty() {

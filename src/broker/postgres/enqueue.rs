@@ -95,7 +95,7 @@ impl Batch {
             columns.ids.push(job.id.as_uuid());
             columns.queues.push(job.queue.as_str().to_owned());
             columns.kinds.push(job.kind.clone());
-            columns.payloads.push(json_text(&job.payload));
+            columns.payloads.push(job.payload.json().to_owned());
             columns.keys.push(job.idempotency_key.clone());
             columns
                 .delays
@@ -120,11 +120,6 @@ impl Batch {
 /// Whether `e` says a job with one of the batch's ids is stored already.
 fn is_stored_id(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") && db.constraint() == Some("jobs_pkey"))
-}
-
-/// A JSON value as text. Serializing a `Value` cannot fail.
-fn json_text(value: &Value) -> String {
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 impl PostgresBroker {

@@ -13,6 +13,7 @@ use crate::{
     envelope::{AttemptRecord, JobEnvelope, ENVELOPE_VERSION},
     error::Result,
     job::{JobId, QueueName},
+    payload::Payload,
 };
 
 /// A row as `reserve.sql` and `recover.sql` return it.
@@ -66,7 +67,7 @@ impl StoredJob {
                 self.v
             ));
         }
-        let payload = serde_json::from_str(&self.payload).map_err(|e| format!("the payload is not JSON: {e}"))?;
+        let payload = Payload::from_json(self.payload).map_err(|e| format!("the payload is not JSON: {e}"))?;
         let attempts: Vec<AttemptRecord> = match &self.attempts {
             Some(text) => serde_json::from_str(text)
                 .map_err(|e| format!("the attempt history is not a list of attempt records: {e}"))?,
@@ -94,7 +95,8 @@ impl StoredJob {
     /// decoded shows its stored payload text as a string payload and keeps
     /// its stored version, so nothing is hidden.
     fn dead_envelope(self, id: Uuid, queue: &QueueName, run_at: DateTime<Utc>) -> JobEnvelope {
-        let payload = serde_json::from_str(&self.payload).unwrap_or(serde_json::Value::String(self.payload));
+        let payload = Payload::from_json(self.payload.as_str())
+            .unwrap_or_else(|_| Payload::from(serde_json::Value::String(self.payload)));
         let attempts = self
             .attempts
             .as_deref()

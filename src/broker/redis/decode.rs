@@ -194,7 +194,7 @@ pub(super) fn check_payload_size(
     if stored_len <= limit {
         return Ok(());
     }
-    let size = serde_json::to_vec(&envelope.payload).map_or(usize::MAX, |json| json.len());
+    let size = envelope.payload.len();
     if size <= limit {
         return Ok(());
     }
@@ -232,7 +232,7 @@ pub(super) fn dead_envelope(
             id,
             kind,
             queue: queue.clone(),
-            payload: text.map(serde_json::Value::String).unwrap_or_default(),
+            payload: text.map(serde_json::Value::String).unwrap_or_default().into(),
             idempotency_key: None,
             attempt: 0,
             max_retries: None,

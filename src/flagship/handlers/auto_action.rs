@@ -175,8 +175,9 @@ mod tests {
             .unwrap();
         let queued = f.drain(NOTIFICATIONS_QUEUE).await;
         assert_eq!(queued.len(), 1);
-        assert_eq!(queued[0].payload["type"], "feature_disabled");
-        assert_eq!(queued[0].payload["data"]["flagKey"], "new-ui");
+        let payload = queued[0].payload.to_value().unwrap();
+        assert_eq!(payload["type"], "feature_disabled");
+        assert_eq!(payload["data"]["flagKey"], "new-ui");
         assert_eq!(f.services.audit.list("acme", 10).await.unwrap().len(), 1);
     }
 

@@ -237,7 +237,7 @@ mod tests {
         f.drain(NOTIFICATIONS_QUEUE)
             .await
             .iter()
-            .map(|e| serde_json::from_value(e.payload.clone()).unwrap())
+            .map(|e| e.payload.decode().unwrap())
             .collect()
     }
 
@@ -295,7 +295,7 @@ mod tests {
             .drain(AUTO_ACTIONS_QUEUE)
             .await
             .iter()
-            .map(|e| serde_json::from_value(e.payload.clone()).unwrap())
+            .map(|e| e.payload.decode().unwrap())
             .collect();
         let summary: Vec<_> = actions.iter().map(|a| (a.action, a.target_id.as_str())).collect();
         assert_eq!(

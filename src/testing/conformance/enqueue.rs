@@ -24,7 +24,7 @@ pub async fn envelope_round_trips<F: Fixture + ?Sized>(f: &F) {
     let q = queue(f, "round-trip");
     b.ping().await.or_fail("ping");
     let mut sent = job(f, &q, "round-trip", 1);
-    sent.payload = json!({ "nested": { "list": [1, 2.5, "three"], "text": "ünïcødé ✓" }, "none": null });
+    sent.payload = json!({ "nested": { "list": [1, 2.5, "three"], "text": "ünïcødé ✓" }, "none": null }).into();
     sent.idempotency_key = Some("round-trip-1".into());
     sent.max_retries = Some(3);
     let outcomes = b.enqueue(vec![sent.clone()]).await.or_fail("enqueue");

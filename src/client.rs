@@ -105,12 +105,12 @@ impl Client {
             source,
         };
         let value = serde_json::to_value(job).map_err(malformed)?;
-        // The text is written from the job itself, the value only checked:
-        // the envelope carries the text from here to the handler.
+        // The value is checked and written as text once; the envelope
+        // carries the text from here to the handler.
         let text = match self
             .inner
             .registry
-            .accept(&schema, &value, || Payload::serialize(job).map_err(malformed))
+            .accept(&schema, &value, || Payload::write(&value).map_err(malformed))
         {
             Ok(text) => text,
             Err(e) => return Err(refuse(e, [value])),

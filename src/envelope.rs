@@ -43,8 +43,7 @@ pub struct JobEnvelope {
     pub kind: String,
     /// The queue the job runs on.
     pub queue: QueueName,
-    /// The job's data; must match the kind's JSON Schema. Kept as JSON
-    /// text from the broker to the handler (see [`Payload`]).
+    /// The job's data; must match the kind's JSON Schema.
     pub payload: Payload,
     /// Optional key that makes enqueue idempotent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,7 +173,13 @@ impl JobEnvelope {
     /// timestamp without a timezone, a missing `run_at`, an id that is not
     /// a UUID), or that the JSON nests too deep to decode.
     pub fn from_json(id_hint: &str, bytes: &[u8]) -> Result<Self> {
-        let envelope: JobEnvelope = serde_json::from_slice(bytes).map_err(|e| Error::CorruptEnvelope {
+        // Checked as UTF-8 once, as a whole: read from a `&[u8]`, serde_json
+        // would check every string again, and the payload's text twice.
+        let decoded = match std::str::from_utf8(bytes) {
+            Ok(text) => serde_json::from_str::<JobEnvelope>(text),
+            Err(_) => serde_json::from_slice::<JobEnvelope>(bytes),
+        };
+        let envelope = decoded.map_err(|e| Error::CorruptEnvelope {
             id: id_hint.to_owned(),
             message: format!(
                 "not a job envelope: {}; fix the producer that wrote it (the format is in docs/schemas/envelope.json)",
@@ -515,19 +520,24 @@ mod tests {
     }
 
     /// Issue 11, item 6: an envelope too deep for serde_json dead-lettered
-    /// as "recursion limit exceeded"; the reason now says what the limit is.
+    /// as "recursion limit exceeded". The payload is kept as text now, so
+    /// the envelope decodes however deep it nests, and its depth is refused
+    /// where every payload's is, by the kind's check, naming the limit.
     #[test]
-    fn too_deep_envelopes_say_so() {
+    fn too_deep_payloads_decode_and_are_refused_for_their_depth() {
         let q = QueueName::new("q").unwrap();
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
-        let env = JobEnvelope::new("k", q, serde_json::json!(null), Utc::now());
+        let env = JobEnvelope::new("k", q.clone(), serde_json::json!(null), Utc::now());
         let text = String::from_utf8(env.to_json())
             .unwrap()
             .replace("\"payload\":null", &format!("\"payload\":{deep}"));
-        let err = JobEnvelope::from_json("x", text.as_bytes()).unwrap_err().to_string();
-        assert!(err.contains("128 or more levels deep"), "{err}");
+        let read = JobEnvelope::from_json("x", text.as_bytes()).unwrap();
+        assert_eq!(read.payload.json(), deep, "the text is kept as it was");
+        let registry = crate::SchemaRegistry::new();
+        let kind = registry.register_raw("k", q, serde_json::json!(true)).unwrap();
+        let err = kind.check_payload(&read.payload).unwrap_err();
         assert!(
-            err.contains(&format!("at most {} levels", crate::schema::MAX_PAYLOAD_DEPTH)),
+            matches!(err, Error::PayloadTooDeep { limit: crate::schema::MAX_PAYLOAD_DEPTH, .. }),
             "{err}"
         );
         // Brackets inside strings do not count.

@@ -53,6 +53,19 @@ impl Payload {
         Ok(Self::from_raw(serde_json::value::to_raw_value(value)?))
     }
 
+    /// A payload holding `value` as compact JSON, written by this crate's
+    /// own writer: serde_json checks a string for characters to escape one
+    /// byte at a time, this one a word at a time, which is most of the cost
+    /// of a payload with long strings. The text is then checked to be JSON
+    /// as [`from_json`](Self::from_json) does. Arrays and objects are
+    /// written recursively: check the depth first
+    /// ([`MAX_PAYLOAD_DEPTH`](crate::schema::MAX_PAYLOAD_DEPTH)).
+    pub(crate) fn write(value: &Value) -> serde_json::Result<Self> {
+        let mut text = String::with_capacity(64);
+        write_value(&mut text, value);
+        Self::from_json(text)
+    }
+
     /// A payload from already checked JSON text.
     pub fn from_raw(json: Box<RawValue>) -> Self {
         Payload { json, checked_by: None }
@@ -125,8 +138,107 @@ impl From<Value> for Payload {
 impl From<&Value> for Payload {
     fn from(value: &Value) -> Self {
         // A `Value` always serializes: its map keys are strings.
-        Payload::serialize(value).unwrap_or_else(|_| Payload::from_raw(RawValue::NULL.to_owned()))
+        Payload::write(value).unwrap_or_else(|_| Payload::from_raw(RawValue::NULL.to_owned()))
     }
+}
+
+/// Writes `value` as compact JSON, as serde_json would.
+fn write_value(out: &mut String, value: &Value) {
+    use std::fmt::Write as _;
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        // serde_json's own number formatting (itoa, ryu).
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_value(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(out, key);
+                out.push(':');
+                write_value(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// Writes `s` as a JSON string: runs that need no escape are copied whole;
+/// the search for the next byte to escape looks at eight bytes at a time.
+fn write_str(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
+    out.push('"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    while let Some(at) = next_escape(bytes, start) {
+        out.push_str(&s[start..at]);
+        let byte = bytes[at];
+        match byte {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            0x08 => out.push_str("\\b"),
+            0x0c => out.push_str("\\f"),
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.push_str("\\u00");
+                out.push(char::from(HEX[usize::from(byte >> 4)]));
+                out.push(char::from(HEX[usize::from(byte & 0xf)]));
+            }
+        }
+        start = at + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
+}
+
+/// The first byte at or after `from` that JSON escapes: a quote, a
+/// backslash or a control character (below 0x20). Multi-byte UTF-8
+/// sequences never contain one, so cutting the text there is safe.
+fn next_escape(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= bytes.len() {
+        let mut word = [0; 8];
+        word.copy_from_slice(&bytes[i..i + 8]);
+        let word = u64::from_le_bytes(word);
+        // A high bit in each byte that is below 0x20, or equal to `"` or `\`
+        // (the classic "has a zero byte" test on `word - 0x20..`, on
+        // `word ^ '"'..` and on `word ^ '\\'..`); bytes >= 0x80 are masked out.
+        let below = word.wrapping_sub(ONES * 0x20);
+        let quote = (word ^ (ONES * u64::from(b'"'))).wrapping_sub(ONES);
+        let backslash = (word ^ (ONES * u64::from(b'\\'))).wrapping_sub(ONES);
+        let found = (below | quote | backslash) & !word & HIGHS;
+        if found != 0 {
+            // The lowest flagged byte is a real hit: borrows only run
+            // upwards, so no byte below the first hit is flagged wrongly.
+            return Some(i + (found.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    bytes[i..]
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .map(|at| i + at)
 }
 
 impl PartialEq for Payload {
@@ -207,6 +319,32 @@ mod tests {
         let read: Outer = serde_json::from_str(&written).unwrap();
         assert_eq!(read.payload.json(), text);
         assert_eq!(read.payload, json!({ "a": "ü\n", "b": 1 }));
+    }
+
+    #[test]
+    fn the_writer_writes_what_serde_json_writes() {
+        let awkward: String = (0u8..0x80).map(char::from).chain("ünï ✓ 𝄞".chars()).collect();
+        let values = [
+            json!(null),
+            json!([true, false, 0, -12, 1.5, 1e300, u64::MAX, i64::MIN]),
+            json!({ "pad": "x".repeat(1000), "b": { "nested": [[], {}, ""] }, "a": awkward }),
+            json!(awkward.repeat(3)),
+            json!("\"\\\u{1f}ab\"cdefgh\\"),
+        ];
+        for value in values {
+            let written = Payload::write(&value).unwrap();
+            assert_eq!(written.json(), serde_json::to_string(&value).unwrap());
+            assert_eq!(written, value);
+        }
+        // Every position of an escaped byte inside and across eight-byte words.
+        for at in 0..20 {
+            for special in ['"', '\\', '\n', '\u{0}', '\u{1f}'] {
+                let mut text = "y".repeat(20);
+                text.insert(at, special);
+                let value = json!(text);
+                assert_eq!(Payload::write(&value).unwrap().json(), serde_json::to_string(&value).unwrap());
+            }
+        }
     }
 
     #[test]

@@ -147,7 +147,9 @@ pub(super) fn decode_stored(queue: &QueueName, id: &[u8], raw: &[u8]) -> Result<
             ),
         ));
     };
-    if job_id.to_string() != text {
+    // It parsed as a UUID: in 36 characters that is the hyphenated form,
+    // canonical when in lower case (checked without formatting the id).
+    if text.len() != 36 || text.bytes().any(|b| b.is_ascii_uppercase()) {
         return Err(poison(
             job_id,
             format!(

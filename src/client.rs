@@ -5,12 +5,12 @@ use std::{fmt, sync::Arc};
 use serde_json::Value;
 
 use crate::{
-    payload::Payload,
     broker::{Broker, EnqueueOutcome},
     clock::{Clock, TokioClock},
     envelope::{EnqueueOptions, JobEnvelope},
     error::{Error, Result},
     job::Job,
+    payload::Payload,
     schema::{drop_deep, SchemaRegistry},
 };
 
@@ -172,7 +172,10 @@ impl Client {
     /// not parsed again.
     pub async fn enqueue_envelopes(&self, mut envelopes: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
         for envelope in &mut envelopes {
-            let schema = self.inner.registry.validate_payload(&envelope.kind, &mut envelope.payload)?;
+            let schema = self
+                .inner
+                .registry
+                .validate_payload(&envelope.kind, &mut envelope.payload)?;
             if schema.queue() != &envelope.queue {
                 return Err(Error::InvalidConfig(format!(
                     "job kind `{}` belongs on queue `{}`, not `{}`",

@@ -537,7 +537,13 @@ mod tests {
         let kind = registry.register_raw("k", q, serde_json::json!(true)).unwrap();
         let err = kind.check_payload(&read.payload).unwrap_err();
         assert!(
-            matches!(err, Error::PayloadTooDeep { limit: crate::schema::MAX_PAYLOAD_DEPTH, .. }),
+            matches!(
+                err,
+                Error::PayloadTooDeep {
+                    limit: crate::schema::MAX_PAYLOAD_DEPTH,
+                    ..
+                }
+            ),
             "{err}"
         );
         // Brackets inside strings do not count.

@@ -342,7 +342,10 @@ mod tests {
                 let mut text = "y".repeat(20);
                 text.insert(at, special);
                 let value = json!(text);
-                assert_eq!(Payload::write(&value).unwrap().json(), serde_json::to_string(&value).unwrap());
+                assert_eq!(
+                    Payload::write(&value).unwrap().json(),
+                    serde_json::to_string(&value).unwrap()
+                );
             }
         }
     }

@@ -807,7 +807,9 @@ impl DeadLetterQueue for MemoryBroker {
         let count = {
             let mut state = q.lock();
             let ids: Vec<_> = state.dead_ids(filter, None).map(|(_, id)| id).collect();
-            ids.into_iter().filter(|id| state.retry_dead(&filter.queue, *id, now)).count()
+            ids.into_iter()
+                .filter(|id| state.retry_dead(&filter.queue, *id, now))
+                .count()
         };
         q.wake(count, false);
         tracing::info!(queue = %filter.queue, count, "dead jobs retried");

@@ -80,7 +80,8 @@ impl Runner {
         let ctx: &JobContext = ctx;
         // The call itself is inside the caught future: decoding the payload
         // runs in it, and so does any work a handler does before its first `.await`.
-        let call = AssertUnwindSafe(async { registered.handler.call(&envelope.payload, parsed, ctx).await }).catch_unwind();
+        let call =
+            AssertUnwindSafe(async { registered.handler.call(&envelope.payload, parsed, ctx).await }).catch_unwind();
         let deadline = tokio::time::Instant::now() + self.job_timeout;
         let timed = attempt(call, deadline, on_wait);
         tokio::select! {

@@ -39,11 +39,11 @@ rs_target=${CARGO_TARGET_DIR:-$PWD/target}/peers
 rs_bin=$rs_target/release/bullmq-official-peer
 rs_log=$rs_target/build.log
 mkdir -p "$rs_target"
-echo "building the bullmq-official (Rust) peer (log: $rs_log)" >&2
 if [ "${RUST_PEER:-1}" = 0 ]; then
   rs_ok=0
   echo "bullmq-official (Rust) peer skipped (RUST_PEER=0)" >"$out/rs-note"
-elif CARGO_TARGET_DIR=$rs_target cargo build --release --locked \
+elif echo "building the bullmq-official (Rust) peer (log: $rs_log)" >&2 &&
+  CARGO_TARGET_DIR=$rs_target cargo build --release --locked \
     --manifest-path benches/peers/bullmq-official/Cargo.toml >"$rs_log" 2>&1; then
   rs_ok=1
 else

@@ -215,3 +215,43 @@ fn expand(job: &mut Waiting, id: JobId, queue: &QueueName) -> JobEnvelope {
         dead_letter_reason: rest.dead_letter_reason,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> QueueName {
+        QueueName::new("q").unwrap()
+    }
+
+    #[test]
+    fn a_waiting_job_expands_to_the_envelope_it_was() {
+        let now = Utc::now();
+        let plain = JobEnvelope::new("k", queue(), serde_json::json!({ "n": 1 }), now);
+        let mut full = JobEnvelope::new("k", queue(), serde_json::json!({ "n": 2 }), now);
+        full.idempotency_key = Some("key".into());
+        full.attempt = 3;
+        full.max_retries = Some(7);
+        full.attempts = vec![AttemptRecord::failed(now, now, "boom", Some("w".into()))];
+        full.dead_lettered_at = Some(now);
+        full.dead_letter_reason = Some("why".into());
+        let mut kinds = Kinds::default();
+        for envelope in [plain, full] {
+            let mut held = Held::waiting(envelope.clone(), &mut kinds);
+            assert_eq!(held.run_at(), envelope.run_at);
+            assert_eq!(held.idempotency_key(), envelope.idempotency_key.as_deref());
+            assert_eq!(held.to_envelope(envelope.id, &queue()), envelope, "a copy for operators");
+            assert_eq!(*held.shared(envelope.id, &queue()), envelope, "the leased envelope");
+            assert!(matches!(held, Held::Envelope(_)));
+        }
+        assert_eq!(kinds.0.len(), 1, "the kind is stored once");
+    }
+
+    #[test]
+    fn a_waiting_job_is_small() {
+        // The job table holds this per job besides its id; the rest is one
+        // allocation of `Waiting` and the payload's text.
+        assert!(std::mem::size_of::<Held>() <= 16);
+        assert!(std::mem::size_of::<Waiting>() <= 88, "{}", std::mem::size_of::<Waiting>());
+    }
+}

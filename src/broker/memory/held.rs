@@ -240,7 +240,11 @@ mod tests {
             let mut held = Held::waiting(envelope.clone(), &mut kinds);
             assert_eq!(held.run_at(), envelope.run_at);
             assert_eq!(held.idempotency_key(), envelope.idempotency_key.as_deref());
-            assert_eq!(held.to_envelope(envelope.id, &queue()), envelope, "a copy for operators");
+            assert_eq!(
+                held.to_envelope(envelope.id, &queue()),
+                envelope,
+                "a copy for operators"
+            );
             assert_eq!(*held.shared(envelope.id, &queue()), envelope, "the leased envelope");
             assert!(matches!(held, Held::Envelope(_)));
         }
@@ -252,6 +256,10 @@ mod tests {
         // The job table holds this per job besides its id; the rest is one
         // allocation of `Waiting` and the payload's text.
         assert!(std::mem::size_of::<Held>() <= 16);
-        assert!(std::mem::size_of::<Waiting>() <= 88, "{}", std::mem::size_of::<Waiting>());
+        assert!(
+            std::mem::size_of::<Waiting>() <= 88,
+            "{}",
+            std::mem::size_of::<Waiting>()
+        );
     }
 }

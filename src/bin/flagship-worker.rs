@@ -14,6 +14,7 @@
 //! flagship-worker dlq purge --older-than 30d
 //! flagship-worker health
 //! flagship-worker schemas export docs/schemas
+//! flagship-worker run                              # the FlagShip worker; settings from FLAGSHIP_* variables
 //! ```
 
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
@@ -29,6 +30,9 @@ use flagship_worker::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
+
+#[path = "flagship-worker/run.rs"]
+mod run;
 
 /// Inspect and repair the queues of a flagship-worker Redis or PostgreSQL broker.
 #[derive(Debug, Parser)]
@@ -76,6 +80,9 @@ enum Command {
         #[command(subcommand)]
         command: SchemasCommand,
     },
+    /// Runs the FlagShip worker: every FlagShip queue with its schedules,
+    /// and the admin server, until SIGTERM or SIGINT.
+    Run(Box<run::RunArgs>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,7 +215,7 @@ impl Target {
     }
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
@@ -226,6 +233,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
     } = &cli.command
     {
         return export_schemas(dir, cli.json);
+    }
+    if let Command::Run(args) = cli.command {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+            .init();
+        return run::run(*args).await.map(|()| ExitCode::SUCCESS);
     }
     let target =
         match (&cli.redis_url, &cli.database_url) {
@@ -256,7 +270,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Queues => queues(&target).await,
         Command::Health => health(&target).await,
         Command::Dlq { command } => dlq(&target, command).await,
-        Command::Schemas { .. } => Ok(ExitCode::SUCCESS),
+        Command::Schemas { .. } | Command::Run(_) => Ok(ExitCode::SUCCESS),
     }
 }
 

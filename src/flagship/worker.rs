@@ -4,20 +4,21 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
+    control::{ApiKeyControl, FlagControl, StoreControl},
     handlers::{
         AuditHandler, AutoActionHandler, DlqCleanupHandler, HealthCheckHandler, NotificationHandler,
         OperatorAlertHandler, PeriodRolloverHandler, UsageAggregationHandler, UsageIngestionHandler,
     },
     jobs::{DlqCleanupJob, HealthCheckJob, PeriodRolloverJob, UsageAggregationJob},
     model::PeriodKind,
-    notify::{LoggingMailer, LoggingWebhookSender, Mailer, WebhookSender},
+    notify::{LoggingMailer, LoggingWebhookSender, Mailer, NotConfigured, WebhookSender},
     queues::FLAGSHIP_QUEUES,
     stores::{
         ApiKeyStore, AuditLog, DeliveryLog, FlagStore, HealthStore, MemoryStore, OrgConfigStore, PeriodArchive,
         UsageStore,
     },
 };
-use crate::{Backend, DeadLetterQueue, QueueConfig, Result, Schedule, WorkerBuilder};
+use crate::{Backend, DeadLetterQueue, Error, QueueConfig, Result, Schedule, WorkerBuilder};
 
 /// When a health check reports a problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +71,15 @@ impl Default for FlagshipSettings {
     }
 }
 
-/// Everything the FlagShip handlers use: the stores, the delivery channels
-/// and the settings. Cheap to clone.
+/// Everything the FlagShip handlers use: the stores, the controls acting
+/// on flags and API keys, the delivery channels and the settings. Cheap to
+/// clone.
+///
+/// No channel is configured until one is given: a notification then fails
+/// (permanently, naming the missing setting), and [`FlagshipModule::install`]
+/// refuses to start without a mailer. [`logging_only`](Self::logging_only)
+/// opts into channels that only log, recorded as `logged` (not `sent`) in
+/// the delivery log.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -93,6 +101,12 @@ pub struct FlagshipServices {
     pub flags: Arc<dyn FlagStore>,
     /// API keys.
     pub api_keys: Arc<dyn ApiKeyStore>,
+    /// Turns flags off for `disable_feature` auto-actions (default: in
+    /// [`flags`](Self::flags)).
+    pub flag_control: Arc<dyn FlagControl>,
+    /// Blocks keys for `block_api_key` auto-actions (default: in
+    /// [`api_keys`](Self::api_keys)).
+    pub api_key_control: Arc<dyn ApiKeyControl>,
     /// Organizations' configuration.
     pub orgs: Arc<dyn OrgConfigStore>,
     /// Which channels delivered which notifications.
@@ -108,13 +122,16 @@ pub struct FlagshipServices {
 }
 
 impl FlagshipServices {
-    /// Every store backed by `store`, a [`LoggingMailer`], a
-    /// [`LoggingWebhookSender`] and default settings.
+    /// Every store backed by `store`, auto-actions on its flags and keys,
+    /// no channel configured and default settings.
     pub fn from_store<S>(store: Arc<S>) -> Self
     where
         S: AuditLog + UsageStore + PeriodArchive + FlagStore + ApiKeyStore + OrgConfigStore + DeliveryLog + HealthStore,
     {
+        let control = Arc::new(StoreControl::new(store.clone(), store.clone()));
         FlagshipServices {
+            flag_control: control.clone(),
+            api_key_control: control,
             audit: store.clone(),
             usage: store.clone(),
             archive: store.clone(),
@@ -123,15 +140,36 @@ impl FlagshipServices {
             orgs: store.clone(),
             deliveries: store.clone(),
             health: store,
-            mailer: Arc::new(LoggingMailer::new()),
-            webhooks: Arc::new(LoggingWebhookSender::new()),
+            mailer: Arc::new(NotConfigured),
+            webhooks: Arc::new(NotConfigured),
             settings: FlagshipSettings::default(),
         }
     }
 
-    /// Everything in memory ([`MemoryStore`]), logging channels.
+    /// Everything in memory ([`MemoryStore`]), no channel configured.
     pub fn in_memory() -> Self {
         Self::from_store(Arc::new(MemoryStore::new()))
+    }
+
+    /// Channels that only log: a [`LoggingMailer`] and a
+    /// [`LoggingWebhookSender`], for demos and tests. Nobody is told; the
+    /// delivery log says `logged`.
+    pub fn logging_only(self) -> Self {
+        self.with_mailer(Arc::new(LoggingMailer::new()))
+            .with_webhooks(Arc::new(LoggingWebhookSender::new()))
+    }
+
+    /// Disables flags with `control` (e.g. a `PostgresControl` on the
+    /// product's own table).
+    pub fn with_flag_control(mut self, control: Arc<dyn FlagControl>) -> Self {
+        self.flag_control = control;
+        self
+    }
+
+    /// Blocks API keys with `control`.
+    pub fn with_api_key_control(mut self, control: Arc<dyn ApiKeyControl>) -> Self {
+        self.api_key_control = control;
+        self
     }
 
     /// Sends email with `mailer`.
@@ -176,7 +214,7 @@ pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// use flagship_worker::{flagship::{FlagshipServices, FlagshipModule}, MemoryBroker, Worker};
 ///
 /// let backend = Arc::new(MemoryBroker::new());
-/// let worker = FlagshipModule::new(FlagshipServices::in_memory(), backend.clone())
+/// let worker = FlagshipModule::new(FlagshipServices::in_memory().logging_only(), backend.clone())
 ///     .install(Worker::builder(backend))?
 ///     .build()?;
 /// # let _ = worker;
@@ -192,6 +230,8 @@ pub struct FlagshipModule {
     schedules: bool,
     /// Jobs run at once per queue.
     concurrency: usize,
+    /// Per-queue exceptions to `concurrency`, as (queue, jobs at once).
+    queue_concurrency: Vec<(String, usize)>,
 }
 
 impl FlagshipModule {
@@ -207,6 +247,7 @@ impl FlagshipModule {
             dead_letters,
             schedules: true,
             concurrency: 10,
+            queue_concurrency: Vec::new(),
         }
     }
 
@@ -228,13 +269,46 @@ impl FlagshipModule {
         &self.services
     }
 
-    /// Registers the handlers, queues and schedules on `builder`.
+    /// Runs `concurrency` jobs of `queue` at once (others keep the
+    /// default of [`concurrency`](Self::concurrency)). An unknown queue
+    /// name is refused by [`install`](Self::install).
+    pub fn queue_concurrency(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
+        self.queue_concurrency.push((queue.into(), concurrency));
+        self
+    }
+
+    /// Registers the handlers, queues and schedules on `builder`. Refuses
+    /// services without a mailer (see [`FlagshipServices::logging_only`])
+    /// and concurrency for a queue FlagShip does not have.
     pub fn install(self, mut builder: WorkerBuilder) -> Result<WorkerBuilder> {
+        if !self.services.mailer.is_configured() {
+            return Err(Error::InvalidConfig(
+                "FlagShip has no mailer: configure one with FlagshipServices::with_mailer (a ResendMailer; for                  `flagship-worker run`, set FLAGSHIP_RESEND_API_KEY and FLAGSHIP_EMAIL_FROM), or opt into                  logging-only delivery with FlagshipServices::logging_only"
+                    .into(),
+            ));
+        }
+        if let Some((unknown, _)) = self
+            .queue_concurrency
+            .iter()
+            .find(|(name, _)| !FLAGSHIP_QUEUES.iter().any(|q| q.name == name))
+        {
+            return Err(Error::InvalidConfig(format!(
+                "concurrency is set for queue `{}`, which is not a FlagShip queue; use one of {}",
+                unknown.escape_debug(),
+                FLAGSHIP_QUEUES.iter().map(|q| q.name).collect::<Vec<_>>().join(", ")
+            )));
+        }
         for queue in FLAGSHIP_QUEUES {
+            let concurrency = self
+                .queue_concurrency
+                .iter()
+                .rev()
+                .find(|(name, _)| name == queue.name)
+                .map_or(self.concurrency, |(_, c)| *c);
             builder = builder.queue(
                 QueueConfig::new(queue.name)?
                     .retry_policy(queue.retry)
-                    .concurrency(self.concurrency),
+                    .concurrency(concurrency),
             );
         }
         let s = &self.services;
@@ -291,6 +365,27 @@ impl FlagshipModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MemoryBroker;
+
+    #[test]
+    fn refuses_to_start_without_a_mailer_or_with_an_unknown_queue() {
+        let backend = Arc::new(MemoryBroker::new());
+        let install = |services: FlagshipServices| {
+            FlagshipModule::new(services, backend.clone()).install(crate::Worker::builder(backend.clone()))
+        };
+        let err = install(FlagshipServices::in_memory()).unwrap_err().to_string();
+        assert!(
+            err.contains("no mailer") && err.contains("FLAGSHIP_RESEND_API_KEY"),
+            "{err}"
+        );
+        assert!(install(FlagshipServices::in_memory().logging_only()).is_ok());
+        let err = FlagshipModule::new(FlagshipServices::in_memory().logging_only(), backend.clone())
+            .queue_concurrency("flagship:nope", 3)
+            .install(crate::Worker::builder(backend.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flagship:nope"), "{err}");
+    }
 
     fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
         s.parse().unwrap()

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     notify::DeliveryError,
-    stores::{Channel, DeliveryLog},
+    stores::{Channel, Delivery, DeliveryLog},
 };
 use crate::{Client, HandlerError, JobContext, JobId};
 
@@ -115,6 +115,7 @@ async fn deliver_once(
     deliveries: &dyn DeliveryLog,
     key: &str,
     channel: Channel,
+    via: Delivery,
     now: DateTime<Utc>,
     send: impl Future<Output = Result<(), DeliveryError>>,
 ) -> Result<Option<DeliveryError>, crate::Error> {
@@ -124,8 +125,8 @@ async fn deliver_once(
     }
     match send.await {
         Ok(()) => {
-            deliveries.record_delivery(key, channel, now).await?;
-            tracing::info!(notification = %key, channel = channel.as_str(), "notification delivered");
+            deliveries.record_delivery(key, channel, via, now).await?;
+            tracing::info!(notification = %key, channel = channel.as_str(), delivery = via.as_str(), "notification delivered");
             Ok(None)
         }
         Err(e) => {
@@ -224,11 +225,9 @@ pub(crate) mod test_support {
         /// webhook channels.
         pub(crate) async fn acme(&self) -> OrgConfig {
             let mut config = OrgConfig::new("acme");
-            config.limits.push(UsageLimit {
-                metric: "api_calls".into(),
-                period: PeriodKind::Hourly,
-                limit: 100,
-            });
+            config
+                .limits
+                .push(UsageLimit::new("api_calls", PeriodKind::Hourly, 100));
             config.notifications.email_recipients = vec!["ops@acme.test".into()];
             config.notifications.webhook = Some(WebhookEndpoint {
                 url: "https://hooks.acme.test/flagship".into(),

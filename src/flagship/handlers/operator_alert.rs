@@ -41,7 +41,15 @@ impl OperatorAlertHandler {
             )?;
             services.mailer.send(&email).await
         };
-        let failure = deliver_once(&*services.deliveries, &key, Channel::Email, run.now, send).await?;
+        let failure = deliver_once(
+            &*services.deliveries,
+            &key,
+            Channel::Email,
+            services.mailer.delivery(),
+            run.now,
+            send,
+        )
+        .await?;
         delivery_outcome(failure.map(|e| (Channel::Email, e)).into_iter().collect())
     }
 }

@@ -1,6 +1,7 @@
 //! Where FlagShip keeps its state: one trait per kind of state, each
-//! implemented in memory ([`MemoryStore`]) and, with the `redis` feature, in
-//! Redis (`RedisStore`).
+//! implemented in memory ([`MemoryStore`]), with the `redis` feature in
+//! Redis (`RedisStore`) and with the `postgres` feature in PostgreSQL
+//! (`PostgresStore`).
 //!
 //! Every write a handler makes is idempotent, so that running a job twice
 //! leaves the same state as running it once.
@@ -17,10 +18,14 @@ use super::{
 use crate::Result;
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
@@ -207,21 +212,55 @@ impl Channel {
 /// How long the delivery log remembers a delivery.
 pub const DELIVERY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Which notification channels have delivered which notifications, so a
-/// retry sends only what failed.
+/// How a channel delivered a notification: for real, or only into the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// Handed to the mail service or the webhook receiver, which accepted it.
+    Sent,
+    /// Only written to the worker's log (a [`LoggingMailer`](super::notify::LoggingMailer)
+    /// or [`LoggingWebhookSender`](super::notify::LoggingWebhookSender)):
+    /// nobody was told.
+    Logged,
+}
+
+impl Delivery {
+    /// `sent` or `logged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Sent => "sent",
+            Delivery::Logged => "logged",
+        }
+    }
+
+    /// The delivery named `name` (as [`as_str`](Self::as_str) writes it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Delivery::Sent, Delivery::Logged]
+            .into_iter()
+            .find(|d| d.as_str() == name)
+    }
+}
+
+/// Which notification channels have delivered which notifications, and
+/// how, so a retry sends only what failed.
 ///
 /// # Contract
 ///
 /// A recorded delivery MUST be reported by
-/// [`delivered`](DeliveryLog::delivered) for at least
-/// [`DELIVERY_RETENTION`].
+/// [`delivery`](DeliveryLog::delivery), with how it was delivered, for at
+/// least [`DELIVERY_RETENTION`].
 #[async_trait]
 pub trait DeliveryLog: Send + Sync + fmt::Debug + 'static {
-    /// Whether `channel` delivered notification `key`.
-    async fn delivered(&self, key: &str, channel: Channel) -> Result<bool>;
+    /// How `channel` delivered notification `key`, if it did.
+    async fn delivery(&self, key: &str, channel: Channel) -> Result<Option<Delivery>>;
 
-    /// Records that `channel` delivered notification `key`.
-    async fn record_delivery(&self, key: &str, channel: Channel, at: DateTime<Utc>) -> Result<()>;
+    /// Records that `channel` delivered notification `key` (`via` says
+    /// whether it was sent or only logged).
+    async fn record_delivery(&self, key: &str, channel: Channel, via: Delivery, at: DateTime<Utc>) -> Result<()>;
+
+    /// Whether `channel` delivered notification `key`, sent or logged.
+    async fn delivered(&self, key: &str, channel: Channel) -> Result<bool> {
+        Ok(self.delivery(key, channel).await?.is_some())
+    }
 }
 
 /// The latest health check result, for the admin API.

@@ -20,7 +20,7 @@
 //! | `P:{org}:audit` / `P:{org}:audit-order` | hash / zset | event id → JSON; id by time (µs) |
 //! | `P:{org}:flags` / `P:{org}:api-keys` | hash | key / id → JSON |
 //! | `P:{org}:config` | string | the organization's configuration JSON |
-//! | `P:delivery:<key>:<channel>` | string, expiring | delivered notifications |
+//! | `P:delivery:<key>:<channel>` | string, expiring | delivered notifications: `sent` or `logged`, a space, the time |
 //! | `P:health` | string | the latest health report JSON |
 //!
 //! A counter update and its batch-id check are one script, as are a
@@ -34,7 +34,7 @@ use redis::{aio::ConnectionManager, Script};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    ApiKeyStore, AuditLog, BatchOutcome, Channel, CounterIncrement, DeliveryLog, FlagStore, HealthStore,
+    ApiKeyStore, AuditLog, BatchOutcome, Channel, CounterIncrement, Delivery, DeliveryLog, FlagStore, HealthStore,
     OrgConfigStore, PeriodArchive, UsageStore, DELIVERY_RETENTION,
 };
 use crate::{
@@ -545,18 +545,23 @@ impl OrgConfigStore for RedisStore {
 
 #[async_trait]
 impl DeliveryLog for RedisStore {
-    async fn delivered(&self, key: &str, channel: Channel) -> Result<bool> {
-        redis::cmd("EXISTS")
+    async fn delivery(&self, key: &str, channel: Channel) -> Result<Option<Delivery>> {
+        let raw: Option<String> = redis::cmd("GET")
             .arg(format!("{}:delivery:{key}:{}", self.prefix, channel.as_str()))
             .query_async(&mut self.conn())
             .await
-            .map_err(redis_error)
+            .map_err(redis_error)?;
+        // Entries written before deliveries said how hold a timestamp: sent.
+        Ok(raw.map(|raw| {
+            let via = raw.split_once(' ').map_or("sent", |(via, _)| via);
+            Delivery::from_name(via).unwrap_or(Delivery::Sent)
+        }))
     }
 
-    async fn record_delivery(&self, key: &str, channel: Channel, at: DateTime<Utc>) -> Result<()> {
+    async fn record_delivery(&self, key: &str, channel: Channel, via: Delivery, at: DateTime<Utc>) -> Result<()> {
         redis::cmd("SET")
             .arg(format!("{}:delivery:{key}:{}", self.prefix, channel.as_str()))
-            .arg(at.to_rfc3339())
+            .arg(format!("{} {}", via.as_str(), at.to_rfc3339()))
             .arg("PX")
             .arg(millis(DELIVERY_RETENTION))
             .query_async::<()>(&mut self.conn())

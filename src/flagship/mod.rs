@@ -69,7 +69,10 @@ pub use handlers::{
     AuditHandler, AutoActionHandler, DlqCleanupHandler, HealthCheckHandler, JobRun, NotificationHandler,
     OperatorAlertHandler, PeriodRolloverHandler, UsageAggregationHandler, UsageIngestionHandler,
 };
-pub use health::FlagshipHealth;
+pub use health::{
+    FlagshipHealth, Heartbeat, HeartbeatLiveness, WorkerLiveness, HEARTBEAT_INTERVAL, SCHEDULE_SEEN_PREFIX,
+    WORKER_SEEN_PREFIX,
+};
 pub use jobs::{
     register_kinds, ApiKeyBlocked, AuditEvent, AuditEventJob, AutoAction, AutoActionJob, DlqCleanupJob,
     FeatureDisabled, HealthCheckJob, Notice, NotificationJob, OperatorAlertJob, PeriodRolloverJob, UsageAggregationJob,

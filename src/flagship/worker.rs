@@ -9,8 +9,9 @@ use super::{
         AuditHandler, AutoActionHandler, DlqCleanupHandler, HealthCheckHandler, NotificationHandler,
         OperatorAlertHandler, PeriodRolloverHandler, UsageAggregationHandler, UsageIngestionHandler,
     },
+    health::{HeartbeatLiveness, WorkerLiveness, HEARTBEAT_INTERVAL},
     jobs::{DlqCleanupJob, HealthCheckJob, PeriodRolloverJob, UsageAggregationJob},
-    model::PeriodKind,
+    model::{PeriodKind, WebhookEndpoint},
     notify::{LoggingMailer, LoggingWebhookSender, Mailer, NotConfigured, WebhookSender},
     queues::FLAGSHIP_QUEUES,
     stores::{
@@ -30,6 +31,12 @@ pub struct HealthThresholds {
     /// More jobs dead-lettered than this since the previous check is a
     /// problem (default 10).
     pub max_dlq_growth: u64,
+    /// When every known worker's last heartbeat is older than this, no
+    /// worker is alive (default 3 × [`HEARTBEAT_INTERVAL`]).
+    pub heartbeat_timeout: Duration,
+    /// A maintenance schedule whose run is this late is a missed fire
+    /// (default 5 minutes).
+    pub missed_fire_grace: Duration,
 }
 
 impl Default for HealthThresholds {
@@ -38,6 +45,8 @@ impl Default for HealthThresholds {
             max_ready: 10_000,
             max_oldest_ready_age: Duration::from_secs(300),
             max_dlq_growth: 10,
+            heartbeat_timeout: HEARTBEAT_INTERVAL * 3,
+            missed_fire_grace: Duration::from_secs(300),
         }
     }
 }
@@ -49,6 +58,8 @@ pub struct FlagshipSettings {
     pub email_from: String,
     /// Who receives operator alerts (unhealthy health checks).
     pub operator_emails: Vec<String>,
+    /// A webhook that also receives operator alerts.
+    pub operator_webhook: Option<WebhookEndpoint>,
     /// How long a usage batch id is remembered, so a redelivered batch is
     /// not counted twice (default 7 days).
     pub batch_dedupe_window: Duration,
@@ -64,6 +75,7 @@ impl Default for FlagshipSettings {
         FlagshipSettings {
             email_from: "FlagShip <notifications@flagship.local>".into(),
             operator_emails: Vec::new(),
+            operator_webhook: None,
             batch_dedupe_window: Duration::from_secs(7 * 24 * 3600),
             max_clock_skew: Duration::from_secs(300),
             health: HealthThresholds::default(),
@@ -111,8 +123,10 @@ pub struct FlagshipServices {
     pub orgs: Arc<dyn OrgConfigStore>,
     /// Which channels delivered which notifications.
     pub deliveries: Arc<dyn DeliveryLog>,
-    /// The latest health report.
+    /// The latest health report, heartbeats and maintenance runs.
     pub health: Arc<dyn HealthStore>,
+    /// Which workers are alive (default: the heartbeats in [`health`](Self::health)).
+    pub liveness: Arc<dyn WorkerLiveness>,
     /// Sends email.
     pub mailer: Arc<dyn Mailer>,
     /// Sends webhooks.
@@ -139,6 +153,7 @@ impl FlagshipServices {
             api_keys: store.clone(),
             orgs: store.clone(),
             deliveries: store.clone(),
+            liveness: Arc::new(HeartbeatLiveness::new(store.clone())),
             health: store,
             mailer: Arc::new(NotConfigured),
             webhooks: Arc::new(NotConfigured),
@@ -163,6 +178,13 @@ impl FlagshipServices {
     /// product's own table).
     pub fn with_flag_control(mut self, control: Arc<dyn FlagControl>) -> Self {
         self.flag_control = control;
+        self
+    }
+
+    /// Reads which workers are alive from `liveness` (e.g. a worker
+    /// registry) instead of the heartbeats in the health store.
+    pub fn with_liveness(mut self, liveness: Arc<dyn WorkerLiveness>) -> Self {
+        self.liveness = liveness;
         self
     }
 

@@ -234,6 +234,12 @@ async fn the_worker_binary_runs_flagship_on_redis_and_postgres_and_stops_without
         .unwrap();
     assert_eq!(sent, 4, "the delivery log says sent for real deliveries");
 
+    let heartbeats: i64 = sqlx::query_scalar("SELECT count(*) FROM flagship.seen WHERE name LIKE 'worker:%'")
+        .fetch_one(&sql)
+        .await
+        .unwrap();
+    assert_eq!(heartbeats, 1, "the worker records its heartbeat");
+
     let (status, body) = admin_get(&admin_line, "/admin/api/queues").await;
     assert_eq!(status, 200, "{body}");
     for queue in FLAGSHIP_QUEUES {
@@ -274,4 +280,22 @@ async fn the_worker_binary_runs_flagship_on_redis_and_postgres_and_stops_without
         burst.len() as u64,
         "every event is stored ({stored}) or still queued: nothing lost"
     );
+}
+
+#[tokio::test]
+async fn the_worker_binary_refuses_to_start_without_a_mailer_and_names_the_setting() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let output = Command::new(env!("CARGO_BIN_EXE_flagship-worker"))
+        .arg("run")
+        .env("FLAGSHIP_BROKER_URL", "redis://127.0.0.1:1")
+        .env("FLAGSHIP_STORE_URL", db.url())
+        .env("FLAGSHIP_EMAIL_FROM", "FlagShip <alerts@flagship.test>")
+        .env("FLAGSHIP_ADMIN_TOKEN", TOKEN)
+        .env_remove("FLAGSHIP_RESEND_API_KEY")
+        .env_remove("FLAGSHIP_LOG_DELIVERIES_ONLY")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("FLAGSHIP_RESEND_API_KEY is not set"), "{stderr}");
 }

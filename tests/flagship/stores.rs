@@ -265,6 +265,24 @@ async fn deliveries_and_health<S: DeliveryLog + HealthStore>(store: &S, org: &st
     store.record_health(&report("1")).await.unwrap();
     store.record_health(&report("2")).await.unwrap();
     assert_eq!(store.latest().await.unwrap(), Some(report("2")));
+
+    let worker = |n: u8| format!("worker:{org}-{n}");
+    store.record_seen(&worker(1), at("2026-01-01T10:00:00Z")).await.unwrap();
+    store.record_seen(&worker(2), at("2026-01-01T10:00:00Z")).await.unwrap();
+    store.record_seen(&worker(1), at("2026-01-01T10:01:00Z")).await.unwrap();
+    store
+        .record_seen(&format!("schedule:{org}"), at("2026-01-01T10:00:00Z"))
+        .await
+        .unwrap();
+    let seen = store.seen(&format!("worker:{org}-")).await.unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (worker(1), at("2026-01-01T10:01:00Z")),
+            (worker(2), at("2026-01-01T10:00:00Z"))
+        ],
+        "the latest time per name, only names with the prefix"
+    );
 }
 
 #[tokio::test]

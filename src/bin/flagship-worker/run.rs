@@ -9,11 +9,13 @@ use flagship_worker::{
     admin::{AdminBuilder, AdminMetrics},
     broker::{postgres::PostgresBroker, redis::RedisBroker},
     flagship::{
+        control::{PostgresControl, SwitchTable},
         notify::{EgressPolicy, HttpWebhookSender, LoggingMailer, LoggingWebhookSender, ResendMailer, RestrictedRange},
         stores::{PostgresStore, RedisStore},
-        FlagshipHealth, FlagshipModule, FlagshipServices, FlagshipSettings, FLAGSHIP_QUEUES,
+        FlagshipHealth, FlagshipModule, FlagshipServices, FlagshipSettings, HealthCheckHandler, HealthCheckJob,
+        Heartbeat, JobRun, WebhookEndpoint, FLAGSHIP_QUEUES, HEALTH_CHECK_INTERVAL, HEARTBEAT_INTERVAL,
     },
-    Backend, Error, Worker,
+    Backend, Client, Error, Worker,
 };
 use tokio::sync::watch;
 
@@ -53,6 +55,28 @@ pub(crate) struct RunArgs {
     /// delivery log records them as `logged`.
     #[arg(long, env = "FLAGSHIP_LOG_DELIVERIES_ONLY")]
     log_deliveries_only: bool,
+
+    /// A webhook that also receives operator alerts.
+    #[arg(long, env = "FLAGSHIP_OPERATOR_WEBHOOK_URL", requires = "operator_webhook_secret")]
+    operator_webhook_url: Option<String>,
+
+    /// The operator webhook's signing secret (`whsec_…`).
+    #[arg(long, env = "FLAGSHIP_OPERATOR_WEBHOOK_SECRET", hide_env_values = true)]
+    operator_webhook_secret: Option<String>,
+
+    /// The product's flags table (`schema.table`, columns `org_id`, `key`,
+    /// `enabled`): auto-actions disable flags there instead of in the stores.
+    /// Needs a PostgreSQL FLAGSHIP_STORE_URL on the same database.
+    #[arg(long, env = "FLAGSHIP_FLAGS_TABLE")]
+    flags_table: Option<String>,
+
+    /// The product's API keys table (columns `org_id`, `id`, `blocked`).
+    #[arg(long, env = "FLAGSHIP_API_KEYS_TABLE")]
+    api_keys_table: Option<String>,
+
+    /// This worker's name in heartbeats (default: host name and process id).
+    #[arg(long, env = "FLAGSHIP_WORKER_ID")]
+    worker_id: Option<String>,
 
     /// Address ranges webhooks may reach besides public ones
     /// (comma-separated: loopback, private, shared-cgnat, link-local).
@@ -133,14 +157,39 @@ async fn services(args: &RunArgs) -> Result<FlagshipServices, Error> {
         let pool = flagship_worker::broker::postgres::sqlx::PgPool::connect(&args.store_url)
             .await
             .map_err(|e| Error::Unavailable(format!("the stores' database (FLAGSHIP_STORE_URL): {e}").into()))?;
-        FlagshipServices::from_store(Arc::new(PostgresStore::with_pool(pool, &args.store_schema).await?))
+        let services = FlagshipServices::from_store(Arc::new(
+            PostgresStore::with_pool(pool.clone(), &args.store_schema).await?,
+        ));
+        if args.flags_table.is_some() || args.api_keys_table.is_some() {
+            let flags = SwitchTable::flags(args.flags_table.as_deref().unwrap_or("flagship.flags"));
+            let keys = SwitchTable::api_keys(args.api_keys_table.as_deref().unwrap_or("flagship.api_keys"));
+            let control = Arc::new(PostgresControl::new(pool, flags, keys)?);
+            services
+                .with_flag_control(control.clone())
+                .with_api_key_control(control)
+        } else {
+            services
+        }
     } else {
         return Err(Error::InvalidConfig(
             "FLAGSHIP_STORE_URL must start with postgres:// or redis://".into(),
         ));
     };
+    if !args.store_url.starts_with("postgres") && (args.flags_table.is_some() || args.api_keys_table.is_some()) {
+        return Err(Error::InvalidConfig(
+            "FLAGSHIP_FLAGS_TABLE and FLAGSHIP_API_KEYS_TABLE need a PostgreSQL FLAGSHIP_STORE_URL".into(),
+        ));
+    }
+    let operator_webhook = match (&args.operator_webhook_url, &args.operator_webhook_secret) {
+        (Some(url), Some(secret)) => Some(WebhookEndpoint {
+            url: url.clone(),
+            secret: secret.clone(),
+        }),
+        _ => None,
+    };
     let mut settings = FlagshipSettings {
         operator_emails: args.operator_emails.iter().map(|e| e.trim().to_owned()).collect(),
+        operator_webhook,
         ..FlagshipSettings::default()
     };
     if args.log_deliveries_only {
@@ -217,16 +266,62 @@ async fn serve<B: Backend>(backend: Arc<B>, services: FlagshipServices, args: &R
     let wait = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let worker_id = args
+        .worker_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", hostname(), std::process::id()));
+    let heartbeat = Heartbeat::new(services.health.clone(), worker_id);
+    let watchdog = watchdog(services, worker.client(), wait(stopped.clone()));
     let server = axum::serve(listener, app).with_graceful_shutdown(wait(stopped.clone()));
-    let (served, ran, ()) = tokio::join!(server.into_future(), worker.run_until(wait(stopped)), async {
-        let signal = shutdown_signal().await;
-        tracing::info!(signal, "shutting down: finishing running jobs");
-        let _ = stop.send(true);
-    });
+    let (served, ran, (), (), ()) = tokio::join!(
+        server.into_future(),
+        worker.run_until(wait(stopped.clone())),
+        heartbeat.run_until(HEARTBEAT_INTERVAL, wait(stopped)),
+        watchdog,
+        async {
+            let signal = shutdown_signal().await;
+            tracing::info!(signal, "shutting down: finishing running jobs");
+            let _ = stop.send(true);
+        }
+    );
     served.map_err(|e| Error::Unavailable(Box::new(e)))?;
     ran?;
     println!("stopped");
     Ok(())
+}
+
+/// While the broker is unreachable the scheduled health check cannot run:
+/// every [`HEALTH_CHECK_INTERVAL`], when the broker does not answer, this
+/// runs the check itself, which records the outage and alerts the
+/// operators directly.
+async fn watchdog(services: FlagshipServices, client: Client, shutdown: impl std::future::Future) {
+    let checks = async {
+        let handler = HealthCheckHandler::new(services);
+        loop {
+            tokio::time::sleep(HEALTH_CHECK_INTERVAL).await;
+            if client.broker().ping().await.is_ok() {
+                continue;
+            }
+            let run = JobRun::new(client.clone(), chrono::Utc::now());
+            if let Err(e) = handler.process(HealthCheckJob {}, &run).await {
+                tracing::error!(error = %e, "the broker is unreachable and the health check failed");
+            }
+        }
+    };
+    tokio::select! {
+        () = checks => {}
+        _ = shutdown => {}
+    }
+}
+
+/// The host's name, for the default worker id.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
 }
 
 /// Waits for SIGTERM or SIGINT; returns its name.

@@ -57,6 +57,8 @@ struct State {
     /// Deliveries by (notification key, channel), with how and when they happened.
     deliveries: HashMap<(String, Channel), (Delivery, DateTime<Utc>)>,
     health: Option<HealthRecord>,
+    /// Heartbeats and maintenance runs by name, with when they were last seen.
+    seen: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl MemoryStore {
@@ -317,5 +319,20 @@ impl HealthStore for MemoryStore {
 
     async fn latest(&self) -> Result<Option<HealthRecord>> {
         Ok(self.state().health.clone())
+    }
+
+    async fn record_seen(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        self.state().seen.insert(name.to_owned(), at);
+        Ok(())
+    }
+
+    async fn seen(&self, prefix: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+        Ok(self
+            .state()
+            .seen
+            .range(prefix.to_owned()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, at)| (name.clone(), *at))
+            .collect())
     }
 }

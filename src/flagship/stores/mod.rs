@@ -263,12 +263,17 @@ pub trait DeliveryLog: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// The latest health check result, for the admin API.
+/// The latest health check result, for the admin API, and when things the
+/// health check watches were last seen: workers' heartbeats
+/// (`worker:<id>`) and maintenance runs (`schedule:<name>`).
 ///
 /// # Contract
 ///
-/// [`latest`](HealthStore::latest) MUST return the most recently recorded
-/// report.
+/// - [`latest`](HealthStore::latest) MUST return the most recently recorded
+///   report.
+/// - [`seen`](HealthStore::seen) MUST return every name recorded by
+///   [`record_seen`](HealthStore::record_seen) that starts with the prefix,
+///   with the time of its latest record, sorted by name.
 #[async_trait]
 pub trait HealthStore: Send + Sync + fmt::Debug + 'static {
     /// Records a report, replacing the previous one.
@@ -276,6 +281,13 @@ pub trait HealthStore: Send + Sync + fmt::Debug + 'static {
 
     /// The latest report, if any check has run.
     async fn latest(&self) -> Result<Option<HealthRecord>>;
+
+    /// Records that `name` was seen (alive, or run) at `at`, replacing its
+    /// previous time.
+    async fn record_seen(&self, name: &str, at: DateTime<Utc>) -> Result<()>;
+
+    /// Every name starting with `prefix`, and when it was last seen.
+    async fn seen(&self, prefix: &str) -> Result<Vec<(String, DateTime<Utc>)>>;
 }
 
 #[cfg(test)]

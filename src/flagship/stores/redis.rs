@@ -22,6 +22,7 @@
 //! | `P:{org}:config` | string | the organization's configuration JSON |
 //! | `P:delivery:<key>:<channel>` | string, expiring | delivered notifications: `sent` or `logged`, a space, the time |
 //! | `P:health` | string | the latest health report JSON |
+//! | `P:seen` | hash | heartbeat or maintenance run name → last seen (ms since the epoch) |
 //!
 //! A counter update and its batch-id check are one script, as are a
 //! period's archive-and-reset, an audit append, and a flag or key change.
@@ -588,6 +589,35 @@ impl HealthStore for RedisStore {
             .await
             .map_err(redis_error)?;
         raw.map(|raw| decode("health report", &raw)).transpose()
+    }
+
+    async fn record_seen(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        redis::cmd("HSET")
+            .arg(format!("{}:seen", self.prefix))
+            .arg(name)
+            .arg(at.timestamp_millis())
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn seen(&self, prefix: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let all: Vec<(String, i64)> = redis::cmd("HGETALL")
+            .arg(format!("{}:seen", self.prefix))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut seen = all
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, ms)| {
+                DateTime::from_timestamp_millis(ms)
+                    .map(|at| (name, at))
+                    .ok_or_else(|| Error::Backend(format!("a stored time {ms} is out of range").into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        seen.sort();
+        Ok(seen)
     }
 }
 

@@ -119,3 +119,10 @@ CREATE TABLE {schema}.health_reports (
     checked_at timestamptz NOT NULL,
     report jsonb NOT NULL
 );
+
+-- When things the health check watches were last seen: workers'
+-- heartbeats (`worker:<id>`) and maintenance runs (`schedule:<name>`).
+CREATE TABLE {schema}.seen (
+    name text PRIMARY KEY,
+    seen_at timestamptz NOT NULL
+);

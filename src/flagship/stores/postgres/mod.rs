@@ -657,4 +657,25 @@ impl HealthStore for PostgresStore {
                 .map_err(db_error)?;
         raw.map(|raw| decode("health report", &raw)).transpose()
     }
+
+    async fn record_seen(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(&self.sql(
+            "INSERT INTO {schema}.seen (name, seen_at) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET seen_at = excluded.seen_at",
+        ))
+        .bind(name)
+        .bind(at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(())
+    }
+
+    async fn seen(&self, prefix: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+        sqlx::query_as(&self.sql("SELECT name, seen_at FROM {schema}.seen WHERE starts_with(name, $1) ORDER BY name"))
+            .bind(prefix)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)
+    }
 }

@@ -65,18 +65,7 @@ impl NotificationHandler {
                 )?;
                 services.mailer.send(&email).await
             };
-            if let Some(e) = deliver_once(
-                &*services.deliveries,
-                &key,
-                Channel::Email,
-                services.mailer.delivery(),
-                run.now,
-                send,
-            )
-            .await?
-            {
-                failures.push((Channel::Email, e));
-            }
+            deliver_once(services, &key, Channel::Email, run.now, send, &mut failures).await?;
         }
         if let Some(endpoint) = &preferences.webhook {
             let send = async {
@@ -89,18 +78,7 @@ impl NotificationHandler {
                 };
                 services.webhooks.send(endpoint, &message).await
             };
-            if let Some(e) = deliver_once(
-                &*services.deliveries,
-                &key,
-                Channel::Webhook,
-                services.webhooks.delivery(),
-                run.now,
-                send,
-            )
-            .await?
-            {
-                failures.push((Channel::Webhook, e));
-            }
+            deliver_once(services, &key, Channel::Webhook, run.now, send, &mut failures).await?;
         }
         delivery_outcome(failures)
     }

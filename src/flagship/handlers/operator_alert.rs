@@ -65,10 +65,7 @@ pub(crate) async fn deliver_operator_alert(
             )?;
             services.mailer.send(&email).await
         };
-        let via = services.mailer.delivery();
-        if let Some(e) = deliver_once(&*services.deliveries, &key, Channel::Email, via, now, send).await? {
-            failures.push((Channel::Email, e));
-        }
+        deliver_once(services, &key, Channel::Email, now, send, &mut failures).await?;
     }
     if let Some(endpoint) = webhook {
         let body = json!({
@@ -82,10 +79,7 @@ pub(crate) async fn deliver_operator_alert(
             body: body.to_string().into_bytes(),
         };
         let send = services.webhooks.send(endpoint, &message);
-        let via = services.webhooks.delivery();
-        if let Some(e) = deliver_once(&*services.deliveries, &key, Channel::Webhook, via, now, send).await? {
-            failures.push((Channel::Webhook, e));
-        }
+        deliver_once(services, &key, Channel::Webhook, now, send, &mut failures).await?;
     }
     delivery_outcome(failures)
 }

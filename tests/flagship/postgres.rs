@@ -1,6 +1,7 @@
 //! The PostgreSQL stores and controls: the store contract, the pipeline end
-//! to end with every FlagShip store in PostgreSQL (checked with SQL against
-//! the tables), and auto-actions on a product's own tables. Each test makes
+//! to end on the PostgreSQL broker with every FlagShip store in PostgreSQL
+//! (checked with SQL against the tables), and auto-actions on a product's
+//! own tables. Each test makes
 //! a database of its own (and skips with a notice when there is no server,
 //! unless `FLAGSHIP_REQUIRE_POSTGRES=1`).
 
@@ -14,7 +15,7 @@ use flagship_worker::{
         FlagshipServices,
     },
     testing::postgres_server::TestDatabase,
-    MemoryBroker,
+    PostgresBroker,
 };
 
 use crate::{
@@ -41,10 +42,11 @@ async fn postgres_store_meets_the_contract() {
 }
 
 #[tokio::test]
-async fn usage_thresholds_notify_and_enforce_once_with_postgres_stores() {
+async fn usage_thresholds_notify_and_enforce_once_on_postgres_with_postgres_stores() {
     let Some(db) = TestDatabase::create().await else { return };
     let clock = Arc::new(ShiftedClock::starting_at("2026-01-01T10:30:00Z"));
-    let backend = Arc::new(MemoryBroker::with_clock(clock.clone()));
+    // The broker and the stores in one database, each in its own schema.
+    let backend = Arc::new(PostgresBroker::connect(db.url()).await.unwrap());
     let store = PostgresStore::connect(&db.url()).await.unwrap();
     let sql = store.pool().clone();
     let pipeline = Pipeline::start(backend, FlagshipServices::from_store(Arc::new(store)), clock).await;

@@ -137,6 +137,25 @@ pub trait PeriodArchive: Send + Sync + fmt::Debug + 'static {
     async fn daily(&self, org_id: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<DailyUsage>>;
 }
 
+/// Reads an organization's configuration stored as JSON, refusing one
+/// written before limits had their own actions: its `onLimitExceeded`
+/// would otherwise be dropped without a word, and no limit enforced.
+pub(crate) fn decode_org_config(raw: &str) -> Result<OrgConfig> {
+    let value: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| crate::Error::Backend(format!("a stored organization configuration is not JSON: {e}").into()))?;
+    if value.get("onLimitExceeded").is_some() {
+        let org = value.get("orgId").and_then(|o| o.as_str()).unwrap_or("?");
+        return Err(crate::Error::InvalidConfig(format!(
+            "the stored configuration of organization `{}` has `onLimitExceeded`, which this version replaced by \
+             each limit's `onExceeded`: move the actions into the limits they belong to and store it again \
+             with put_org",
+            org.escape_debug()
+        )));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| crate::Error::Backend(format!("a stored organization configuration cannot be read: {e}").into()))
+}
+
 /// Feature flags.
 ///
 /// # Contract
@@ -295,6 +314,15 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn configurations_with_the_old_org_wide_actions_are_refused() {
+        let old = r#"{"orgId":"acme","limits":[],"onLimitExceeded":{"disableFlags":["x"]}}"#;
+        let err = decode_org_config(old).unwrap_err().to_string();
+        assert!(err.contains("onExceeded") && err.contains("acme"), "{err}");
+        let new = serde_json::to_string(&OrgConfig::new("acme")).unwrap();
+        assert_eq!(decode_org_config(&new).unwrap(), OrgConfig::new("acme"));
+    }
 
     fn _object_safe(_: Arc<dyn AuditLog>, _: Arc<dyn UsageStore>, _: Arc<dyn PeriodArchive>, _: Arc<dyn FlagStore>) {}
     fn _more_object_safe(

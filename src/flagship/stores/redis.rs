@@ -540,7 +540,7 @@ impl OrgConfigStore for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
-        raw.map(|raw| decode("organization configuration", &raw)).transpose()
+        raw.map(|raw| super::decode_org_config(&raw)).transpose()
     }
 }
 

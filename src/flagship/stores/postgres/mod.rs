@@ -355,7 +355,7 @@ impl OrgConfigStore for PostgresStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db_error)?;
-        raw.map(|raw| decode("organization configuration", &raw)).transpose()
+        raw.map(|raw| super::decode_org_config(&raw)).transpose()
     }
 }
 

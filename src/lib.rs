@@ -112,7 +112,8 @@ pub use broker::postgres::PostgresBroker;
 pub use broker::redis::RedisBroker;
 pub use broker::{
     memory::MemoryBroker, Backend, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadListing, DeadPage, DeadQuery,
-    DeadSummary, EnqueueOutcome, Lease, LeaseStatus, LeaseToken, QueueStats, Reservation, ReserveRequest,
+    DeadSummary, EnqueueOutcome, IdPrefix, JobDetail, Lease, LeaseStatus, LeaseToken, QueueStats, Reservation,
+    ReserveRequest,
 };
 pub use client::Client;
 pub use clock::{Clock, SystemClock, TokioClock};

@@ -320,8 +320,11 @@ fn routes(state: SharedState) -> Router {
         .route("/ui/jobs/{queue}/{id}", get(dashboard::show))
         .route("/ui/jobs/{queue}/{id}/retry", post(dashboard::retry))
         .route("/ui/jobs/{queue}/{id}/delete", post(dashboard::delete))
-        .route("/ui/dlq/retry", post(dashboard::retry_matching))
-        .route("/ui/dlq/purge", post(dashboard::purge))
+        .route(
+            "/ui/dlq/retry",
+            get(dashboard::confirm_retry_matching).post(dashboard::retry_matching),
+        )
+        .route("/ui/dlq/purge", get(dashboard::confirm_purge).post(dashboard::purge))
         .route("/ui/logout", post(dashboard::logout))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

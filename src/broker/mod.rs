@@ -22,8 +22,10 @@ pub mod postgres;
 mod query;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod view;
 
-pub use query::{DeadListing, DeadQuery, DeadSummary};
+pub use query::{DeadListing, DeadQuery, DeadSummary, HasJobId, IdPrefix};
+pub use view::JobDetail;
 
 /// How long a completed job's idempotency key stays held by default (24 h).
 pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);

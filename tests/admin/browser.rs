@@ -375,6 +375,16 @@ async fn a_real_browser_retries_and_deletes_dead_jobs() {
     // Filter to billing (both jobs left) and retry them all at once.
     devtools.navigate(&format!("{base}/ui?queue=billing")).await;
     devtools.click_and_wait("form.bulk-retry button").await;
+    // First a page saying how many jobs it takes; nothing has changed yet.
+    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui/dlq/retry");
+    let warning = devtools
+        .eval("document.querySelector('.notice.warn').textContent")
+        .await;
+    assert_eq!(warning, "This moves 2 dead jobs of queue billing back to ready.");
+    for (q, id) in [ids[0], ids[3]] {
+        assert!(fx.is_dead(q, id).await, "{id} waits for the confirmation");
+    }
+    devtools.click_and_wait("button.confirm").await;
     assert_eq!(
         devtools.eval("location.search").await,
         "?queue=billing&notice=retried_matching&count=2"

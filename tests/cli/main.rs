@@ -20,6 +20,8 @@ use flagship_worker::{
 };
 use serde_json::{json, Value};
 
+mod polish;
+
 fn queue(name: &str) -> QueueName {
     QueueName::new(name).unwrap()
 }
@@ -111,7 +113,7 @@ async fn list_filters_and_pages_in_tables_and_json() {
     assert_eq!(ids(&all), [a.to_string(), b.to_string(), c.to_string()]);
     assert!(all["next_cursor"].is_null());
     assert_eq!(all["jobs"][2]["attempts"], 2);
-    assert_eq!(all["jobs"][2]["last_error"], "timeout again");
+    assert_eq!(all["jobs"][2]["reason"], "timeout again");
 
     assert_eq!(
         ids(&cli_json(&server, &["dlq", "list", "--queue", "billing"])),
@@ -145,7 +147,7 @@ async fn list_filters_and_pages_in_tables_and_json() {
     assert!(table.status.success());
     let text = stdout(&table);
     assert!(
-        text.contains("LAST ERROR") && text.contains(&a.to_string()) && text.contains("card declined"),
+        text.contains("REASON") && text.contains(&a.to_string()) && text.contains("card declined"),
         "{text}"
     );
     assert!(!text.contains(&c.to_string()));
@@ -188,7 +190,7 @@ async fn show_prints_the_payload_and_every_attempt() {
 
     let unknown = cli(&server, &["dlq", "show", &JobId::new().to_string()]);
     assert!(!unknown.status.success());
-    assert!(stderr(&unknown).contains("not in the dead-letter queue"));
+    assert!(stderr(&unknown).contains("not found: job"), "{}", stderr(&unknown));
     let wrong_queue = cli(&server, &["dlq", "show", &id.to_string(), "--queue", "media"]);
     assert!(!wrong_queue.status.success());
     let malformed = cli(&server, &["dlq", "show", "not-an-id"]);
@@ -213,7 +215,7 @@ async fn retry_moves_jobs_back_to_ready_one_or_all_matching() {
     let again = cli(&server, &["dlq", "retry", &one.to_string(), "--queue", "billing"]);
     assert!(!again.status.success(), "a job is retried once");
 
-    let all = cli_json(&server, &["dlq", "retry-all", "--kind", "send-invoice"]);
+    let all = cli_json(&server, &["dlq", "retry-all", "--kind", "send-invoice", "--yes"]);
     assert_eq!(all["retried"], 2);
     for (q, id) in [("billing", invoices[0]), ("media", invoices[1])] {
         assert!(!is_dead(&broker, q, id).await);
@@ -242,21 +244,25 @@ async fn purge_deletes_only_what_died_before_the_cutoff() {
     let young_at = dead_at(&broker, "billing", young).await;
     assert!(young_at > old_at);
 
-    let nothing = cli_json(&server, &["dlq", "purge", "--older-than", "30d"]);
+    let nothing = cli_json(&server, &["dlq", "purge", "--older-than", "30d", "--yes"]);
     assert_eq!(nothing["purged"], 0, "every job is younger than 30 days");
 
     let cutoff = (old_at + (young_at - old_at) / 2).to_rfc3339();
     let output = cli(
         &server,
-        &["dlq", "purge", "--older-than", &cutoff, "--queue", "billing"],
+        &["dlq", "purge", "--older-than", &cutoff, "--queue", "billing", "--yes"],
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).starts_with("1 dead jobs"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with("1 dead job dead-lettered"),
+        "{}",
+        stdout(&output)
+    );
     assert!(!is_dead(&broker, "billing", old).await);
     assert!(is_dead(&broker, "billing", young).await);
     assert!(is_dead(&broker, "media", other).await);
 
-    let rest = cli_json(&server, &["dlq", "purge", "--older-than", "0s"]);
+    let rest = cli_json(&server, &["dlq", "purge", "--older-than", "0s", "--yes"]);
     assert_eq!(rest["purged"], 2, "every queue when none is named");
     let left = broker.count_dead(&DeadFilter::queue(queue("media"))).await.unwrap();
     assert_eq!(left, 0);
@@ -369,7 +375,7 @@ async fn the_commands_work_against_a_postgres_broker() {
 
     let all = json(&["dlq", "list"]);
     assert_eq!(ids(&all), [a.to_string(), b.to_string()]);
-    assert_eq!(all["jobs"][1]["last_error"], "timeout again");
+    assert_eq!(all["jobs"][1]["reason"], "timeout again");
     let shown = json(&["dlq", "show", &b.to_string()]);
     assert_eq!(shown["payload"], json!({"n": 2}));
     assert_eq!(shown["attempts"].as_array().unwrap().len(), 2);
@@ -385,7 +391,7 @@ async fn the_commands_work_against_a_postgres_broker() {
         .collect();
     assert_eq!(names, ["billing", "media"]);
     assert_eq!(queues[0]["ready"], 1);
-    assert!(pg(&["dlq", "purge", "--older-than", "0s"]).status.success());
+    assert!(pg(&["dlq", "purge", "--older-than", "0s", "--yes"]).status.success());
     assert_eq!(broker.count_dead(&DeadFilter::queue(queue("media"))).await.unwrap(), 0);
     assert_eq!(json(&["health"])["status"], "ok");
 

@@ -23,7 +23,9 @@ mod pages;
 
 use self::{
     html::{esc, html, page, url_encode},
-    pages::{bulk_forms, dead_row, filter_form, index_url, login_form, notice, page_with_auth, render_job},
+    pages::{
+        bulk_forms, confirm_page, dead_row, filter_form, index_url, login_form, notice, page_with_auth, render_job,
+    },
 };
 
 const STYLESHEET: &str = include_str!("dashboard.css");
@@ -251,7 +253,7 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
         out.push_str("<p class=\"empty\">No dead jobs match.</p>");
     } else {
         out.push_str(
-            "<table class=\"dead\"><thead><tr><th>Queue</th><th>Kind</th><th>Last error</th><th>Attempts</th>\
+            "<table class=\"dead\"><thead><tr><th>Queue</th><th>Kind</th><th>Reason</th><th>Attempts</th>\
              <th>Dead since</th><th></th></tr></thead><tbody>",
         );
         for job in &page.jobs {
@@ -383,6 +385,94 @@ pub(super) async fn purge(
     match purged.await {
         Ok(back) => Redirect::to(&back).into_response(),
         Err(e) => api_error_page(&base, e),
+    }
+}
+
+/// `GET /ui/dlq/retry`: says how many dead jobs "Retry all matching" would
+/// move back to ready, with the button that does it.
+pub(super) async fn confirm_retry_matching(
+    State(state): State<SharedState>,
+    Base(base): Base,
+    params: Result<Query<RetryMatchingForm>, QueryRejection>,
+) -> Response {
+    let form = match params {
+        Ok(Query(form)) => form,
+        Err(e) => return api_error_page(&base, ApiError::bad_request(e.body_text())),
+    };
+    let page = async {
+        let query = dlq::parse_query(form.queue.as_deref(), form.kind.as_deref(), None, None)?;
+        let n = query.count(&*state.broker, &*state.dlq).await?;
+        let what = format!("This moves {} of {} back to ready.", html::dead_jobs(n), scope(&query));
+        let queue = query.queue.as_ref().map_or("", |q| q.as_str());
+        let kind = query.kind.as_deref().unwrap_or("");
+        Ok::<_, ApiError>(confirm_page(
+            &state,
+            &base,
+            "Retry all matching",
+            &what,
+            &format!("{base}/ui/dlq/retry"),
+            &[("queue", queue), ("kind", kind)],
+            &index_url(&base, &query, ""),
+        ))
+    };
+    match page.await {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => api_error_page(&base, e),
+    }
+}
+
+/// `GET /ui/dlq/purge`: says how many dead jobs "Purge older than" would
+/// delete, with the button that does it.
+pub(super) async fn confirm_purge(
+    State(state): State<SharedState>,
+    Base(base): Base,
+    params: Result<Query<PurgeForm>, QueryRejection>,
+) -> Response {
+    let form = match params {
+        Ok(Query(form)) => form,
+        Err(e) => return api_error_page(&base, ApiError::bad_request(e.body_text())),
+    };
+    let page = async {
+        let query = dlq::parse_query(form.queue.as_deref(), None, None, None)?;
+        let days = dlq::parse_days(form.days.as_deref())?;
+        let older_than = dlq::days_before(state.clock.now(), days)?;
+        let n = query
+            .clone()
+            .between(None, Some(older_than))
+            .count(&*state.broker, &*state.dlq)
+            .await?;
+        let unit = if days == 1 { "day" } else { "days" };
+        let what = format!(
+            "This deletes {} of {} dead-lettered more than {days} {unit} ago, for good.",
+            html::dead_jobs(n),
+            scope(&query)
+        );
+        let queue = query.queue.as_ref().map_or("", |q| q.as_str());
+        Ok::<_, ApiError>(confirm_page(
+            &state,
+            &base,
+            "Purge older than",
+            &what,
+            &format!("{base}/ui/dlq/purge"),
+            &[("queue", queue), ("days", &days.to_string())],
+            &index_url(&base, &query, ""),
+        ))
+    };
+    match page.await {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => api_error_page(&base, e),
+    }
+}
+
+/// The queues and kind a bulk action covers, in words.
+fn scope(query: &crate::broker::DeadQuery) -> String {
+    let queues = match &query.queue {
+        Some(queue) => format!("queue {queue}"),
+        None => "every queue".to_owned(),
+    };
+    match &query.kind {
+        Some(kind) => format!("{queues} of kind {kind}"),
+        None => queues,
     }
 }
 

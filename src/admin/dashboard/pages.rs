@@ -99,7 +99,8 @@ pub(super) fn filter_form(
 }
 
 /// "Retry all matching" (when something matches) for the filter shown, and
-/// "Purge older than" for its queue.
+/// "Purge older than" for its queue. Both lead to a page saying how many
+/// jobs the action takes, where it is confirmed ([`confirm_page`]).
 pub(super) fn bulk_forms(base: &str, query: &DeadQuery, any_match: bool) -> String {
     let queue = query.queue.as_ref().map_or("", |q| q.as_str());
     let queue_field = format!("<input type=\"hidden\" name=\"queue\" value=\"{}\">", esc(queue));
@@ -118,7 +119,7 @@ pub(super) fn bulk_forms(base: &str, query: &DeadQuery, any_match: bool) -> Stri
         };
         let _ = write!(
             out,
-            "<form class=\"bulk-retry\" method=\"post\" action=\"{base}/ui/dlq/retry\">{queue_field}{kind_field}\
+            "<form class=\"bulk-retry\" method=\"get\" action=\"{base}/ui/dlq/retry\">{queue_field}{kind_field}\
              <button type=\"submit\" class=\"retry\">Retry all matching</button>\
              <span>every dead job of {scope}{kind_scope}, on every page</span></form>"
         );
@@ -126,7 +127,7 @@ pub(super) fn bulk_forms(base: &str, query: &DeadQuery, any_match: bool) -> Stri
     let every_kind = if query.kind.is_some() { ", of every kind" } else { "" };
     let _ = write!(
         out,
-        "<form class=\"purge\" method=\"post\" action=\"{base}/ui/dlq/purge\">{queue_field}\
+        "<form class=\"purge\" method=\"get\" action=\"{base}/ui/dlq/purge\">{queue_field}\
          <label>Delete the dead jobs of {scope}{every_kind} dead-lettered more than \
          <input name=\"days\" type=\"number\" min=\"1\" max=\"{MAX_PURGE_DAYS}\" value=\"30\" required> days ago</label>\
          <button type=\"submit\" class=\"danger\">Purge older than</button></form></div>"
@@ -148,7 +149,7 @@ pub(super) fn action_buttons(base: &str, queue: &str, id: JobId) -> String {
 
 pub(super) fn dead_row(base: &str, now: DateTime<Utc>, job: &DeadSummary) -> String {
     let queue = job.queue.as_str();
-    let error = job.last_error.as_deref().unwrap_or("");
+    let error = job.reason.as_deref().unwrap_or("");
     let since = job.dead_lettered_at.map_or_else(String::new, |at| {
         format!("{}<br><small>{}</small>", time(at), ago(now, at))
     });
@@ -225,4 +226,36 @@ pub(super) fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> 
 /// The page frame, with a logout button when the dashboard has a login.
 pub(super) fn page_with_auth(state: &SharedState, base: &str, title: &str, content: &str) -> String {
     page(base, title, state.auth.is_some(), content)
+}
+
+/// The page between a bulk form and its action: says what it does to how
+/// many jobs, and posts `fields` to `action` when confirmed.
+pub(super) fn confirm_page(
+    state: &SharedState,
+    base: &str,
+    title: &str,
+    what: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+    back: &str,
+) -> String {
+    let mut hidden = String::new();
+    for (name, value) in fields {
+        let _ = write!(
+            hidden,
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            esc(value)
+        );
+    }
+    let content = format!(
+        "<section class=\"confirm\"><h1>{title}</h1><p class=\"notice warn\" role=\"alert\">{what}</p>\
+         <form method=\"post\" action=\"{action}\">{hidden}\
+         <button type=\"submit\" class=\"danger confirm\">{title}</button> \
+         <a class=\"cancel\" href=\"{back}\">Cancel</a></form></section>",
+        title = esc(title),
+        what = esc(what),
+        action = esc(action),
+        back = esc(back),
+    );
+    page_with_auth(state, base, title, &content)
 }

@@ -204,6 +204,10 @@ fn describe_all() {
         "Jobs dead-lettered without running: unknown kind, or a payload its schema refuses or that does not decode."
     );
     describe_counter!(
+        "flagship_jobs_cancelled_total",
+        "Jobs an operator cancelled while they ran, dead-lettered as cancelled."
+    );
+    describe_counter!(
         "flagship_jobs_dead_lettered_total",
         "Jobs moved to the dead-letter queue."
     );
@@ -261,6 +265,10 @@ impl JobObserver for AdminMetrics {
                     counter!("flagship_jobs_failed_total", &labels).increment(1);
                     counter!("flagship_jobs_dead_lettered_total", &labels).increment(1);
                     counter!("flagship_jobs_refused_total", &labels).increment(1);
+                }
+                JobOutcome::Cancelled => {
+                    counter!("flagship_jobs_dead_lettered_total", &labels).increment(1);
+                    counter!("flagship_jobs_cancelled_total", &labels).increment(1);
                 }
             }
             let [(_, queue), (_, kind)] = labels;

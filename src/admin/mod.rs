@@ -106,6 +106,7 @@ mod api;
 mod auth;
 mod dashboard;
 mod dlq;
+mod live;
 mod metrics;
 
 #[cfg(feature = "flagship")]
@@ -268,9 +269,10 @@ impl AdminBuilder {
             (Some(token), false) => Some(auth::Auth::new(&token, self.session_ttl, self.secure_cookie)?),
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let health = self
-            .health
-            .unwrap_or_else(|| Arc::new(BrokerHealth::new(self.broker.clone()).with_clock(clock.clone())));
+        let health = self.health.unwrap_or_else(|| {
+            let health = BrokerHealth::new(self.broker.clone()).dead_letters(self.dlq.clone());
+            Arc::new(health.with_clock(clock.clone()))
+        });
         let state = AdminState {
             broker: self.broker,
             dlq: self.dlq,
@@ -308,6 +310,13 @@ fn routes(state: SharedState) -> Router {
         .route("/api/dlq/purge", post(api::purge))
         .route("/api/dlq/{queue}/{id}", get(api::show_dead).delete(api::delete_dead))
         .route("/api/dlq/{queue}/{id}/retry", post(api::retry_dead))
+        .route("/api/jobs", get(live::list_jobs))
+        .route("/api/jobs/cancel", post(live::cancel_jobs))
+        .route("/api/jobs/{queue}/{id}", get(live::show_job))
+        .route("/api/jobs/{queue}/{id}/cancel", post(live::cancel_job))
+        .route("/api/queues/{queue}/pause", post(live::pause))
+        .route("/api/queues/{queue}/resume", post(live::resume))
+        .route("/api/workers", get(live::workers))
         .route("/api/health", get(api::health))
         .route("/metrics", get(api::metrics))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1,8 +1,12 @@
 //! `flagship-worker`: the operators' command line (feature `cli`).
 //!
-//! Looks at a Redis or PostgreSQL broker's queues and dead-letter queue,
-//! retries, deletes and purges dead jobs, checks health and exports JSON
-//! Schemas. Tables for people by default, `--json` for scripts.
+//! Looks at a Redis or PostgreSQL broker's queues, live jobs, workers and
+//! dead-letter queue; pauses and resumes queues, cancels live jobs,
+//! retries, deletes and purges dead jobs, enqueues a job, checks health and
+//! exports JSON Schemas. Tables for people by default, `--json` for
+//! scripts. Bulk commands that change things take `--dry-run` and ask
+//! first (`--yes` in scripts). Job ids may be shortened to an unambiguous
+//! prefix.
 //!
 //! ```text
 //! flagship-worker --redis-url redis://127.0.0.1:6379 queues
@@ -11,7 +15,13 @@
 //! flagship-worker dlq show 01936f0e-...            # payload and every attempt
 //! flagship-worker dlq retry 01936f0e-...
 //! flagship-worker dlq retry-all --queue billing --kind send-invoice
-//! flagship-worker dlq purge --older-than 30d
+//! flagship-worker dlq purge --older-than 30d --dry-run
+//! flagship-worker jobs list --state active          # owner, lease deadline, attempt
+//! flagship-worker jobs cancel 01936f0e
+//! flagship-worker jobs cancel-all --queue billing --kind send-invoice --yes
+//! flagship-worker pause billing                     # and `resume billing`
+//! flagship-worker workers
+//! flagship-worker enqueue billing send-invoice --payload '{"order": 42}'
 //! flagship-worker health
 //! flagship-worker schemas export docs/schemas
 //! ```
@@ -25,7 +35,8 @@ use flagship_worker::{
     broker::{postgres::PostgresBroker, redis::RedisBroker, MAX_DEAD_PAGE},
     health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus},
     schema::pretty_json,
-    Backend, Broker, DeadLetterQueue, DeadQuery, DeadSummary, Error, JobDetail, JobEnvelope, QueueName, SchemaRegistry,
+    Backend, Broker, DeadLetterQueue, DeadQuery, DeadSummary, Error, JobControl, JobDetail, JobEnvelope, QueueName,
+    SchemaRegistry,
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
@@ -34,6 +45,8 @@ use serde_json::json;
 mod confirm;
 #[path = "flagship-worker/enqueue.rs"]
 mod enqueue;
+#[path = "flagship-worker/live.rs"]
+mod live;
 
 use confirm::{count, Destructive};
 
@@ -69,7 +82,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Every queue's counts: ready, scheduled, active, dead, oldest ready job.
+    /// Every queue's counts (ready, scheduled, active, dead, oldest ready
+    /// job) and whether it is paused.
     Queues,
     /// The dead-letter queue: list, show, retry, delete, purge.
     Dlq {
@@ -78,6 +92,25 @@ enum Command {
     },
     /// Pings the broker and reports each queue; exits 1 when it is down.
     Health,
+    /// Live jobs (ready, scheduled, active): list, show, cancel.
+    Jobs {
+        #[command(subcommand)]
+        command: live::JobsCommand,
+    },
+    /// Stops workers from reserving a queue's jobs (enqueue still works)
+    /// until `resume`; kept by the broker across worker restarts.
+    Pause {
+        /// The queue.
+        queue: QueueName,
+    },
+    /// Lets workers reserve a paused queue's jobs again.
+    Resume {
+        /// The queue.
+        queue: QueueName,
+    },
+    /// The registered workers: host, pid, queues, concurrency, jobs in
+    /// flight, last heartbeat; those that stopped heartbeating marked gone.
+    Workers,
     /// Puts one job on a queue. A kind this build knows (the FlagShip
     /// kinds) is checked against its queue and schema first; any other
     /// kind is enqueued unchecked, with a warning.
@@ -200,6 +233,7 @@ fn parse_when(text: &str) -> Result<DateTime<Utc>, String> {
 struct Target {
     broker: Arc<dyn Broker>,
     dlq: Arc<dyn DeadLetterQueue>,
+    control: Arc<dyn JobControl>,
     json: bool,
 }
 
@@ -207,9 +241,15 @@ impl Target {
     fn new<B: Backend>(backend: Arc<B>, json: bool) -> Self {
         Target {
             broker: backend.clone(),
-            dlq: backend,
+            dlq: backend.clone(),
+            control: backend,
             json,
         }
+    }
+
+    /// The broker's live-job side.
+    fn control(&self) -> Result<&dyn JobControl, Error> {
+        Ok(&*self.control)
     }
 
     fn progress(&self, total: u64, what: &str) -> ProgressBar {
@@ -263,6 +303,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::Health => health(&target).await,
         Command::Dlq { command } => dlq(&target, command).await,
         Command::Enqueue(args) => enqueue::enqueue(&target, args).await,
+        Command::Jobs { command } => live::jobs(&target, command).await,
+        Command::Pause { queue } => live::pause(&target, queue, true).await,
+        Command::Resume { queue } => live::pause(&target, queue, false).await,
+        Command::Workers => live::workers(&target).await,
         Command::Schemas { .. } => Ok(ExitCode::SUCCESS),
     }
 }
@@ -353,6 +397,7 @@ async fn queues(target: &Target) -> Result<ExitCode, Error> {
     }
     let mut out = table(&[
         "QUEUE",
+        "STATUS",
         "READY",
         "SCHEDULED",
         "ACTIVE",
@@ -368,6 +413,7 @@ async fn queues(target: &Target) -> Result<ExitCode, Error> {
             .map_or_else(|| "—".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
         out.add_row(vec![
             queue.to_string(),
+            if s.paused { "paused".into() } else { "running".into() },
             s.ready.to_string(),
             s.scheduled.to_string(),
             s.active.to_string(),
@@ -383,7 +429,10 @@ async fn queues(target: &Target) -> Result<ExitCode, Error> {
 }
 
 async fn health(target: &Target) -> Result<ExitCode, Error> {
-    let report = BrokerHealth::new(target.broker.clone()).latest().await?;
+    let report = BrokerHealth::new(target.broker.clone())
+        .dead_letters(target.dlq.clone())
+        .latest()
+        .await?;
     print_health(&report, target.json);
     Ok(if report.status == HealthStatus::Down {
         ExitCode::FAILURE
@@ -678,6 +727,11 @@ fn would(target: &Target, action: &str, counts: &[(QueueName, u64)], mut extra: 
     println!("{out}");
     println!("would {action} {} (dry run: nothing changed)", count(total, "dead job"));
     ExitCode::SUCCESS
+}
+
+/// Refuses a queue the broker has never seen a job for.
+async fn known_queue(target: &Target, queue: &QueueName) -> Result<(), Error> {
+    DeadQuery::queue(queue.clone()).queues(&*target.broker).await.map(drop)
 }
 
 /// The job kinds this build knows: FlagShip's, with the `flagship` feature.

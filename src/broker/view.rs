@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::control::{ActiveLease, LiveJob};
 use crate::{
     envelope::{AttemptRecord, JobEnvelope},
     job::{JobId, QueueName},
@@ -12,7 +13,8 @@ use crate::{
 
 /// One job with its payload and every attempt, as shown to operators.
 ///
-/// Built from the stored [`JobEnvelope`]; unlike the envelope (the wire
+/// Built from the stored [`JobEnvelope`] (a dead job; a live one comes
+/// from its [`LiveJob`], with its state and lease); unlike the envelope (the wire
 /// format, whose kind field is `type`), it names the kind `kind`, like
 /// every listing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -24,6 +26,10 @@ pub struct JobDetail {
     pub queue: QueueName,
     /// Its kind.
     pub kind: String,
+    /// `ready`, `scheduled`, `active` or `dead`.
+    pub state: String,
+    /// Its priority in its queue (higher runs first).
+    pub priority: i8,
     /// Its payload.
     pub payload: serde_json::Value,
     /// Its idempotency key, if it has one.
@@ -42,6 +48,21 @@ pub struct JobDetail {
     pub reason: Option<String>,
     /// Every attempt, oldest first, each with its own error.
     pub attempts: Vec<AttemptRecord>,
+    /// For an active job: its worker, when the attempt started, the lease deadline.
+    pub lease: Option<ActiveLease>,
+    /// Whether an operator asked to cancel it while it was active.
+    pub cancel_requested: bool,
+}
+
+impl From<&LiveJob> for JobDetail {
+    fn from(job: &LiveJob) -> Self {
+        JobDetail {
+            state: job.state.to_string(),
+            lease: job.lease.clone(),
+            cancel_requested: job.cancel_requested,
+            ..JobDetail::from(&job.envelope)
+        }
+    }
 }
 
 impl From<&JobEnvelope> for JobDetail {
@@ -50,6 +71,8 @@ impl From<&JobEnvelope> for JobDetail {
             id: job.id,
             queue: job.queue.clone(),
             kind: job.kind.clone(),
+            state: "dead".to_owned(),
+            priority: job.priority,
             payload: job.payload.clone(),
             idempotency_key: job.idempotency_key.clone(),
             attempt: job.attempt,
@@ -59,6 +82,8 @@ impl From<&JobEnvelope> for JobDetail {
             dead_lettered_at: job.dead_lettered_at,
             reason: job.dead_letter_reason.clone(),
             attempts: job.attempts.clone(),
+            lease: None,
+            cancel_requested: false,
         }
     }
 }

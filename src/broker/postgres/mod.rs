@@ -40,6 +40,7 @@ use crate::{
 pub use sqlx;
 
 mod builder;
+mod control;
 mod dead;
 mod enqueue;
 mod errors;
@@ -440,6 +441,7 @@ impl Broker for PostgresBroker {
             // in no state, or stored under an id that cannot be named.
             dropped: 0,
             restored: 0,
+            paused: false,
         })
     }
 
@@ -454,6 +456,10 @@ impl Broker for PostgresBroker {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
         Ok(())
+    }
+
+    fn control(&self) -> Option<&dyn super::JobControl> {
+        Some(self)
     }
 }
 

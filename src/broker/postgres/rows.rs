@@ -82,6 +82,7 @@ impl StoredJob {
             idempotency_key: self.idempotency_key,
             attempt: count("attempt", self.attempt)?,
             max_retries: self.max_retries.map(|n| count("max_retries", n)).transpose()?,
+            priority: 0,
             enqueued_at: self.enqueued_at,
             run_at,
             attempts,
@@ -109,6 +110,7 @@ impl StoredJob {
             idempotency_key: self.idempotency_key,
             attempt: u32::try_from(self.attempt).unwrap_or(0),
             max_retries: self.max_retries.and_then(|n| u32::try_from(n).ok()),
+            priority: 0,
             enqueued_at: self.enqueued_at,
             run_at,
             attempts,
@@ -152,13 +154,26 @@ impl LeasedRow {
 
     /// The reservation, or why the job cannot run.
     pub(super) fn reservation(self, queue: &QueueName) -> Result<Reservation, String> {
-        let envelope = self.stored.envelope(self.id, queue, self.run_at)?;
+        let mut envelope = self.stored.envelope(self.id, queue, self.run_at)?;
+        envelope.priority = stored_priority(self.priority);
         let reservation = Reservation::new(Arc::new(envelope), LeaseToken(self.token as u64), self.deadline);
         Ok(match self.expired_started {
             Some(started) => reservation.recovered(started),
             None => reservation,
         })
     }
+}
+
+/// A stored priority as the envelope carries it: the `priority` column
+/// is wider than the envelope's range, so a value another program wrote
+/// outside it is clamped.
+pub(super) fn stored_priority(priority: i16) -> i8 {
+    let (min, max) = (
+        i16::from(crate::envelope::MIN_PRIORITY),
+        i16::from(crate::envelope::MAX_PRIORITY),
+    );
+    // In range after the clamp: the conversion cannot fail.
+    i8::try_from(priority.clamp(min, max)).unwrap_or_default()
 }
 
 /// A dead job as `dead_list.sql` and `dead_get.sql` return it.

@@ -224,6 +224,7 @@ impl Leaser {
                     envelope: Arc::new(envelope),
                     deadline,
                     expired_attempt_started_at: started,
+                    cancel_requested: false,
                 }),
                 Err(poison) => poisoned.push((poison, token)),
             }

@@ -44,6 +44,7 @@ use crate::{
     schema::DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
+mod control;
 mod dead;
 mod decode;
 mod keys;
@@ -556,6 +557,10 @@ impl Broker for RedisBroker {
         true
     }
 
+    fn control(&self) -> Option<&dyn super::JobControl> {
+        Some(self)
+    }
+
     async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         if leases.is_empty() {
             return Ok(Vec::new());
@@ -682,6 +687,7 @@ impl Broker for RedisBroker {
             dead_lettered: count(&dead_lettered)?,
             dropped: count(&dropped)?,
             restored: count(&restored)?,
+            paused: false,
         })
     }
 

@@ -334,6 +334,15 @@ fn routes(state: SharedState) -> Router {
             get(dashboard::confirm_retry_matching).post(dashboard::retry_matching),
         )
         .route("/ui/dlq/purge", get(dashboard::confirm_purge).post(dashboard::purge))
+        .route("/ui/live", get(dashboard::live::index))
+        .route(
+            "/ui/live/cancel",
+            get(dashboard::live::confirm_cancel).post(dashboard::live::cancel_matching),
+        )
+        .route("/ui/live/{queue}/{id}", get(dashboard::live::show))
+        .route("/ui/live/{queue}/{id}/cancel", post(dashboard::live::cancel))
+        .route("/ui/queues/{queue}/pause", post(dashboard::live::pause))
+        .route("/ui/queues/{queue}/resume", post(dashboard::live::resume))
         .route("/ui/logout", post(dashboard::logout))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

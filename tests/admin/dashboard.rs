@@ -20,7 +20,7 @@ use crate::{
 const DAY: u64 = 24 * 3600;
 
 /// Logs in through the form and returns the `Cookie` header value.
-async fn login(router: &Router, base: &str) -> String {
+pub(crate) async fn login(router: &Router, base: &str) -> String {
     let reply = form(router, &format!("{base}/ui/login"), None, &format!("token={TOKEN}")).await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
     assert_eq!(reply.header("location"), format!("{base}/ui"));
@@ -34,7 +34,7 @@ async fn login(router: &Router, base: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
-async fn form(router: &Router, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
+pub(crate) async fn form(router: &Router, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(uri)
@@ -46,7 +46,7 @@ async fn form(router: &Router, uri: &str, cookie: Option<&str>, body: &str) -> R
     send(router, builder.body(Body::from(body.to_owned())).unwrap()).await
 }
 
-async fn page(router: &Router, uri: &str, cookie: Option<&str>) -> Reply {
+pub(crate) async fn page(router: &Router, uri: &str, cookie: Option<&str>) -> Reply {
     let mut builder = Request::builder().method(Method::GET).uri(uri);
     if let Some(cookie) = cookie {
         builder = builder.header(header::COOKIE, cookie);

@@ -19,6 +19,7 @@ use super::{
 use crate::health::HealthStatus;
 
 mod html;
+pub(super) mod live;
 mod pages;
 
 use self::{
@@ -162,6 +163,8 @@ pub(super) struct IndexParams {
     count: Option<String>,
     /// The purge's "older than", in days.
     days: Option<String>,
+    /// The queue a pause or resume was on.
+    subject: Option<String>,
 }
 
 /// `GET /ui`
@@ -203,18 +206,24 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
         out.push_str("<p class=\"empty\">No queue has seen a job yet.</p>");
     } else {
         out.push_str(
-            "<table class=\"stats\"><thead><tr><th>Queue</th><th>Ready</th><th>Scheduled</th><th>Active</th>\
-             <th>Dead</th><th>Oldest ready</th><th>Completed</th><th>Retried</th><th>Dead-lettered</th></tr></thead><tbody>",
+            "<table class=\"stats\"><thead><tr><th>Queue</th><th>Status</th><th>Ready</th><th>Scheduled</th><th>Active</th>\
+             <th>Dead</th><th>Oldest ready</th><th>Completed</th><th>Retried</th><th>Dead-lettered</th><th></th></tr></thead><tbody>",
         );
         for (queue, s) in &stats {
             let oldest = s
                 .oldest_ready_age_ms
                 .map_or_else(|| "—".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
             let dead_class = if s.dead > 0 { " class=\"has-dead\"" } else { "" };
+            let status = if s.paused {
+                "<span class=\"queue-status paused\">paused</span>"
+            } else {
+                "<span class=\"queue-status running\">running</span>"
+            };
             let _ = write!(
                 out,
-                "<tr><td><a href=\"{base}/ui?queue={q_url}\">{q}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td{dead_class}>{}</td><td>{oldest}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr data-queue=\"{q}\"><td><a href=\"{base}/ui?queue={q_url}\">{q}</a></td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td{dead_class}>{}</td><td>{oldest}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"actions\"><a href=\"{base}/ui/live?queue={q_url}\">Live jobs</a>{pause}</td></tr>",
                 s.ready,
                 s.scheduled,
                 s.active,
@@ -224,6 +233,7 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
                 s.dead_lettered,
                 q = esc(queue.as_str()),
                 q_url = url_encode(queue.as_str()),
+                pause = live::pause_button(base, queue, s.paused),
             );
         }
         out.push_str("</tbody></table>");
@@ -246,6 +256,9 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
         );
     }
     out.push_str("</section>");
+    if let Some(control) = state.broker.control() {
+        out.push_str(&live::workers_panel(now, &control.workers().await?));
+    }
 
     out.push_str("<section><div class=\"section-head\"><h2>Dead-letter queue</h2></div>");
     out.push_str(&filter_form(base, &stats, &query));

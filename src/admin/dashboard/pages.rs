@@ -42,6 +42,14 @@ pub(super) fn notice(params: &IndexParams) -> String {
         (Some("retried"), Some(job), ..) => format!("Job {job} moved back to ready."),
         (Some("deleted"), Some(job), ..) => format!("Job {job} deleted."),
         (Some("retried_matching"), _, Some(n), _) => format!("Moved {} back to ready.", dead_jobs(n)),
+        (Some(notice @ ("paused" | "resumed")), ..) if params.subject.is_some() => {
+            let queue = params.subject.as_deref().unwrap_or_default();
+            if notice == "paused" {
+                format!("Queue {queue} paused: workers take none of its jobs until it is resumed.")
+            } else {
+                format!("Queue {queue} resumed.")
+            }
+        }
         (Some("purged"), _, Some(n), Some(days)) => {
             let unit = if days == 1 { "day" } else { "days" };
             format!("Deleted {} dead-lettered more than {days} {unit} ago.", dead_jobs(n))

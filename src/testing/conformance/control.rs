@@ -341,7 +341,10 @@ pub async fn cancel_active_job_is_signalled<F: Fixture + ?Sized>(f: &F) {
 }
 
 /// Reservation takes the highest priority first and, within a priority,
-/// the oldest job first; a job's priority survives a retry.
+/// the oldest job first; a released job goes back to its place. A backend
+/// that does not order by priority MUST refuse a job with a priority other
+/// than 0 at enqueue with [`Error::InvalidConfig`], storing nothing,
+/// rather than ignore it; the case then checks that refusal only.
 pub async fn priorities_order_reservations<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "priorities");
@@ -350,6 +353,25 @@ pub async fn priorities_order_reservations<F: Fixture + ?Sized>(f: &F) {
         j.priority = priority;
         j
     };
+    let probe = with(99, 1);
+    match b.enqueue(vec![probe.clone()]).await {
+        Err(Error::InvalidConfig(message)) => {
+            assert!(
+                message.contains("priorit"),
+                "the refusal must name priorities: {message}"
+            );
+            assert_eq!(stats(&*b, &q).await.ready, 0, "a refused job was stored");
+            return;
+        }
+        outcome => {
+            assert_eq!(
+                outcome.or_fail("enqueue"),
+                [crate::broker::EnqueueOutcome::Enqueued(probe.id)]
+            );
+            let r = reserve_one(&*b, &q, LONG).await;
+            b.complete_one(&r.lease).await.or_fail("complete_one");
+        }
+    }
     let jobs = vec![
         with(0, 0),
         with(1, 5),

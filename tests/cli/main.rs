@@ -20,6 +20,7 @@ use flagship_worker::{
 };
 use serde_json::{json, Value};
 
+mod live;
 mod polish;
 
 fn queue(name: &str) -> QueueName {
@@ -294,12 +295,37 @@ async fn queues_and_health_report_the_broker() {
     let table = stdout(&cli(&server, &["queues"]));
     assert!(table.contains("DEAD-LETTERED") && table.contains("billing") && table.contains("media"));
 
+    // What operators page on: a job dead-lettered just now, and ready work
+    // that no live worker serves. Degraded, not down: exit 0.
     let health = cli_json(&server, &["health"]);
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health["status"], "degraded");
     assert_eq!(health["checks"][0]["name"], "broker");
+    let message = |name: &str| {
+        health["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["message"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        message("queue billing").contains("1 dead-lettered in the last 60 min"),
+        "{health}"
+    );
+    assert!(
+        message("queue media").contains("1 ready and no live worker serves the queue"),
+        "{health}"
+    );
     let human = cli(&server, &["health"]);
     assert!(human.status.success());
-    assert!(stdout(&human).starts_with("ok"));
+    assert!(stdout(&human).starts_with("degraded"));
+    // Once the dead job is dealt with and the queue is paused, all is well.
+    assert!(cli(&server, &["dlq", "purge", "--older-than", "0s", "--yes"])
+        .status
+        .success());
+    assert!(cli(&server, &["pause", "media"]).status.success());
+    assert_eq!(cli_json(&server, &["health"])["status"], "ok");
 
     let nowhere = Command::new(env!("CARGO_BIN_EXE_flagship-worker"))
         .args(["--redis-url", "redis://127.0.0.1:1", "health"])
@@ -393,7 +419,8 @@ async fn the_commands_work_against_a_postgres_broker() {
     assert_eq!(queues[0]["ready"], 1);
     assert!(pg(&["dlq", "purge", "--older-than", "0s", "--yes"]).status.success());
     assert_eq!(broker.count_dead(&DeadFilter::queue(queue("media"))).await.unwrap(), 0);
-    assert_eq!(json(&["health"])["status"], "ok");
+    // The retried job is ready and no worker serves billing.
+    assert_eq!(json(&["health"])["status"], "degraded");
 
     let other_schema = pg(&["--schema", "nothing_here", "queues"]);
     assert!(!other_schema.status.success(), "the CLI never migrates a schema");

@@ -264,6 +264,16 @@ async fn enqueue_checks_known_kinds_and_warns_about_others() {
     assert_eq!(delayed["enqueued"], true);
     assert_eq!(broker.stats(&queue("billing")).await.unwrap().scheduled, 1);
 
+    let out_of_range = cli(
+        &server,
+        &["enqueue", "billing", "later", "--payload", "{}", "--priority", "11"],
+    );
+    assert!(!out_of_range.status.success());
+    assert!(
+        stderr(&out_of_range).contains("priority 11 is out of range"),
+        "{}",
+        stderr(&out_of_range)
+    );
     let bad_json = cli(&server, &["enqueue", "billing", "send-invoice", "--payload", "{nope"]);
     assert!(!bad_json.status.success());
     assert!(stderr(&bad_json).contains("malformed payload"), "{}", stderr(&bad_json));

@@ -36,6 +36,9 @@ pub(crate) struct EnqueueArgs {
     /// Retries after the first attempt, instead of the queue's policy.
     #[arg(long, value_name = "N")]
     max_retries: Option<u32>,
+    /// Reservation priority in the queue, -10 (last) to 10 (first); 0 by default.
+    #[arg(long, value_name = "P", allow_hyphen_values = true)]
+    priority: Option<i8>,
 }
 
 impl EnqueueArgs {
@@ -49,6 +52,9 @@ impl EnqueueArgs {
         }
         if let Some(retries) = self.max_retries {
             options = options.max_retries(retries);
+        }
+        if let Some(priority) = self.priority {
+            options = options.priority(priority);
         }
         options
     }

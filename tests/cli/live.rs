@@ -11,7 +11,7 @@ use flagship_worker::{
 };
 use serde_json::{json, Value};
 
-use super::{cli, cli_json, ids, queue, setup, stderr, stdout};
+use super::{cli, cli_json, every_page, ids, queue, setup, stderr, stdout};
 
 /// Two ready jobs of `billing` (one `refund`), one scheduled in an hour, one
 /// active leased by `worker-a`. Returns (ready, scheduled, active) ids.

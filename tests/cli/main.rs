@@ -87,6 +87,24 @@ async fn is_dead(broker: &RedisBroker, queue_name: &str, id: JobId) -> bool {
     broker.get_dead(&queue(queue_name), id).await.unwrap().is_some()
 }
 
+/// The ids of every page of a listing command, following its cursors.
+fn every_page(server: &RedisServer, list: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = list.to_vec();
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let page = cli_json(server, &args);
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return seen,
+        }
+    }
+}
+
 fn ids(listing: &Value) -> Vec<String> {
     listing["jobs"]
         .as_array()
@@ -128,20 +146,7 @@ async fn list_filters_and_pages_in_tables_and_json() {
     assert!(ids(&cli_json(&server, &["dlq", "list", "--until", "1h"])).is_empty());
 
     // Paging with the printed cursor visits each job once.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = vec!["dlq", "list", "--limit", "2"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let page = cli_json(&server, &args);
-        seen.extend(ids(&page));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let seen = every_page(&server, &["dlq", "list", "--limit", "2"]);
     assert_eq!(seen, [a.to_string(), b.to_string(), c.to_string()]);
 
     let table = cli(&server, &["dlq", "list", "--limit", "2"]);

@@ -10,7 +10,7 @@ use flagship_worker::{Broker, JobEnvelope, JobId, ReserveRequest};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
-use super::{cli, cli_json, dead_job, ids, is_dead, queue, setup, stderr, stdout};
+use super::{cli, cli_json, dead_job, every_page, ids, is_dead, queue, setup, stderr, stdout};
 
 /// A dead job under a chosen id (UUID v7 shaped), so prefixes are known.
 async fn dead_job_with_id(broker: &impl Broker, queue_name: &str, id: &str) -> JobId {
@@ -103,20 +103,7 @@ async fn list_is_oldest_first_over_every_queue() {
     let want: Vec<String> = [first, second, third, fourth].iter().map(JobId::to_string).collect();
 
     assert_eq!(ids(&cli_json(&server, &["dlq", "list"])), want);
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = vec!["dlq", "list", "--limit", "1"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let page = cli_json(&server, &args);
-        seen.extend(ids(&page));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let seen = every_page(&server, &["dlq", "list", "--limit", "1"]);
     assert_eq!(seen, want, "page by page, the same order");
 }
 

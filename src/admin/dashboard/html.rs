@@ -113,9 +113,14 @@ pub(super) fn page(base: &str, title: &str, logout: bool, content: &str) -> Stri
 
 /// `1 dead job`, `2 dead jobs`.
 pub(super) fn dead_jobs(n: u64) -> String {
+    count(n, "dead job")
+}
+
+/// `n` of `what`, plural right: `1 job`, `2 jobs`.
+pub(super) fn count(n: u64, what: &str) -> String {
     if n == 1 {
-        "1 dead job".to_owned()
+        format!("1 {what}")
     } else {
-        format!("{n} dead jobs")
+        format!("{n} {what}s")
     }
 }

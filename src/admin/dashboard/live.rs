@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::{
     api_error_page,
-    html::{ago, esc, html, preview, time, url_encode},
-    pages::{confirm_page, page_with_auth},
+    html::{ago, count, esc, html, time, url_encode},
+    pages::{attempts_table, confirm_page, page_with_auth},
     Base,
 };
 use crate::{
@@ -92,13 +92,8 @@ fn notice(params: &LiveParams) -> String {
     format!("<p class=\"notice\" role=\"status\">{}</p>", esc(&text))
 }
 
-/// `1 job`, `2 jobs`.
 fn jobs(n: u64) -> String {
-    if n == 1 {
-        "1 job".to_owned()
-    } else {
-        format!("{n} jobs")
-    }
+    count(n, "job")
 }
 
 /// `GET /ui/live`
@@ -328,29 +323,10 @@ fn render_job(state: &SharedState, base: &str, job: &JobDetail) -> String {
     }
     let _ = write!(
         out,
-        "</dl><h2>Payload</h2><pre class=\"payload\">{}</pre><h2>Attempts ({})</h2>",
+        "</dl><h2>Payload</h2><pre class=\"payload\">{}</pre>",
         esc(pretty_json(&job.payload).trim_end()),
-        job.attempts.len()
     );
-    if job.attempts.is_empty() {
-        out.push_str("<p class=\"empty\">No attempt has finished yet.</p>");
-    } else {
-        out.push_str(
-            "<table class=\"attempts\"><thead><tr><th>#</th><th>Started</th><th>Took</th><th>Worker</th><th>Error</th></tr></thead><tbody>",
-        );
-        for (n, attempt) in job.attempts.iter().enumerate() {
-            let took = (attempt.finished_at - attempt.started_at).num_milliseconds();
-            let _ = write!(
-                out,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{took} ms</td><td>{}</td><td class=\"error\">{}</td></tr>",
-                n + 1,
-                time(attempt.started_at),
-                esc(attempt.worker.as_deref().unwrap_or("—")),
-                esc(&preview(attempt.error.as_deref().unwrap_or(""))),
-            );
-        }
-        out.push_str("</tbody></table>");
-    }
+    out.push_str(&attempts_table(&job.attempts, "No attempt has finished yet."));
     out.push_str("</section>");
     page_with_auth(state, base, &format!("{} {}", job.kind, job.id), &out)
 }

@@ -12,7 +12,7 @@ use super::{
 use crate::{
     admin::{dlq::MAX_PURGE_DAYS, SharedState},
     broker::{DeadQuery, DeadSummary},
-    envelope::JobEnvelope,
+    envelope::{AttemptRecord, JobEnvelope},
     job::JobId,
     schema::pretty_json,
 };
@@ -207,26 +207,7 @@ pub(super) fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> 
         "</dl><h2>Payload</h2><pre class=\"payload\">{}</pre>",
         esc(pretty_json(&job.payload).trim_end())
     );
-    let _ = write!(out, "<h2>Attempts ({})</h2>", job.attempts.len());
-    if job.attempts.is_empty() {
-        out.push_str("<p class=\"empty\">The job never ran.</p>");
-    } else {
-        out.push_str(
-            "<table class=\"attempts\"><thead><tr><th>#</th><th>Started</th><th>Took</th><th>Worker</th><th>Error</th></tr></thead><tbody>",
-        );
-        for (n, attempt) in job.attempts.iter().enumerate() {
-            let took = (attempt.finished_at - attempt.started_at).num_milliseconds();
-            let _ = write!(
-                out,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{took} ms</td><td>{}</td><td class=\"error\">{}</td></tr>",
-                n + 1,
-                time(attempt.started_at),
-                esc(attempt.worker.as_deref().unwrap_or("—")),
-                esc(attempt.error.as_deref().unwrap_or("")),
-            );
-        }
-        out.push_str("</tbody></table>");
-    }
+    out.push_str(&attempts_table(&job.attempts, "The job never ran."));
     out.push_str("</section>");
     page_with_auth(state, base, &format!("{} {}", job.kind, job.id), &out)
 }
@@ -266,4 +247,29 @@ pub(super) fn confirm_page(
         back = esc(back),
     );
     page_with_auth(state, base, title, &content)
+}
+
+/// "Attempts (n)" and a row per attempt, or `empty` when there is none.
+pub(super) fn attempts_table(attempts: &[AttemptRecord], empty: &str) -> String {
+    let mut out = format!("<h2>Attempts ({})</h2>", attempts.len());
+    if attempts.is_empty() {
+        let _ = write!(out, "<p class=\"empty\">{}</p>", esc(empty));
+        return out;
+    }
+    out.push_str(
+        "<table class=\"attempts\"><thead><tr><th>#</th><th>Started</th><th>Took</th><th>Worker</th><th>Error</th></tr></thead><tbody>",
+    );
+    for (n, attempt) in attempts.iter().enumerate() {
+        let took = (attempt.finished_at - attempt.started_at).num_milliseconds();
+        let _ = write!(
+            out,
+            "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{took} ms</td><td>{}</td><td class=\"error\">{}</td></tr>",
+            n + 1,
+            time(attempt.started_at),
+            esc(attempt.worker.as_deref().unwrap_or("—")),
+            esc(attempt.error.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</tbody></table>");
+    out
 }

@@ -424,8 +424,28 @@ async fn the_commands_work_against_a_postgres_broker() {
     assert_eq!(queues[0]["ready"], 1);
     assert!(pg(&["dlq", "purge", "--older-than", "0s", "--yes"]).status.success());
     assert_eq!(broker.count_dead(&DeadFilter::queue(queue("media"))).await.unwrap(), 0);
-    // The retried job is ready and no worker serves billing.
+    // The retried job is ready and no worker serves billing; paused, it waits on purpose.
     assert_eq!(json(&["health"])["status"], "degraded");
+    assert!(pg(&["pause", "billing"]).status.success());
+    assert_eq!(json(&["health"])["status"], "ok");
+    assert_eq!(json(&["queues"])[0]["paused"], true);
+
+    // Live jobs and priorities on PostgreSQL too.
+    let urgent = json(&[
+        "enqueue",
+        "billing",
+        "send-invoice",
+        "--payload",
+        "{}",
+        "--priority",
+        "5",
+    ]);
+    let live = json(&["jobs", "list", "--queue", "billing", "--state", "ready"]);
+    assert_eq!(ids(&live).len(), 2);
+    assert_eq!(json(&["jobs", "show", urgent["id"].as_str().unwrap()])["priority"], 5);
+    let cancelled = json(&["jobs", "cancel-all", "--queue", "billing", "--yes"]);
+    assert_eq!(cancelled["dead_lettered"], 2);
+    assert!(json(&["workers"]).as_array().unwrap().is_empty());
 
     let other_schema = pg(&["--schema", "nothing_here", "queues"]);
     assert!(!other_schema.status.success(), "the CLI never migrates a schema");

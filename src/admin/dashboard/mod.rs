@@ -257,7 +257,16 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
     }
     out.push_str("</section>");
     if let Some(control) = state.broker.control() {
-        out.push_str(&live::workers_panel(now, &control.workers().await?));
+        match control.workers().await {
+            Ok(workers) => out.push_str(&live::workers_panel(now, &workers)),
+            Err(e) => {
+                let _ = write!(
+                    out,
+                    "<section><h2>Workers</h2><p class=\"notice error\">The worker registry could not be read: {}</p></section>",
+                    esc(&e.to_string())
+                );
+            }
+        }
     }
 
     out.push_str("<section><div class=\"section-head\"><h2>Dead-letter queue</h2></div>");

@@ -45,12 +45,12 @@ struct StoredJob {
 }
 
 impl StoredJob {
-    /// The envelope, or (`Err`) the row shown as the DLQ shows one that
-    /// cannot be decoded.
-    fn envelope_or_shown(self, id: Uuid, queue: &QueueName, run_at: DateTime<Utc>) -> Result<JobEnvelope, JobEnvelope> {
+    /// The envelope, or the row shown as the DLQ shows one that cannot
+    /// be decoded.
+    fn envelope_or_shown(self, id: Uuid, queue: &QueueName, run_at: DateTime<Utc>) -> JobEnvelope {
         let shown = self.clone();
         self.envelope(id, queue, run_at)
-            .map_err(|_| shown.dead_envelope(id, queue, run_at))
+            .unwrap_or_else(|_| shown.dead_envelope(id, queue, run_at))
     }
 
     /// Reads the stored columns starting at position `at`: enqueued_at, v,
@@ -221,9 +221,7 @@ impl LiveRow {
     /// decoded shows its stored text, as the DLQ shows it.
     pub(super) fn live_job(self, queue: &QueueName, state: JobState) -> LiveJob {
         let (id, run_at) = (self.id, self.run_at);
-        let mut envelope = match StoredJob::envelope_or_shown(self.stored, id, queue, run_at) {
-            Ok(envelope) | Err(envelope) => envelope,
-        };
+        let mut envelope = self.stored.envelope_or_shown(id, queue, run_at);
         envelope.priority = stored_priority(self.priority);
         match state {
             JobState::Active => {

@@ -67,6 +67,11 @@ async fn jobs_list_and_show_live_jobs_with_their_lease() {
     );
     assert_eq!(ids(&two).len(), 2);
     assert!(two["next_cursor"].is_string(), "a third job follows");
+    let mut paged = every_page(&server, &["jobs", "list", "--limit", "1"]);
+    let mut want = ids(&all);
+    paged.sort();
+    want.sort();
+    assert_eq!(paged, want, "page by page, each job once");
 
     let table = cli(&server, &["jobs", "list", "--state", "active"]);
     let text = stdout(&table);

@@ -1,7 +1,10 @@
 //! [`MemoryBroker`]: the in-process default backend.
 
+mod control;
+mod lanes;
+
 use std::{
-    collections::{hash_map::Entry, BTreeSet, HashMap, VecDeque},
+    collections::{hash_map::Entry, BTreeMap, BTreeSet, HashMap, VecDeque},
     fmt,
     ops::Bound,
     sync::{
@@ -15,6 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use self::lanes::Lanes;
 use super::{
     check_page_limit, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease, LeaseStatus,
     LeaseToken, QueueStats, Reservation, ReserveRequest,
@@ -54,6 +58,9 @@ pub struct MemoryBroker {
     next_token: AtomicU64,
     /// How long a completed job's idempotency key is kept.
     key_retention: chrono::TimeDelta,
+    /// Registered workers by id: what each said, when it was last seen and
+    /// when it counts as gone.
+    workers: Mutex<BTreeMap<String, control::Registered>>,
 }
 
 impl fmt::Debug for MemoryBroker {
@@ -81,6 +88,8 @@ struct Queue {
     /// Whether a job was ever stored here: [`Broker::queues`] lists only
     /// those, not queues that were merely asked about.
     has_had_jobs: AtomicBool,
+    /// Whether an operator paused the queue: `reserve` leases nothing.
+    paused: AtomicBool,
 }
 
 /// Where [`QueueState::schedule`] put a job.
@@ -97,11 +106,11 @@ enum Placed {
 struct QueueState {
     /// Every job the queue holds (not yet completed), by id.
     jobs: IdMap<Stored>,
-    /// Ready jobs, in the order of their `run_at` (oldest first). Due
-    /// scheduled jobs are promoted before any job is added at the back, so
-    /// the order holds on a clock that does not go backwards, and the
-    /// front is the oldest ready job.
-    ready: VecDeque<JobId>,
+    /// Ready jobs, one lane per priority, each in the order of its jobs'
+    /// `run_at` (oldest first). Due scheduled jobs are promoted before any
+    /// job is added at the back, so the order holds on a clock that does
+    /// not go backwards, and each lane's front is its oldest ready job.
+    ready: Lanes,
     /// Delayed and backing-off jobs by due time.
     scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Leased jobs (their deadline is in their state). Unordered: it holds
@@ -122,6 +131,10 @@ struct QueueState {
 struct Stored {
     envelope: Arc<JobEnvelope>,
     state: JobState,
+    /// While active: the worker the reservation named.
+    owner: Option<Arc<str>>,
+    /// While active: an operator asked to cancel the job.
+    cancel_requested: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -155,6 +168,7 @@ impl MemoryBroker {
             clock,
             next_token: AtomicU64::new(1),
             key_retention: chrono::TimeDelta::from_std(super::DEFAULT_KEY_RETENTION).unwrap_or(chrono::TimeDelta::MAX),
+            workers: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -258,7 +272,7 @@ impl QueueState {
             self.scheduled.pop_first();
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.state = JobState::Ready;
-                self.ready.push_back(id);
+                self.ready.push_back(id, job.envelope.priority);
             }
         }
         None
@@ -289,8 +303,11 @@ impl QueueState {
         token: LeaseToken,
         deadline: DateTime<Utc>,
         now: DateTime<Utc>,
+        owner: Option<&Arc<str>>,
     ) -> Option<(Reservation, JobState)> {
         let job = self.jobs.get_mut(&id)?;
+        job.owner = owner.cloned();
+        let cancel_requested = job.cancel_requested;
         let previous = std::mem::replace(
             &mut job.state,
             JobState::Active {
@@ -311,6 +328,7 @@ impl QueueState {
             lease,
             deadline,
             expired_attempt_started_at: None,
+            cancel_requested,
         };
         Some((reservation, previous))
     }
@@ -328,6 +346,8 @@ impl QueueState {
         let JobState::Active { started, .. } = job.state else {
             return None;
         };
+        job.owner = None;
+        job.cancel_requested = false;
         let envelope = job.envelope.clone();
         self.active.remove(&lease.id);
         Some((envelope, started))
@@ -352,7 +372,7 @@ impl QueueState {
         let job = self.jobs.get_mut(&id)?;
         if run_at <= now {
             job.state = JobState::Ready;
-            self.ready.push_back(id);
+            self.ready.push_back(id, job.envelope.priority);
             Some(Placed::Ready)
         } else {
             job.state = JobState::Scheduled;
@@ -392,13 +412,14 @@ impl QueueState {
         envelope.dead_letter_reason = None;
         envelope.attempt = 0;
         envelope.run_at = now;
+        let priority = envelope.priority;
         job.state = JobState::Ready;
         if let Some(at) = dead_at {
             self.dead.remove(&(at, id));
         }
         // Due jobs first, keeping ready in `run_at` order.
         self.promote_due(now);
-        self.ready.push_back(id);
+        self.ready.push_back(id, priority);
         true
     }
 
@@ -471,6 +492,8 @@ impl Broker for MemoryBroker {
                         Stored {
                             envelope: Arc::new(job),
                             state: JobState::Scheduled,
+                            owner: None,
+                            cancel_requested: false,
                         },
                     );
                     match state.schedule(id, run_at, now) {
@@ -495,6 +518,10 @@ impl Broker for MemoryBroker {
         true
     }
 
+    fn control(&self) -> Option<&dyn super::JobControl> {
+        Some(self)
+    }
+
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {
         if request.max == 0 {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
@@ -513,12 +540,19 @@ impl Broker for MemoryBroker {
             let next_due = {
                 let mut state = q.lock();
                 let next_due = state.promote_due(now);
-                let take = request.max.min(state.ready.len());
+                // Paused: lease nothing; `resume` wakes every waiter.
+                let ready = if q.paused.load(Ordering::Acquire) {
+                    0
+                } else {
+                    state.ready.len()
+                };
+                let take = request.max.min(ready);
                 if take > 0 {
                     let mut out = Vec::with_capacity(take);
                     for _ in 0..take {
                         let Some(id) = state.ready.pop_front() else { break };
-                        if let Some((reservation, _)) = state.lease(id, queue, self.token(), deadline, now) {
+                        let owner = request.worker.as_ref();
+                        if let Some((reservation, _)) = state.lease(id, queue, self.token(), deadline, now, owner) {
                             out.push(reservation);
                         }
                     }
@@ -626,12 +660,11 @@ impl Broker for MemoryBroker {
                     let state = &mut *state;
                     if let Some(job) = state.jobs.get_mut(&lease.id) {
                         job.state = JobState::Ready;
-                        let run_at = job.envelope.run_at;
+                        let (run_at, priority) = (job.envelope.run_at, job.envelope.priority);
                         let jobs = &state.jobs;
-                        let at = state
-                            .ready
-                            .partition_point(|id| jobs.get(id).is_some_and(|j| j.envelope.run_at < run_at));
-                        state.ready.insert(at, lease.id);
+                        state.ready.insert_by(lease.id, priority, |id| {
+                            jobs.get(id).is_some_and(|j| j.envelope.run_at < run_at)
+                        });
                     }
                     statuses.push(LeaseStatus::Held);
                     released += 1;
@@ -668,7 +701,11 @@ impl Broker for MemoryBroker {
                     deadline: new_deadline,
                     started,
                 };
-                statuses.push(LeaseStatus::Held);
+                statuses.push(if job.cancel_requested {
+                    LeaseStatus::Cancelled
+                } else {
+                    LeaseStatus::Held
+                });
             }
         }
         Ok(statuses)
@@ -695,7 +732,7 @@ impl Broker for MemoryBroker {
         expired.truncate(max);
         let mut out = Vec::with_capacity(expired.len());
         for (_, id) in expired {
-            let Some((mut reservation, previous)) = state.lease(id, queue, self.token(), deadline, now) else {
+            let Some((mut reservation, previous)) = state.lease(id, queue, self.token(), deadline, now, None) else {
                 continue;
             };
             if let JobState::Active { started, .. } = previous {
@@ -716,12 +753,14 @@ impl Broker for MemoryBroker {
         // Idle reservers sleep until the first due time themselves; no
         // wake-up is needed for jobs promoted here.
         state.promote_due(now);
-        // Ready is in `run_at` order: the front is the oldest.
+        // Each lane is in `run_at` order: the oldest is one of the fronts.
         let oldest_ready_age_ms = state
             .ready
-            .front()
-            .and_then(|id| state.jobs.get(id))
-            .map(|job| (now - job.envelope.run_at).num_milliseconds().max(0) as u64);
+            .fronts()
+            .filter_map(|id| state.jobs.get(id))
+            .map(|job| job.envelope.run_at)
+            .min()
+            .map(|run_at| (now - run_at).num_milliseconds().max(0) as u64);
         Ok(QueueStats {
             ready: state.ready.len() as u64,
             scheduled: state.scheduled.len() as u64,
@@ -735,6 +774,7 @@ impl Broker for MemoryBroker {
             // without a state, or in a state without its job.
             dropped: 0,
             restored: 0,
+            paused: q.paused.load(Ordering::Acquire),
         })
     }
 

@@ -270,6 +270,9 @@ impl Broker for Recorder {
     fn reserve_is_cancel_safe(&self) -> bool {
         self.inner.reserve_is_cancel_safe()
     }
+    fn control(&self) -> Option<&dyn crate::broker::JobControl> {
+        Some(&*self.inner)
+    }
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

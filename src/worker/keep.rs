@@ -28,8 +28,16 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, held: Arc<Held>) {
         match shared.broker.extend(&leases, settings.lease).await {
             Ok(statuses) => {
                 for (lease, status) in leases.iter().zip(statuses) {
-                    if status == LeaseStatus::Lost {
-                        tracing::warn!(job.id = %lease.id, queue = %lease.queue, "lease lost while the job ran");
+                    match status {
+                        LeaseStatus::Held => {}
+                        LeaseStatus::Lost => {
+                            tracing::warn!(job.id = %lease.id, queue = %lease.queue, "lease lost while the job ran");
+                        }
+                        LeaseStatus::Cancelled => {
+                            if held.cancel(lease.id) {
+                                tracing::info!(job.id = %lease.id, queue = %lease.queue, "job cancelled by operator; handler signalled");
+                            }
+                        }
                     }
                 }
             }
@@ -73,6 +81,12 @@ pub(super) async fn recovery(settler: Arc<Settler>, mut stop: Signal) {
             let started = reservation
                 .expired_attempt_started_at
                 .unwrap_or_else(|| shared.clock.now());
+            if reservation.cancel_requested {
+                // Cancelled while its worker ran it, then the worker died:
+                // the operator's request stands.
+                settler.cancel(&reservation, started).instrument(span).await;
+                continue;
+            }
             let error = HandlerError::retry("lease expired: the worker running the job died or stopped heartbeating");
             settler.fail(&reservation, started, error).instrument(span).await;
         }

@@ -32,6 +32,7 @@ mod fetch;
 mod held;
 mod keep;
 mod queue;
+mod registry;
 mod run;
 mod settle;
 pub(crate) mod shutdown;
@@ -231,12 +232,16 @@ pub(crate) struct Counters {
     pub(crate) snoozed: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) refused: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) recovered: AtomicU64,
     pub(crate) released: AtomicU64,
     pub(crate) lease_lost: AtomicU64,
     pub(crate) broker_errors: AtomicU64,
+    /// Jobs started and not settled yet (not a lifetime counter: what the
+    /// worker registry shows).
+    pub(crate) in_flight: AtomicU64,
 }
 
 /// A snapshot of a worker's lifecycle counters.
@@ -260,6 +265,9 @@ pub struct WorkerStats {
     /// are: an unknown kind, or a payload (from a producer that did not
     /// validate it) that its schema refuses or that does not decode.
     pub refused: u64,
+    /// Jobs an operator cancelled while they ran, dead-lettered as
+    /// cancelled ([`JobControl::cancel`](crate::broker::JobControl::cancel)).
+    pub cancelled: u64,
     /// Attempts whose handler panicked.
     pub panicked: u64,
     /// Attempts that ran past the job timeout.
@@ -285,6 +293,7 @@ impl Counters {
             snoozed: get(&self.snoozed),
             dead_lettered: get(&self.dead_lettered),
             refused: get(&self.refused),
+            cancelled: get(&self.cancelled),
             panicked: get(&self.panicked),
             timed_out: get(&self.timed_out),
             recovered: get(&self.recovered),
@@ -310,11 +319,14 @@ pub enum JobOutcome {
     /// The job could not run as it is (unknown kind, a payload its schema
     /// refuses or that does not decode) and is in the dead-letter queue.
     Refused,
+    /// An operator cancelled the job while it ran and its handler did not
+    /// finish it: it is in the dead-letter queue as cancelled.
+    Cancelled,
 }
 
 impl JobOutcome {
     /// A short name for logs and metric labels: `completed`, `retried`,
-    /// `snoozed`, `dead_lettered`, `refused`.
+    /// `snoozed`, `dead_lettered`, `refused`, `cancelled`.
     pub fn as_str(&self) -> &'static str {
         match self {
             JobOutcome::Completed => "completed",
@@ -322,6 +334,7 @@ impl JobOutcome {
             JobOutcome::Snoozed => "snoozed",
             JobOutcome::DeadLettered => "dead_lettered",
             JobOutcome::Refused => "refused",
+            JobOutcome::Cancelled => "cancelled",
         }
     }
 }
@@ -482,6 +495,8 @@ impl Worker {
         };
         let mut tasks = JoinSet::new();
         tracing::info!(worker.id = %self.shared.worker_id, queues = self.queues.len(), "worker started");
+        let info = registry::info(&self.shared, &self.queues);
+        let registration = tokio::spawn(registry::heartbeat(self.shared.clone(), info));
         for config in self.queues.iter() {
             tasks.spawn(queue::run_queue(self.shared.clone(), config.clone(), signals.clone()));
         }
@@ -510,6 +525,8 @@ impl Worker {
                 }
             }
         }
+        registration.abort();
+        registry::deregister(&self.shared).await;
         tracing::info!(worker.id = %self.shared.worker_id, "worker stopped");
         Ok(())
     }
@@ -546,7 +563,8 @@ impl Worker {
                 known.join(", ")
             )));
         };
-        let request = crate::broker::ReserveRequest::new(1, self.shared.settings.lease, wait);
+        let request = crate::broker::ReserveRequest::new(1, self.shared.settings.lease, wait)
+            .worker(self.shared.worker_id.clone());
         let Some(job) = self.shared.broker.reserve(queue, request).await?.into_iter().next() else {
             return Ok(None);
         };

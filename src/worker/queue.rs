@@ -112,6 +112,7 @@ async fn run_one_in_span(shared: &Arc<Shared>, config: &QueueConfig, job: Reserv
         shared.clock.now(),
         shared.client.clone(),
     );
+    ctx.cancellation = settler.held.cancellation(job.lease.id);
     // Never raised: a single run is not shut down.
     let (_keep, mut abort) = super::shutdown::signal();
     let started_at = shared.clock.now();
@@ -140,6 +141,10 @@ async fn run_one_in_span(shared: &Arc<Shared>, config: &QueueConfig, job: Reserv
         Ended::Refused(reason) => {
             ran.error = Some(reason.clone());
             settler.refuse(&job, started_at, reason).await
+        }
+        Ended::Cancelled => {
+            ran.error = Some(crate::broker::CANCEL_REASON.to_owned());
+            settler.cancel(&job, started_at).await
         }
         Ended::Aborted => None,
     };
@@ -172,6 +177,7 @@ async fn slot(runner: Arc<Runner>, settler: Arc<Settler>, buffer: Arc<Buffer>, m
         started_at: chrono::DateTime::UNIX_EPOCH,
         worker_id: shared.worker_id.clone(),
         client: shared.client.clone(),
+        cancellation: Default::default(),
     };
     loop {
         // Cooperate with tokio's budget: jobs can follow each other
@@ -219,6 +225,8 @@ async fn process(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::debug!("job started");
         tracing::trace!(payload = %reservation.envelope.payload, "job payload");
+        ctx.cancellation = settler.held.cancellation(reservation.lease.id);
+        shared.counters.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ended = runner
             .run(
                 &reservation.envelope,
@@ -239,6 +247,7 @@ async fn process(
             tracing::error!(panic = %panic_message(&*panic), "recording the job's outcome panicked; it runs again after its lease expires");
             settler.held.forget_one(id);
         }
+        shared.counters.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
     .instrument(span)
     .await

@@ -34,6 +34,9 @@ pub(super) enum Ended {
     Refused(String),
     /// Shutdown ran out of time: release the job without counting an attempt.
     Aborted,
+    /// An operator cancelled the job while it ran and the handler did not
+    /// finish it: dead-letter it as cancelled, without retries.
+    Cancelled,
 }
 
 /// Runs one queue's jobs.
@@ -77,6 +80,25 @@ impl Runner {
         ctx.enqueued_at = envelope.enqueued_at;
         ctx.started_at = started_at;
         let ctx: &JobContext = ctx;
+        let ended = self.call(registered, envelope, ctx, on_wait, abort).await;
+        // A handler that gave up after a cancel (or ran out of time, or
+        // panicked) ends as cancelled; one that finished has finished.
+        match ended {
+            Ended::Failed(_) if ctx.is_cancelled() => Ended::Cancelled,
+            ended => ended,
+        }
+    }
+
+    /// Calls the handler under the job timeout.
+    async fn call(
+        &self,
+        registered: &super::Registered,
+        envelope: &JobEnvelope,
+        ctx: &JobContext,
+        on_wait: impl FnOnce(),
+        abort: &mut Signal,
+    ) -> Ended {
+        let shared = &self.shared;
         // The call itself is inside the caught future: decoding the payload
         // runs in it, and so does any work a handler does before its first `.await`.
         let call = AssertUnwindSafe(async { registered.handler.call(&envelope.payload, ctx).await }).catch_unwind();

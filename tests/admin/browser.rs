@@ -1,10 +1,14 @@
 //! A real browser: headless Chromium logs in to the dashboard, clicks Retry,
-//! Delete and Retry all matching, and the jobs leave the DLQ.
+//! Delete and Retry all matching (its count shown first), and the jobs leave
+//! the DLQ; then pauses a queue, cancels a live job and cancels all matching
+//! live jobs (its count shown first), with the workers panel marking a
+//! worker that stopped heartbeating.
 //!
 //! Driven over the DevTools protocol (a websocket). Skips with a notice
 //! when no Chromium is installed, unless `FLAGSHIP_REQUIRE_BROWSER=1`. With
-//! `FLAGSHIP_SCREENSHOT_DIR=docs` it also writes `dashboard.png` and
-//! `dashboard-job.png` there.
+//! `FLAGSHIP_SCREENSHOT_DIR=docs` it also writes `dashboard.png`,
+//! `dashboard-job.png`, `dashboard-queues.png`, `dashboard-live.png` and
+//! `dashboard-confirm.png` there.
 
 use std::{
     collections::VecDeque,
@@ -16,7 +20,11 @@ use std::{
 
 use base64::Engine;
 use chrono::{DateTime, TimeDelta, Utc};
-use flagship_worker::{admin::AdminBuilder, Broker, Clock, JobEnvelope, JobId};
+use flagship_worker::{
+    admin::AdminBuilder,
+    broker::{JobControl, WorkerInfo, CANCEL_REASON},
+    Broker, Clock, DeadLetterQueue, JobEnvelope, JobId, ReserveRequest,
+};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{
@@ -274,7 +282,7 @@ async fn realistic_dead_jobs(fx: &Fixture, clock: &ShiftedClock) -> Vec<(&'stati
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_browser_retries_and_deletes_dead_jobs() {
+async fn a_real_browser_works_dead_and_live_jobs() {
     let Some(chromium) = find_chromium() else {
         if std::env::var("FLAGSHIP_REQUIRE_BROWSER").as_deref() == Ok("1") {
             panic!("FLAGSHIP_REQUIRE_BROWSER=1 but no chromium was found on PATH (apt-get install chromium)");
@@ -375,6 +383,16 @@ async fn a_real_browser_retries_and_deletes_dead_jobs() {
     // Filter to billing (both jobs left) and retry them all at once.
     devtools.navigate(&format!("{base}/ui?queue=billing")).await;
     devtools.click_and_wait("form.bulk-retry button").await;
+    // First a page saying how many jobs it takes; nothing has changed yet.
+    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui/dlq/retry");
+    let warning = devtools
+        .eval("document.querySelector('.notice.warn').textContent")
+        .await;
+    assert_eq!(warning, "This moves 2 dead jobs of queue billing back to ready.");
+    for (q, id) in [ids[0], ids[3]] {
+        assert!(fx.is_dead(q, id).await, "{id} waits for the confirmation");
+    }
+    devtools.click_and_wait("button.confirm").await;
     assert_eq!(
         devtools.eval("location.search").await,
         "?queue=billing&notice=retried_matching&count=2"
@@ -391,6 +409,111 @@ async fn a_real_browser_retries_and_deletes_dead_jobs() {
             .await,
         0
     );
+
+    // Live work: a worker that heartbeats, one that stopped, a running job.
+    let control: &dyn JobControl = &*fx.broker;
+    let now = fx.now();
+    let serves = vec![queue("notifications"), queue("media")];
+    let live_worker = WorkerInfo::new("worker-7f3a@api-1", serves.clone(), 8, now - TimeDelta::hours(3));
+    control
+        .register_worker(&live_worker, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let gone_worker = WorkerInfo::new("worker-19c2@api-2", serves, 8, now - TimeDelta::hours(5));
+    control
+        .register_worker(&gone_worker, Duration::from_millis(1))
+        .await
+        .unwrap();
+    let request =
+        ReserveRequest::new(1, Duration::from_secs(300), Duration::ZERO).worker(Arc::from("worker-7f3a@api-1"));
+    let running = fx.broker.reserve(&queue("notifications"), request).await.unwrap()[0]
+        .lease
+        .id;
+
+    // Pause a queue from its row.
+    devtools.navigate(&format!("{base}/ui")).await;
+    let gone = devtools
+        .eval("document.querySelector(\"tr[data-worker-id='worker-19c2@api-2'] .worker-status\").textContent")
+        .await;
+    assert_eq!(gone, "gone", "the worker that stopped heartbeating is marked");
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard-queues.png")).await;
+    }
+    devtools
+        .click_and_wait("tr[data-queue='notifications'] button.pause")
+        .await;
+    let notice = devtools.eval("document.querySelector('.notice').textContent").await;
+    assert_eq!(
+        notice,
+        "Queue notifications paused: workers take none of its jobs until it is resumed."
+    );
+    let status = devtools
+        .eval("document.querySelector(\"tr[data-queue='notifications'] .queue-status\").textContent")
+        .await;
+    assert_eq!(status, "paused");
+    assert!(fx.broker.stats(&queue("notifications")).await.unwrap().paused);
+
+    // Live jobs: the running one shows its worker; cancel a ready one.
+    devtools
+        .click_and_wait("tr[data-queue='notifications'] a[href$='/ui/live?queue=notifications']")
+        .await;
+    let owner = devtools
+        .eval(&format!(
+            "document.querySelector(\"tr[data-job-id='{running}'] td:nth-child(6)\").textContent"
+        ))
+        .await;
+    assert_eq!(owner, "worker-7f3a@api-1");
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard-live.png")).await;
+    }
+    let first_ready = devtools
+        .eval("[...document.querySelectorAll('tr[data-job-id]')].find(r => r.querySelector('.state.ready')).dataset.jobId")
+        .await;
+    let first_ready: JobId = first_ready.as_str().unwrap().parse().unwrap();
+    devtools
+        .click_and_wait(&format!("tr[data-job-id='{first_ready}'] button.cancel"))
+        .await;
+    let notice = devtools.eval("document.querySelector('.notice').textContent").await;
+    assert_eq!(
+        notice,
+        format!("Job {first_ready} cancelled: moved to the dead-letter queue.")
+    );
+    let dead = fx
+        .broker
+        .get_dead(&queue("notifications"), first_ready)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(dead.dead_letter_reason.as_deref(), Some(CANCEL_REASON));
+
+    // Cancel all matching: the count first, then the action.
+    devtools
+        .navigate(&format!("{base}/ui/live?queue=notifications&state=ready"))
+        .await;
+    devtools.click_and_wait("form.bulk-cancel button").await;
+    let warning = devtools
+        .eval("document.querySelector('.notice.warn').textContent")
+        .await;
+    assert_eq!(
+        warning,
+        "This cancels 1 job: 1 ready or scheduled go to the dead-letter queue, 0 running are asked to stop."
+    );
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard-confirm.png")).await;
+    }
+    assert_eq!(
+        fx.broker.stats(&queue("notifications")).await.unwrap().ready,
+        1,
+        "nothing yet"
+    );
+    devtools.click_and_wait("button.confirm").await;
+    let notice = devtools.eval("document.querySelector('.notice').textContent").await;
+    assert_eq!(
+        notice,
+        "Cancelled 1 job: 1 moved to the dead-letter queue, 0 running asked to stop."
+    );
+    let stats = fx.broker.stats(&queue("notifications")).await.unwrap();
+    assert_eq!((stats.ready, stats.active), (0, 1), "the running job is untouched");
 
     let _ = browser.kill().await;
     server.abort();

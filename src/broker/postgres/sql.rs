@@ -78,6 +78,14 @@ pub(super) struct Statements {
     pub(super) dead_get: String,
     pub(super) dead_retry: String,
     pub(super) dead_delete: String,
+    pub(super) live_list: String,
+    pub(super) live_get: String,
+    pub(super) cancel: String,
+    pub(super) pause: String,
+    pub(super) resume: String,
+    pub(super) register_worker: String,
+    pub(super) workers: String,
+    pub(super) deregister_worker: String,
 }
 
 /// The `commit_mode` column of the statements acknowledgements and lease
@@ -114,6 +122,14 @@ impl Statements {
             dead_get: fill(include_str!("sql/dead_get.sql")),
             dead_retry: fill(include_str!("sql/dead_retry.sql")),
             dead_delete: fill(include_str!("sql/dead_delete.sql")),
+            live_list: fill(include_str!("sql/live_list.sql")),
+            live_get: fill(include_str!("sql/live_get.sql")),
+            cancel: fill(include_str!("sql/cancel.sql")),
+            pause: fill(include_str!("sql/pause.sql")),
+            resume: fill(include_str!("sql/resume.sql")),
+            register_worker: fill(include_str!("sql/register_worker.sql")),
+            workers: fill(include_str!("sql/workers.sql")),
+            deregister_worker: fill(include_str!("sql/deregister_worker.sql")),
         }
     }
 }

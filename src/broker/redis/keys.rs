@@ -9,6 +9,10 @@ use crate::job::QueueName;
 /// slot in a cluster); only [`Broker::queues`](crate::Broker::queues) reads it.
 pub(super) const QUEUES_KEY: &str = "flagship-worker:queues";
 
+/// Hash: worker id → `"<seen ms> <expires ms> <info JSON>"`, the worker
+/// registry (on its own slot in a cluster, like [`QUEUES_KEY`]).
+pub(super) const WORKERS_KEY: &str = "flagship-worker:workers";
+
 /// The names of one queue's keys (see `docs/redis.md` for what each holds).
 #[derive(Debug)]
 pub(super) struct QueueKeys {
@@ -42,6 +46,8 @@ pub(super) struct QueueKeys {
     /// Where the look for envelopes in no state set has got to (an
     /// `HSCAN` cursor over `jobs`).
     pub(super) restore_cursor: String,
+    /// String, present while an operator has the queue paused.
+    pub(super) paused: String,
 }
 
 impl QueueKeys {
@@ -62,6 +68,7 @@ impl QueueKeys {
             seq: key("seq"),
             wake: key("wake"),
             restore_cursor: key("restore-cursor"),
+            paused: key("paused"),
         }
     }
 }

@@ -83,11 +83,11 @@ pub(super) fn dead_letter_call(keys: &QueueKeys) -> Call {
 impl Leaser {
     /// Runs the reserve script once, in a task of its own. Dropping the
     /// returned future leases nothing that stays leased (see the module docs).
-    pub(super) fn reserve_pass(&self, max: usize, lease_ms: u64, knew: String) -> Claim {
+    pub(super) fn reserve_pass(&self, max: usize, lease_ms: u64, knew: String, owner: Option<Arc<str>>) -> Claim {
         let (tx, rx) = oneshot::channel();
         let leaser = self.clone();
         tokio::spawn(async move {
-            let pass = leaser.reserve_once(max, lease_ms, &knew).await;
+            let pass = leaser.reserve_once(max, lease_ms, &knew, owner.as_deref()).await;
             if let Err(Ok(Pass::Leased(unclaimed))) = tx.send(pass) {
                 leaser.hand_back(unclaimed).await;
             }
@@ -99,7 +99,7 @@ impl Leaser {
         }
     }
 
-    async fn reserve_once(&self, max: usize, lease_ms: u64, knew: &str) -> Result<Pass> {
+    async fn reserve_once(&self, max: usize, lease_ms: u64, knew: &str, owner: Option<&str>) -> Result<Pass> {
         let k = &self.keys;
         let call = SCRIPTS
             .reserve
@@ -112,11 +112,13 @@ impl Leaser {
                 &k.seq,
                 &k.wake,
                 &k.stats,
+                &k.paused,
             ])
             .arg(max)
             .arg(lease_ms)
             .arg(PROMOTE_BATCH)
-            .arg(knew);
+            .arg(knew)
+            .arg(owner.unwrap_or(""));
         let mut reply = array("reserve", run(&mut self.conn.clone(), call).await?)?.into_iter();
         let now = int("reserve", &reply.next().unwrap_or_default())?;
         let next_due = int("reserve", &reply.next().unwrap_or_default())?;
@@ -198,15 +200,16 @@ impl Leaser {
     /// reservations, one job at a time: one that cannot run is
     /// dead-lettered, the others are returned.
     async fn take(&self, entries: Vec<Value>, recovered: bool, deadline: DateTime<Utc>) -> Result<Vec<Reservation>> {
-        let stride = if recovered { 4 } else { 3 };
+        let stride = if recovered { 5 } else { 3 };
         let mut good = Vec::with_capacity(entries.len() / stride);
         let mut poisoned = Vec::new();
         let mut it = entries.into_iter();
         while let (Some(id), Some(raw), Some(token)) = (it.next(), it.next(), it.next()) {
-            let started = if recovered {
-                Some(ms_to_time(int("recover", &it.next().unwrap_or_default())?))
+            let (started, cancel_requested) = if recovered {
+                let started = ms_to_time(int("recover", &it.next().unwrap_or_default())?);
+                (Some(started), int("recover", &it.next().unwrap_or_default())? == 1)
             } else {
-                None
+                (None, false)
             };
             let token = LeaseToken(int("lease token", &token)? as u64);
             let id = bytes(id).unwrap_or_default();
@@ -224,6 +227,7 @@ impl Leaser {
                     envelope: Arc::new(envelope),
                     deadline,
                     expired_attempt_started_at: started,
+                    cancel_requested,
                 }),
                 Err(poison) => poisoned.push((poison, token)),
             }

@@ -44,6 +44,7 @@ use crate::{
     schema::DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
+mod control;
 mod dead;
 mod decode;
 mod keys;
@@ -331,15 +332,16 @@ fn millis_ceil(d: Duration) -> u64 {
     }
 }
 
-/// One status per script reply entry: 1 done, anything else lease lost.
+/// One status per script reply entry: 1 done, 2 done and the job's
+/// cancel requested (from `extend`), anything else lease lost.
 fn statuses(what: &str, reply: Value) -> Result<Vec<LeaseStatus>> {
     array(what, reply)?
         .iter()
         .map(|v| {
-            Ok(if int(what, v)? == 1 {
-                LeaseStatus::Held
-            } else {
-                LeaseStatus::Lost
+            Ok(match int(what, v)? {
+                1 => LeaseStatus::Held,
+                2 => LeaseStatus::Cancelled,
+                _ => LeaseStatus::Lost,
             })
         })
         .collect()
@@ -472,6 +474,13 @@ impl Broker for RedisBroker {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(job) = jobs.iter().find(|j| j.priority != 0) {
+            return Err(Error::InvalidConfig(format!(
+                "job priorities are not supported by the Redis broker yet (job {} has priority {}); \
+                 enqueue it with priority 0, or use the memory or PostgreSQL broker; nothing of the batch was stored",
+                job.id, job.priority
+            )));
+        }
         let groups = by_queue(&jobs, |j| &j.queue);
         self.register(groups.iter().map(|(q, _)| q)).await?;
         let mut calls = Vec::with_capacity(groups.len());
@@ -527,7 +536,8 @@ impl Broker for RedisBroker {
         let mut knew = String::from("-");
         loop {
             let max = request.max.min(MAX_BATCH);
-            let (now, next_due) = match leaser.reserve_pass(max, lease_ms, knew.clone()).await? {
+            let pass = leaser.reserve_pass(max, lease_ms, knew.clone(), request.worker.clone());
+            let (now, next_due) = match pass.await? {
                 Pass::Leased(good) if good.is_empty() => continue,
                 Pass::Leased(good) => {
                     tracing::debug!(%queue, count = good.len(), "jobs reserved");
@@ -554,6 +564,10 @@ impl Broker for RedisBroker {
     /// the wake-up token it may have taken.
     fn reserve_is_cancel_safe(&self) -> bool {
         true
+    }
+
+    fn control(&self) -> Option<&dyn super::JobControl> {
+        Some(self)
     }
 
     async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
@@ -660,11 +674,11 @@ impl Broker for RedisBroker {
         let k = self.keys(queue);
         let call = SCRIPTS
             .stats
-            .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.dead, &k.stats])
+            .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.dead, &k.stats, &k.paused])
             .arg(PROMOTE_BATCH);
         let reply = array("stats", run(&mut self.conn(), call).await?)?;
-        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, dropped, restored, oldest] =
-            <[Value; 11]>::try_from(reply)
+        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, dropped, restored, oldest, paused] =
+            <[Value; 12]>::try_from(reply)
                 .map_err(|r| Error::Backend(format!("unexpected reply from Redis for stats: {r:?}").into()))?;
         let count = |v: &Value| int("stats", v).map(|n| n.max(0) as u64);
         let now = self.clock.now();
@@ -682,6 +696,7 @@ impl Broker for RedisBroker {
             dead_lettered: count(&dead_lettered)?,
             dropped: count(&dropped)?,
             restored: count(&restored)?,
+            paused: count(&paused)? == 1,
         })
     }
 

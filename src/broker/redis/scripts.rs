@@ -49,6 +49,11 @@ pub(super) struct Scripts {
     pub(super) dead_get: Lua,
     pub(super) dead_retry: Lua,
     pub(super) dead_delete: Lua,
+    pub(super) cancel: Lua,
+    pub(super) live_list: Lua,
+    pub(super) live_get: Lua,
+    pub(super) register_worker: Lua,
+    pub(super) workers: Lua,
 }
 
 /// The scripts, hashed once per process.
@@ -67,10 +72,15 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dead_get: lua!("dead_get"),
     dead_retry: lua!("dead_retry"),
     dead_delete: lua!("dead_delete"),
+    cancel: lua!("cancel"),
+    live_list: lua!("live_list"),
+    live_get: lua!("live_get"),
+    register_worker: lua!("register_worker"),
+    workers: lua!("workers"),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 14] {
+    fn all(&self) -> [&Lua; 19] {
         [
             &self.enqueue,
             &self.reserve,
@@ -86,6 +96,11 @@ impl Scripts {
             &self.dead_get,
             &self.dead_retry,
             &self.dead_delete,
+            &self.cancel,
+            &self.live_list,
+            &self.live_get,
+            &self.register_worker,
+            &self.workers,
         ]
     }
 }

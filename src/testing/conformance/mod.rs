@@ -13,7 +13,9 @@
 //! The cases live in one file per topic, in the order the macro runs
 //! them: enqueue and reserve (and dropping reserve calls), leases, retries (`retry_after`, `snooze`,
 //! `release`, `extend`, recovery of expired leases), idempotency keys,
-//! stats and queues, and the dead-letter queue. All are re-exported here.
+//! stats and queues, the dead-letter queue, and operators' control (live
+//! jobs by state, pause, cancel, priorities, the worker registry). All are
+//! re-exported here.
 //!
 //! The cases panic with a message on failure, like any test. They keep
 //! time-based steps short (leases of 200 to 300 ms, delays of 100 to
@@ -60,6 +62,7 @@
 //!   not queues that were only asked about (`stats`, `reserve`, DLQ calls).
 
 mod cancel;
+mod control;
 mod dead_letters;
 mod enqueue;
 mod idempotency;
@@ -69,6 +72,11 @@ mod stats;
 mod support;
 
 pub use cancel::dropped_reserve_leaves_nothing_leased;
+pub use control::{
+    cancel_active_job_is_signalled, cancel_ready_and_scheduled_jobs, list_jobs_by_state,
+    list_jobs_pages_without_skips_or_repeats, pause_stops_reservations_until_resumed, priorities_order_reservations,
+    worker_registry,
+};
 pub use dead_letters::{
     concurrent_retry_dead_reenqueues_once, dead_letter_keeps_job_and_history, delete_dead, list_dead_filters,
     list_dead_pages_without_skips_or_repeats, list_dead_refuses_bad_page_sizes, purge_dead_removes_only_strictly_older,
@@ -251,6 +259,13 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; retry_dead_matching_filter);
         $crate::conformance_tests!(@case [$test] $fixture; delete_dead);
         $crate::conformance_tests!(@case [$test] $fixture; purge_dead_removes_only_strictly_older);
+        $crate::conformance_tests!(@case [$test] $fixture; list_jobs_by_state);
+        $crate::conformance_tests!(@case [$test] $fixture; list_jobs_pages_without_skips_or_repeats);
+        $crate::conformance_tests!(@case [$test] $fixture; pause_stops_reservations_until_resumed);
+        $crate::conformance_tests!(@case [$test] $fixture; cancel_ready_and_scheduled_jobs);
+        $crate::conformance_tests!(@case [$test] $fixture; cancel_active_job_is_signalled);
+        $crate::conformance_tests!(@case [$test] $fixture; priorities_order_reservations);
+        $crate::conformance_tests!(@case [$test] $fixture; worker_registry);
     };
     (@case [$attr:meta] $fixture:expr; $name:ident $(, $arg:expr)*) => {
         #[$attr]

@@ -15,8 +15,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+mod history;
+
+use history::{Counted, QueueHistoryState};
+
 use super::{
-    check_page_limit, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease, LeaseStatus,
+    check_page_limit, history::HistoryLayout, QueueHistory, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease, LeaseStatus,
     LeaseToken, QueueStats, Reservation, ReserveRequest,
 };
 use crate::{
@@ -54,6 +58,8 @@ pub struct MemoryBroker {
     next_token: AtomicU64,
     /// How long a completed job's idempotency key is kept.
     key_retention: chrono::TimeDelta,
+    /// The queue history's buckets.
+    history_layout: HistoryLayout,
 }
 
 impl fmt::Debug for MemoryBroker {
@@ -117,6 +123,8 @@ struct QueueState {
     completed: u64,
     retried: u64,
     dead_lettered: u64,
+    /// Per-minute and per-hour counts and samples.
+    history: QueueHistoryState,
 }
 
 struct Stored {
@@ -155,7 +163,15 @@ impl MemoryBroker {
             clock,
             next_token: AtomicU64::new(1),
             key_retention: chrono::TimeDelta::from_std(super::DEFAULT_KEY_RETENTION).unwrap_or(chrono::TimeDelta::MAX),
+            history_layout: HistoryLayout::default(),
         }
+    }
+
+    /// Sets the queue history's buckets (minutes for a day and hours for
+    /// 30 days by default).
+    pub fn with_history_layout(mut self, layout: HistoryLayout) -> Self {
+        self.history_layout = layout;
+        self
     }
 
     /// Sets how long completed jobs' idempotency keys are remembered.
@@ -216,6 +232,7 @@ impl MemoryBroker {
             }
             if retried {
                 state.retried += 1;
+                state.history.count(&self.history_layout, now, Counted::Retried, 1);
             }
             state.schedule(lease.id, at, now)
         };
@@ -495,6 +512,10 @@ impl Broker for MemoryBroker {
         true
     }
 
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        Some(self)
+    }
+
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {
         if request.max == 0 {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
@@ -558,6 +579,7 @@ impl Broker for MemoryBroker {
                 continue;
             };
             let mut state = q.lock();
+            let before = state.completed;
             for lease in group {
                 let Some(stored) = state.remove_active(lease) else {
                     statuses.push(LeaseStatus::Lost);
@@ -570,6 +592,10 @@ impl Broker for MemoryBroker {
                 }
                 finished.push(stored);
                 statuses.push(LeaseStatus::Held);
+            }
+            let done = state.completed - before;
+            if done > 0 {
+                state.history.count(&self.history_layout, now, Counted::Completed, done);
             }
             state.release_expired_keys(now);
         }
@@ -602,6 +628,7 @@ impl Broker for MemoryBroker {
         }
         state.dead.insert((now, lease.id));
         state.dead_lettered += 1;
+        state.history.count(&self.history_layout, now, Counted::DeadLettered, 1);
         Ok(())
     }
 

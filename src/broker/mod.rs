@@ -16,6 +16,7 @@ use crate::{
     job::{JobId, QueueName},
 };
 
+pub mod history;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -23,6 +24,7 @@ mod query;
 #[cfg(feature = "redis")]
 pub mod redis;
 
+pub use history::{HistoryBucket, HistoryLayout, HistorySample, QueueHistory, Resolution, Series};
 pub use query::{DeadListing, DeadQuery, DeadSummary};
 
 /// How long a completed job's idempotency key stays held by default (24 h).
@@ -303,6 +305,13 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// The backend's per-queue history, if it keeps one: workers record
+    /// their samples there. Defaults to `None`; every backend of this crate
+    /// keeps one (wrappers pass their inner backend's on).
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        None
+    }
+
     /// Checks that the backend is reachable.
     async fn ping(&self) -> Result<()> {
         Ok(())
@@ -476,14 +485,15 @@ pub trait DeadLetterQueue: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// A complete backend: a [`Broker`] with its [`DeadLetterQueue`].
+/// A complete backend: a [`Broker`] with its [`DeadLetterQueue`] and its
+/// [`QueueHistory`].
 ///
 /// Implemented for every type that is both; use `Arc<dyn Backend>` to hold
 /// any backend, and upcast it where one side is wanted
 /// (`let broker: Arc<dyn Broker> = backend;`).
-pub trait Backend: Broker + DeadLetterQueue {}
+pub trait Backend: Broker + DeadLetterQueue + QueueHistory {}
 
-impl<T: Broker + DeadLetterQueue> Backend for T {}
+impl<T: Broker + DeadLetterQueue + QueueHistory> Backend for T {}
 
 /// Checks a DLQ page size against [`MAX_DEAD_PAGE`].
 pub(crate) fn check_page_limit(limit: usize) -> Result<()> {

@@ -42,6 +42,11 @@ pub(super) struct QueueKeys {
     /// Where the look for envelopes in no state set has got to (an
     /// `HSCAN` cursor over `jobs`).
     pub(super) restore_cursor: String,
+    /// Hash: the queue history's minute buckets, a ring of slots (see
+    /// `scripts/history.lua`).
+    pub(super) history_minute: String,
+    /// Hash: the queue history's hour buckets, likewise.
+    pub(super) history_hour: String,
 }
 
 impl QueueKeys {
@@ -62,6 +67,8 @@ impl QueueKeys {
             seq: key("seq"),
             wake: key("wake"),
             restore_cursor: key("restore-cursor"),
+            history_minute: key("history:minute"),
+            history_hour: key("history:hour"),
         }
     }
 }
@@ -75,7 +82,7 @@ mod tests {
         let keys = QueueKeys::new(&QueueName::new("flagship:audit").unwrap());
         assert_eq!(keys.jobs, "{flagship:audit}:jobs");
         assert_eq!(keys.completed_keys, "{flagship:audit}:completed-keys");
-        for key in [&keys.ready, &keys.wake, &keys.lease, &keys.seq] {
+        for key in [&keys.ready, &keys.wake, &keys.lease, &keys.seq, &keys.history_minute, &keys.history_hour] {
             assert!(key.starts_with("{flagship:audit}:"), "{key}");
         }
     }

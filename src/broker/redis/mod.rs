@@ -31,11 +31,12 @@ use redis::{
 use self::{
     decode::{array, bytes, int, text},
     keys::{QueueKeys, QUEUES_KEY},
+    history::layout_args,
     lease::{dead_letter_call, Leaser, Pass},
     scripts::{map_err, run, run_all, Lua, SCRIPTS},
     wait::{Waiters, Woken},
 };
-use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
+use super::{history::HistoryLayout, Broker, EnqueueOutcome, QueueHistory, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
 use crate::{
     clock::{Clock, TokioClock},
     envelope::{truncate_error, AttemptRecord, JobEnvelope},
@@ -46,6 +47,7 @@ use crate::{
 
 mod dead;
 mod decode;
+mod history;
 mod keys;
 mod lease;
 mod scripts;
@@ -108,6 +110,8 @@ pub struct RedisBroker {
     key_retention: Duration,
     /// Leased jobs whose payload is larger (bytes of JSON) are dead-lettered.
     max_payload_bytes: usize,
+    /// The queue history's buckets.
+    history: HistoryLayout,
     /// The server address, for `Debug`.
     addr: String,
 }
@@ -142,6 +146,8 @@ pub struct RedisBrokerBuilder {
     connect_timeout: Duration,
     /// Where delays are measured from.
     clock: Arc<dyn Clock>,
+    /// The queue history's buckets.
+    history: HistoryLayout,
 }
 
 impl fmt::Debug for RedisBrokerBuilder {
@@ -207,6 +213,13 @@ impl RedisBrokerBuilder {
         self
     }
 
+    /// The queue history's buckets (default: minutes for a day, hours for
+    /// 30 days). Every broker on one Redis must use the same layout.
+    pub fn history_layout(mut self, layout: HistoryLayout) -> Self {
+        self.history = layout;
+        self
+    }
+
     /// Connects, checks `maxmemory-policy` and loads the scripts.
     pub async fn connect(self) -> Result<RedisBroker> {
         for (what, value) in [
@@ -247,6 +260,7 @@ impl RedisBrokerBuilder {
             clock: self.clock,
             key_retention: self.key_retention,
             max_payload_bytes: self.max_payload_bytes,
+            history: self.history,
             addr,
         })
     }
@@ -362,6 +376,7 @@ impl RedisBroker {
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             clock: Arc::new(TokioClock::new()),
+            history: HistoryLayout::default(),
         }
     }
 
@@ -411,7 +426,18 @@ impl RedisBroker {
         envelope.run_at = crate::envelope::after(self.clock.now(), delay)?;
         let call = SCRIPTS
             .retry
-            .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])
+            .call(&[
+                &k.jobs,
+                &k.active,
+                &k.lease,
+                &k.ready,
+                &k.scheduled,
+                &k.stats,
+                &k.wake,
+                &k.history_minute,
+                &k.history_hour,
+            ])
+            .arg(&layout_args(&self.history)[..])
             .arg(lease.id.to_string())
             .arg(lease.token.0)
             .arg(envelope.to_json())
@@ -430,14 +456,14 @@ impl RedisBroker {
         leases: &[Lease],
         lua: &'static Lua,
         keys: impl Fn(&QueueKeys) -> Vec<&str>,
-        lead: Option<u64>,
+        lead: &[u64],
     ) -> Result<Vec<LeaseStatus>> {
         let groups = by_queue(leases, |l| &l.queue);
         let mut calls = Vec::with_capacity(groups.len());
         for (queue, idx) in &groups {
             let queue_keys = self.keys(queue);
             let mut call = lua.call(&keys(&queue_keys));
-            if let Some(lead) = lead {
+            if !lead.is_empty() {
                 call = call.arg(lead);
             }
             for &i in idx {
@@ -462,6 +488,7 @@ impl RedisBroker {
             keys: self.keys(queue),
             queue: queue.clone(),
             max_payload_bytes: self.max_payload_bytes,
+            history: self.history,
         }
     }
 }
@@ -556,6 +583,10 @@ impl Broker for RedisBroker {
         true
     }
 
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        Some(self)
+    }
+
     async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         if leases.is_empty() {
             return Ok(Vec::new());
@@ -572,9 +603,11 @@ impl Broker for RedisBroker {
                     &k.unique,
                     &k.completed_keys,
                     &k.stats,
+                    &k.history_minute,
+                    &k.history_hour,
                 ]
             },
-            Some(millis(self.key_retention)),
+            &[&layout_args(&self.history)[..], &[millis(self.key_retention)]].concat(),
         )
         .await
     }
@@ -599,7 +632,7 @@ impl Broker for RedisBroker {
         envelope.attempts.extend(attempt);
         envelope.dead_lettered_at = Some(self.clock.now());
         envelope.dead_letter_reason = Some(reason.clone());
-        let call = dead_letter_call(&k)
+        let call = dead_letter_call(&k, &self.history)
             .arg(lease.id.to_string())
             .arg(lease.token.0)
             .arg(envelope.to_json())
@@ -622,7 +655,7 @@ impl Broker for RedisBroker {
             leases,
             &SCRIPTS.release,
             |k| vec![&k.active, &k.lease, &k.ready, &k.wake],
-            None,
+            &[],
         )
         .await
     }
@@ -635,7 +668,7 @@ impl Broker for RedisBroker {
             leases,
             &SCRIPTS.extend,
             |k| vec![&k.active, &k.lease],
-            Some(millis(lease)),
+            &[millis(lease)],
         )
         .await
     }

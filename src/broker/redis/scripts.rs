@@ -18,6 +18,17 @@ macro_rules! lua {
             ),
         )
     };
+    // A script recording the queue history: the history helpers go between.
+    ($name:literal, history) => {
+        Lua::new(
+            $name,
+            concat!(
+                include_str!("scripts/prelude.lua"),
+                include_str!("scripts/history.lua"),
+                include_str!(concat!("scripts/", $name, ".lua"))
+            ),
+        )
+    };
 }
 
 /// One script: its name (for errors), its source and its SHA1.
@@ -49,15 +60,17 @@ pub(super) struct Scripts {
     pub(super) dead_get: Lua,
     pub(super) dead_retry: Lua,
     pub(super) dead_delete: Lua,
+    pub(super) history_sample: Lua,
+    pub(super) history_read: Lua,
 }
 
 /// The scripts, hashed once per process.
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: lua!("enqueue"),
     reserve: lua!("reserve"),
-    complete: lua!("complete"),
-    retry: lua!("retry"),
-    dead_letter: lua!("dead_letter"),
+    complete: lua!("complete", history),
+    retry: lua!("retry", history),
+    dead_letter: lua!("dead_letter", history),
     release: lua!("release"),
     extend: lua!("extend"),
     recover: lua!("recover"),
@@ -67,10 +80,12 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dead_get: lua!("dead_get"),
     dead_retry: lua!("dead_retry"),
     dead_delete: lua!("dead_delete"),
+    history_sample: lua!("history_sample", history),
+    history_read: lua!("history_read", history),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 14] {
+    fn all(&self) -> [&Lua; 16] {
         [
             &self.enqueue,
             &self.reserve,
@@ -86,6 +101,8 @@ impl Scripts {
             &self.dead_get,
             &self.dead_retry,
             &self.dead_delete,
+            &self.history_sample,
+            &self.history_read,
         ]
     }
 }

@@ -10,13 +10,13 @@ use std::{
     collections::VecDeque,
     path::PathBuf,
     process::Stdio,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
 use base64::Engine;
-use chrono::{DateTime, TimeDelta, Utc};
-use flagship_worker::{admin::AdminBuilder, Broker, Clock, JobEnvelope, JobId};
+use chrono::TimeDelta;
+use flagship_worker::{admin::AdminBuilder, Broker, JobEnvelope, JobId};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::{
@@ -26,7 +26,7 @@ use tokio::{
 };
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 
-use crate::support::{queue, Fixture, TOKEN};
+use crate::support::{queue, Fixture, ShiftedClock, TOKEN};
 
 /// How long any single browser step may take before the test fails.
 const STEP: Duration = Duration::from_secs(30);
@@ -39,23 +39,6 @@ fn find_chromium() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name)))
         .find(|candidate| candidate.is_file())
-}
-
-/// Wall time with an adjustable offset, so fixtures can die "hours ago"
-/// while the browser test runs in real time.
-#[derive(Debug, Default)]
-struct ShiftedClock(Mutex<TimeDelta>);
-
-impl ShiftedClock {
-    fn set_offset(&self, offset: TimeDelta) {
-        *self.0.lock().unwrap() = offset;
-    }
-}
-
-impl Clock for ShiftedClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *self.0.lock().unwrap()
-    }
 }
 
 /// A DevTools connection attached to one page.
@@ -391,6 +374,125 @@ async fn a_real_browser_retries_and_deletes_dead_jobs() {
             .await,
         0
     );
+
+    let _ = browser.kill().await;
+    server.abort();
+}
+
+/// Issue 18: after a scripted run (jobs completing, some failing, a backlog
+/// building and draining), the dashboard shows a sparkline per queue and
+/// the history page's charts, whose numbers match the API's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_sees_the_history_charts_match_the_api() {
+    let Some(chromium) = find_chromium() else {
+        if std::env::var("FLAGSHIP_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("FLAGSHIP_REQUIRE_BROWSER=1 but no chromium was found on PATH (apt-get install chromium)");
+        }
+        eprintln!("skipping the browser test: no chromium on PATH (set FLAGSHIP_REQUIRE_BROWSER=1 to fail instead)");
+        return;
+    };
+    let (fx, clock, emails, _) = crate::history::played_fixture().await;
+    // Some dead jobs too, as on a real day.
+    realistic_dead_jobs(&fx, &clock).await;
+    let api = fx.router();
+    let admin = AdminBuilder::new(fx.broker.clone())
+        .token(TOKEN)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let app = axum::Router::new().nest("/admin", admin);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/admin", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let profile = tempfile::tempdir().unwrap();
+    let (mut browser, url) = launch(&chromium, profile.path()).await;
+    let mut devtools = DevTools::connect(&url).await;
+    let target = devtools
+        .call("Target.createTarget", json!({ "url": "about:blank" }))
+        .await;
+    let attached = devtools
+        .call(
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        )
+        .await;
+    devtools.session = attached["sessionId"].as_str().map(str::to_owned);
+    devtools.call("Page.enable", json!({})).await;
+    devtools
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1280, "height": 1400, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+    devtools.navigate(&format!("{base}/ui/login")).await;
+    devtools.eval("document.querySelector('#token').focus()").await;
+    devtools.call("Input.insertText", json!({ "text": TOKEN })).await;
+    devtools.click_and_wait("form button[type=submit]").await;
+    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui");
+
+    // The queue table: a sparkline per queue, its total the API's.
+    let api_hour = crate::support::get(&api, "/api/queues/emails/history").await.json();
+    let api_completed: u64 = api_hour["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["completed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(api_completed, emails.completed);
+    let sparks = devtools.eval("document.querySelectorAll('svg.sparkline').length").await;
+    assert_eq!(sparks, 5, "one sparkline per queue: billing, emails, media, notifications, reports");
+    let spark_total = devtools
+        .eval("document.querySelector(\"a[href$='history?queue=emails'] svg.sparkline\").dataset.completed")
+        .await;
+    assert_eq!(spark_total, api_completed.to_string());
+    let shots = std::env::var_os("FLAGSHIP_SCREENSHOT_DIR").map(PathBuf::from);
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard-queues.png")).await;
+    }
+
+    // The history page, reached through the sparkline.
+    devtools
+        .click_and_wait("a[href$='history?queue=emails']")
+        .await;
+    assert_eq!(devtools.eval("location.search").await, "?queue=emails");
+    let charts = devtools.eval("document.querySelectorAll('svg.chart').length").await;
+    assert_eq!(charts, 4, "throughput, depth, age and latency");
+    let rendered = devtools
+        .eval("[...document.querySelectorAll('svg.chart')].every(s => s.getBoundingClientRect().height > 100)")
+        .await;
+    assert_eq!(rendered, true, "the charts are drawn with a size");
+    // Every marked point of the depth chart is the API's sample of its minute.
+    let points = devtools
+        .eval(
+            "[...document.querySelectorAll(\"#chart-depth g.points[data-series='ready depth'] g[data-value]\")]\
+             .map(g => Number(g.dataset.value))",
+        )
+        .await;
+    let api_ready: Vec<u64> = api_hour["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["ready"].as_u64())
+        .collect();
+    let drawn: Vec<u64> = points.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(drawn, api_ready, "the depth chart's points are the API's samples");
+    let completed_points = devtools
+        .eval(
+            "[...document.querySelectorAll(\"#chart-throughput g.points[data-series='completed'] g[data-value]\")]\
+             .reduce((sum, g) => sum + Number(g.dataset.value), 0)",
+        )
+        .await;
+    assert_eq!(completed_points, api_completed, "the throughput chart's points add up to the API's");
+    let legend = devtools
+        .eval("document.querySelector('#chart-throughput .summary').textContent")
+        .await;
+    assert_eq!(legend, format!("total {api_completed}"));
+    let zone = devtools.eval("document.querySelector('#chart-throughput desc').textContent").await;
+    assert!(zone.as_str().unwrap().contains("UTC"), "{zone}");
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard-history.png")).await;
+    }
 
     let _ = browser.kill().await;
     server.abort();

@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod browser;
 mod dashboard;
+mod history;
 #[path = "../support/logs.rs"]
 mod logs;
 mod metrics;

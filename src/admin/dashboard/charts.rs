@@ -129,6 +129,23 @@ pub(super) fn duration(ms: f64) -> String {
     }
 }
 
+/// Tick steps that read well as durations (ms): round seconds, minutes, hours.
+const DURATION_STEPS: [f64; 22] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 15e3, 3e4, 6e4, 12e4, 3e5, 6e5, 9e5,
+    18e5, 36e5,
+];
+
+/// A top for a y axis of durations at or above `max`, in steps from
+/// [`DURATION_STEPS`] (whole hours above those).
+fn nice_duration_max(max: f64) -> f64 {
+    let step = max / Y_TICKS as f64;
+    let step = DURATION_STEPS
+        .into_iter()
+        .find(|s| *s >= step)
+        .unwrap_or_else(|| (step / 36e5).ceil() * 36e5);
+    step * Y_TICKS as f64
+}
+
 /// A round top for the y axis at or above `max`: 1, 2 or 5 times a power of ten.
 fn nice_max(max: f64) -> f64 {
     if max <= 0.0 {
@@ -169,7 +186,10 @@ pub(super) fn chart(id: &str, title: &str, y_label: &str, unit: Unit, series: &S
         .iter()
         .flat_map(|l| l.values.iter().flatten())
         .fold(0.0f64, |m, v| m.max(*v));
-    let top = nice_max(max);
+    let top = match unit {
+        Unit::Jobs => nice_max(max),
+        Unit::Millis => nice_duration_max(max),
+    };
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let x = |i: usize| LEFT + if n <= 1 { plot_w / 2.0 } else { plot_w * i as f64 / (n - 1) as f64 };
@@ -489,6 +509,9 @@ mod tests {
         assert_eq!(nice_max(3.0), 4.0);
         assert_eq!(nice_max(37.0), 40.0);
         assert_eq!(nice_max(101.0), 200.0);
+        assert_eq!(nice_duration_max(660_000.0), 1_200_000.0);
+        assert_eq!(nice_duration_max(3.0), 4.0);
+        assert_eq!(nice_duration_max(20_000_000.0), 8.0 * 3_600_000.0);
     }
 
     #[test]

@@ -20,6 +20,8 @@ use flagship_worker::{
 };
 use serde_json::{json, Value};
 
+mod history;
+
 fn queue(name: &str) -> QueueName {
     QueueName::new(name).unwrap()
 }

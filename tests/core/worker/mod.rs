@@ -10,6 +10,7 @@
 mod bad_input;
 mod concurrency;
 mod config;
+mod history;
 mod leases;
 mod panics_and_timeouts;
 mod retries;

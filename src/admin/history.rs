@@ -121,12 +121,20 @@ pub(super) async fn queue_history(
     let queue = QueueName::new(&queue)?;
     let resolution: Resolution = params.resolution.as_deref().unwrap_or("minute").parse()?;
     let count = match params.buckets.as_deref() {
-        None => Range::buckets(if resolution == Resolution::Minute { Range::Hour } else { Range::Month }).1,
-        Some(n) => n
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::bad_request(format!("buckets `{}` must be a whole number of at least 1", n.escape_debug())))?,
+        None => {
+            Range::buckets(if resolution == Resolution::Minute {
+                Range::Hour
+            } else {
+                Range::Month
+            })
+            .1
+        }
+        Some(n) => n.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "buckets `{}` must be a whole number of at least 1",
+                n.escape_debug()
+            ))
+        })?,
     };
     let series = load(&state, Some(&queue), resolution, count).await?;
     let body = series.map(|s| s.to_json(Some(&queue))).unwrap_or_default();

@@ -277,7 +277,10 @@ impl HistoryLayout {
 
     /// How long a bucket of `resolution` is kept after it starts.
     pub fn retention(&self, resolution: Resolution) -> Duration {
-        Duration::from_millis(self.width_ms(resolution).saturating_mul(u64::from(self.kept(resolution))))
+        Duration::from_millis(
+            self.width_ms(resolution)
+                .saturating_mul(u64::from(self.kept(resolution))),
+        )
     }
 
     /// The number of the bucket of `resolution` holding `at`: milliseconds
@@ -508,9 +511,8 @@ impl Series {
 }
 
 /// The history of several queues merged into one series (counts and
-/// depths add, ages take the highest): the all-queue view. Without
-/// queues, an empty series ending now by `history`'s clock is not known,
-/// so the first queue's times are used; none gives no buckets.
+/// depths add, ages take the highest): the all-queue view. The buckets are
+/// those of the first queue's series; `None` without queues.
 pub async fn merged(
     history: &dyn QueueHistory,
     queues: &[QueueName],
@@ -608,7 +610,10 @@ mod tests {
     fn layouts_refuse_hours_that_are_not_whole_minutes() {
         let s = Duration::from_secs;
         assert!(HistoryLayout::new(s(60), 1440, s(3600), 720).is_ok());
-        assert_eq!(HistoryLayout::new(s(60), 1440, s(3600), 720).unwrap(), HistoryLayout::default());
+        assert_eq!(
+            HistoryLayout::new(s(60), 1440, s(3600), 720).unwrap(),
+            HistoryLayout::default()
+        );
         assert!(HistoryLayout::new(s(60), 1440, s(90), 720).is_err());
         assert!(HistoryLayout::new(Duration::ZERO, 1, s(1), 1).is_err());
         assert!(HistoryLayout::new(s(1), 0, s(1), 1).is_err());

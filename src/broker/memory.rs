@@ -20,8 +20,8 @@ mod history;
 use history::{Counted, QueueHistoryState};
 
 use super::{
-    check_page_limit, history::HistoryLayout, QueueHistory, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease, LeaseStatus,
-    LeaseToken, QueueStats, Reservation, ReserveRequest,
+    check_page_limit, history::HistoryLayout, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage,
+    EnqueueOutcome, Lease, LeaseStatus, LeaseToken, QueueHistory, QueueStats, Reservation, ReserveRequest,
 };
 use crate::{
     clock::{Clock, TokioClock},

@@ -6,13 +6,7 @@
 //! `FLAGSHIP_SCREENSHOT_DIR=docs` it also writes `dashboard.png` and
 //! `dashboard-job.png` there.
 
-use std::{
-    collections::VecDeque,
-    path::PathBuf,
-    process::Stdio,
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::VecDeque, path::PathBuf, process::Stdio, sync::Arc, time::Duration};
 
 use base64::Engine;
 use chrono::TimeDelta;
@@ -441,7 +435,10 @@ async fn a_real_browser_sees_the_history_charts_match_the_api() {
         .sum();
     assert_eq!(api_completed, emails.completed);
     let sparks = devtools.eval("document.querySelectorAll('svg.sparkline').length").await;
-    assert_eq!(sparks, 5, "one sparkline per queue: billing, emails, media, notifications, reports");
+    assert_eq!(
+        sparks, 5,
+        "one sparkline per queue: billing, emails, media, notifications, reports"
+    );
     let spark_total = devtools
         .eval("document.querySelector(\"a[href$='history?queue=emails'] svg.sparkline\").dataset.completed")
         .await;
@@ -452,9 +449,7 @@ async fn a_real_browser_sees_the_history_charts_match_the_api() {
     }
 
     // The history page, reached through the sparkline.
-    devtools
-        .click_and_wait("a[href$='history?queue=emails']")
-        .await;
+    devtools.click_and_wait("a[href$='history?queue=emails']").await;
     assert_eq!(devtools.eval("location.search").await, "?queue=emails");
     let charts = devtools.eval("document.querySelectorAll('svg.chart').length").await;
     assert_eq!(charts, 4, "throughput, depth, age and latency");
@@ -483,12 +478,17 @@ async fn a_real_browser_sees_the_history_charts_match_the_api() {
              .reduce((sum, g) => sum + Number(g.dataset.value), 0)",
         )
         .await;
-    assert_eq!(completed_points, api_completed, "the throughput chart's points add up to the API's");
+    assert_eq!(
+        completed_points, api_completed,
+        "the throughput chart's points add up to the API's"
+    );
     let legend = devtools
         .eval("document.querySelector('#chart-throughput .summary').textContent")
         .await;
     assert_eq!(legend, format!("total {api_completed}"));
-    let zone = devtools.eval("document.querySelector('#chart-throughput desc').textContent").await;
+    let zone = devtools
+        .eval("document.querySelector('#chart-throughput desc').textContent")
+        .await;
     assert!(zone.as_str().unwrap().contains("UTC"), "{zone}");
     if let Some(dir) = &shots {
         devtools.screenshot(&dir.join("dashboard-history.png")).await;

@@ -57,7 +57,10 @@ pub(crate) async fn scripted_run(fx: &Fixture, clock: &ShiftedClock, queue_name:
             latency.record((fx.now() - job.envelope.run_at).to_std().unwrap_or_default());
             let record = AttemptRecord::failed(now, now, "SMTP 451: try again later", Some("script".into()));
             if taken % 25 == 0 {
-                broker.dead_letter(&job, Some(record), "SMTP 550: mailbox unavailable").await.unwrap();
+                broker
+                    .dead_letter(&job, Some(record), "SMTP 550: mailbox unavailable")
+                    .await
+                    .unwrap();
                 played.dead_lettered += 1;
             } else if taken % 7 == 0 {
                 broker.retry_after(&job, Duration::ZERO, record).await.unwrap();
@@ -106,7 +109,11 @@ async fn the_api_returns_the_history_and_it_adds_up_to_the_counters() {
     assert_eq!(buckets.len(), 60, "the last hour by default");
     let stats = fx.broker.stats(&queue("emails")).await.unwrap();
     assert_eq!(
-        (sum(buckets, "completed"), sum(buckets, "retried"), sum(buckets, "dead_lettered")),
+        (
+            sum(buckets, "completed"),
+            sum(buckets, "retried"),
+            sum(buckets, "dead_lettered")
+        ),
         (stats.completed, stats.retried, stats.dead_lettered),
         "the buckets add up to the counters"
     );
@@ -119,7 +126,10 @@ async fn the_api_returns_the_history_and_it_adds_up_to_the_counters() {
     let peak = buckets.iter().filter_map(|b| b["ready"].as_u64()).max();
     assert_eq!(peak, Some(emails.peak_ready), "the backlog's peak is sampled");
     let last = buckets.last().unwrap()["ready"].as_u64().unwrap();
-    assert!(last < 5, "the backlog drained by the end (but for jobs retried just now): {last}");
+    assert!(
+        last < 5,
+        "the backlog drained by the end (but for jobs retried just now): {last}"
+    );
     let latency = &buckets[buckets.len() - 20]["latency_ms"];
     assert!(latency["p99"].as_u64() >= latency["p50"].as_u64(), "{latency}");
 
@@ -161,20 +171,34 @@ async fn the_dashboard_draws_the_history_as_inline_svg() {
     let page = get(&router, "/ui/history?queue=emails").await;
     assert_eq!(page.status, 200, "{}", page.body);
     let csp = page.header("content-security-policy");
-    assert!(csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("default-src 'none'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     let body = &page.body;
     assert_eq!(body.matches("<svg class=\"chart\"").count(), 4, "four charts");
     for banned in ["<script", "style=\""] {
         assert!(!body.contains(banned), "{banned} on the page");
     }
     assert!(body.contains("time (UTC)"), "the time axis states its zone");
-    assert!(body.contains(&format!("total {}", emails.completed)), "the legend's total");
-    assert!(body.contains(&format!("peak {}", emails.peak_ready)), "the depth's peak");
-    assert!(body.contains("dashed line") && body.contains("squares"), "lines differ by more than colour");
+    assert!(
+        body.contains(&format!("total {}", emails.completed)),
+        "the legend's total"
+    );
+    assert!(
+        body.contains(&format!("peak {}", emails.peak_ready)),
+        "the depth's peak"
+    );
+    assert!(
+        body.contains("dashed line") && body.contains("squares"),
+        "lines differ by more than colour"
+    );
 
     let all = get(&router, "/ui/history?range=day").await;
     assert_eq!(all.status, 200);
-    assert!(all.body.contains(&format!("total {}", emails.completed + reports.completed)));
+    assert!(all
+        .body
+        .contains(&format!("total {}", emails.completed + reports.completed)));
     assert_eq!(get(&router, "/ui/history?range=month").await.status, 200);
     assert_eq!(get(&router, "/ui/history?range=year").await.status, 400);
 }

@@ -25,7 +25,9 @@ async fn queues_history_prints_the_buckets_as_a_table_and_json() {
     let Some((server, broker)) = setup().await else { return };
     let q = queue("reports");
     let now = chrono::Utc::now();
-    let jobs = (0..5).map(|n| JobEnvelope::new("k", q.clone(), json!({ "n": n }), now)).collect();
+    let jobs = (0..5)
+        .map(|n| JobEnvelope::new("k", q.clone(), json!({ "n": n }), now))
+        .collect();
     broker.enqueue(jobs).await.unwrap();
     let taken = broker
         .reserve(&q, ReserveRequest::new(3, Duration::from_secs(30), Duration::ZERO))
@@ -59,12 +61,24 @@ async fn queues_history_prints_the_buckets_as_a_table_and_json() {
     assert_eq!(sampled[0]["ready"], 2);
     assert_eq!(sampled[0]["latency_ms"]["p50"], 50);
     let mail = all.iter().find(|s| s["queue"] == "mail").unwrap();
-    assert_eq!((sum(&mail["buckets"], "retried"), sum(&mail["buckets"], "dead_lettered")), (1, 1));
+    assert_eq!(
+        (sum(&mail["buckets"], "retried"), sum(&mail["buckets"], "dead_lettered")),
+        (1, 1)
+    );
     assert_eq!(sum(&mail["buckets"], "failed"), 2);
 
     let hours = cli_json(
         &server,
-        &["queues", "--history", "--resolution", "hour", "--buckets", "2", "--queue", "reports"],
+        &[
+            "queues",
+            "--history",
+            "--resolution",
+            "hour",
+            "--buckets",
+            "2",
+            "--queue",
+            "reports",
+        ],
     );
     let hours = hours.as_array().unwrap();
     assert_eq!(hours.len(), 1);
@@ -74,7 +88,10 @@ async fn queues_history_prints_the_buckets_as_a_table_and_json() {
     let table = cli(&server, &["queues", "--history", "--queue", "reports"]);
     assert!(table.status.success(), "{}", stderr(&table));
     let text = stdout(&table);
-    assert!(text.contains("reports: last 60 minutes: 3 completed, 0 failed"), "{text}");
+    assert!(
+        text.contains("reports: last 60 minutes: 3 completed, 0 failed"),
+        "{text}"
+    );
     assert!(text.contains("TIME (UTC)") && text.contains("≤50 ms"), "{text}");
     assert!(text.contains("buckets with nothing recorded not shown"), "{text}");
 

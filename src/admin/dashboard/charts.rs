@@ -192,7 +192,13 @@ pub(super) fn chart(id: &str, title: &str, y_label: &str, unit: Unit, series: &S
     };
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |i: usize| LEFT + if n <= 1 { plot_w / 2.0 } else { plot_w * i as f64 / (n - 1) as f64 };
+    let x = |i: usize| {
+        LEFT + if n <= 1 {
+            plot_w / 2.0
+        } else {
+            plot_w * i as f64 / (n - 1) as f64
+        }
+    };
     let y = |v: f64| TOP + plot_h - plot_h * (v / top).clamp(0.0, 1.0);
     let title_id = format!("{id}-title");
     let desc_id = format!("{id}-desc");
@@ -288,7 +294,11 @@ pub(super) fn chart(id: &str, title: &str, y_label: &str, unit: Unit, series: &S
             "</svg> <span class=\"series\" data-series=\"{label}\">{label}</span> \
              ({dash_name}, {marker}): <span class=\"summary\">{summary}</span></li>",
             label = esc(line.label),
-            dash_name = if line.dash.is_empty() { "solid line" } else { "dashed line" },
+            dash_name = if line.dash.is_empty() {
+                "solid line"
+            } else {
+                "dashed line"
+            },
             marker = line.marker.name(),
             summary = esc(&summary),
         );
@@ -340,7 +350,14 @@ fn draw_line(
             continue;
         }
         let at = point_time(series.buckets[i].start, series.resolution);
-        let _ = write!(out, "<g data-value=\"{}\"><title>{}: {} {}</title>", v, esc(&at), esc(line.label), esc(&unit.format(*v)));
+        let _ = write!(
+            out,
+            "<g data-value=\"{}\"><title>{}: {} {}</title>",
+            v,
+            esc(&at),
+            esc(line.label),
+            esc(&unit.format(*v))
+        );
         line.marker.draw(out, x(i), y(*v), &class);
         out.push_str("</g>");
     }
@@ -356,7 +373,13 @@ pub(super) fn sparkline(series: &Series) -> String {
     let completed: Vec<f64> = series.buckets.iter().map(|b| b.completed as f64).collect();
     let failed: Vec<f64> = series.buckets.iter().map(|b| b.failed() as f64).collect();
     let max = completed.iter().chain(&failed).fold(1.0f64, |m, v| m.max(*v));
-    let x = |i: usize| if n <= 1 { W / 2.0 } else { 1.0 + (W - 2.0) * i as f64 / (n - 1) as f64 };
+    let x = |i: usize| {
+        if n <= 1 {
+            W / 2.0
+        } else {
+            1.0 + (W - 2.0) * i as f64 / (n - 1) as f64
+        }
+    };
     let y = |v: f64| H - 2.0 - (H - 4.0) * v / max;
     let points = |values: &[f64]| {
         values
@@ -451,7 +474,8 @@ pub(super) fn history_charts(series: &Series, scope: &str) -> String {
             values: values(&|b| b.ready.map(|_| b.oldest_ready_age_ms.unwrap_or(0) as f64)),
         }],
     ));
-    let pct = |q: fn(&crate::broker::history::Percentiles) -> u64| values(&move |b| b.percentiles().map(|p| q(&p) as f64));
+    let pct =
+        |q: fn(&crate::broker::history::Percentiles) -> u64| values(&move |b| b.percentiles().map(|p| q(&p) as f64));
     out.push_str(&chart(
         "chart-latency",
         &format!("{scope}: start latency, due to started (upper bounds of fixed ranges)"),

@@ -35,7 +35,12 @@ impl QueueHistory for PostgresBroker {
     }
 
     async fn record_sample(&self, queue: &QueueName, sample: &HistorySample) -> Result<()> {
-        let latency: Vec<i64> = sample.latency.0.iter().map(|n| (*n).min(i64::MAX as u64) as i64).collect();
+        let latency: Vec<i64> = sample
+            .latency
+            .0
+            .iter()
+            .map(|n| (*n).min(i64::MAX as u64) as i64)
+            .collect();
         sqlx::query(&self.sql.history_sample)
             .bind(queue.as_str())
             .bind(sample.ready.min(i64::MAX as u64) as i64)
@@ -61,14 +66,22 @@ impl QueueHistory for PostgresBroker {
             Some(row) => row.try_get(0).map_err(map_err)?,
             None => 0,
         };
-        let mut series = Series::empty(&self.history, resolution, count, chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default());
+        let mut series = Series::empty(
+            &self.history,
+            resolution,
+            count,
+            chrono::DateTime::from_timestamp_millis(now_ms).unwrap_or_default(),
+        );
         for row in rows {
             let Some(number) = row.try_get::<Option<i64>, _>(1).map_err(map_err)? else {
                 continue;
             };
             let count = |at: usize| -> Result<u64> { Ok(row.try_get::<i64, _>(at).map_err(map_err)?.max(0) as u64) };
             let sampled = |at: usize| -> Result<Option<u64>> {
-                Ok(row.try_get::<Option<i64>, _>(at).map_err(map_err)?.map(|n| n.max(0) as u64))
+                Ok(row
+                    .try_get::<Option<i64>, _>(at)
+                    .map_err(map_err)?
+                    .map(|n| n.max(0) as u64))
             };
             let mut bucket = HistoryBucket::default();
             bucket.completed = count(2)?;

@@ -29,7 +29,10 @@ use self::{
     vacuum::Vacuum,
     wake::{Listener, Wakeups},
 };
-use super::{history::HistoryLayout, Broker, EnqueueOutcome, QueueHistory, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
+use super::{
+    history::HistoryLayout, Broker, EnqueueOutcome, Lease, LeaseStatus, QueueHistory, QueueStats, Reservation,
+    ReserveRequest,
+};
 use crate::{
     envelope::{truncate_error, AttemptRecord, JobEnvelope, MAX_SCHEDULE_AHEAD},
     error::{Error, Result},

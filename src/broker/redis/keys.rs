@@ -82,7 +82,14 @@ mod tests {
         let keys = QueueKeys::new(&QueueName::new("flagship:audit").unwrap());
         assert_eq!(keys.jobs, "{flagship:audit}:jobs");
         assert_eq!(keys.completed_keys, "{flagship:audit}:completed-keys");
-        for key in [&keys.ready, &keys.wake, &keys.lease, &keys.seq, &keys.history_minute, &keys.history_hour] {
+        for key in [
+            &keys.ready,
+            &keys.wake,
+            &keys.lease,
+            &keys.seq,
+            &keys.history_minute,
+            &keys.history_hour,
+        ] {
             assert!(key.starts_with("{flagship:audit}:"), "{key}");
         }
     }

@@ -30,13 +30,16 @@ use redis::{
 
 use self::{
     decode::{array, bytes, int, text},
-    keys::{QueueKeys, QUEUES_KEY},
     history::layout_args,
+    keys::{QueueKeys, QUEUES_KEY},
     lease::{dead_letter_call, Leaser, Pass},
     scripts::{map_err, run, run_all, Lua, SCRIPTS},
     wait::{Waiters, Woken},
 };
-use super::{history::HistoryLayout, Broker, EnqueueOutcome, QueueHistory, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
+use super::{
+    history::HistoryLayout, Broker, EnqueueOutcome, Lease, LeaseStatus, QueueHistory, QueueStats, Reservation,
+    ReserveRequest,
+};
 use crate::{
     clock::{Clock, TokioClock},
     envelope::{truncate_error, AttemptRecord, JobEnvelope},
@@ -664,13 +667,8 @@ impl Broker for RedisBroker {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        self.per_lease(
-            leases,
-            &SCRIPTS.extend,
-            |k| vec![&k.active, &k.lease],
-            &[millis(lease)],
-        )
-        .await
+        self.per_lease(leases, &SCRIPTS.extend, |k| vec![&k.active, &k.lease], &[millis(lease)])
+            .await
     }
 
     async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>> {

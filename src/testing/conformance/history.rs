@@ -80,7 +80,11 @@ pub async fn history_buckets_fill<F: Fixture + ?Sized>(f: &F) {
         let s = series(&*b, &q, resolution).await;
         assert_eq!(s.resolution, resolution);
         assert_eq!(s.width_ms, width);
-        assert_eq!(s.buckets.len(), layout.kept(resolution) as usize, "{resolution} buckets");
+        assert_eq!(
+            s.buckets.len(),
+            layout.kept(resolution) as usize,
+            "{resolution} buckets"
+        );
         for pair in s.buckets.windows(2) {
             let gap = (pair[1].start - pair[0].start).num_milliseconds();
             assert_eq!(gap, width as i64, "{resolution} buckets must be one width apart");
@@ -104,7 +108,10 @@ pub async fn history_buckets_fill<F: Fixture + ?Sized>(f: &F) {
         );
         let sampled: Vec<_> = s.buckets.iter().filter(|b| b.ready.is_some()).collect();
         assert_eq!(sampled.len(), 1, "{resolution}: one bucket holds the sample");
-        assert_eq!((sampled[0].ready, sampled[0].oldest_ready_age_ms), (Some(7), Some(1_500)));
+        assert_eq!(
+            (sampled[0].ready, sampled[0].oldest_ready_age_ms),
+            (Some(7), Some(1_500))
+        );
         assert_eq!(s.totals().latency, latency, "{resolution}: the latencies recorded");
         let p = sampled[0].percentiles().or_fail("percentiles of a sampled bucket");
         assert_eq!((p.p50_ms, p.p99_ms), (5, 50), "{resolution}: percentiles");
@@ -143,11 +150,18 @@ pub async fn history_adds_up_to_the_counters<F: Fixture + ?Sized>(f: &F) {
     assert_eq!(counts(&s), (6, 3, 3), "{s:?}");
     for resolution in [Resolution::Minute, Resolution::Hour] {
         let series = series(&*b, &q, resolution).await;
-        assert_eq!(totals(&series), counts(&s), "{resolution} buckets must add up to the counters");
+        assert_eq!(
+            totals(&series),
+            counts(&s),
+            "{resolution} buckets must add up to the counters"
+        );
     }
     let minutes = series(&*b, &q, Resolution::Minute).await;
     let filled = minutes.buckets.iter().filter(|b| b.completed > 0).count();
-    assert!(filled >= 3, "three rounds a minute apart fill three minute buckets, not {filled}");
+    assert!(
+        filled >= 3,
+        "three rounds a minute apart fill three minute buckets, not {filled}"
+    );
 
     let sample = |ready| HistorySample::new(ready, None, LatencyCounts::default());
     b.record_sample(&q, &sample(5)).await.or_fail("record_sample");
@@ -179,7 +193,11 @@ pub async fn history_buckets_expire<F: Fixture + ?Sized>(f: &F) {
     let minutes_kept = layout.retention(Resolution::Minute) + minute_width + across(f.tolerance());
     f.advance(minutes_kept).await;
     let minutes = series(&*b, &q, Resolution::Minute).await;
-    assert_eq!(totals(&minutes), (0, 0, 0), "minute buckets past their retention expire");
+    assert_eq!(
+        totals(&minutes),
+        (0, 0, 0),
+        "minute buckets past their retention expire"
+    );
     assert!(minutes.buckets.iter().all(|b| b.ready.is_none()), "samples expire too");
     if layout.retention(Resolution::Hour) > minutes_kept + layout.retention(Resolution::Minute) {
         let hours = series(&*b, &q, Resolution::Hour).await;

@@ -32,7 +32,10 @@ async fn the_worker_samples_depth_and_start_latency_into_the_history() {
     // A delayed job starts on time: its latency counts from due, not from enqueue.
     worker
         .client()
-        .enqueue_with(&task(9), flagship_worker::EnqueueOptions::new().delay(Duration::from_secs(5)))
+        .enqueue_with(
+            &task(9),
+            flagship_worker::EnqueueOptions::new().delay(Duration::from_secs(5)),
+        )
         .await
         .unwrap();
     next(&mut seen).await;

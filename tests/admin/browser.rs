@@ -192,6 +192,60 @@ async fn launch(chromium: &PathBuf, profile: &std::path::Path) -> (Child, String
     (child, url)
 }
 
+/// Chromium's path, or `None` (with a notice) when the test must skip;
+/// panics instead under `FLAGSHIP_REQUIRE_BROWSER=1`.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = find_chromium();
+    if found.is_none() {
+        if std::env::var("FLAGSHIP_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("FLAGSHIP_REQUIRE_BROWSER=1 but no chromium was found on PATH (apt-get install chromium)");
+        }
+        eprintln!("skipping the browser test: no chromium on PATH (set FLAGSHIP_REQUIRE_BROWSER=1 to fail instead)");
+    }
+    found
+}
+
+/// Serves `admin` under `/admin` on a free port; returns its base URL.
+async fn serve(admin: axum::Router) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let app = axum::Router::new().nest("/admin", admin);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/admin", listener.local_addr().unwrap());
+    (base, tokio::spawn(async move { axum::serve(listener, app).await }))
+}
+
+/// Starts Chromium and attaches to a fresh page 1280 pixels wide and
+/// `height` high.
+async fn open_page(chromium: &PathBuf, profile: &std::path::Path, height: u32) -> (Child, DevTools) {
+    let (browser, url) = launch(chromium, profile).await;
+    let mut devtools = DevTools::connect(&url).await;
+    let target = devtools
+        .call("Target.createTarget", json!({ "url": "about:blank" }))
+        .await;
+    let attached = devtools
+        .call(
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        )
+        .await;
+    devtools.session = attached["sessionId"].as_str().map(str::to_owned);
+    devtools.call("Page.enable", json!({})).await;
+    devtools
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+    (browser, devtools)
+}
+
+/// Types the token into the login form on screen and lands on the dashboard.
+async fn log_in(devtools: &mut DevTools) {
+    devtools.eval("document.querySelector('#token').focus()").await;
+    devtools.call("Input.insertText", json!({ "text": TOKEN })).await;
+    devtools.click_and_wait("form button[type=submit]").await;
+    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui");
+}
+
 /// Dead jobs that look like a real day's failures.
 async fn realistic_dead_jobs(fx: &Fixture, clock: &ShiftedClock) -> Vec<(&'static str, JobId)> {
     let jobs = [
@@ -252,13 +306,7 @@ async fn realistic_dead_jobs(fx: &Fixture, clock: &ShiftedClock) -> Vec<(&'stati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_retries_and_deletes_dead_jobs() {
-    let Some(chromium) = find_chromium() else {
-        if std::env::var("FLAGSHIP_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("FLAGSHIP_REQUIRE_BROWSER=1 but no chromium was found on PATH (apt-get install chromium)");
-        }
-        eprintln!("skipping the browser test: no chromium on PATH (set FLAGSHIP_REQUIRE_BROWSER=1 to fail instead)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
 
     let clock = Arc::new(ShiftedClock::default());
     let fx = Fixture::with_clock(clock.clone());
@@ -267,39 +315,14 @@ async fn a_real_browser_retries_and_deletes_dead_jobs() {
     let (delete_queue, delete_id) = ids[2];
 
     let admin = AdminBuilder::new(fx.broker.clone()).token(TOKEN).build().unwrap();
-    let app = axum::Router::new().nest("/admin", admin);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/admin", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let (base, server) = serve(admin).await;
     let profile = tempfile::tempdir().unwrap();
-    let (mut browser, url) = launch(&chromium, profile.path()).await;
-    let mut devtools = DevTools::connect(&url).await;
-    let target = devtools
-        .call("Target.createTarget", json!({ "url": "about:blank" }))
-        .await;
-    let attached = devtools
-        .call(
-            "Target.attachToTarget",
-            json!({ "targetId": target["targetId"], "flatten": true }),
-        )
-        .await;
-    devtools.session = attached["sessionId"].as_str().map(str::to_owned);
-    devtools.call("Page.enable", json!({})).await;
-    devtools
-        .call(
-            "Emulation.setDeviceMetricsOverride",
-            json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
-        )
-        .await;
+    let (mut browser, mut devtools) = open_page(&chromium, profile.path(), 900).await;
 
     // Unauthenticated: the dashboard sends the browser to the login form.
     devtools.navigate(&format!("{base}/ui")).await;
     assert_eq!(devtools.eval("location.pathname").await, "/admin/ui/login");
-    devtools.eval("document.querySelector('#token').focus()").await;
-    devtools.call("Input.insertText", json!({ "text": TOKEN })).await;
-    devtools.click_and_wait("form button[type=submit]").await;
-    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui");
+    log_in(&mut devtools).await;
     let cookie_visible = devtools.eval("document.cookie").await;
     assert_eq!(cookie_visible, "", "the session cookie is HttpOnly");
     let rows = devtools
@@ -378,13 +401,7 @@ async fn a_real_browser_retries_and_deletes_dead_jobs() {
 /// the history page's charts, whose numbers match the API's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_sees_the_history_charts_match_the_api() {
-    let Some(chromium) = find_chromium() else {
-        if std::env::var("FLAGSHIP_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("FLAGSHIP_REQUIRE_BROWSER=1 but no chromium was found on PATH (apt-get install chromium)");
-        }
-        eprintln!("skipping the browser test: no chromium on PATH (set FLAGSHIP_REQUIRE_BROWSER=1 to fail instead)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
     let (fx, clock, emails, _) = crate::history::played_fixture().await;
     // Some dead jobs too, as on a real day.
     realistic_dead_jobs(&fx, &clock).await;
@@ -394,36 +411,11 @@ async fn a_real_browser_sees_the_history_charts_match_the_api() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let app = axum::Router::new().nest("/admin", admin);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/admin", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let (base, server) = serve(admin).await;
     let profile = tempfile::tempdir().unwrap();
-    let (mut browser, url) = launch(&chromium, profile.path()).await;
-    let mut devtools = DevTools::connect(&url).await;
-    let target = devtools
-        .call("Target.createTarget", json!({ "url": "about:blank" }))
-        .await;
-    let attached = devtools
-        .call(
-            "Target.attachToTarget",
-            json!({ "targetId": target["targetId"], "flatten": true }),
-        )
-        .await;
-    devtools.session = attached["sessionId"].as_str().map(str::to_owned);
-    devtools.call("Page.enable", json!({})).await;
-    devtools
-        .call(
-            "Emulation.setDeviceMetricsOverride",
-            json!({ "width": 1280, "height": 1400, "deviceScaleFactor": 1, "mobile": false }),
-        )
-        .await;
+    let (mut browser, mut devtools) = open_page(&chromium, profile.path(), 1400).await;
     devtools.navigate(&format!("{base}/ui/login")).await;
-    devtools.eval("document.querySelector('#token').focus()").await;
-    devtools.call("Input.insertText", json!({ "text": TOKEN })).await;
-    devtools.click_and_wait("form button[type=submit]").await;
-    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui");
+    log_in(&mut devtools).await;
 
     // The queue table: a sparkline per queue, its total the API's.
     let api_hour = crate::support::get(&api, "/api/queues/emails/history").await.json();

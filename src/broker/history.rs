@@ -208,7 +208,7 @@ impl std::str::FromStr for Resolution {
 /// The default is what the issue asks: minutes for 24 hours, hours for 30
 /// days. Tests on a real clock shrink the buckets so they can watch them
 /// fill and expire in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistoryLayout {
     /// The width of a [`Resolution::Minute`] bucket, in milliseconds.
     minute_ms: u64,

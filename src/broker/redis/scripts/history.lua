@@ -11,37 +11,55 @@
 -- The layout comes first in ARGV: 1 minute width ms, 2 minutes kept,
 -- 3 hour width ms, 4 hours kept.
 
-local HISTORY_FIELDS = {'b', 'c', 'r', 'd', 'n', 'a'}
-for i = 0, 20 do
-  HISTORY_FIELDS[#HISTORY_FIELDS + 1] = 'l' .. i
-end
-
--- The slot prefix of the bucket holding `now` in `hash`, cleared first if it
--- held an older bucket.
-local function history_slot(hash, width, kept, now)
-  local bucket = math.floor(now / width)
-  local prefix = int(bucket % kept) .. ':'
-  local held = redis.call('HGET', hash, prefix .. 'b')
-  if held ~= int(bucket) then
-    local fields = {}
-    for i = 1, #HISTORY_FIELDS do
-      fields[i] = prefix .. HISTORY_FIELDS[i]
-    end
-    redis.call('HDEL', hash, unpack(fields))
-    redis.call('HSET', hash, prefix .. 'b', int(bucket))
+-- The 27 field names of a slot (after its prefix), in this order.
+local function history_fields()
+  local fields = {'b', 'c', 'r', 'd', 'n', 'a'}
+  for i = 0, 20 do
+    fields[#fields + 1] = 'l' .. i
   end
-  return prefix
+  return fields
 end
 
--- The slot prefixes of the minute and hour buckets holding `now`.
+-- Clears slot `prefix` of `hash` and marks it as holding `bucket`.
+local function history_reset(hash, prefix, bucket)
+  local fields = history_fields()
+  for i = 1, #fields do
+    fields[i] = prefix .. fields[i]
+  end
+  redis.call('HDEL', hash, unpack(fields))
+  redis.call('HSET', hash, prefix .. 'b', bucket)
+end
+
+-- The slot prefixes of the minute and hour buckets holding `now`, each
+-- cleared first if it held an older bucket. An hour bucket is a whole
+-- number of minute buckets, so while the minute slot already holds the
+-- current minute the hour slot holds the current hour: one HGET a call.
 local function history_slots(minutes, hours, now)
-  return history_slot(minutes, tonumber(ARGV[1]), tonumber(ARGV[2]), now),
-    history_slot(hours, tonumber(ARGV[3]), tonumber(ARGV[4]), now)
+  local mb = math.floor(now / tonumber(ARGV[1]))
+  local hb = math.floor(now / tonumber(ARGV[3]))
+  local m = int(mb % tonumber(ARGV[2])) .. ':'
+  local h = int(hb % tonumber(ARGV[4])) .. ':'
+  if redis.call('HGET', minutes, m .. 'b') ~= int(mb) then
+    history_reset(minutes, m, int(mb))
+    if redis.call('HGET', hours, h .. 'b') ~= int(hb) then
+      history_reset(hours, h, int(hb))
+    end
+  end
+  return m, h
+end
+
+-- Adds `n` to a history counter; one that is not an integer (written by
+-- another program) restarts at `n` instead of failing the script after
+-- its other writes.
+local function history_add(hash, field, n)
+  if type(redis.pcall('HINCRBY', hash, field, n)) == 'table' then
+    redis.call('HSET', hash, field, n)
+  end
 end
 
 -- Adds `n` to `field` (c, r or d) of the minute and hour buckets holding `now`.
 local function history_count(minutes, hours, now, field, n)
   local m, h = history_slots(minutes, hours, now)
-  count(minutes, m .. field, n)
-  count(hours, h .. field, n)
+  history_add(minutes, m .. field, n)
+  history_add(hours, h .. field, n)
 end

@@ -7,12 +7,13 @@ check_types({KEYS[1], 'hash'})
 local now = now_ms()
 local width, kept, wanted = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local last = math.floor(now / width)
+local names = history_fields()
 local out = {now}
 for bucket = last - wanted + 1, last do
   local prefix = int(bucket % kept) .. ':'
   local fields = {}
-  for i = 1, #HISTORY_FIELDS do
-    fields[i] = prefix .. HISTORY_FIELDS[i]
+  for i = 1, #names do
+    fields[i] = prefix .. names[i]
   end
   local values = redis.call('HMGET', KEYS[1], unpack(fields))
   if values[1] == int(bucket) then

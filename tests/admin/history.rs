@@ -56,13 +56,13 @@ pub(crate) async fn scripted_run(fx: &Fixture, clock: &ShiftedClock, queue_name:
             taken += 1;
             latency.record((fx.now() - job.envelope.run_at).to_std().unwrap_or_default());
             let record = AttemptRecord::failed(now, now, "SMTP 451: try again later", Some("script".into()));
-            if taken % 25 == 0 {
+            if taken.is_multiple_of(25) {
                 broker
                     .dead_letter(&job, Some(record), "SMTP 550: mailbox unavailable")
                     .await
                     .unwrap();
                 played.dead_lettered += 1;
-            } else if taken % 7 == 0 {
+            } else if taken.is_multiple_of(7) {
                 broker.retry_after(&job, Duration::ZERO, record).await.unwrap();
                 played.retried += 1;
             } else {

@@ -83,13 +83,15 @@ impl QueueHistory for PostgresBroker {
                     .map_err(map_err)?
                     .map(|n| n.max(0) as u64))
             };
-            let mut bucket = HistoryBucket::default();
-            bucket.completed = count(2)?;
-            bucket.retried = count(3)?;
-            bucket.dead_lettered = count(4)?;
-            bucket.ready = sampled(5)?;
-            bucket.oldest_ready_age_ms = sampled(6)?;
-            bucket.latency = latency(row.try_get(7).map_err(map_err)?);
+            let bucket = HistoryBucket {
+                completed: count(2)?,
+                retried: count(3)?,
+                dead_lettered: count(4)?,
+                ready: sampled(5)?,
+                oldest_ready_age_ms: sampled(6)?,
+                latency: latency(row.try_get(7).map_err(map_err)?),
+                ..HistoryBucket::default()
+            };
             series.put(number, bucket);
         }
         Ok(series)

@@ -52,14 +52,15 @@ fn sampled(value: &Value) -> Option<u64> {
 
 /// One slot's fields as a bucket (its start is set by [`Series::put`]).
 fn bucket(fields: &[Value]) -> HistoryBucket {
-    let mut bucket = HistoryBucket::default();
-    bucket.completed = counter(&fields[1]);
-    bucket.retried = counter(&fields[2]);
-    bucket.dead_lettered = counter(&fields[3]);
-    bucket.ready = sampled(&fields[4]);
-    bucket.oldest_ready_age_ms = sampled(&fields[5]);
-    bucket.latency = LatencyCounts(std::array::from_fn(|i| counter(&fields[6 + i])));
-    bucket
+    HistoryBucket {
+        completed: counter(&fields[1]),
+        retried: counter(&fields[2]),
+        dead_lettered: counter(&fields[3]),
+        ready: sampled(&fields[4]),
+        oldest_ready_age_ms: sampled(&fields[5]),
+        latency: LatencyCounts(std::array::from_fn(|i| counter(&fields[6 + i]))),
+        ..HistoryBucket::default()
+    }
 }
 
 #[async_trait]

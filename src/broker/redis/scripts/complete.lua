@@ -31,7 +31,7 @@ if #done > 0 then
       variadic('ZADD', completed_keys, expiring)
     end
   end
-  count(KEYS[7], 'completed', #done)
+  add_counter(KEYS[7], 'completed', #done)
   history_count(KEYS[8], KEYS[9], now, 'c', #done)
 end
 

@@ -38,6 +38,6 @@ if ARGV[7] ~= '' then
 end
 redis.call('ZADD', KEYS[4], string.format('%.3f', now), dead_id)
 redis.call('HSET', KEYS[5], dead_id, ARGV[8])
-count(KEYS[6], 'dead_lettered', 1)
+add_counter(KEYS[6], 'dead_lettered', 1)
 history_count(KEYS[7], KEYS[8], now, 'd', 1)
 return 1

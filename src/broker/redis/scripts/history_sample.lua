@@ -29,8 +29,8 @@ keep_highest('a', age)
 for i = 0, 20 do
   local n = tonumber(ARGV[7 + i])
   if n and n > 0 then
-    history_add(KEYS[1], m .. 'l' .. i, n)
-    history_add(KEYS[2], h .. 'l' .. i, n)
+    add_counter(KEYS[1], m .. 'l' .. i, n)
+    add_counter(KEYS[2], h .. 'l' .. i, n)
   end
 end
 return 1

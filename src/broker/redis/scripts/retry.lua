@@ -20,7 +20,7 @@ else
   push_ready(KEYS[5], KEYS[4], now, {id})
 end
 if ARGV[9] == '1' then
-  count(KEYS[6], 'retried', 1)
+  add_counter(KEYS[6], 'retried', 1)
   history_count(KEYS[8], KEYS[9], now, 'r', 1)
 end
 -- Ready now, or a new earliest due time a blocked worker must sleep towards.

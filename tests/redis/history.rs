@@ -1,7 +1,7 @@
 //! The queue history's Redis keys written by another program: a counter
 //! that is not an integer restarts instead of failing the acknowledgement;
-//! a history key of the wrong type refuses the acknowledgement before it
-//! writes anything.
+//! a history key of the wrong type is left alone and the acknowledgement
+//! goes through (reading the history names the key).
 
 use flagship_worker::{
     broker::{QueueHistory, Resolution},
@@ -40,24 +40,37 @@ async fn a_history_counter_holding_garbage_restarts_and_the_ack_goes_through() {
 }
 
 #[tokio::test]
-async fn a_history_key_of_the_wrong_type_refuses_the_ack_and_changes_nothing() {
+async fn a_history_key_of_the_wrong_type_never_stops_an_acknowledgement() {
     let Some((server, broker)) = start().await else { return };
     let q = queue("history-wrong-type");
-    broker.enqueue(vec![job(&q, 1)]).await.unwrap();
-    let held = broker.reserve(&q, take(1, 30_000)).await.unwrap();
-    let _: () = server
-        .connection()
-        .set("{history-wrong-type}:history:hour", "x")
-        .unwrap();
-    let refused = broker.complete(&[held[0].lease.clone()]).await.unwrap_err();
-    assert!(refused.to_string().contains("holds a string"), "{refused}");
+    broker.enqueue(vec![job(&q, 1), job(&q, 2)]).await.unwrap();
+    let held = broker.reserve(&q, take(2, 30_000)).await.unwrap();
+    for key in [
+        "{history-wrong-type}:history:minute",
+        "{history-wrong-type}:history:hour",
+    ] {
+        let _: () = server.connection().set(key, "x").unwrap();
+    }
+    assert_eq!(
+        broker.complete(&[held[0].lease.clone()]).await.unwrap(),
+        [LeaseStatus::Held],
+        "the job's state matters more than its history"
+    );
+    broker
+        .dead_letter(&held[1], None, "gone")
+        .await
+        .expect("dead-lettering goes through too");
     let stats = broker.stats(&q).await.unwrap();
     assert_eq!(
-        (stats.active, stats.completed),
-        (1, 0),
-        "nothing was changed: {stats:?}"
+        (stats.active, stats.completed, stats.dead_lettered),
+        (0, 1, 1),
+        "{stats:?}"
     );
-    let _: () = server.connection().del("{history-wrong-type}:history:hour").unwrap();
-    broker.complete(&[held[0].lease.clone()]).await.unwrap();
-    assert_eq!(broker.stats(&q).await.unwrap().completed, 1);
+    let refused = broker.history(&q, Resolution::Minute, 1).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("holds a string"),
+        "reading names the key: {refused}"
+    );
+    let value: String = server.connection().get("{history-wrong-type}:history:hour").unwrap();
+    assert_eq!(value, "x", "the other program's key is left alone");
 }

@@ -8,7 +8,7 @@
 -- keys whose window has passed are released here, a bounded number per call.
 local jobs, active, lease, job_keys, unique, completed_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 check_types({jobs, 'hash', active, 'zset', lease, 'hash', job_keys, 'hash', unique, 'hash', completed_keys, 'zset',
-  KEYS[7], 'hash', KEYS[8], 'hash', KEYS[9], 'hash'})
+  KEYS[7], 'hash'})
 local now = now_ms()
 local out, done = check_leases(lease, 6)
 

@@ -9,8 +9,7 @@
 -- Returns 1 done, 0 lease lost (nothing changed).
 -- The dead zset's score is the dead-lettered time: ms with a microsecond fraction.
 local id = ARGV[5]
-check_types({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'zset', KEYS[5], 'hash', KEYS[6], 'hash',
-  KEYS[7], 'hash', KEYS[8], 'hash'})
+check_types({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'zset', KEYS[5], 'hash', KEYS[6], 'hash'})
 if not holds(redis.call('HGET', KEYS[3], id), ARGV[6]) then
   return 0
 end

@@ -30,18 +30,34 @@ local function history_reset(hash, prefix, bucket)
   redis.call('HSET', hash, prefix .. 'b', bucket)
 end
 
+-- Whether a `redis.pcall` reply is an error (a key of another type).
+local function failed(reply)
+  return type(reply) == 'table' and reply.err ~= nil
+end
+
 -- The slot prefixes of the minute and hour buckets holding `now`, each
 -- cleared first if it held an older bucket. An hour bucket is a whole
 -- number of minute buckets, so while the minute slot already holds the
 -- current minute the hour slot holds the current hour: one HGET a call.
+-- The history never stops an acknowledgement: a history key of another
+-- type (written by another program) is left alone, nil is returned for
+-- it, and nothing is recorded there (the history read reports the key).
 local function history_slots(minutes, hours, now)
   local mb = math.floor(now / tonumber(ARGV[1]))
   local hb = math.floor(now / tonumber(ARGV[3]))
   local m = int(mb % tonumber(ARGV[2])) .. ':'
   local h = int(hb % tonumber(ARGV[4])) .. ':'
-  if redis.call('HGET', minutes, m .. 'b') ~= int(mb) then
+  local held = redis.pcall('HGET', minutes, m .. 'b')
+  if failed(held) then
+    return nil, nil
+  end
+  if held ~= int(mb) then
     history_reset(minutes, m, int(mb))
-    if redis.call('HGET', hours, h .. 'b') ~= int(hb) then
+    held = redis.pcall('HGET', hours, h .. 'b')
+    if failed(held) then
+      return m, nil
+    end
+    if held ~= int(hb) then
       history_reset(hours, h, int(hb))
     end
   end
@@ -50,19 +66,23 @@ end
 
 -- Adds `n` to the counter `field` of `hash` in one command: what the
 -- prelude's `count` does (a value that is not an integer, written by
--- another program, restarts at `n` instead of failing the script after
--- its other writes) without reading the value first. The acknowledging
+-- another program, restarts at `n`) without reading the value first, and
+-- never failing the script after its other writes. The acknowledging
 -- scripts use it for their stats counters too, which pays for part of
 -- the history's cost.
 local function add_counter(hash, field, n)
-  if type(redis.pcall('HINCRBY', hash, field, n)) == 'table' then
-    redis.call('HSET', hash, field, n)
+  if failed(redis.pcall('HINCRBY', hash, field, n)) then
+    redis.pcall('HSET', hash, field, n)
   end
 end
 
 -- Adds `n` to `field` (c, r or d) of the minute and hour buckets holding `now`.
 local function history_count(minutes, hours, now, field, n)
   local m, h = history_slots(minutes, hours, now)
-  add_counter(minutes, m .. field, n)
-  add_counter(hours, h .. field, n)
+  if m then
+    add_counter(minutes, m .. field, n)
+  end
+  if h then
+    add_counter(hours, h .. field, n)
+  end
 end

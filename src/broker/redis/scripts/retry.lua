@@ -7,7 +7,7 @@
 -- Returns 1 done, 0 lease lost (nothing changed).
 local id = ARGV[5]
 check_types({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'list', KEYS[5], 'zset', KEYS[6], 'hash',
-  KEYS[7], 'list', KEYS[8], 'hash', KEYS[9], 'hash'})
+  KEYS[7], 'list'})
 if not end_lease(KEYS[2], KEYS[3], id, ARGV[6]) then
   return 0
 end

@@ -125,6 +125,7 @@ mod auth;
 mod dashboard;
 mod dlq;
 mod live;
+mod history;
 mod metrics;
 
 #[cfg(feature = "flagship")]
@@ -323,6 +324,7 @@ type SharedState = Arc<AdminState>;
 fn routes(state: SharedState) -> Router {
     let api = Router::new()
         .route("/api/queues", get(api::queues))
+        .route("/api/queues/{queue}/history", get(history::queue_history))
         .route("/api/dlq", get(api::list_dead))
         .route("/api/dlq/retry", post(api::retry_matching))
         .route("/api/dlq/purge", post(api::purge))
@@ -344,6 +346,7 @@ fn routes(state: SharedState) -> Router {
     let ui = Router::new()
         .route("/ui", get(dashboard::index))
         .route("/ui/", get(dashboard::index))
+        .route("/ui/history", get(dashboard::history_page))
         .route("/ui/jobs/{queue}/{id}", get(dashboard::show))
         .route("/ui/jobs/{queue}/{id}/retry", post(dashboard::retry))
         .route("/ui/jobs/{queue}/{id}/delete", post(dashboard::delete))

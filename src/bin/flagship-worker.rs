@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use comfy_table::{presets, ContentArrangement, Table};
 use flagship_worker::{
-    broker::{postgres::PostgresBroker, redis::RedisBroker, MAX_DEAD_PAGE},
+    broker::{postgres::PostgresBroker, redis::RedisBroker, QueueHistory, Resolution, Series, MAX_DEAD_PAGE},
     health::{BrokerHealth, HealthCheck, HealthReport, HealthSource, HealthStatus},
     schema::pretty_json,
     Backend, Broker, DeadLetterQueue, DeadQuery, DeadSummary, Error, JobControl, JobDetail, JobEnvelope, QueueName,
@@ -86,8 +86,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Every queue's counts (ready, scheduled, active, dead, oldest ready
-    /// job) and whether it is paused.
-    Queues,
+    /// job) and whether it is paused; with `--history`, what each queue did
+    /// per minute or per hour.
+    Queues(QueuesArgs),
     /// The dead-letter queue: list, show, retry, delete, purge.
     Dlq {
         #[command(subcommand)]
@@ -126,6 +127,24 @@ enum Command {
     /// Runs the FlagShip worker: every FlagShip queue with its schedules,
     /// and the admin server, until SIGTERM or SIGINT.
     Run(Box<run::RunArgs>),
+}
+
+#[derive(Debug, Args)]
+struct QueuesArgs {
+    /// Print each queue's history instead: completed, failed, dead-lettered,
+    /// ready depth, oldest ready age and start latency per bucket (UTC).
+    #[arg(long)]
+    history: bool,
+    /// With `--history`: `minute` (kept 24 h) or `hour` (kept 30 days).
+    #[arg(long, default_value = "minute", requires = "history")]
+    resolution: Resolution,
+    /// With `--history`: how many of the most recent buckets (default: 60
+    /// minutes, or 720 hours).
+    #[arg(long, requires = "history", value_parser = clap::value_parser!(u32).range(1..))]
+    buckets: Option<u32>,
+    /// Only this queue (default: every queue).
+    #[arg(long)]
+    queue: Option<QueueName>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +259,7 @@ struct Target {
     broker: Arc<dyn Broker>,
     dlq: Arc<dyn DeadLetterQueue>,
     control: Arc<dyn JobControl>,
+    history: Arc<dyn QueueHistory>,
     json: bool,
 }
 
@@ -248,7 +268,8 @@ impl Target {
         Target {
             broker: backend.clone(),
             dlq: backend.clone(),
-            control: backend,
+            control: backend.clone(),
+            history: backend,
             json,
         }
     }
@@ -312,7 +333,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Err(e) => return Err(e),
     };
     match cli.command {
-        Command::Queues => queues(&target).await,
+        Command::Queues(args) if args.history => queue_history(&target, &args).await,
+        Command::Queues(args) => queues(&target, args.queue.as_ref()).await,
         Command::Health => health(&target).await,
         Command::Dlq { command } => dlq(&target, command).await,
         Command::Enqueue(args) => enqueue::enqueue(&target, args).await,
@@ -384,9 +406,18 @@ fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-async fn queues(target: &Target) -> Result<ExitCode, Error> {
+/// The queues a command covers: the one asked for, or every queue in name order.
+async fn queue_names(target: &Target, only: Option<&QueueName>) -> Result<Vec<QueueName>, Error> {
+    if let Some(queue) = only {
+        return Ok(vec![queue.clone()]);
+    }
     let mut names = target.broker.queues().await?;
     names.sort();
+    Ok(names)
+}
+
+async fn queues(target: &Target, only: Option<&QueueName>) -> Result<ExitCode, Error> {
+    let names = queue_names(target, only).await?;
     let mut rows = Vec::new();
     for queue in names {
         let stats = target.broker.stats(&queue).await?;
@@ -439,6 +470,90 @@ async fn queues(target: &Target) -> Result<ExitCode, Error> {
     }
     println!("{out}");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn queue_history(target: &Target, args: &QueuesArgs) -> Result<ExitCode, Error> {
+    let count = args.buckets.unwrap_or(match args.resolution {
+        Resolution::Minute => 60,
+        Resolution::Hour => 720,
+    });
+    let mut all = Vec::new();
+    for queue in queue_names(target, args.queue.as_ref()).await? {
+        let series = target.history.history(&queue, args.resolution, count).await?;
+        all.push((queue, series));
+    }
+    if target.json {
+        let rows: Vec<_> = all.iter().map(|(queue, series)| series.to_json(Some(queue))).collect();
+        print_json(&rows);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if all.is_empty() {
+        println!("no queues yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (queue, series) in &all {
+        print_history(queue, series);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One queue's history as a table of the buckets where something was
+/// recorded.
+fn print_history(queue: &QueueName, series: &Series) {
+    let format = match series.resolution {
+        Resolution::Minute => "%Y-%m-%d %H:%M",
+        Resolution::Hour => "%Y-%m-%d %H:00",
+    };
+    let mut out = table(&[
+        "TIME (UTC)",
+        "COMPLETED",
+        "FAILED",
+        "DEAD-LETTERED",
+        "READY",
+        "OLDEST READY",
+        "P50",
+        "P95",
+        "P99",
+    ]);
+    let dash = || "—".to_owned();
+    let mut empty = 0;
+    for b in &series.buckets {
+        if b.completed == 0 && b.failed() == 0 && b.ready.is_none() && b.latency.is_empty() {
+            empty += 1;
+            continue;
+        }
+        let p = b.percentiles();
+        let ms = |v: Option<u64>| v.map_or_else(dash, |ms| format!("≤{ms} ms"));
+        out.add_row(vec![
+            b.start.format(format).to_string(),
+            b.completed.to_string(),
+            b.failed().to_string(),
+            b.dead_lettered.to_string(),
+            b.ready.map_or_else(dash, |r| r.to_string()),
+            b.oldest_ready_age_ms
+                .map_or_else(dash, |ms| format!("{:.1} s", ms as f64 / 1000.0)),
+            ms(p.map(|p| p.p50_ms)),
+            ms(p.map(|p| p.p95_ms)),
+            ms(p.map(|p| p.p99_ms)),
+        ]);
+    }
+    let totals = series.totals();
+    println!(
+        "{queue}: last {} {}s: {} completed, {} failed ({} dead-lettered)",
+        series.buckets.len(),
+        series.resolution,
+        totals.completed,
+        totals.failed(),
+        totals.dead_lettered
+    );
+    if empty == series.buckets.len() {
+        println!("  nothing recorded\n");
+        return;
+    }
+    println!("{out}");
+    if empty > 0 {
+        println!("({empty} buckets with nothing recorded not shown)\n");
+    }
 }
 
 async fn health(target: &Target) -> Result<ExitCode, Error> {

@@ -19,9 +19,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 use self::lanes::Lanes;
+mod history;
+
+use history::{Counted, QueueHistoryState};
+
 use super::{
-    check_page_limit, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease, LeaseStatus,
-    LeaseToken, QueueStats, Reservation, ReserveRequest,
+    check_page_limit, history::HistoryLayout, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage,
+    EnqueueOutcome, Lease, LeaseStatus, LeaseToken, QueueHistory, QueueStats, Reservation, ReserveRequest,
 };
 use crate::{
     clock::{Clock, TokioClock},
@@ -61,6 +65,8 @@ pub struct MemoryBroker {
     /// Registered workers by id: what each said, when it was last seen and
     /// when it counts as gone.
     workers: Mutex<BTreeMap<String, control::Registered>>,
+    /// The queue history's buckets.
+    history_layout: HistoryLayout,
 }
 
 impl fmt::Debug for MemoryBroker {
@@ -126,6 +132,8 @@ struct QueueState {
     completed: u64,
     retried: u64,
     dead_lettered: u64,
+    /// Per-minute and per-hour counts and samples.
+    history: QueueHistoryState,
 }
 
 struct Stored {
@@ -169,7 +177,15 @@ impl MemoryBroker {
             next_token: AtomicU64::new(1),
             key_retention: chrono::TimeDelta::from_std(super::DEFAULT_KEY_RETENTION).unwrap_or(chrono::TimeDelta::MAX),
             workers: Mutex::new(BTreeMap::new()),
+            history_layout: HistoryLayout::default(),
         }
+    }
+
+    /// Sets the queue history's buckets (minutes for a day and hours for
+    /// 30 days by default).
+    pub fn with_history_layout(mut self, layout: HistoryLayout) -> Self {
+        self.history_layout = layout;
+        self
     }
 
     /// Sets how long completed jobs' idempotency keys are remembered.
@@ -230,6 +246,7 @@ impl MemoryBroker {
             }
             if retried {
                 state.retried += 1;
+                state.history.count(&self.history_layout, now, Counted::Retried, 1);
             }
             state.schedule(lease.id, at, now)
         };
@@ -522,6 +539,10 @@ impl Broker for MemoryBroker {
         Some(self)
     }
 
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        Some(self)
+    }
+
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {
         if request.max == 0 {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
@@ -592,6 +613,7 @@ impl Broker for MemoryBroker {
                 continue;
             };
             let mut state = q.lock();
+            let before = state.completed;
             for lease in group {
                 let Some(stored) = state.remove_active(lease) else {
                     statuses.push(LeaseStatus::Lost);
@@ -604,6 +626,10 @@ impl Broker for MemoryBroker {
                 }
                 finished.push(stored);
                 statuses.push(LeaseStatus::Held);
+            }
+            let done = state.completed - before;
+            if done > 0 {
+                state.history.count(&self.history_layout, now, Counted::Completed, done);
             }
             state.release_expired_keys(now);
         }
@@ -636,6 +662,7 @@ impl Broker for MemoryBroker {
         }
         state.dead.insert((now, lease.id));
         state.dead_lettered += 1;
+        state.history.count(&self.history_layout, now, Counted::DeadLettered, 1);
         Ok(())
     }
 

@@ -18,6 +18,7 @@ use crate::{
 
 pub mod control;
 mod live;
+pub mod history;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -33,6 +34,7 @@ pub use control::{
 pub use live::{CancelTally, LiveListing, LiveQuery, LiveSummary};
 pub use query::{DeadListing, DeadQuery, DeadSummary, HasJobId, IdPrefix};
 pub use view::JobDetail;
+pub use history::{HistoryBucket, HistoryLayout, HistorySample, QueueHistory, Resolution, Series};
 
 /// How long a completed job's idempotency key stays held by default (24 h).
 pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -355,6 +357,13 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// The backend's per-queue history, if it keeps one: workers record
+    /// their samples there. Defaults to `None`; every backend of this crate
+    /// keeps one (wrappers pass their inner backend's on).
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        None
+    }
+
     /// The backend's operator side, through which a worker registers
     /// itself ([`JobControl::register_worker`]). Backends that implement
     /// [`JobControl`] return `Some(self)`; a wrapper passes its inner
@@ -536,15 +545,15 @@ pub trait DeadLetterQueue: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// A complete backend: a [`Broker`] with its [`DeadLetterQueue`] and
-/// [`JobControl`].
+/// A complete backend: a [`Broker`] with its [`DeadLetterQueue`],
+/// [`JobControl`] and [`QueueHistory`].
 ///
 /// Implemented for every type that is both; use `Arc<dyn Backend>` to hold
 /// any backend, and upcast it where one side is wanted
 /// (`let broker: Arc<dyn Broker> = backend;`).
-pub trait Backend: Broker + DeadLetterQueue + JobControl {}
+pub trait Backend: Broker + DeadLetterQueue + JobControl + QueueHistory {}
 
-impl<T: Broker + DeadLetterQueue + JobControl> Backend for T {}
+impl<T: Broker + DeadLetterQueue + JobControl + QueueHistory> Backend for T {}
 
 /// Checks a DLQ page size against [`MAX_DEAD_PAGE`].
 pub(crate) fn check_page_limit(limit: usize) -> Result<()> {

@@ -414,6 +414,7 @@ impl RedisFixture {
         let server = RedisServer::start_with(options)?;
         let broker = RedisBroker::builder(server.url())
             .key_retention(Self::KEY_RETENTION)
+            .history_layout(crate::testing::conformance::short_history_layout())
             .connect()
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the test redis-server: {e}"));

@@ -273,6 +273,9 @@ impl Broker for Recorder {
     fn control(&self) -> Option<&dyn crate::broker::JobControl> {
         Some(&*self.inner)
     }
+    fn queue_history(&self) -> Option<&dyn crate::broker::QueueHistory> {
+        self.inner.queue_history()
+    }
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

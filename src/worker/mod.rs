@@ -46,6 +46,8 @@ const DEFAULT_MIN_PREFETCH: usize = 32;
 /// starting value, and never past [`MAX_CONCURRENCY`] (see
 /// [`QueueConfig::prefetch`]).
 const PREFETCH_GROWTH: usize = 8;
+/// How often a queue's sample goes to the broker's history by default.
+const DEFAULT_HISTORY_INTERVAL: Duration = Duration::from_secs(30);
 /// The shortest lease accepted.
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// The longest lease, job timeout or shutdown deadline accepted (one day).
@@ -220,6 +222,9 @@ struct Settings {
     shutdown_timeout: Duration,
     /// How long an idle reserve call waits for work before trying again.
     idle_wait: Duration,
+    /// How often each queue's depth and start latencies go to the
+    /// broker's history.
+    history_interval: Duration,
 }
 
 /// Counters of what a worker has done since it started (see [`WorkerStats`]).
@@ -600,6 +605,7 @@ pub struct WorkerBuilder {
     recovery_interval: Option<Duration>,
     shutdown_timeout: Duration,
     idle_wait: Duration,
+    history_interval: Duration,
     worker_id: Option<String>,
     observers: Vec<Arc<dyn JobObserver>>,
     errors: Vec<Error>,
@@ -630,6 +636,7 @@ impl WorkerBuilder {
             recovery_interval: None,
             shutdown_timeout: Duration::from_secs(30),
             idle_wait: Duration::from_secs(1),
+            history_interval: DEFAULT_HISTORY_INTERVAL,
             worker_id: None,
             observers: Vec::new(),
             errors: Vec::new(),
@@ -712,6 +719,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// How often each queue's ready depth, oldest ready age and the start
+    /// latencies measured meanwhile go to the broker's queue history
+    /// (default 30 s, so every minute bucket gets a sample).
+    pub fn history_interval(mut self, interval: Duration) -> Self {
+        self.history_interval = interval;
+        self
+    }
+
     /// How long one idle reserve call waits for work (default 1 s).
     pub fn idle_wait(mut self, wait: Duration) -> Self {
         self.idle_wait = wait;
@@ -759,6 +774,7 @@ impl WorkerBuilder {
         check_duration("recovery interval", recovery_interval, Duration::from_millis(10))?;
         check_duration("shutdown timeout", self.shutdown_timeout, Duration::ZERO)?;
         check_duration("idle wait", self.idle_wait, Duration::from_millis(1))?;
+        check_duration("history interval", self.history_interval, Duration::from_millis(10))?;
         for (kind, policy) in &self.kind_policies {
             policy
                 .validate()
@@ -811,6 +827,7 @@ impl WorkerBuilder {
                 recovery_interval,
                 shutdown_timeout: self.shutdown_timeout,
                 idle_wait: self.idle_wait,
+                history_interval: self.history_interval,
             },
         };
         Ok(Worker {

@@ -43,12 +43,19 @@ pub(super) async fn run_queue(shared: Arc<Shared>, config: QueueConfig, shutdown
     let runner = Arc::new(Runner {
         shared: shared.clone(),
         job_timeout: config.job_timeout,
+        latency: Arc::default(),
     });
 
     let acker = tokio::spawn(settler.clone().acker());
     let mut background = JoinSet::new();
     background.spawn(keep::heartbeat(shared.clone(), held.clone()));
     background.spawn(keep::recovery(settler.clone(), shutdown.stop.clone()));
+    let sampler = tokio::spawn(keep::history(
+        shared.clone(),
+        queue.clone(),
+        runner.latency.clone(),
+        shutdown.stop.clone(),
+    ));
 
     let mut slots = JoinSet::new();
     let fetcher = Fetcher {
@@ -74,6 +81,9 @@ pub(super) async fn run_queue(shared: Arc<Shared>, config: QueueConfig, shutdown
         tracing::error!(%queue, error = %e, "acknowledgement task failed");
     }
     background.shutdown().await;
+    if let Err(e) = sampler.await {
+        tracing::error!(%queue, error = %e, "history sampling task failed");
+    }
 }
 
 /// Runs one reserved job of `config`'s queue to its recorded outcome, with
@@ -105,6 +115,7 @@ async fn run_one_in_span(shared: &Arc<Shared>, config: &QueueConfig, job: Reserv
     let runner = Runner {
         shared: shared.clone(),
         job_timeout: config.job_timeout,
+        latency: Arc::default(),
     };
     let mut ctx = JobContext::new(
         &job.envelope,
@@ -223,6 +234,9 @@ async fn process(
             .counters
             .started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        runner
+            .latency
+            .record((started_at - reservation.envelope.run_at).to_std().unwrap_or_default());
         tracing::debug!("job started");
         tracing::trace!(payload = %reservation.envelope.payload, "job payload");
         ctx.cancellation = settler.held.cancellation(reservation.lease.id);

@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 
 use super::{shutdown::Signal, Shared};
 use crate::{
+    broker::history::LatencyRecorder,
     envelope::JobEnvelope,
     error::Error,
     handler::{CallError, HandlerError, JobContext},
@@ -44,6 +45,9 @@ pub(super) struct Runner {
     pub(super) shared: Arc<Shared>,
     /// A handler running longer fails its attempt.
     pub(super) job_timeout: Duration,
+    /// Start latencies (due to started) measured since the last history
+    /// sample.
+    pub(super) latency: Arc<LatencyRecorder>,
 }
 
 impl Runner {

@@ -10,20 +10,14 @@
 //! `dashboard-job.png`, `dashboard-queues.png`, `dashboard-live.png` and
 //! `dashboard-confirm.png` there.
 
-use std::{
-    collections::VecDeque,
-    path::PathBuf,
-    process::Stdio,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::VecDeque, path::PathBuf, process::Stdio, sync::Arc, time::Duration};
 
 use base64::Engine;
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::TimeDelta;
 use flagship_worker::{
     admin::AdminBuilder,
     broker::{JobControl, WorkerInfo, CANCEL_REASON},
-    Broker, Clock, DeadLetterQueue, JobEnvelope, JobId, ReserveRequest,
+    Broker, DeadLetterQueue, JobEnvelope, JobId, ReserveRequest,
 };
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
@@ -34,7 +28,7 @@ use tokio::{
 };
 use tokio_tungstenite::{tungstenite::Message, MaybeTlsStream, WebSocketStream};
 
-use crate::support::{queue, Fixture, TOKEN};
+use crate::support::{queue, Fixture, ShiftedClock, TOKEN};
 
 /// How long any single browser step may take before the test fails.
 const STEP: Duration = Duration::from_secs(30);
@@ -47,23 +41,6 @@ fn find_chromium() -> Option<PathBuf> {
     std::env::split_paths(&path)
         .flat_map(|dir| ["chromium", "chromium-browser", "google-chrome"].map(|name| dir.join(name)))
         .find(|candidate| candidate.is_file())
-}
-
-/// Wall time with an adjustable offset, so fixtures can die "hours ago"
-/// while the browser test runs in real time.
-#[derive(Debug, Default)]
-struct ShiftedClock(Mutex<TimeDelta>);
-
-impl ShiftedClock {
-    fn set_offset(&self, offset: TimeDelta) {
-        *self.0.lock().unwrap() = offset;
-    }
-}
-
-impl Clock for ShiftedClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *self.0.lock().unwrap()
-    }
 }
 
 /// A DevTools connection attached to one page.
@@ -223,6 +200,60 @@ async fn launch(chromium: &PathBuf, profile: &std::path::Path) -> (Child, String
     (child, url)
 }
 
+/// Chromium's path, or `None` (with a notice) when the test must skip;
+/// panics instead under `FLAGSHIP_REQUIRE_BROWSER=1`.
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = find_chromium();
+    if found.is_none() {
+        if std::env::var("FLAGSHIP_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("FLAGSHIP_REQUIRE_BROWSER=1 but no chromium was found on PATH (apt-get install chromium)");
+        }
+        eprintln!("skipping the browser test: no chromium on PATH (set FLAGSHIP_REQUIRE_BROWSER=1 to fail instead)");
+    }
+    found
+}
+
+/// Serves `admin` under `/admin` on a free port; returns its base URL.
+async fn serve(admin: axum::Router) -> (String, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let app = axum::Router::new().nest("/admin", admin);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/admin", listener.local_addr().unwrap());
+    (base, tokio::spawn(async move { axum::serve(listener, app).await }))
+}
+
+/// Starts Chromium and attaches to a fresh page 1280 pixels wide and
+/// `height` high.
+async fn open_page(chromium: &PathBuf, profile: &std::path::Path, height: u32) -> (Child, DevTools) {
+    let (browser, url) = launch(chromium, profile).await;
+    let mut devtools = DevTools::connect(&url).await;
+    let target = devtools
+        .call("Target.createTarget", json!({ "url": "about:blank" }))
+        .await;
+    let attached = devtools
+        .call(
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        )
+        .await;
+    devtools.session = attached["sessionId"].as_str().map(str::to_owned);
+    devtools.call("Page.enable", json!({})).await;
+    devtools
+        .call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1280, "height": height, "deviceScaleFactor": 1, "mobile": false }),
+        )
+        .await;
+    (browser, devtools)
+}
+
+/// Types the token into the login form on screen and lands on the dashboard.
+async fn log_in(devtools: &mut DevTools) {
+    devtools.eval("document.querySelector('#token').focus()").await;
+    devtools.call("Input.insertText", json!({ "text": TOKEN })).await;
+    devtools.click_and_wait("form button[type=submit]").await;
+    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui");
+}
+
 /// Dead jobs that look like a real day's failures.
 async fn realistic_dead_jobs(fx: &Fixture, clock: &ShiftedClock) -> Vec<(&'static str, JobId)> {
     let jobs = [
@@ -283,13 +314,7 @@ async fn realistic_dead_jobs(fx: &Fixture, clock: &ShiftedClock) -> Vec<(&'stati
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_browser_works_dead_and_live_jobs() {
-    let Some(chromium) = find_chromium() else {
-        if std::env::var("FLAGSHIP_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("FLAGSHIP_REQUIRE_BROWSER=1 but no chromium was found on PATH (apt-get install chromium)");
-        }
-        eprintln!("skipping the browser test: no chromium on PATH (set FLAGSHIP_REQUIRE_BROWSER=1 to fail instead)");
-        return;
-    };
+    let Some(chromium) = chromium_or_skip() else { return };
 
     let clock = Arc::new(ShiftedClock::default());
     let fx = Fixture::with_clock(clock.clone());
@@ -298,39 +323,14 @@ async fn a_real_browser_works_dead_and_live_jobs() {
     let (delete_queue, delete_id) = ids[2];
 
     let admin = AdminBuilder::new(fx.broker.clone()).token(TOKEN).build().unwrap();
-    let app = axum::Router::new().nest("/admin", admin);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/admin", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
+    let (base, server) = serve(admin).await;
     let profile = tempfile::tempdir().unwrap();
-    let (mut browser, url) = launch(&chromium, profile.path()).await;
-    let mut devtools = DevTools::connect(&url).await;
-    let target = devtools
-        .call("Target.createTarget", json!({ "url": "about:blank" }))
-        .await;
-    let attached = devtools
-        .call(
-            "Target.attachToTarget",
-            json!({ "targetId": target["targetId"], "flatten": true }),
-        )
-        .await;
-    devtools.session = attached["sessionId"].as_str().map(str::to_owned);
-    devtools.call("Page.enable", json!({})).await;
-    devtools
-        .call(
-            "Emulation.setDeviceMetricsOverride",
-            json!({ "width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false }),
-        )
-        .await;
+    let (mut browser, mut devtools) = open_page(&chromium, profile.path(), 900).await;
 
     // Unauthenticated: the dashboard sends the browser to the login form.
     devtools.navigate(&format!("{base}/ui")).await;
     assert_eq!(devtools.eval("location.pathname").await, "/admin/ui/login");
-    devtools.eval("document.querySelector('#token').focus()").await;
-    devtools.call("Input.insertText", json!({ "text": TOKEN })).await;
-    devtools.click_and_wait("form button[type=submit]").await;
-    assert_eq!(devtools.eval("location.pathname").await, "/admin/ui");
+    log_in(&mut devtools).await;
     let cookie_visible = devtools.eval("document.cookie").await;
     assert_eq!(cookie_visible, "", "the session cookie is HttpOnly");
     let rows = devtools
@@ -514,6 +514,100 @@ async fn a_real_browser_works_dead_and_live_jobs() {
     );
     let stats = fx.broker.stats(&queue("notifications")).await.unwrap();
     assert_eq!((stats.ready, stats.active), (0, 1), "the running job is untouched");
+
+    let _ = browser.kill().await;
+    server.abort();
+}
+
+/// Issue 18: after a scripted run (jobs completing, some failing, a backlog
+/// building and draining), the dashboard shows a sparkline per queue and
+/// the history page's charts, whose numbers match the API's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_sees_the_history_charts_match_the_api() {
+    let Some(chromium) = chromium_or_skip() else { return };
+    let (fx, clock, emails, _) = crate::history::played_fixture().await;
+    // Some dead jobs too, as on a real day.
+    realistic_dead_jobs(&fx, &clock).await;
+    let api = fx.router();
+    let admin = AdminBuilder::new(fx.broker.clone())
+        .token(TOKEN)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let (base, server) = serve(admin).await;
+    let profile = tempfile::tempdir().unwrap();
+    let (mut browser, mut devtools) = open_page(&chromium, profile.path(), 1400).await;
+    devtools.navigate(&format!("{base}/ui/login")).await;
+    log_in(&mut devtools).await;
+
+    // The queue table: a sparkline per queue, its total the API's.
+    let api_hour = crate::support::get(&api, "/api/queues/emails/history").await.json();
+    let api_completed: u64 = api_hour["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["completed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(api_completed, emails.completed);
+    let sparks = devtools.eval("document.querySelectorAll('svg.sparkline').length").await;
+    assert_eq!(
+        sparks, 5,
+        "one sparkline per queue: billing, emails, media, notifications, reports"
+    );
+    let spark_total = devtools
+        .eval("document.querySelector(\"a[href$='history?queue=emails'] svg.sparkline\").dataset.completed")
+        .await;
+    assert_eq!(spark_total, api_completed.to_string());
+    let shots = std::env::var_os("FLAGSHIP_SCREENSHOT_DIR").map(PathBuf::from);
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard-queues.png")).await;
+    }
+
+    // The history page, reached through the sparkline.
+    devtools.click_and_wait("a[href$='history?queue=emails']").await;
+    assert_eq!(devtools.eval("location.search").await, "?queue=emails");
+    let charts = devtools.eval("document.querySelectorAll('svg.chart').length").await;
+    assert_eq!(charts, 4, "throughput, depth, age and latency");
+    let rendered = devtools
+        .eval("[...document.querySelectorAll('svg.chart')].every(s => s.getBoundingClientRect().height > 100)")
+        .await;
+    assert_eq!(rendered, true, "the charts are drawn with a size");
+    // Every marked point of the depth chart is the API's sample of its minute.
+    let points = devtools
+        .eval(
+            "[...document.querySelectorAll(\"#chart-depth g.points[data-series='ready depth'] g[data-value]\")]\
+             .map(g => Number(g.dataset.value))",
+        )
+        .await;
+    let api_ready: Vec<u64> = api_hour["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|b| b["ready"].as_u64())
+        .collect();
+    let drawn: Vec<u64> = points.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    assert_eq!(drawn, api_ready, "the depth chart's points are the API's samples");
+    let completed_points = devtools
+        .eval(
+            "[...document.querySelectorAll(\"#chart-throughput g.points[data-series='completed'] g[data-value]\")]\
+             .reduce((sum, g) => sum + Number(g.dataset.value), 0)",
+        )
+        .await;
+    assert_eq!(
+        completed_points, api_completed,
+        "the throughput chart's points add up to the API's"
+    );
+    let legend = devtools
+        .eval("document.querySelector('#chart-throughput .summary').textContent")
+        .await;
+    assert_eq!(legend, format!("total {api_completed}"));
+    let zone = devtools
+        .eval("document.querySelector('#chart-throughput desc').textContent")
+        .await;
+    assert!(zone.as_str().unwrap().contains("UTC"), "{zone}");
+    if let Some(dir) = &shots {
+        devtools.screenshot(&dir.join("dashboard-history.png")).await;
+    }
 
     let _ = browser.kill().await;
     server.abort();

@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod dashboard;
 mod live;
+mod history;
 #[path = "../support/logs.rs"]
 mod logs;
 mod metrics;

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 
 mod live;
 mod polish;
+mod history;
 
 fn queue(name: &str) -> QueueName {
     QueueName::new(name).unwrap()

@@ -8,6 +8,7 @@ mod cluster;
 mod conformance;
 mod faults;
 mod garbage;
+mod history;
 mod hostile;
 mod setup;
 mod support;

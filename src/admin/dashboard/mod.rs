@@ -18,9 +18,13 @@ use super::{
 };
 use crate::health::HealthStatus;
 
+mod charts;
+mod history_page;
 mod html;
 pub(super) mod live;
 mod pages;
+
+pub(super) use history_page::history_page;
 
 use self::{
     html::{esc, html, page, url_encode},
@@ -70,7 +74,7 @@ pub(super) fn error_page(base: &str, status: StatusCode, message: &str) -> Respo
     html(status, page(base, "Error", false, &content))
 }
 
-fn api_error_page(base: &str, error: ApiError) -> Response {
+pub(super) fn api_error_page(base: &str, error: ApiError) -> Response {
     error_page(base, error.status, &error.message)
 }
 
@@ -187,6 +191,7 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
     let query = dlq::parse_query(params.queue.as_deref(), params.kind.as_deref(), None, None)?;
     let limit = dlq::parse_limit(params.limit.as_deref())?;
     let stats = all_queue_stats(state).await?;
+    let sparklines = sparklines(state, &stats).await?;
     let page = dlq::list(state, &query, params.cursor.as_deref(), limit).await?;
     let health = state.health.latest().await.ok();
     let now = state.clock.now();
@@ -207,9 +212,10 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
     } else {
         out.push_str(
             "<table class=\"stats\"><thead><tr><th>Queue</th><th>Status</th><th>Ready</th><th>Scheduled</th><th>Active</th>\
-             <th>Dead</th><th>Oldest ready</th><th>Completed</th><th>Retried</th><th>Dead-lettered</th><th></th></tr></thead><tbody>",
+             <th>Dead</th><th>Oldest ready</th><th>Completed</th><th>Retried</th><th>Dead-lettered</th>\
+             <th>Last hour</th><th></th></tr></thead><tbody>",
         );
-        for (queue, s) in &stats {
+        for ((queue, s), spark) in stats.iter().zip(&sparklines) {
             let oldest = s
                 .oldest_ready_age_ms
                 .map_or_else(|| "—".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
@@ -223,6 +229,7 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
                 out,
                 "<tr data-queue=\"{q}\"><td><a href=\"{base}/ui?queue={q_url}\">{q}</a></td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td>\
                  <td{dead_class}>{}</td><td>{oldest}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"spark\"><a href=\"{base}/ui/history?queue={q_url}\">{spark}</a></td>\
                  <td class=\"actions\"><a href=\"{base}/ui/live?queue={q_url}\">Live jobs</a>{pause}</td></tr>",
                 s.ready,
                 s.scheduled,
@@ -237,6 +244,10 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
             );
         }
         out.push_str("</tbody></table>");
+        let _ = write!(
+            out,
+            "<p class=\"worker\"><a href=\"{base}/ui/history\">History of all queues</a> (charts; times in UTC)</p>"
+        );
     }
     if let Some(worker) = &state.worker {
         let w = worker.stats();
@@ -296,6 +307,23 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
     }
     out.push_str("</section>");
     Ok(page_with_auth(state, base, "Dead-letter queue", &out))
+}
+
+/// Each queue's sparkline of the last hour, in the order of `stats`
+/// (empty when the broker keeps no history).
+async fn sparklines(
+    state: &SharedState,
+    stats: &[(crate::job::QueueName, crate::QueueStats)],
+) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::with_capacity(stats.len());
+    for (queue, _) in stats {
+        let spark = match state.broker.queue_history() {
+            Some(history) => charts::sparkline(&history.history(queue, crate::broker::Resolution::Minute, 60).await?),
+            None => String::new(),
+        };
+        out.push(spark);
+    }
+    Ok(out)
 }
 
 /// `GET /ui/jobs/{queue}/{id}`

@@ -32,10 +32,15 @@ const MIGRATIONS: &[Migration] = &[
         name: "control",
         sql: include_str!("sql/migrations/0002_control.sql"),
     },
+    Migration {
+        version: 3,
+        name: "history",
+        sql: include_str!("sql/migrations/0003_history.sql"),
+    },
 ];
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// First key of the advisory lock migrations hold (the second is the
 /// schema name's hash): "fw" in ASCII, to stay clear of other users' locks.

@@ -29,7 +29,10 @@ use self::{
     vacuum::Vacuum,
     wake::{Listener, Wakeups},
 };
-use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
+use super::{
+    history::HistoryLayout, Broker, EnqueueOutcome, Lease, LeaseStatus, QueueHistory, QueueStats, Reservation,
+    ReserveRequest,
+};
 use crate::{
     envelope::{truncate_error, AttemptRecord, JobEnvelope, MAX_SCHEDULE_AHEAD},
     error::{Error, Result},
@@ -44,6 +47,7 @@ mod control;
 mod dead;
 mod enqueue;
 mod errors;
+mod history;
 mod migrate;
 mod rows;
 mod sql;
@@ -101,6 +105,8 @@ pub struct PostgresBroker {
     /// The longest an idle reserver waits between looks at its queue, in
     /// case a wake-up was lost.
     poll_interval: Duration,
+    /// The queue history's buckets.
+    history: HistoryLayout,
     /// The server, for `Debug` (never the password).
     addr: String,
 }
@@ -330,6 +336,10 @@ impl PostgresBroker {
 
 #[async_trait]
 impl Broker for PostgresBroker {
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        Some(self)
+    }
+
     async fn enqueue(&self, jobs: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
         if jobs.is_empty() {
             return Ok(Vec::new());

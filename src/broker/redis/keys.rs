@@ -48,6 +48,11 @@ pub(super) struct QueueKeys {
     pub(super) restore_cursor: String,
     /// String, present while an operator has the queue paused.
     pub(super) paused: String,
+    /// Hash: the queue history's minute buckets, a ring of slots (see
+    /// `scripts/history.lua`).
+    pub(super) history_minute: String,
+    /// Hash: the queue history's hour buckets, likewise.
+    pub(super) history_hour: String,
 }
 
 impl QueueKeys {
@@ -69,6 +74,8 @@ impl QueueKeys {
             wake: key("wake"),
             restore_cursor: key("restore-cursor"),
             paused: key("paused"),
+            history_minute: key("history:minute"),
+            history_hour: key("history:hour"),
         }
     }
 }
@@ -82,7 +89,14 @@ mod tests {
         let keys = QueueKeys::new(&QueueName::new("flagship:audit").unwrap());
         assert_eq!(keys.jobs, "{flagship:audit}:jobs");
         assert_eq!(keys.completed_keys, "{flagship:audit}:completed-keys");
-        for key in [&keys.ready, &keys.wake, &keys.lease, &keys.seq] {
+        for key in [
+            &keys.ready,
+            &keys.wake,
+            &keys.lease,
+            &keys.seq,
+            &keys.history_minute,
+            &keys.history_hour,
+        ] {
             assert!(key.starts_with("{flagship:audit}:"), "{key}");
         }
     }

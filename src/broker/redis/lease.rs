@@ -21,12 +21,13 @@ use tokio::sync::oneshot;
 
 use super::{
     decode::{self, array, bytes, int, ms_to_time, shown_id, Poison},
+    history::layout_args,
     keys::QueueKeys,
     scripts::{run, run_all, Call, SCRIPTS},
     PROMOTE_BATCH,
 };
 use crate::{
-    broker::{Lease, LeaseToken, Reservation},
+    broker::{history::HistoryLayout, Lease, LeaseToken, Reservation},
     error::{Error, Result},
     job::{JobId, QueueName},
 };
@@ -49,6 +50,8 @@ pub(super) struct Leaser {
     pub(super) queue: QueueName,
     /// Leased jobs whose payload is larger (bytes of JSON) are dead-lettered.
     pub(super) max_payload_bytes: usize,
+    /// The queue history's buckets, for dead-lettering.
+    pub(super) history: HistoryLayout,
 }
 
 /// What one reserve pass found.
@@ -68,16 +71,22 @@ pub(super) enum Pass {
 /// A stored job that cannot run, with the lease it was taken under.
 type Poisoned = Vec<(Box<Poison>, LeaseToken)>;
 
-/// The `dead_letter` script on a queue's keys; add its ARGV.
-pub(super) fn dead_letter_call(keys: &QueueKeys) -> Call {
-    SCRIPTS.dead_letter.call(&[
-        &keys.jobs,
-        &keys.active,
-        &keys.lease,
-        &keys.dead,
-        &keys.reasons,
-        &keys.stats,
-    ])
+/// The `dead_letter` script on a queue's keys, with the history layout in
+/// ARGV; add the rest of its ARGV.
+pub(super) fn dead_letter_call(keys: &QueueKeys, history: &HistoryLayout) -> Call {
+    SCRIPTS
+        .dead_letter
+        .call(&[
+            &keys.jobs,
+            &keys.active,
+            &keys.lease,
+            &keys.dead,
+            &keys.reasons,
+            &keys.stats,
+            &keys.history_minute,
+            &keys.history_hour,
+        ])
+        .arg(&layout_args(history)[..])
 }
 
 impl Leaser {
@@ -254,7 +263,7 @@ impl Leaser {
                 } else {
                     (file_as, JobId::new().to_string())
                 };
-                dead_letter_call(&self.keys)
+                dead_letter_call(&self.keys, &self.history)
                     .arg(&poison.stored_id[..])
                     .arg(token.0)
                     .arg("")

@@ -30,12 +30,16 @@ use redis::{
 
 use self::{
     decode::{array, bytes, int, text},
+    history::layout_args,
     keys::{QueueKeys, QUEUES_KEY},
     lease::{dead_letter_call, Leaser, Pass},
     scripts::{map_err, run, run_all, Lua, SCRIPTS},
     wait::{Waiters, Woken},
 };
-use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
+use super::{
+    history::HistoryLayout, Broker, EnqueueOutcome, Lease, LeaseStatus, QueueHistory, QueueStats, Reservation,
+    ReserveRequest,
+};
 use crate::{
     clock::{Clock, TokioClock},
     envelope::{truncate_error, AttemptRecord, JobEnvelope},
@@ -47,6 +51,7 @@ use crate::{
 mod control;
 mod dead;
 mod decode;
+mod history;
 mod keys;
 mod lease;
 mod scripts;
@@ -109,6 +114,8 @@ pub struct RedisBroker {
     key_retention: Duration,
     /// Leased jobs whose payload is larger (bytes of JSON) are dead-lettered.
     max_payload_bytes: usize,
+    /// The queue history's buckets.
+    history: HistoryLayout,
     /// The server address, for `Debug`.
     addr: String,
 }
@@ -143,6 +150,8 @@ pub struct RedisBrokerBuilder {
     connect_timeout: Duration,
     /// Where delays are measured from.
     clock: Arc<dyn Clock>,
+    /// The queue history's buckets.
+    history: HistoryLayout,
 }
 
 impl fmt::Debug for RedisBrokerBuilder {
@@ -208,6 +217,13 @@ impl RedisBrokerBuilder {
         self
     }
 
+    /// The queue history's buckets (default: minutes for a day, hours for
+    /// 30 days). Every broker on one Redis must use the same layout.
+    pub fn history_layout(mut self, layout: HistoryLayout) -> Self {
+        self.history = layout;
+        self
+    }
+
     /// Connects, checks `maxmemory-policy` and loads the scripts.
     pub async fn connect(self) -> Result<RedisBroker> {
         for (what, value) in [
@@ -248,6 +264,7 @@ impl RedisBrokerBuilder {
             clock: self.clock,
             key_retention: self.key_retention,
             max_payload_bytes: self.max_payload_bytes,
+            history: self.history,
             addr,
         })
     }
@@ -364,6 +381,7 @@ impl RedisBroker {
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             clock: Arc::new(TokioClock::new()),
+            history: HistoryLayout::default(),
         }
     }
 
@@ -413,7 +431,18 @@ impl RedisBroker {
         envelope.run_at = crate::envelope::after(self.clock.now(), delay)?;
         let call = SCRIPTS
             .retry
-            .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])
+            .call(&[
+                &k.jobs,
+                &k.active,
+                &k.lease,
+                &k.ready,
+                &k.scheduled,
+                &k.stats,
+                &k.wake,
+                &k.history_minute,
+                &k.history_hour,
+            ])
+            .arg(&layout_args(&self.history)[..])
             .arg(lease.id.to_string())
             .arg(lease.token.0)
             .arg(envelope.to_json())
@@ -432,14 +461,14 @@ impl RedisBroker {
         leases: &[Lease],
         lua: &'static Lua,
         keys: impl Fn(&QueueKeys) -> Vec<&str>,
-        lead: Option<u64>,
+        lead: &[u64],
     ) -> Result<Vec<LeaseStatus>> {
         let groups = by_queue(leases, |l| &l.queue);
         let mut calls = Vec::with_capacity(groups.len());
         for (queue, idx) in &groups {
             let queue_keys = self.keys(queue);
             let mut call = lua.call(&keys(&queue_keys));
-            if let Some(lead) = lead {
+            if !lead.is_empty() {
                 call = call.arg(lead);
             }
             for &i in idx {
@@ -464,6 +493,7 @@ impl RedisBroker {
             keys: self.keys(queue),
             queue: queue.clone(),
             max_payload_bytes: self.max_payload_bytes,
+            history: self.history,
         }
     }
 }
@@ -570,6 +600,10 @@ impl Broker for RedisBroker {
         Some(self)
     }
 
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        Some(self)
+    }
+
     async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         if leases.is_empty() {
             return Ok(Vec::new());
@@ -586,9 +620,11 @@ impl Broker for RedisBroker {
                     &k.unique,
                     &k.completed_keys,
                     &k.stats,
+                    &k.history_minute,
+                    &k.history_hour,
                 ]
             },
-            Some(millis(self.key_retention)),
+            &[&layout_args(&self.history)[..], &[millis(self.key_retention)]].concat(),
         )
         .await
     }
@@ -613,7 +649,7 @@ impl Broker for RedisBroker {
         envelope.attempts.extend(attempt);
         envelope.dead_lettered_at = Some(self.clock.now());
         envelope.dead_letter_reason = Some(reason.clone());
-        let call = dead_letter_call(&k)
+        let call = dead_letter_call(&k, &self.history)
             .arg(lease.id.to_string())
             .arg(lease.token.0)
             .arg(envelope.to_json())
@@ -636,7 +672,7 @@ impl Broker for RedisBroker {
             leases,
             &SCRIPTS.release,
             |k| vec![&k.active, &k.lease, &k.ready, &k.wake],
-            None,
+            &[],
         )
         .await
     }
@@ -645,13 +681,8 @@ impl Broker for RedisBroker {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        self.per_lease(
-            leases,
-            &SCRIPTS.extend,
-            |k| vec![&k.active, &k.lease],
-            Some(millis(lease)),
-        )
-        .await
+        self.per_lease(leases, &SCRIPTS.extend, |k| vec![&k.active, &k.lease], &[millis(lease)])
+            .await
     }
 
     async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>> {

@@ -18,6 +18,17 @@ macro_rules! lua {
             ),
         )
     };
+    // A script recording the queue history: the history helpers go between.
+    ($name:literal, history) => {
+        Lua::new(
+            $name,
+            concat!(
+                include_str!("scripts/prelude.lua"),
+                include_str!("scripts/history.lua"),
+                include_str!(concat!("scripts/", $name, ".lua"))
+            ),
+        )
+    };
 }
 
 /// One script: its name (for errors), its source and its SHA1.
@@ -54,15 +65,17 @@ pub(super) struct Scripts {
     pub(super) live_get: Lua,
     pub(super) register_worker: Lua,
     pub(super) workers: Lua,
+    pub(super) history_sample: Lua,
+    pub(super) history_read: Lua,
 }
 
 /// The scripts, hashed once per process.
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: lua!("enqueue"),
     reserve: lua!("reserve"),
-    complete: lua!("complete"),
-    retry: lua!("retry"),
-    dead_letter: lua!("dead_letter"),
+    complete: lua!("complete", history),
+    retry: lua!("retry", history),
+    dead_letter: lua!("dead_letter", history),
     release: lua!("release"),
     extend: lua!("extend"),
     recover: lua!("recover"),
@@ -77,10 +90,12 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     live_get: lua!("live_get"),
     register_worker: lua!("register_worker"),
     workers: lua!("workers"),
+    history_sample: lua!("history_sample", history),
+    history_read: lua!("history_read", history),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 19] {
+    fn all(&self) -> [&Lua; 21] {
         [
             &self.enqueue,
             &self.reserve,
@@ -101,6 +116,8 @@ impl Scripts {
             &self.live_get,
             &self.register_worker,
             &self.workers,
+            &self.history_sample,
+            &self.history_read,
         ]
     }
 }

@@ -13,8 +13,10 @@
 //! The cases live in one file per topic, in the order the macro runs
 //! them: enqueue and reserve (and dropping reserve calls), leases, retries (`retry_after`, `snooze`,
 //! `release`, `extend`, recovery of expired leases), idempotency keys,
-//! stats and queues, the dead-letter queue, and operators' control (live
-//! jobs by state, pause, cancel, priorities, the worker registry). All are
+//! stats and queues, the queue history (buckets fill, add up to the
+//! counters, expire; see [`short_history_layout`] for backends on a real
+//! clock), the dead-letter queue, and operators' control (live jobs by
+//! state, pause, cancel, priorities, the worker registry). All are
 //! re-exported here.
 //!
 //! The cases panic with a message on failure, like any test. They keep
@@ -65,6 +67,7 @@ mod cancel;
 mod control;
 mod dead_letters;
 mod enqueue;
+mod history;
 mod idempotency;
 mod leases;
 mod retries;
@@ -86,6 +89,9 @@ pub use enqueue::{
     batch_enqueue_spans_queues, delayed_job_not_visible_before_run_at, envelope_round_trips,
     reserve_hands_each_job_to_one_caller, reserve_is_fifo_per_queue, reserve_takes_at_most_max,
     reserve_waits_and_wakes_on_enqueue, reserve_wakes_when_delayed_job_falls_due,
+};
+pub use history::{
+    history_adds_up_to_the_counters, history_buckets_expire, history_buckets_fill, short_history_layout,
 };
 pub use idempotency::{
     completed_key_released_after_retention, idempotency_key_lifecycle, idempotent_enqueue, idempotent_enqueue_race,
@@ -250,6 +256,9 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; oldest_ready_age_counts_jobs_that_fell_due_unseen);
         $crate::conformance_tests!(@case [$test] $fixture; a_new_job_runs_after_every_job_already_due);
         $crate::conformance_tests!(@case [$test] $fixture; queues_lists_queues_with_jobs);
+        $crate::conformance_tests!(@case [$test] $fixture; history_buckets_fill);
+        $crate::conformance_tests!(@case [$test] $fixture; history_adds_up_to_the_counters);
+        $crate::conformance_tests!(@case [$test] $fixture; history_buckets_expire);
         $crate::conformance_tests!(@case [$test] $fixture; dead_letter_keeps_job_and_history);
         $crate::conformance_tests!(@case [$test] $fixture; list_dead_filters);
         $crate::conformance_tests!(@case [$test] $fixture; list_dead_pages_without_skips_or_repeats);

@@ -11,6 +11,7 @@ mod bad_input;
 mod concurrency;
 mod config;
 mod control;
+mod history;
 mod leases;
 mod panics_and_timeouts;
 mod retries;

@@ -142,7 +142,7 @@ pub fn redis_required() -> bool {
 }
 
 /// The `redis-server` binary, if it can run.
-fn find_binary() -> Option<PathBuf> {
+pub(super) fn find_binary() -> Option<PathBuf> {
     let binary = PathBuf::from(std::env::var_os(BINARY_ENV).unwrap_or_else(|| "redis-server".into()));
     let runs = Command::new(&binary)
         .arg("--version")
@@ -194,9 +194,24 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The URL a broker connects with: [`url`](Self::url), or
+    /// `redis+cluster://127.0.0.1:<port>` for a cluster-mode server.
+    pub fn broker_url(&self) -> String {
+        if self.options.cluster {
+            format!("redis+cluster://127.0.0.1:{}", self.port)
+        } else {
+            self.url()
+        }
+    }
+
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its working directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The server's process id while it runs.
@@ -412,7 +427,7 @@ impl RedisFixture {
     /// Like [`start`](Self::start), with a server configured by `options`.
     pub async fn start_with(options: RedisServerOptions) -> Option<Self> {
         let server = RedisServer::start_with(options)?;
-        let broker = RedisBroker::builder(server.url())
+        let broker = RedisBroker::builder(server.broker_url())
             .key_retention(Self::KEY_RETENTION)
             .connect()
             .await

@@ -5,6 +5,8 @@
 //! A cluster node needs two seconds before it accepts writes, so the cases
 //! share one server and run at once, each on queues of its own. Together
 //! they call every script and every plain command the broker sends.
+//!
+//! Also: a plain `redis://` URL to a cluster node is refused at connect.
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,7 +17,8 @@ use flagship_worker::{
         conformance::{self as suite, Fixture},
         redis_server::{RedisFixture, RedisServer, RedisServerOptions},
     },
-    Backend, QueueName, Result,
+    broker::redis::RedisBroker,
+    Backend, Error, QueueName, Result,
 };
 
 #[test]
@@ -31,6 +34,23 @@ fn cluster_mode_refuses_keys_across_slots() {
         .arg(&["{a}:x", "1", "{a}:y", "2"])
         .exec(&mut conn)
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_plain_url_to_a_cluster_node_is_refused_with_how_to_connect() {
+    let Some(server) = RedisServer::start_with(RedisServerOptions::new().cluster(true)) else {
+        return;
+    };
+    let err = RedisBroker::connect(server.url()).await.unwrap_err();
+    assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
+    let message = err.to_string();
+    assert!(
+        message.contains("Redis Cluster node") && message.contains(&format!("redis+cluster://127.0.0.1:{}", server.port())),
+        "{message}"
+    );
+    // The URL it names works.
+    let broker = RedisBroker::connect(server.broker_url()).await.unwrap();
+    flagship_worker::Broker::ping(&broker).await.unwrap();
 }
 
 /// One case's view of the shared cluster: its queue names get a prefix.

@@ -1,10 +1,11 @@
 //! The Lua scripts, how they are called (EVALSHA, reloading them after a
 //! Redis restart), and how Redis errors become the crate's [`Error`].
 
-use std::sync::LazyLock;
+use std::{sync::LazyLock, time::Duration};
 
-use redis::{aio::ConnectionManager, Cmd, ErrorKind, RedisError, ServerErrorKind, ToRedisArgs, Value};
+use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, ToRedisArgs, Value};
 
+use super::conn::{join_all, Conn};
 use crate::error::Error;
 
 /// A script's source: the shared prelude, then the script itself.
@@ -133,7 +134,14 @@ impl Call {
 }
 
 /// Loads every script, so that a missing permission shows at connect time.
-pub(super) async fn load_all(conn: &mut ConnectionManager) -> Result<(), Error> {
+pub(super) async fn load_all(conn: &mut Conn) -> Result<(), Error> {
+    if conn.is_cluster() {
+        // A pipeline goes to one node; `SCRIPT LOAD` alone goes to every node.
+        for lua in SCRIPTS.all() {
+            lua.load_cmd().exec_async(conn).await.map_err(map_err)?;
+        }
+        return Ok(());
+    }
     let mut pipe = redis::pipe();
     for lua in SCRIPTS.all() {
         pipe.add_command(lua.load_cmd()).ignore();
@@ -147,7 +155,7 @@ fn is_noscript(e: &RedisError) -> bool {
 
 /// Runs one script call; reloads the script once if Redis lost it (a
 /// restart or `SCRIPT FLUSH`).
-pub(super) async fn run(conn: &mut ConnectionManager, call: Call) -> Result<Value, Error> {
+pub(super) async fn run(conn: &mut Conn, call: Call) -> Result<Value, Error> {
     match call.cmd.query_async::<Value>(conn).await {
         Err(e) if is_noscript(&e) => {
             tracing::debug!(script = call.lua.name, "script not loaded in Redis; loading it");
@@ -161,7 +169,17 @@ pub(super) async fn run(conn: &mut ConnectionManager, call: Call) -> Result<Valu
 /// Runs several script calls in one round trip, in order; reloads scripts
 /// Redis lost and runs the calls that found them missing again. Each call is
 /// atomic on its own; the first error is returned after all calls ran.
-pub(super) async fn run_all(conn: &mut ConnectionManager, calls: Vec<Call>) -> Result<Vec<Value>, Error> {
+///
+/// On a cluster the calls (one per queue, so one slot each) go out at once
+/// as separate requests, which the cluster connection pipelines per node.
+pub(super) async fn run_all(conn: &mut Conn, calls: Vec<Call>) -> Result<Vec<Value>, Error> {
+    if conn.is_cluster() && calls.len() > 1 {
+        let runs = calls.into_iter().map(|call| {
+            let mut conn = conn.clone();
+            async move { run(&mut conn, call).await }
+        });
+        return join_all(runs.collect()).await.into_iter().collect();
+    }
     if calls.len() == 1 {
         let call = calls.into_iter().next().map(|call| run(conn, call));
         return match call {
@@ -191,6 +209,75 @@ pub(super) async fn run_all(conn: &mut ConnectionManager, calls: Vec<Call>) -> R
         }
     }
     results.into_iter().map(|r| r.map_err(map_err)).collect()
+}
+
+/// How many replicas must confirm a write before it returns (`WAIT`), and
+/// how long to wait for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Replicas {
+    /// Replicas that must confirm.
+    pub(super) count: usize,
+    /// The most time `WAIT` may block.
+    pub(super) timeout: Duration,
+}
+
+/// [`run_all`], then, when `replicas` is set, `WAIT` for them after each
+/// call: the call and its `WAIT` go in one pipeline to the call's node, so
+/// waiting adds no round trip, only the replication delay. When fewer
+/// replicas confirm in time the call fails with [`Error::Unavailable`]
+/// (the write is on the master and may or may not survive a failover).
+pub(super) async fn run_all_durable(
+    conn: &mut Conn,
+    calls: Vec<Call>,
+    replicas: Option<Replicas>,
+) -> Result<Vec<Value>, Error> {
+    let Some(replicas) = replicas else {
+        return run_all(conn, calls).await;
+    };
+    let runs = calls.into_iter().map(|call| {
+        let mut conn = conn.clone();
+        async move { run_durable(&mut conn, call, replicas).await }
+    });
+    join_all(runs.collect()).await.into_iter().collect()
+}
+
+/// One call followed by `WAIT`, in one pipeline; reloads a lost script.
+async fn run_durable(conn: &mut Conn, call: Call, replicas: Replicas) -> Result<Value, Error> {
+    let timeout_ms = u64::try_from(replicas.timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors()
+        .add_command(call.cmd.clone())
+        .cmd("WAIT")
+        .arg(replicas.count)
+        .arg(timeout_ms);
+    let mut replies: Vec<redis::RedisResult<Value>> = pipe.query_async(conn).await.map_err(map_err)?;
+    if matches!(replies.first(), Some(Err(e)) if is_noscript(e)) {
+        tracing::debug!(script = call.lua.name, "script not loaded in Redis; loading it");
+        call.lua.load_cmd().exec_async(conn).await.map_err(map_err)?;
+        replies = pipe.query_async(conn).await.map_err(map_err)?;
+    }
+    let mut replies = replies.into_iter();
+    let (Some(reply), Some(confirmed)) = (replies.next(), replies.next()) else {
+        return Err(Error::Backend("Redis returned fewer replies than commands sent".into()));
+    };
+    let reply = reply.map_err(map_err)?;
+    let confirmed = match confirmed.map_err(map_err)? {
+        Value::Int(n) => usize::try_from(n).unwrap_or(0),
+        other => return Err(Error::Backend(format!("unexpected reply from Redis for WAIT: {other:?}").into())),
+    };
+    if confirmed < replicas.count {
+        tracing::warn!(script = call.lua.name, confirmed, wanted = replicas.count, "write not confirmed by enough replicas");
+        return Err(Error::Unavailable(
+            format!(
+                "the write reached the Redis master but only {confirmed} of {} replicas confirmed it within {:?}, \
+                 so a failover now could lose it; check the replicas (INFO replication). Retrying an enqueue \
+                 may store the job twice unless it has an idempotency key",
+                replicas.count, replicas.timeout
+            )
+            .into(),
+        ));
+    }
+    Ok(reply)
 }
 
 /// A Redis error with what it means for the caller.

@@ -48,18 +48,21 @@ fn job(queue: &QueueName, n: u64, delay: Duration) -> JobEnvelope {
     job
 }
 
-/// A worker running `runs` on `queues`, with short leases and quick retries.
-fn worker(broker: Arc<RedisBroker>, runs: &Runs, queues: &[QueueName]) -> Worker {
-    let mut builder = Worker::builder(broker).handler(runs.clone());
-    for q in queues {
-        builder = builder.queue(
-            QueueConfig::new(q.as_str())
+/// The demo queue the failover and slot-move tests use.
+fn demo_queue() -> QueueName {
+    QueueName::new(<Demo as flagship_worker::Job>::QUEUE).unwrap()
+}
+
+/// A worker running `runs` on the demo queue, with short leases and quick retries.
+fn worker(broker: Arc<RedisBroker>, runs: &Runs) -> Worker {
+    Worker::builder(broker)
+        .handler(runs.clone())
+        .queue(
+            QueueConfig::new(<Demo as flagship_worker::Job>::QUEUE)
                 .unwrap()
                 .concurrency(8)
                 .retry_policy(RetryPolicy::fixed(50, Duration::from_millis(20))),
-        );
-    }
-    builder
+        )
         .lease(Duration::from_secs(1))
         .recovery_interval(Duration::from_millis(100))
         .idle_wait(Duration::from_millis(200))
@@ -136,13 +139,51 @@ impl Producer {
     }
 }
 
+/// The 30 queues of the spread test and their kinds (one handler per kind,
+/// one kind per queue).
+const SPREAD_QUEUES: [&str; 30] = [
+    "spread:q0", "spread:q1", "spread:q2", "spread:q3", "spread:q4", "spread:q5", "spread:q6", "spread:q7",
+    "spread:q8", "spread:q9", "spread:q10", "spread:q11", "spread:q12", "spread:q13", "spread:q14", "spread:q15",
+    "spread:q16", "spread:q17", "spread:q18", "spread:q19", "spread:q20", "spread:q21", "spread:q22", "spread:q23",
+    "spread:q24", "spread:q25", "spread:q26", "spread:q27", "spread:q28", "spread:q29",
+];
+
+/// A job of queue `SPREAD_QUEUES[N]`, kind `spread:qN`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+struct Spread<const N: usize> {
+    n: u64,
+}
+
+impl<const N: usize> flagship_worker::Job for Spread<N> {
+    const KIND: &'static str = SPREAD_QUEUES[N];
+    const QUEUE: &'static str = SPREAD_QUEUES[N];
+}
+
+/// Counts runs by job id, for any of the spread kinds.
+#[derive(Clone, Default)]
+struct SpreadRuns<const N: usize>(Runs);
+
+#[async_trait::async_trait]
+impl<const N: usize> flagship_worker::Handler for SpreadRuns<N> {
+    type Job = Spread<N>;
+
+    async fn handle(&self, _: Spread<N>, ctx: &flagship_worker::JobContext) -> Result<(), flagship_worker::HandlerError> {
+        *self.0 .0.lock().unwrap().entry(ctx.id).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// Registers a [`SpreadRuns`] handler for each listed queue index.
+macro_rules! spread_handlers {
+    ($builder:expr, $runs:expr; $($n:literal)*) => {
+        $builder$(.handler(SpreadRuns::<$n>($runs.clone())))*
+    };
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jobs_of_thirty_queues_spread_over_three_masters_all_complete_without_errors() {
     let Some(cluster) = RedisCluster::shared() else { return };
-    let prefix = format!("spread{}", std::process::id());
-    let queues: Vec<QueueName> = (0..30)
-        .map(|i| QueueName::new(format!("{prefix}:q{i}")).unwrap())
-        .collect();
+    let queues: Vec<QueueName> = SPREAD_QUEUES.iter().map(|q| QueueName::new(*q).unwrap()).collect();
     let masters: HashSet<usize> = queues
         .iter()
         .filter_map(|q| cluster.master_of_queue(q.as_str()))
@@ -150,12 +191,21 @@ async fn jobs_of_thirty_queues_spread_over_three_masters_all_complete_without_er
     assert_eq!(masters.len(), 3, "the 30 queues should land on all three masters");
 
     let broker = Arc::new(RedisBroker::connect(cluster.url()).await.unwrap());
-    let jobs: Vec<JobEnvelope> = (0..600).map(|n| job(&queues[n % 30], n as u64, Duration::ZERO)).collect();
+    let jobs: Vec<JobEnvelope> = (0..600)
+        .map(|n| {
+            let queue = &queues[n % 30];
+            JobEnvelope::new(queue.as_str(), queue.clone(), serde_json::json!({ "n": n }), Utc::now())
+        })
+        .collect();
     let ids: HashSet<JobId> = jobs.iter().map(|j| j.id).collect();
     // One batch spanning all 30 slots.
     broker.enqueue(jobs).await.unwrap();
     let runs = Runs::default();
-    let worker = worker(broker.clone(), &runs, &queues);
+    let worker = spread_handlers!(Worker::builder(broker.clone()), runs;
+        0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29)
+    .idle_wait(Duration::from_millis(200))
+    .build()
+    .unwrap();
     let running = run(&worker);
     eventually("600 jobs on 30 queues done", Duration::from_secs(30), || async {
         runs.ran().len() == 600
@@ -189,6 +239,7 @@ trait Ha {
     fn master(&self, queue: &QueueName) -> usize;
     /// A replica of node `master`.
     fn replica(&self, master: usize) -> usize;
+    fn server(&self, node: usize) -> &flagship_worker::testing::redis_server::RedisServer;
     fn pause(&self, node: usize);
     fn resume(&self, node: usize);
     fn kill(&mut self, node: usize);
@@ -207,6 +258,9 @@ impl Ha for RedisCluster {
     }
     fn replica(&self, master: usize) -> usize {
         self.replica_of(master).expect("a replica of the queue's master")
+    }
+    fn server(&self, node: usize) -> &flagship_worker::testing::redis_server::RedisServer {
+        self.node(node)
     }
     fn pause(&self, node: usize) {
         RedisCluster::pause(self, node)
@@ -237,6 +291,9 @@ impl Ha for RedisSentinels {
     fn replica(&self, master: usize) -> usize {
         1 - master
     }
+    fn server(&self, node: usize) -> &flagship_worker::testing::redis_server::RedisServer {
+        self.node(node)
+    }
     fn pause(&self, node: usize) {
         RedisSentinels::pause(self, node)
     }
@@ -256,12 +313,13 @@ impl Ha for RedisSentinels {
 }
 
 /// Workers and a producer run on `queue`; the queue's replica is paused
-/// (writes stop replicating), the master killed, the replica resumed and
-/// promoted, the old master brought back as a replica; then everything
-/// acknowledged must run. Jobs are due 300 ms after enqueue, so some wait
+/// and its replication link cut on the master (writes stop replicating:
+/// the paused replica cannot reconnect), the master killed, the replica
+/// resumed and promoted, the old master brought back as a replica; then
+/// everything acknowledged must run. Jobs are due 300 ms after enqueue, so some wait
 /// in the queue when the master dies. Returns what was lost.
-async fn failover(ha: &mut impl Ha, queue: &str, wait: bool) -> Loss {
-    let queue = QueueName::new(queue).unwrap();
+async fn failover(ha: &mut impl Ha, wait: bool) -> Loss {
+    let queue = demo_queue();
     let url = ha.url();
     let connect = || async {
         let mut builder = RedisBroker::builder(url.clone()).response_timeout(Duration::from_secs(2));
@@ -272,7 +330,7 @@ async fn failover(ha: &mut impl Ha, queue: &str, wait: bool) -> Loss {
     };
     let (producing, working) = (connect().await, connect().await);
     let runs = Runs::default();
-    let worker = worker(working, &runs, std::slice::from_ref(&queue));
+    let worker = worker(working, &runs);
     let running = run(&worker);
     let producer = Producer::start(producing.clone(), queue.clone(), Duration::from_millis(300));
     producer.wait_for_more(100, "jobs acknowledged before the failover").await;
@@ -280,6 +338,10 @@ async fn failover(ha: &mut impl Ha, queue: &str, wait: bool) -> Loss {
     let master = ha.master(&queue);
     let replica = ha.replica(master);
     ha.pause(replica);
+    redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "replica"])
+        .exec(&mut ha.server(master).connection())
+        .unwrap();
     // Writes the replica will never see (without WAIT they are acknowledged).
     tokio::time::sleep(Duration::from_millis(400)).await;
     ha.kill(master);
@@ -308,10 +370,14 @@ async fn cluster_failover_loses_no_acknowledged_job_with_wait() {
     let Some(mut cluster) = tokio::task::block_in_place(|| RedisCluster::start(3, 1)) else {
         return;
     };
-    let without = failover(&mut cluster, "failover:plain", false).await;
-    let with = failover(&mut cluster, "failover:wait", true).await;
+    let without = failover(&mut cluster, false).await;
+    let with = failover(&mut cluster, true).await;
     eprintln!("cluster failover without WAIT: {without:?}; with WAIT: {with:?}");
-    assert!(without.acknowledged > 0 && with.acknowledged > 0);
+    assert!(with.acknowledged >= 200, "the producer went on through the failover: {with:?}");
+    assert!(
+        without.lost > 0,
+        "without WAIT the cut-off writes should be lost, or the run with WAIT proves nothing: {without:?}"
+    );
     assert_eq!(with.lost, 0, "with WAIT no acknowledged job may be lost: {with:?}");
     assert!(with.failed_batches > 0, "with WAIT, enqueues the replica never saw must fail: {with:?}");
 }
@@ -321,10 +387,14 @@ async fn sentinel_failover_loses_no_acknowledged_job_with_wait() {
     let Some(mut set) = tokio::task::block_in_place(RedisSentinels::start) else {
         return;
     };
-    let without = failover(&mut set, "sentinel:plain", false).await;
-    let with = failover(&mut set, "sentinel:wait", true).await;
+    let without = failover(&mut set, false).await;
+    let with = failover(&mut set, true).await;
     eprintln!("sentinel failover without WAIT: {without:?}; with WAIT: {with:?}");
-    assert!(without.acknowledged > 0 && with.acknowledged > 0);
+    assert!(with.acknowledged >= 200, "the producer went on through the failover: {with:?}");
+    assert!(
+        without.lost > 0,
+        "without WAIT the cut-off writes should be lost, or the run with WAIT proves nothing: {without:?}"
+    );
     assert_eq!(with.lost, 0, "with WAIT no acknowledged job may be lost: {with:?}");
     assert!(with.failed_batches > 0, "with WAIT, enqueues the replica never saw must fail: {with:?}");
 }
@@ -334,10 +404,10 @@ async fn moving_a_queues_slot_while_workers_run_loses_nothing_and_strands_nothin
     let Some(cluster) = tokio::task::block_in_place(|| RedisCluster::start(3, 0)) else {
         return;
     };
-    let queue = QueueName::new("reshard:demo").unwrap();
+    let queue = demo_queue();
     let broker = Arc::new(RedisBroker::connect(cluster.url()).await.unwrap());
     let runs = Runs::default();
-    let worker = worker(broker.clone(), &runs, std::slice::from_ref(&queue));
+    let worker = worker(broker.clone(), &runs);
     let running = run(&worker);
     let producer = Producer::start(broker.clone(), queue.clone(), Duration::from_millis(100));
     producer.wait_for_more(100, "jobs acknowledged before the move").await;

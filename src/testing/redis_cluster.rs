@@ -365,8 +365,11 @@ impl RedisCluster {
     }
 }
 
-/// `CLUSTER SLOTS` entries as (low, high, (host, port)), read loosely.
-fn query_slots(node: &RedisServer) -> Option<Vec<(u16, u16, (String, u16))>> {
+/// A `CLUSTER SLOTS` entry: first slot, last slot, the master's (host, port).
+type SlotRange = (u16, u16, (String, u16));
+
+/// `CLUSTER SLOTS` entries, read loosely.
+fn query_slots(node: &RedisServer) -> Option<Vec<SlotRange>> {
     let raw: Vec<Vec<redis::Value>> = query(node, &cmd(&["CLUSTER", "SLOTS"]))?;
     raw.into_iter()
         .map(|entry| {

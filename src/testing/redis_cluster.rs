@@ -10,6 +10,8 @@
 //!   process stops it and removes its directories when the test process ends.
 //! - [`RedisSentinels::start`]: a master, a replica and three sentinels
 //!   watching them (quorum 2, `down-after-milliseconds` 1000).
+//! - [`Failover`]: the steps of a failover, the same on both, for tests
+//!   that kill a master and check what survives.
 //!
 //! Like [`RedisServer::start`], these return `None` (after printing a skip
 //! notice) when `redis-server` is missing, unless `FLAGSHIP_REQUIRE_REDIS=1`.
@@ -27,22 +29,13 @@ use std::{
     fmt,
     path::PathBuf,
     process::{Child, Command, Stdio},
-    sync::{Arc, OnceLock},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-
 use super::{
-    conformance::Fixture,
-    local::{free_port, temp_dir, unique_name},
+    local::{free_port, temp_dir},
     redis_server::{find_binary, redis_required, RedisServer, RedisServerOptions, BINARY_ENV, REQUIRE_ENV},
-};
-use crate::{
-    broker::{redis::RedisBroker, Backend},
-    error::Result,
-    job::QueueName,
 };
 
 /// How long a set-up may take to form (the cluster's own delays included).
@@ -52,14 +45,19 @@ pub const NODE_TIMEOUT_MS: u64 = 1_000;
 
 /// Polls `check` every 20 ms until it returns `Some`, for at most `bound`;
 /// panics with `what` when it never does.
-fn poll<T>(what: &str, bound: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+fn poll<T>(what: &str, bound: Duration, check: impl FnMut() -> Option<T>) -> T {
+    poll_for(bound, check).unwrap_or_else(|| panic!("{what} did not happen within {bound:?}"))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, for at most `bound`.
+fn poll_for<T>(bound: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let started = Instant::now();
     loop {
         if let Some(value) = check() {
-            return value;
+            return Some(value);
         }
         if started.elapsed() > bound {
-            panic!("{what} did not happen within {bound:?}");
+            return None;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -313,28 +311,6 @@ impl RedisCluster {
         })
     }
 
-    /// Stops node `i` with `SIGSTOP` (it holds its connections but answers
-    /// nothing) until [`resume`](Self::resume).
-    pub fn pause(&self, i: usize) {
-        signal(&self.nodes[i], "-STOP");
-    }
-
-    /// Lets node `i` run again after [`pause`](Self::pause).
-    pub fn resume(&self, i: usize) {
-        signal(&self.nodes[i], "-CONT");
-    }
-
-    /// Waits until node `i` is a master serving slots and the cluster is
-    /// `ok` on it (after a failover).
-    pub fn wait_master(&self, i: usize, bound: Duration) {
-        poll("a replica being promoted", bound, || {
-            let role: Vec<redis::Value> = query(&self.nodes[i], &cmd(&["ROLE"]))?;
-            let is_master = matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
-            let info: String = query(&self.nodes[i], &cmd(&["CLUSTER", "INFO"]))?;
-            (is_master && info.contains("cluster_state:ok")).then_some(())
-        });
-    }
-
     /// Moves `slot` from node `from` to node `to` the way
     /// `redis-cli --cluster reshard` does: `IMPORTING`/`MIGRATING`, keys
     /// moved in batches with `MIGRATE`, then `SETSLOT NODE` everywhere.
@@ -342,23 +318,36 @@ impl RedisCluster {
         let (source, target) = (&self.nodes[from], &self.nodes[to]);
         let (source_id, target_id) = (self.node_id(from), self.node_id(to));
         let slot_s = slot.to_string();
+        let run = |node: &RedisServer, cmd: &redis::Cmd| -> redis::RedisResult<redis::Value> {
+            cmd.query(&mut node.connection())
+        };
         let ok = |node: &RedisServer, args: &[&str]| {
-            query::<()>(node, &cmd(args)).unwrap_or_else(|| panic!("{args:?} failed on {}", node.port()))
+            if let Err(e) = run(node, &cmd(args)) {
+                panic!("{args:?} failed on {}: {e}", node.port());
+            }
         };
         ok(target, &["CLUSTER", "SETSLOT", &slot_s, "IMPORTING", &source_id]);
         ok(source, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &target_id]);
-        loop {
-            let keys: Vec<String> = query(source, &cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"]))
-                .unwrap_or_else(|| panic!("CLUSTER GETKEYSINSLOT failed"));
+        let migrate_all = || loop {
+            let keys: Vec<String> = redis::from_redis_value(
+                run(source, &cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"])).expect("CLUSTER GETKEYSINSLOT"),
+            )
+            .expect("a list of keys");
             if keys.is_empty() {
                 break;
             }
             let mut migrate = cmd(&["MIGRATE", "127.0.0.1", &target.port().to_string(), "", "0", "5000", "KEYS"]);
             migrate.arg(&keys);
-            let _: () = query(source, &migrate).unwrap_or_else(|| panic!("MIGRATE failed"));
-        }
+            run(source, &migrate).expect("MIGRATE");
+        };
+        migrate_all();
         ok(target, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &target_id]);
-        ok(source, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &target_id]);
+        // A key written on the source since the last look (a script whose
+        // keys all still existed there) must follow first.
+        poll("the source giving up the slot", FORMING, || {
+            migrate_all();
+            run(source, &cmd(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &target_id])).ok()
+        });
         for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
             let _ = query::<()>(node, &cmd(&["CLUSTER", "SETSLOT", &slot_s, "NODE", &target_id]));
         }
@@ -509,16 +498,6 @@ impl RedisSentinels {
         &mut self.nodes[i]
     }
 
-    /// Stops node `i` with `SIGSTOP` until [`resume`](Self::resume).
-    pub fn pause(&self, i: usize) {
-        signal(&self.nodes[i], "-STOP");
-    }
-
-    /// Lets node `i` run again.
-    pub fn resume(&self, i: usize) {
-        signal(&self.nodes[i], "-CONT");
-    }
-
     /// The port of the master the sentinels name now.
     pub fn master_port(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|s| {
@@ -531,19 +510,153 @@ impl RedisSentinels {
         })
     }
 
-    /// Waits until the sentinels name node `i` the master and it says so.
-    pub fn wait_master(&self, i: usize, bound: Duration) {
-        let port = self.nodes[i].port();
-        poll("the sentinels promoting the replica", bound, || {
-            let info: String = query(&self.nodes[i], &cmd(&["INFO", "replication"]))?;
-            (self.master_port() == Some(port) && info.contains("role:master")).then_some(())
+}
+
+/// The steps of a failover, the same on a [`RedisCluster`] and on
+/// [`RedisSentinels`], for tests that kill a master while work goes on.
+/// Blocking calls: from an async test, run them in
+/// `tokio::task::block_in_place`.
+pub trait Failover {
+    /// The URL a broker connects with.
+    fn broker_url(&self) -> String;
+
+    /// Node `i`.
+    fn server(&self, i: usize) -> &RedisServer;
+
+    /// Node `i`, to kill or restart.
+    fn server_mut(&mut self, i: usize) -> &mut RedisServer;
+
+    /// The node serving `queue`'s keys as master now.
+    fn master_of(&self, queue: &str) -> usize;
+
+    /// A running replica of node `master`.
+    fn replica_for(&self, master: usize) -> usize;
+
+    /// Waits until node `i` is the promoted master, ready for writes.
+    fn wait_promoted(&self, i: usize);
+
+    /// Starts node `i` (an old master) again and waits until it is a
+    /// replica of the current master, in sync.
+    fn restart_as_replica(&mut self, i: usize);
+
+    /// Stops node `i` with `SIGSTOP` (it holds its connections but answers
+    /// nothing) until [`resume`](Self::resume).
+    fn pause(&self, i: usize) {
+        signal(self.server(i), "-STOP");
+    }
+
+    /// Lets node `i` run again after [`pause`](Self::pause).
+    fn resume(&self, i: usize) {
+        signal(self.server(i), "-CONT");
+    }
+
+    /// Closes node `master`'s connections to its replicas: writes stop
+    /// replicating until a replica reconnects (a paused one cannot).
+    fn cut_replication(&self, master: usize) {
+        let cut: Option<()> = query(self.server(master), &cmd(&["CLIENT", "KILL", "TYPE", "replica"]));
+        assert!(cut.is_some(), "CLIENT KILL TYPE replica failed on node {master}");
+    }
+
+    /// Kills node `i` with `SIGKILL`.
+    fn kill(&mut self, i: usize) {
+        self.server_mut(i).kill();
+    }
+}
+
+impl Failover for RedisCluster {
+    fn broker_url(&self) -> String {
+        self.url()
+    }
+
+    fn server(&self, i: usize) -> &RedisServer {
+        &self.nodes[i]
+    }
+
+    fn server_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    fn master_of(&self, queue: &str) -> usize {
+        self.master_of_queue(queue)
+            .unwrap_or_else(|| panic!("no node serves queue {queue}"))
+    }
+
+    fn replica_for(&self, master: usize) -> usize {
+        self.replica_of(master)
+            .unwrap_or_else(|| panic!("node {master} has no running replica"))
+    }
+
+    fn wait_promoted(&self, i: usize) {
+        poll("a replica being promoted", FORMING, || {
+            let role: Vec<redis::Value> = query(&self.nodes[i], &cmd(&["ROLE"]))?;
+            let is_master = matches!(role.first(), Some(redis::Value::BulkString(b)) if b == b"master");
+            let info: String = query(&self.nodes[i], &cmd(&["CLUSTER", "INFO"]))?;
+            (is_master && info.contains("cluster_state:ok")).then_some(())
         });
     }
 
-    /// Waits until node `i` replicates from the current master with its
-    /// link up (an old master the sentinels turned into a replica).
-    pub fn wait_replica(&self, i: usize, bound: Duration) {
-        poll("a node becoming a synced replica", bound, || {
+    fn restart_as_replica(&mut self, i: usize) {
+        self.nodes[i].start_again();
+        self.wait_healthy();
+    }
+}
+
+impl Failover for RedisSentinels {
+    fn broker_url(&self) -> String {
+        self.url()
+    }
+
+    fn server(&self, i: usize) -> &RedisServer {
+        &self.nodes[i]
+    }
+
+    fn server_mut(&mut self, i: usize) -> &mut RedisServer {
+        &mut self.nodes[i]
+    }
+
+    fn master_of(&self, _queue: &str) -> usize {
+        let port = self.master_port().expect("the sentinels name a master");
+        self.nodes
+            .iter()
+            .position(|n| n.port() == port)
+            .unwrap_or_else(|| panic!("the sentinels name an unknown master on port {port}"))
+    }
+
+    fn replica_for(&self, master: usize) -> usize {
+        1 - master
+    }
+
+    fn wait_promoted(&self, i: usize) {
+        let port = self.nodes[i].port();
+        let promoted = poll_for(FORMING * 2, || {
+            let info: String = query(&self.nodes[i], &cmd(&["INFO", "replication"]))?;
+            (self.master_port() == Some(port) && info.contains("role:master")).then_some(())
+        });
+        if promoted.is_none() {
+            let logs: Vec<String> = self
+                .sentinels
+                .iter()
+                .map(|s| {
+                    let log = std::fs::read_to_string(s.dir.join("sentinel.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                })
+                .collect();
+            panic!(
+                "the sentinels did not promote node {i} within {:?}; their logs end:\n{}",
+                FORMING * 2,
+                logs.join("\n---\n")
+            );
+        }
+    }
+
+    fn restart_as_replica(&mut self, i: usize) {
+        self.nodes[i].start_again();
+        // What the sentinels would send once they notice it (their check
+        // of a returning node runs every 10 s).
+        let master = self.master_port().expect("the sentinels name a master");
+        let _: Option<()> = query(&self.nodes[i], &cmd(&["REPLICAOF", "127.0.0.1", &master.to_string()]));
+        poll("the old master becoming a synced replica", FORMING, || {
             let info: String = query(&self.nodes[i], &cmd(&["INFO", "replication"]))?;
             let master = self.master_port()?;
             (info.contains(&format!("master_port:{master}")) && info.contains("master_link_status:up")).then_some(())
@@ -560,7 +673,7 @@ fn start_sentinel(binary: &std::path::Path, master_port: u16) -> Sentinel {
             "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {dir}\nlogfile sentinel.log\n\
              sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n\
              sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
-             sentinel failover-timeout {SENTINEL_MASTER} 3000\n\
+             sentinel failover-timeout {SENTINEL_MASTER} 2000\n\
              sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
             dir = dir.display()
         );
@@ -593,63 +706,6 @@ fn start_sentinel(binary: &std::path::Path, master_port: u16) -> Sentinel {
         let _ = child.wait();
     }
     panic!("redis sentinel would not start; see {}", dir.join("sentinel.log").display());
-}
-
-/// The conformance fixture on the [shared cluster](RedisCluster::shared):
-/// a broker of its own per case, queue names under a prefix of its own,
-/// so the suite's queues land on every master.
-#[derive(Debug)]
-pub struct ClusterFixture {
-    prefix: String,
-    broker: Arc<RedisBroker>,
-}
-
-impl ClusterFixture {
-    /// How long the fixture's broker keeps completed jobs' idempotency keys.
-    pub const KEY_RETENTION: Duration = Duration::from_millis(500);
-
-    /// Connects a broker to the shared cluster; `None` when `redis-server`
-    /// is missing.
-    pub async fn start() -> Option<Self> {
-        let cluster = RedisCluster::shared()?;
-        let broker = RedisBroker::builder(cluster.url())
-            .key_retention(Self::KEY_RETENTION)
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test cluster: {e}"));
-        Some(ClusterFixture {
-            prefix: unique_name("c"),
-            broker: Arc::new(broker),
-        })
-    }
-
-    /// The broker, for checks beyond the suite.
-    pub fn broker(&self) -> Arc<RedisBroker> {
-        self.broker.clone()
-    }
-}
-
-#[async_trait]
-impl Fixture for ClusterFixture {
-    fn backend(&self) -> Arc<dyn Backend> {
-        self.broker.clone()
-    }
-
-    fn queue(&self, name: &str) -> Result<QueueName> {
-        QueueName::new(format!("{}:{name}", self.prefix))
-    }
-
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-
-    async fn advance(&self, by: Duration) {
-        tokio::time::sleep(by).await;
-    }
-
-    fn tolerance(&self) -> Duration {
-        Duration::from_millis(40)
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::{
 use chrono::Utc;
 use flagship_worker::{
     broker::redis::RedisBroker,
-    testing::redis_cluster::{RedisCluster, RedisSentinels},
+    testing::redis_cluster::{Failover, RedisCluster, RedisSentinels},
     Broker, JobEnvelope, JobId, QueueConfig, QueueName, RetryPolicy, Worker,
 };
 use tokio::sync::watch;
@@ -232,95 +232,15 @@ struct Loss {
     failed_batches: usize,
 }
 
-/// The steps of a failover on a cluster or a Sentinel set.
-trait Ha {
-    fn url(&self) -> String;
-    /// The node serving `queue` as master now.
-    fn master(&self, queue: &QueueName) -> usize;
-    /// A replica of node `master`.
-    fn replica(&self, master: usize) -> usize;
-    fn server(&self, node: usize) -> &flagship_worker::testing::redis_server::RedisServer;
-    fn pause(&self, node: usize);
-    fn resume(&self, node: usize);
-    fn kill(&mut self, node: usize);
-    /// Waits until `node` is the promoted master.
-    fn wait_master(&self, node: usize);
-    /// Starts `node` again and waits until it is a synced replica.
-    fn restart_as_replica(&mut self, node: usize);
-}
-
-impl Ha for RedisCluster {
-    fn url(&self) -> String {
-        RedisCluster::url(self)
-    }
-    fn master(&self, queue: &QueueName) -> usize {
-        self.master_of_queue(queue.as_str()).expect("the queue's master")
-    }
-    fn replica(&self, master: usize) -> usize {
-        self.replica_of(master).expect("a replica of the queue's master")
-    }
-    fn server(&self, node: usize) -> &flagship_worker::testing::redis_server::RedisServer {
-        self.node(node)
-    }
-    fn pause(&self, node: usize) {
-        RedisCluster::pause(self, node)
-    }
-    fn resume(&self, node: usize) {
-        RedisCluster::resume(self, node)
-    }
-    fn kill(&mut self, node: usize) {
-        self.node_mut(node).kill()
-    }
-    fn wait_master(&self, node: usize) {
-        RedisCluster::wait_master(self, node, Duration::from_secs(20))
-    }
-    fn restart_as_replica(&mut self, node: usize) {
-        self.node_mut(node).start_again();
-        self.wait_healthy();
-    }
-}
-
-impl Ha for RedisSentinels {
-    fn url(&self) -> String {
-        RedisSentinels::url(self)
-    }
-    fn master(&self, _: &QueueName) -> usize {
-        let port = self.master_port().expect("the sentinels name a master");
-        (0..2).find(|&i| self.node(i).port() == port).expect("a known master")
-    }
-    fn replica(&self, master: usize) -> usize {
-        1 - master
-    }
-    fn server(&self, node: usize) -> &flagship_worker::testing::redis_server::RedisServer {
-        self.node(node)
-    }
-    fn pause(&self, node: usize) {
-        RedisSentinels::pause(self, node)
-    }
-    fn resume(&self, node: usize) {
-        RedisSentinels::resume(self, node)
-    }
-    fn kill(&mut self, node: usize) {
-        self.node_mut(node).kill()
-    }
-    fn wait_master(&self, node: usize) {
-        RedisSentinels::wait_master(self, node, Duration::from_secs(30))
-    }
-    fn restart_as_replica(&mut self, node: usize) {
-        self.node_mut(node).start_again();
-        self.wait_replica(node, Duration::from_secs(30));
-    }
-}
-
 /// Workers and a producer run on `queue`; the queue's replica is paused
 /// and its replication link cut on the master (writes stop replicating:
 /// the paused replica cannot reconnect), the master killed, the replica
 /// resumed and promoted, the old master brought back as a replica; then
 /// everything acknowledged must run. Jobs are due 300 ms after enqueue, so some wait
 /// in the queue when the master dies. Returns what was lost.
-async fn failover(ha: &mut impl Ha, wait: bool) -> Loss {
+async fn failover(ha: &mut impl Failover, wait: bool) -> Loss {
     let queue = demo_queue();
-    let url = ha.url();
+    let url = ha.broker_url();
     let connect = || async {
         let mut builder = RedisBroker::builder(url.clone()).response_timeout(Duration::from_secs(2));
         if wait {
@@ -335,18 +255,15 @@ async fn failover(ha: &mut impl Ha, wait: bool) -> Loss {
     let producer = Producer::start(producing.clone(), queue.clone(), Duration::from_millis(300));
     producer.wait_for_more(100, "jobs acknowledged before the failover").await;
 
-    let master = ha.master(&queue);
-    let replica = ha.replica(master);
+    let master = ha.master_of(queue.as_str());
+    let replica = ha.replica_for(master);
     ha.pause(replica);
-    redis::cmd("CLIENT")
-        .arg(&["KILL", "TYPE", "replica"])
-        .exec(&mut ha.server(master).connection())
-        .unwrap();
+    ha.cut_replication(master);
     // Writes the replica will never see (without WAIT they are acknowledged).
     tokio::time::sleep(Duration::from_millis(400)).await;
     ha.kill(master);
     ha.resume(replica);
-    tokio::task::block_in_place(|| ha.wait_master(replica));
+    tokio::task::block_in_place(|| ha.wait_promoted(replica));
     tokio::task::block_in_place(|| ha.restart_as_replica(master));
     producer
         .wait_for_more(100, "jobs acknowledged after the failover, without a restart")

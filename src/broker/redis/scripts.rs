@@ -318,8 +318,8 @@ pub(super) fn map_err(e: RedisError) -> Error {
         ),
         Some("NOPERM") => format!(
             "the Redis user may not run a command the broker needs (EVALSHA, SCRIPT LOAD, BLPOP, CLIENT ID, \
-             CLIENT UNBLOCK, SADD, SMEMBERS, ZCOUNT, ZRANGEBYSCORE, LPUSH, LTRIM, MULTI, and what the \
-             scripts call: see docs/redis.md); grant them in the ACL ({e})"
+             CLIENT UNBLOCK, CLIENT INFO, SADD, SMEMBERS, ZCOUNT, ZRANGEBYSCORE, LPUSH, LTRIM, MULTI, WAIT, \
+             CLUSTER SLOTS on a cluster, and what the scripts call: see docs/redis.md); grant them in the ACL ({e})"
         ),
         _ => format!("Redis refused the operation ({e})"),
     };

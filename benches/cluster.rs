@@ -5,7 +5,9 @@
 //! cargo bench --bench cluster --features redis,test-util -- --jobs 60000 --rounds 3
 //! ```
 //!
-//! Starts its own servers (like the tests): one Redis; a 3-master cluster;
+//! Starts its own servers (like the tests): one Redis; one Redis in
+//! cluster mode serving every slot (what cluster mode costs by itself); a
+//! 3-master cluster;
 //! one Redis with a replica, without and with `wait_for_replicas(1, …)`.
 //! The same workload on each: `--jobs` no-op jobs over six queues (two on
 //! each master of the cluster), enqueued in batches of 1,000 spanning all
@@ -114,6 +116,16 @@ fn setups() -> Vec<Setup> {
         cluster: None,
         wait: false,
     }];
+    // One node in cluster mode: what cluster mode itself costs Redis,
+    // apart from spreading the queues.
+    let one_node = RedisServer::start_with(RedisServerOptions::new().cluster(true)).expect("redis-server");
+    out.push(Setup {
+        name: "cluster-1-node",
+        url: one_node.broker_url(),
+        masters: vec![one_node],
+        cluster: None,
+        wait: false,
+    });
     let cluster = RedisCluster::start(3, 0).expect("redis-server");
     // Measure the cluster's masters through servers of their own ports.
     out.push(Setup {
@@ -125,10 +137,9 @@ fn setups() -> Vec<Setup> {
     });
     for wait in [false, true] {
         let master = RedisServer::start().expect("redis-server");
-        let replica = RedisServer::start_with(RedisServerOptions::new().args([
-            "--replicaof".to_owned(),
-            format!("127.0.0.1 {}", master.port()),
-        ]))
+        let replica = RedisServer::start_with(
+            RedisServerOptions::new().args(["--replicaof".to_owned(), format!("127.0.0.1 {}", master.port())]),
+        )
         .expect("redis-server");
         let started = Instant::now();
         loop {
@@ -282,7 +293,10 @@ fn main() {
             other => panic!("unknown argument `{other}`: use --jobs N, --rounds N"),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let setups = setups();
     for setup in &setups {
         let results: Vec<serde_json::Value> = (0..rounds).map(|_| runtime.block_on(round(setup, jobs))).collect();

@@ -275,7 +275,12 @@ impl RedisCluster {
     pub fn slot(key: &str) -> u16 {
         let tag = key
             .find('{')
-            .and_then(|open| key[open + 1..].find('}').filter(|len| *len > 0).map(|len| &key[open + 1..open + 1 + len]))
+            .and_then(|open| {
+                key[open + 1..]
+                    .find('}')
+                    .filter(|len| *len > 0)
+                    .map(|len| &key[open + 1..open + 1 + len])
+            })
             .unwrap_or(key);
         crc16_xmodem(tag.as_bytes()) % 16384
     }
@@ -336,7 +341,15 @@ impl RedisCluster {
             if keys.is_empty() {
                 break;
             }
-            let mut migrate = cmd(&["MIGRATE", "127.0.0.1", &target.port().to_string(), "", "0", "5000", "KEYS"]);
+            let mut migrate = cmd(&[
+                "MIGRATE",
+                "127.0.0.1",
+                &target.port().to_string(),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+            ]);
             migrate.arg(&keys);
             run(source, &migrate).expect("MIGRATE");
         };
@@ -378,7 +391,11 @@ fn crc16_xmodem(bytes: &[u8]) -> u16 {
     for &b in bytes {
         crc ^= u16::from(b) << 8;
         for _ in 0..8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
         }
     }
     crc
@@ -386,7 +403,9 @@ fn crc16_xmodem(bytes: &[u8]) -> u16 {
 
 /// Sends `signal` (`-STOP`, `-CONT`) to a running server.
 fn signal(server: &RedisServer, signal: &str) {
-    let pid = server.pid().unwrap_or_else(|| panic!("node on port {} is not running", server.port()));
+    let pid = server
+        .pid()
+        .unwrap_or_else(|| panic!("node on port {} is not running", server.port()));
     let status = Command::new("kill")
         .arg(signal)
         .arg(pid.to_string())
@@ -399,7 +418,10 @@ impl Drop for RedisCluster {
     fn drop(&mut self) {
         // Paused nodes must run again to die cleanly.
         for node in self.nodes.iter().filter(|n| n.pid().is_some()) {
-            let _ = Command::new("kill").arg("-CONT").arg(node.pid().unwrap_or_default().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(node.pid().unwrap_or_default().to_string())
+                .status();
         }
         if let Some(mut watchdog) = self.watchdog.take() {
             let _ = watchdog.kill();
@@ -472,10 +494,14 @@ impl RedisSentinels {
         for s in &set.sentinels {
             let client = redis::Client::open(format!("redis://127.0.0.1:{}", s.port)).ok();
             poll("a sentinel discovering the replica and its peers", FORMING, || {
-                let mut conn = client.as_ref()?.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
+                let mut conn = client
+                    .as_ref()?
+                    .get_connection_with_timeout(Duration::from_millis(500))
+                    .ok()?;
                 let replicas: Vec<redis::Value> =
                     cmd(&["SENTINEL", "REPLICAS", SENTINEL_MASTER]).query(&mut conn).ok()?;
-                let peers: Vec<redis::Value> = cmd(&["SENTINEL", "SENTINELS", SENTINEL_MASTER]).query(&mut conn).ok()?;
+                let peers: Vec<redis::Value> =
+                    cmd(&["SENTINEL", "SENTINELS", SENTINEL_MASTER]).query(&mut conn).ok()?;
                 (!replicas.is_empty() && peers.len() == 2).then_some(())
             });
         }
@@ -509,7 +535,6 @@ impl RedisSentinels {
             Some(port)
         })
     }
-
 }
 
 /// The steps of a failover, the same on a [`RedisCluster`] and on
@@ -705,7 +730,10 @@ fn start_sentinel(binary: &std::path::Path, master_port: u16) -> Sentinel {
         let _ = child.kill();
         let _ = child.wait();
     }
-    panic!("redis sentinel would not start; see {}", dir.join("sentinel.log").display());
+    panic!(
+        "redis sentinel would not start; see {}",
+        dir.join("sentinel.log").display()
+    );
 }
 
 #[cfg(test)]

@@ -66,7 +66,10 @@ async fn the_commands_list_and_act_on_queues_of_every_master() {
     let retried = cli_json(&url, &["dlq", "retry-all"]);
     assert_eq!(retried["retried"], 3, "{retried}");
     for (name, id) in names.iter().zip(&ids) {
-        assert!(broker.get_dead(&queue(name), *id).await.unwrap().is_none(), "{name} retried");
+        assert!(
+            broker.get_dead(&queue(name), *id).await.unwrap().is_none(),
+            "{name} retried"
+        );
     }
 
     assert_eq!(cli_json(&url, &["health"])["status"], "ok");

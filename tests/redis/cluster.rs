@@ -34,7 +34,8 @@ async fn a_plain_url_to_a_cluster_node_is_refused_with_how_to_connect() {
     assert!(matches!(err, Error::InvalidConfig(_)), "{err}");
     let message = err.to_string();
     assert!(
-        message.contains("Redis Cluster node") && message.contains(&format!("redis+cluster://127.0.0.1:{}", server.port())),
+        message.contains("Redis Cluster node")
+            && message.contains(&format!("redis+cluster://127.0.0.1:{}", server.port())),
         "{message}"
     );
     // The URL it names works.

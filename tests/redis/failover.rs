@@ -130,7 +130,10 @@ impl Producer {
     /// Waits until `more` further jobs are acknowledged.
     async fn wait_for_more(&self, more: usize, what: &str) {
         let target = self.acknowledged() + more;
-        eventually(what, Duration::from_secs(20), || async { self.acknowledged() >= target }).await;
+        eventually(what, Duration::from_secs(20), || async {
+            self.acknowledged() >= target
+        })
+        .await;
     }
 
     async fn finish(self) -> (Vec<JobId>, usize) {
@@ -142,10 +145,36 @@ impl Producer {
 /// The 30 queues of the spread test and their kinds (one handler per kind,
 /// one kind per queue).
 const SPREAD_QUEUES: [&str; 30] = [
-    "spread:q0", "spread:q1", "spread:q2", "spread:q3", "spread:q4", "spread:q5", "spread:q6", "spread:q7",
-    "spread:q8", "spread:q9", "spread:q10", "spread:q11", "spread:q12", "spread:q13", "spread:q14", "spread:q15",
-    "spread:q16", "spread:q17", "spread:q18", "spread:q19", "spread:q20", "spread:q21", "spread:q22", "spread:q23",
-    "spread:q24", "spread:q25", "spread:q26", "spread:q27", "spread:q28", "spread:q29",
+    "spread:q0",
+    "spread:q1",
+    "spread:q2",
+    "spread:q3",
+    "spread:q4",
+    "spread:q5",
+    "spread:q6",
+    "spread:q7",
+    "spread:q8",
+    "spread:q9",
+    "spread:q10",
+    "spread:q11",
+    "spread:q12",
+    "spread:q13",
+    "spread:q14",
+    "spread:q15",
+    "spread:q16",
+    "spread:q17",
+    "spread:q18",
+    "spread:q19",
+    "spread:q20",
+    "spread:q21",
+    "spread:q22",
+    "spread:q23",
+    "spread:q24",
+    "spread:q25",
+    "spread:q26",
+    "spread:q27",
+    "spread:q28",
+    "spread:q29",
 ];
 
 /// A job of queue `SPREAD_QUEUES[N]`, kind `spread:qN`.
@@ -167,7 +196,11 @@ struct SpreadRuns<const N: usize>(Runs);
 impl<const N: usize> flagship_worker::Handler for SpreadRuns<N> {
     type Job = Spread<N>;
 
-    async fn handle(&self, _: Spread<N>, ctx: &flagship_worker::JobContext) -> Result<(), flagship_worker::HandlerError> {
+    async fn handle(
+        &self,
+        _: Spread<N>,
+        ctx: &flagship_worker::JobContext,
+    ) -> Result<(), flagship_worker::HandlerError> {
         *self.0 .0.lock().unwrap().entry(ctx.id).or_default() += 1;
         Ok(())
     }
@@ -253,7 +286,9 @@ async fn failover(ha: &mut impl Failover, wait: bool) -> Loss {
     let worker = worker(working, &runs);
     let running = run(&worker);
     let producer = Producer::start(producing.clone(), queue.clone(), Duration::from_millis(300));
-    producer.wait_for_more(100, "jobs acknowledged before the failover").await;
+    producer
+        .wait_for_more(100, "jobs acknowledged before the failover")
+        .await;
 
     let master = ha.master_of(queue.as_str());
     let replica = ha.replica_for(master);
@@ -270,8 +305,14 @@ async fn failover(ha: &mut impl Failover, wait: bool) -> Loss {
         .await;
     let after = runs.ran().len();
     let (acknowledged, failed_batches) = producer.finish().await;
-    eventually("the queue drained", Duration::from_secs(30), || drained(&producing, std::slice::from_ref(&queue))).await;
-    assert!(runs.ran().len() > after, "the worker kept running jobs after the failover");
+    eventually("the queue drained", Duration::from_secs(30), || {
+        drained(&producing, std::slice::from_ref(&queue))
+    })
+    .await;
+    assert!(
+        runs.ran().len() > after,
+        "the worker kept running jobs after the failover"
+    );
     stop(vec![running]).await;
 
     let ran = runs.ran();
@@ -290,13 +331,19 @@ async fn cluster_failover_loses_no_acknowledged_job_with_wait() {
     let without = failover(&mut cluster, false).await;
     let with = failover(&mut cluster, true).await;
     eprintln!("cluster failover without WAIT: {without:?}; with WAIT: {with:?}");
-    assert!(with.acknowledged >= 200, "the producer went on through the failover: {with:?}");
+    assert!(
+        with.acknowledged >= 200,
+        "the producer went on through the failover: {with:?}"
+    );
     assert!(
         without.lost > 0,
         "without WAIT the cut-off writes should be lost, or the run with WAIT proves nothing: {without:?}"
     );
     assert_eq!(with.lost, 0, "with WAIT no acknowledged job may be lost: {with:?}");
-    assert!(with.failed_batches > 0, "with WAIT, enqueues the replica never saw must fail: {with:?}");
+    assert!(
+        with.failed_batches > 0,
+        "with WAIT, enqueues the replica never saw must fail: {with:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -307,13 +354,19 @@ async fn sentinel_failover_loses_no_acknowledged_job_with_wait() {
     let without = failover(&mut set, false).await;
     let with = failover(&mut set, true).await;
     eprintln!("sentinel failover without WAIT: {without:?}; with WAIT: {with:?}");
-    assert!(with.acknowledged >= 200, "the producer went on through the failover: {with:?}");
+    assert!(
+        with.acknowledged >= 200,
+        "the producer went on through the failover: {with:?}"
+    );
     assert!(
         without.lost > 0,
         "without WAIT the cut-off writes should be lost, or the run with WAIT proves nothing: {without:?}"
     );
     assert_eq!(with.lost, 0, "with WAIT no acknowledged job may be lost: {with:?}");
-    assert!(with.failed_batches > 0, "with WAIT, enqueues the replica never saw must fail: {with:?}");
+    assert!(
+        with.failed_batches > 0,
+        "with WAIT, enqueues the replica never saw must fail: {with:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -337,7 +390,10 @@ async fn moving_a_queues_slot_while_workers_run_loses_nothing_and_strands_nothin
     producer.wait_for_more(100, "jobs acknowledged after the move").await;
     let after = runs.ran().len();
     let (acknowledged, failed_batches) = producer.finish().await;
-    eventually("the queue drained", Duration::from_secs(30), || drained(&broker, std::slice::from_ref(&queue))).await;
+    eventually("the queue drained", Duration::from_secs(30), || {
+        drained(&broker, std::slice::from_ref(&queue))
+    })
+    .await;
     assert!(runs.ran().len() > after, "the worker kept running jobs after the move");
     stop(vec![running]).await;
 

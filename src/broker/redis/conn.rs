@@ -114,7 +114,10 @@ pub(super) fn parse_url(url: &str) -> Result<Topology> {
                 return Err(bad("it names no sentinel"));
             }
             let mut parts = path.split('/');
-            let master = parts.next().filter(|m| !m.is_empty()).ok_or_else(|| bad("it names no master"))?;
+            let master = parts
+                .next()
+                .filter(|m| !m.is_empty())
+                .ok_or_else(|| bad("it names no master"))?;
             let db = parts.next().filter(|d| !d.is_empty()).unwrap_or("0");
             Ok(Topology::Sentinel {
                 sentinels: seeds.iter().map(|host| format!("redis://{host}")).collect(),
@@ -156,8 +159,9 @@ impl NodeAddr {
 pub(super) enum Conn {
     /// One server.
     Single(ConnectionManager),
-    /// A cluster, routed per key.
-    Cluster(ClusterConnection),
+    /// A cluster, routed per key, with the nodes last seen serving each
+    /// hash tag (shared by clones).
+    Cluster(ClusterConnection, Owners),
     /// The master the sentinels name.
     Sentinel(SentinelConn),
 }
@@ -166,7 +170,7 @@ impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Conn::Single(_) => "Conn::Single",
-            Conn::Cluster(_) => "Conn::Cluster",
+            Conn::Cluster(..) => "Conn::Cluster",
             Conn::Sentinel(_) => "Conn::Sentinel",
         })
     }
@@ -175,14 +179,19 @@ impl fmt::Debug for Conn {
 impl Conn {
     /// Whether calls on several slots must go separately (a cluster).
     pub(super) fn is_cluster(&self) -> bool {
-        matches!(self, Conn::Cluster(_))
+        matches!(self, Conn::Cluster(..))
+    }
+
+    /// A cluster connection with nothing known about its nodes yet.
+    pub(super) fn cluster(conn: ClusterConnection) -> Self {
+        Conn::Cluster(conn, Owners::default())
     }
 
     /// Sends `cmd` to the node at `addr` (a cluster), or to the one server
     /// (or master) otherwise.
     pub(super) async fn on_node(&mut self, addr: &NodeAddr, cmd: &Cmd) -> RedisResult<Value> {
         match self {
-            Conn::Cluster(conn) => {
+            Conn::Cluster(conn, _) => {
                 let route = SingleNodeRoutingInfo::ByAddress {
                     host: addr.host.clone(),
                     port: addr.port,
@@ -193,29 +202,85 @@ impl Conn {
         }
     }
 
-    /// The address of the cluster node serving `key`'s slot, as the cluster
-    /// connection sees it (`laddr` of `CLIENT INFO` sent there); `None` for
-    /// a connection that is not to a cluster.
+    /// The address of the cluster node serving `key`'s slot: the one last
+    /// seen, or the one it announces (`CLUSTER NODES` sent there; `laddr`
+    /// of `CLIENT INFO` when it announces none); `None` for a connection
+    /// that is not to a cluster.
     pub(super) async fn owner(&mut self, key: &str) -> RedisResult<Option<NodeAddr>> {
-        let Conn::Cluster(conn) = self else {
+        let Conn::Cluster(conn, owners) = self else {
             return Ok(None);
         };
-        let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master));
-        let mut cmd = redis::cmd("CLIENT");
-        cmd.arg("INFO");
-        let info: String =
-            redis::FromRedisValue::from_redis_value(conn.route_command(cmd, RoutingInfo::SingleNode(route)).await?)?;
-        let addr = info
-            .split_whitespace()
-            .find_map(|field| field.strip_prefix("laddr="))
-            .and_then(NodeAddr::parse);
+        if let Some(addr) = owners.get(key) {
+            return Ok(Some(addr));
+        }
+        let route = || {
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+                key,
+                SlotAddr::Master,
+            )))
+        };
+        // The address the node announces (as the cluster names it to clients) ...
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("NODES");
+        let nodes: String = redis::FromRedisValue::from_redis_value(conn.route_command(cmd, route()).await?)?;
+        let mut addr = nodes
+            .lines()
+            .find(|line| {
+                line.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|flags| flags.contains("myself"))
+            })
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|addr| addr.split('@').next())
+            .and_then(NodeAddr::parse)
+            .filter(|addr| !addr.host.is_empty());
+        if addr.is_none() {
+            // ... or, on a node that announces none (a lone node), the
+            // address this connection reached it at.
+            let mut cmd = redis::cmd("CLIENT");
+            cmd.arg("INFO");
+            let info: String = redis::FromRedisValue::from_redis_value(conn.route_command(cmd, route()).await?)?;
+            addr = info
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("laddr="))
+                .and_then(NodeAddr::parse);
+        }
         match addr {
-            Some(addr) => Ok(Some(addr)),
+            Some(addr) => {
+                owners.set(key, Some(addr.clone()));
+                Ok(Some(addr))
+            }
             None => Err(RedisError::from((
                 ErrorKind::Client,
-                "CLIENT INFO did not say the node's address",
+                "the cluster node serving a queue did not say its address (CLUSTER NODES, CLIENT INFO)",
             ))),
         }
+    }
+
+    /// Records that `key`'s slot moved to `addr` (from a `MOVED` reply), or
+    /// forgets where it is (`None`: the node failed).
+    pub(super) fn moved(&self, key: &str, addr: Option<NodeAddr>) {
+        if let Conn::Cluster(_, owners) = self {
+            owners.set(key, addr);
+        }
+    }
+
+    /// Sends `pipeline` (commands whose keys the node at `addr` serves) to
+    /// that node in one request; `Ok` holds one reply per command, errors
+    /// included. Only for a cluster connection.
+    pub(super) async fn pipeline_on(&mut self, addr: &NodeAddr, pipeline: Pipeline) -> RedisResult<Vec<Value>> {
+        let Conn::Cluster(conn, _) = self else {
+            return Err(RedisError::from((
+                ErrorKind::Client,
+                "a node pipeline needs a cluster connection",
+            )));
+        };
+        let count = pipeline.len();
+        let route = SingleNodeRoutingInfo::ByAddress {
+            host: addr.host.clone(),
+            port: addr.port,
+        };
+        conn.route_pipeline(pipeline, 0, count, route).await
     }
 
     /// The client for a connection of its own to the master (Sentinel
@@ -232,7 +297,7 @@ impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Conn::Single(conn) => conn.req_packed_command(cmd),
-            Conn::Cluster(conn) => conn.req_packed_command(cmd),
+            Conn::Cluster(conn, _) => conn.req_packed_command(cmd),
             Conn::Sentinel(conn) => Box::pin(conn.command(cmd)),
         }
     }
@@ -245,7 +310,7 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(conn, _) => conn.req_packed_commands(pipeline, offset, count),
             Conn::Sentinel(conn) => Box::pin(conn.commands(pipeline, offset, count)),
         }
     }
@@ -253,9 +318,43 @@ impl ConnectionLike for Conn {
     fn get_db(&self) -> i64 {
         match self {
             Conn::Single(conn) => conn.get_db(),
-            Conn::Cluster(conn) => conn.get_db(),
+            Conn::Cluster(conn, _) => conn.get_db(),
             Conn::Sentinel(_) => 0,
         }
+    }
+}
+
+/// The cluster node last seen serving each hash tag (each queue), shared
+/// by clones of a [`Conn`]. Filled on first use, corrected by `MOVED`,
+/// emptied for a tag whose node failed.
+#[derive(Clone, Default)]
+pub(super) struct Owners(Arc<Mutex<std::collections::HashMap<String, NodeAddr>>>);
+
+impl Owners {
+    /// The hash tag of `key` (`q` of `{q}:jobs`), or the whole key.
+    fn tag(key: &str) -> &str {
+        key.find('{')
+            .and_then(|open| {
+                let rest = &key[open + 1..];
+                rest.find('}').filter(|len| *len > 0).map(|len| &rest[..len])
+            })
+            .unwrap_or(key)
+    }
+
+    fn get(&self, key: &str) -> Option<NodeAddr> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(Self::tag(key))
+            .cloned()
+    }
+
+    fn set(&self, key: &str, addr: Option<NodeAddr>) {
+        let mut owners = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match addr {
+            Some(addr) => owners.insert(Self::tag(key).to_owned(), addr),
+            None => owners.remove(Self::tag(key)),
+        };
     }
 }
 
@@ -284,7 +383,11 @@ struct SentinelShared {
 
 impl SentinelConn {
     /// Asks the sentinels for the master and connects to it.
-    pub(super) async fn connect(sentinel: SentinelClient, connect_timeout: Duration, response_timeout: Duration) -> Result<Self> {
+    pub(super) async fn connect(
+        sentinel: SentinelClient,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Result<Self> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(connect_timeout))
             .set_response_timeout(Some(response_timeout));
@@ -315,7 +418,9 @@ impl SentinelConn {
             return Ok(master);
         }
         let client = sentinel.async_get_client().await?;
-        let conn = client.get_multiplexed_async_connection_with_config(&self.0.config).await?;
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&self.0.config)
+            .await?;
         let mut current = self.0.current.lock().unwrap_or_else(|p| p.into_inner());
         let generation = current.as_ref().map_or(0, |m| m.generation) + 1;
         tracing::info!(master = %client.get_connection_info().addr(), "connected to the Redis master named by the sentinels");
@@ -419,7 +524,11 @@ mod tests {
             panic!("a cluster URL");
         };
         assert_eq!(nodes, ["redis://u:p@h1:7001", "redis://u:p@h2:7002"]);
-        let Ok(Topology::Sentinel { sentinels, master, node }) = parse_url("redis+sentinel://s1:26379,s2:26380/main/3")
+        let Ok(Topology::Sentinel {
+            sentinels,
+            master,
+            node,
+        }) = parse_url("redis+sentinel://s1:26379,s2:26380/main/3")
         else {
             panic!("a sentinel URL");
         };
@@ -441,6 +550,18 @@ mod tests {
             let err = parse_url(url).err().unwrap_or_else(|| panic!("{url} accepted"));
             assert!(err.to_string().contains("redis+cluster://"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn owners_are_kept_per_hash_tag() {
+        assert_eq!(Owners::tag("{flagship:audit}:jobs"), "flagship:audit");
+        assert_eq!(Owners::tag("flagship-worker:queues"), "flagship-worker:queues");
+        let owners = Owners::default();
+        let addr = NodeAddr::parse("127.0.0.1:7001");
+        owners.set("{q}:jobs", addr.clone());
+        assert_eq!(owners.get("{q}:wake"), addr);
+        owners.set("{q}:ready", None);
+        assert_eq!(owners.get("{q}:jobs"), None);
     }
 
     #[test]

@@ -272,7 +272,9 @@ impl RedisBrokerBuilder {
             ));
         }
         if self.replicas.is_some_and(|r| r.timeout.is_zero()) {
-            return Err(Error::InvalidConfig("the replica wait timeout must be above zero".into()));
+            return Err(Error::InvalidConfig(
+                "the replica wait timeout must be above zero".into(),
+            ));
         }
         let topology = self.topology.clone().map_err(Error::InvalidConfig)?;
         let (mut conn, waiters, addr) = match &topology {
@@ -326,7 +328,9 @@ impl RedisBrokerBuilder {
             .collect::<redis::RedisResult<Vec<_>>>()
             .map_err(|e| Error::InvalidConfig(format!("a Redis Cluster node URL is not valid: {e}; {URL_FORMS}")))?;
         let Some(seed) = infos.first().cloned() else {
-            return Err(Error::InvalidConfig(format!("no Redis Cluster node given; {URL_FORMS}")));
+            return Err(Error::InvalidConfig(format!(
+                "no Redis Cluster node given; {URL_FORMS}"
+            )));
         };
         let client = ClusterClientBuilder::new(infos)
             .connection_timeout(self.connect_timeout)
@@ -348,15 +352,21 @@ impl RedisBrokerBuilder {
         })?;
         let addr = format!("cluster via {}", seed.addr());
         let waiters = Waiters::new(wait::Nodes::Cluster(seed), self.connect_timeout);
-        Ok((Conn::Cluster(conn), waiters, addr))
+        Ok((Conn::cluster(conn), waiters, addr))
     }
 
     /// The master the sentinels name.
-    async fn connect_sentinel(&self, sentinels: &[String], master: &str, node: &str) -> Result<(Conn, Waiters, String)> {
+    async fn connect_sentinel(
+        &self,
+        sentinels: &[String],
+        master: &str,
+        node: &str,
+    ) -> Result<(Conn, Waiters, String)> {
         let node_info = node
             .into_connection_info()
             .map_err(|e| Error::InvalidConfig(format!("the Redis Sentinel URL is not valid: {e}; {URL_FORMS}")))?;
-        let node_info = SentinelNodeConnectionInfo::default().set_redis_connection_info(node_info.redis_settings().clone());
+        let node_info =
+            SentinelNodeConnectionInfo::default().set_redis_connection_info(node_info.redis_settings().clone());
         let sentinel = SentinelClient::build(
             sentinels.iter().map(String::as_str).collect(),
             master.to_owned(),
@@ -367,7 +377,11 @@ impl RedisBrokerBuilder {
         let conn = SentinelConn::connect(sentinel, self.connect_timeout, self.response_timeout).await?;
         let conn = Conn::Sentinel(conn);
         let waiters = Waiters::new(wait::Nodes::Master(conn.clone()), self.connect_timeout);
-        Ok((conn, waiters, format!("master `{master}` via {} sentinels", sentinels.len())))
+        Ok((
+            conn,
+            waiters,
+            format!("master `{master}` via {} sentinels", sentinels.len()),
+        ))
     }
 }
 
@@ -400,7 +414,7 @@ async fn check_eviction_policy(conn: &mut Conn, allow_eviction: bool) -> Result<
     let mut cmd = redis::cmd("CONFIG");
     cmd.arg("GET").arg("maxmemory-policy");
     let reply = match conn {
-        Conn::Cluster(cluster) => {
+        Conn::Cluster(cluster, _) => {
             use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
             cluster
                 .route_command(cmd, RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)))

@@ -19,9 +19,11 @@
 //! wake-up token is pushed back in case the dropped `BLPOP` took one meant
 //! for another worker.
 
-use std::{collections::HashMap, future::Future, sync::Mutex, time::Duration};
+use std::{future::Future, sync::Mutex, time::Duration};
 
-use redis::{aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, ServerErrorKind};
+use redis::{
+    aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, ServerErrorKind,
+};
 
 use super::{
     conn::{Conn, NodeAddr},
@@ -75,8 +77,6 @@ pub(super) struct Waiters {
     connect_timeout: Duration,
     /// Connections not blocked right now.
     idle: Mutex<Vec<Blocker>>,
-    /// On a cluster: the node last known to serve each wake-up key.
-    owners: Mutex<HashMap<String, NodeAddr>>,
 }
 
 impl std::fmt::Debug for Waiters {
@@ -100,7 +100,6 @@ impl Waiters {
             nodes,
             connect_timeout,
             idle: Mutex::new(Vec::new()),
-            owners: Mutex::new(HashMap::new()),
         }
     }
 
@@ -126,20 +125,10 @@ impl Waiters {
                 })
             }
             Nodes::Cluster(seed) => {
-                let known = self.owners.lock().unwrap_or_else(|p| p.into_inner()).get(wake_key).cloned();
-                let addr = match known {
-                    Some(addr) => addr,
-                    None => {
-                        let addr = main.clone().owner(wake_key).await.map_err(map_err)?.ok_or_else(|| {
-                            Error::Backend("the cluster connection did not name the node of a queue".into())
-                        })?;
-                        self.owners
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(wake_key.to_owned(), addr.clone());
-                        addr
-                    }
-                };
+                let addr =
+                    main.clone().owner(wake_key).await.map_err(map_err)?.ok_or_else(|| {
+                        Error::Backend("the cluster connection did not name the node of a queue".into())
+                    })?;
                 let info = seed.clone().set_addr(ConnectionAddr::Tcp(addr.host.clone(), addr.port));
                 let client = redis::Client::open(info).map_err(map_err)?;
                 Ok(Target {
@@ -153,8 +142,8 @@ impl Waiters {
 
     /// Forgets what is known about `wake_key`'s node and drops the pooled
     /// connections to `node` (they likely died with the one that failed).
-    fn forget(&self, wake_key: &str, node: &str) {
-        self.owners.lock().unwrap_or_else(|p| p.into_inner()).remove(wake_key);
+    fn forget(&self, main: &Conn, wake_key: &str, node: &str) {
+        main.moved(wake_key, None);
         self.idle
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -256,13 +245,9 @@ impl Waiters {
             }
             Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::Moved) => {
                 // The slot moved: the next wait goes to its new owner.
-                if let Some(addr) = e.redirect_node().and_then(|(addr, _)| NodeAddr::parse(addr)) {
-                    tracing::debug!(node = %addr, "queue's slot moved; waiting there next");
-                    self.owners
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(wake_key.to_owned(), addr);
-                }
+                let addr = e.redirect_node().and_then(|(addr, _)| NodeAddr::parse(addr));
+                tracing::debug!(node = ?addr, "queue's slot moved; waiting there next");
+                main.moved(wake_key, addr);
                 self.put_back(blocker);
                 Ok(Woken::Timeout)
             }
@@ -273,7 +258,7 @@ impl Waiters {
                 Ok(Woken::Timeout)
             }
             Ok(Err(e)) => {
-                self.forget(wake_key, &target.node);
+                self.forget(main, wake_key, &target.node);
                 Err(map_err(e))
             }
             Err(_) => Err(Error::Unavailable(

@@ -335,9 +335,10 @@ impl RedisCluster {
         ok(source, &["CLUSTER", "SETSLOT", &slot_s, "MIGRATING", &target_id]);
         let migrate_all = || loop {
             let keys: Vec<String> = redis::from_redis_value(
-                run(source, &cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"])).expect("CLUSTER GETKEYSINSLOT"),
+                run(source, &cmd(&["CLUSTER", "GETKEYSINSLOT", &slot_s, "100"]))
+                    .unwrap_or_else(|e| panic!("CLUSTER GETKEYSINSLOT failed: {e}")),
             )
-            .expect("a list of keys");
+            .unwrap_or_else(|e| panic!("CLUSTER GETKEYSINSLOT did not return keys: {e}"));
             if keys.is_empty() {
                 break;
             }
@@ -351,7 +352,9 @@ impl RedisCluster {
                 "KEYS",
             ]);
             migrate.arg(&keys);
-            run(source, &migrate).expect("MIGRATE");
+            if let Err(e) = run(source, &migrate) {
+                panic!("MIGRATE failed: {e}");
+            }
         };
         migrate_all();
         ok(target, &["CLUSTER", "SETSLOT", &slot_s, "NODE", &target_id]);
@@ -640,7 +643,9 @@ impl Failover for RedisSentinels {
     }
 
     fn master_of(&self, _queue: &str) -> usize {
-        let port = self.master_port().expect("the sentinels name a master");
+        let port = self
+            .master_port()
+            .unwrap_or_else(|| panic!("the sentinels name no master"));
         self.nodes
             .iter()
             .position(|n| n.port() == port)
@@ -679,7 +684,9 @@ impl Failover for RedisSentinels {
         self.nodes[i].start_again();
         // What the sentinels would send once they notice it (their check
         // of a returning node runs every 10 s).
-        let master = self.master_port().expect("the sentinels name a master");
+        let master = self
+            .master_port()
+            .unwrap_or_else(|| panic!("the sentinels name no master"));
         let _: Option<()> = query(&self.nodes[i], &cmd(&["REPLICAOF", "127.0.0.1", &master.to_string()]));
         poll("the old master becoming a synced replica", FORMING, || {
             let info: String = query(&self.nodes[i], &cmd(&["INFO", "replication"]))?;

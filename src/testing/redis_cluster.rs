@@ -548,11 +548,16 @@ pub trait Failover {
     /// The URL a broker connects with.
     fn broker_url(&self) -> String;
 
-    /// Node `i`.
-    fn server(&self, i: usize) -> &RedisServer;
+    /// The nodes (not the sentinels).
+    fn servers(&self) -> &[RedisServer];
 
-    /// Node `i`, to kill or restart.
-    fn server_mut(&mut self, i: usize) -> &mut RedisServer;
+    /// The nodes, to kill or restart.
+    fn servers_mut(&mut self) -> &mut [RedisServer];
+
+    /// Node `i`.
+    fn server(&self, i: usize) -> &RedisServer {
+        &self.servers()[i]
+    }
 
     /// The node serving `queue`'s keys as master now.
     fn master_of(&self, queue: &str) -> usize;
@@ -587,7 +592,7 @@ pub trait Failover {
 
     /// Kills node `i` with `SIGKILL`.
     fn kill(&mut self, i: usize) {
-        self.server_mut(i).kill();
+        self.servers_mut()[i].kill();
     }
 }
 
@@ -596,12 +601,12 @@ impl Failover for RedisCluster {
         self.url()
     }
 
-    fn server(&self, i: usize) -> &RedisServer {
-        &self.nodes[i]
+    fn servers(&self) -> &[RedisServer] {
+        &self.nodes
     }
 
-    fn server_mut(&mut self, i: usize) -> &mut RedisServer {
-        &mut self.nodes[i]
+    fn servers_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
     }
 
     fn master_of(&self, queue: &str) -> usize {
@@ -634,12 +639,12 @@ impl Failover for RedisSentinels {
         self.url()
     }
 
-    fn server(&self, i: usize) -> &RedisServer {
-        &self.nodes[i]
+    fn servers(&self) -> &[RedisServer] {
+        &self.nodes
     }
 
-    fn server_mut(&mut self, i: usize) -> &mut RedisServer {
-        &mut self.nodes[i]
+    fn servers_mut(&mut self) -> &mut [RedisServer] {
+        &mut self.nodes
     }
 
     fn master_of(&self, _queue: &str) -> usize {

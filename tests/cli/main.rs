@@ -7,6 +7,8 @@
 //! PostgreSQL test uses a database of its own (and skips likewise unless
 //! `FLAGSHIP_REQUIRE_POSTGRES=1`).
 
+mod cluster;
+
 use std::{
     process::{Command, Output},
     time::Duration,

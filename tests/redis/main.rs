@@ -5,7 +5,9 @@
 
 mod broker;
 mod cluster;
+mod cluster_conformance;
 mod conformance;
+mod failover;
 mod faults;
 mod garbage;
 mod history;

@@ -16,10 +16,11 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use redis::{aio::ConnectionManager, Value};
+use redis::Value;
 use tokio::sync::oneshot;
 
 use super::{
+    conn::Conn,
     decode::{self, array, bytes, int, ms_to_time, shown_id, Poison},
     history::layout_args,
     keys::QueueKeys,
@@ -43,7 +44,7 @@ const RESTORE_MAX_READY: usize = 4_096;
 #[derive(Clone)]
 pub(super) struct Leaser {
     /// The broker's shared connection.
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: Conn,
     /// The queue's key names.
     pub(super) keys: Arc<QueueKeys>,
     /// The queue.

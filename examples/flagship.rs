@@ -111,17 +111,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     println!("FlagShip demo: in-memory broker, logging mailer and webhook sender\n");
     let mut config = OrgConfig::new("acme");
-    config.limits.push(UsageLimit {
-        metric: "api_calls".into(),
-        period: PeriodKind::Hourly,
-        limit: 100,
-    });
+    config
+        .limits
+        .push(UsageLimit::new("api_calls", PeriodKind::Hourly, 100));
     config.notifications.email_recipients = vec!["ops@acme.example".into()];
     config.notifications.webhook = Some(WebhookEndpoint {
         url: "https://hooks.acme.example/flagship".into(),
         secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD".into(),
     });
-    config.on_limit_exceeded = EnforcementConfig {
+    config.limits[0].on_exceeded = EnforcementConfig {
         disable_flags: vec!["new-checkout".into()],
         block_api_keys: vec!["key-live-1".into()],
         notify: false,
@@ -264,14 +262,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let notification = NotificationJob {
         notification_id: Some("manual-1".into()),
         org_id: "acme".into(),
-        notice: Notice::LimitExceeded(UsageAlert {
-            metric: "api_calls".into(),
-            period: PeriodKind::Hourly,
-            period_start: hour.period_start,
-            limit: 100,
-            current: 105,
-            threshold_percent: 100,
-        }),
+        notice: Notice::LimitExceeded(UsageAlert::new("api_calls", 100).with_usage(
+            PeriodKind::Hourly,
+            hour.period_start,
+            100,
+            105,
+        )),
     };
     let id = client.enqueue(&notification).await?.id();
     let queue = QueueName::new(NOTIFICATIONS_QUEUE)?;

@@ -23,6 +23,26 @@ pub const ENVELOPE_VERSION: u32 = 1;
 /// Longer messages are cut at a character boundary and marked `…`.
 pub const MAX_ERROR_BYTES: usize = 8 * 1024;
 
+/// The lowest job priority (reserved last).
+pub const MIN_PRIORITY: i8 = -10;
+
+/// The highest job priority (reserved first).
+pub const MAX_PRIORITY: i8 = 10;
+
+fn is_default_priority(priority: &i8) -> bool {
+    *priority == 0
+}
+
+/// Refuses a priority outside [`MIN_PRIORITY`]`..=`[`MAX_PRIORITY`].
+pub(crate) fn check_priority(priority: i8) -> Result<()> {
+    if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&priority) {
+        return Err(Error::InvalidConfig(format!(
+            "priority {priority} is out of range; use {MIN_PRIORITY} (last) to {MAX_PRIORITY} (first), 0 by default"
+        )));
+    }
+    Ok(())
+}
+
 /// The furthest in the future a job may be scheduled (about ten years).
 pub const MAX_SCHEDULE_AHEAD: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 
@@ -59,6 +79,12 @@ pub struct JobEnvelope {
     /// Per-job override of the retry policy's retry count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<u32>,
+    /// Reservation priority within the queue, from [`MIN_PRIORITY`] to
+    /// [`MAX_PRIORITY`]: a higher priority is reserved first; jobs of one
+    /// priority are reserved oldest first. 0 (the default) when absent.
+    #[serde(default, skip_serializing_if = "is_default_priority")]
+    #[schemars(range(min = -10, max = 10))]
+    pub priority: i8,
     /// When the job was first enqueued.
     pub enqueued_at: DateTime<Utc>,
     /// When the job may run next.
@@ -131,6 +157,7 @@ impl JobEnvelope {
             idempotency_key: None,
             attempt: 0,
             max_retries: None,
+            priority: 0,
             enqueued_at: now,
             run_at: now,
             attempts: Vec::new(),
@@ -152,6 +179,10 @@ impl JobEnvelope {
         }
         if let Some(max) = self.max_retries {
             crate::retry::check_retry_count(max)?;
+        }
+        if let Some(priority) = options.priority {
+            check_priority(priority)?;
+            self.priority = priority;
         }
         self.run_at = match (options.run_at, options.delay) {
             (Some(_), Some(_)) => {
@@ -263,6 +294,7 @@ fn envelope_field_problem(fields: &serde_json::Map<String, serde_json::Value>) -
         shape::<String>(field("idempotency_key"), "idempotency_key", "a string"),
         shape::<u32>(field("attempt"), "attempt", "a non-negative integer"),
         shape::<u32>(field("max_retries"), "max_retries", "a non-negative integer"),
+        shape::<i8>(field("priority"), "priority", "an integer from -10 to 10"),
         timestamp(field("enqueued_at"), "enqueued_at"),
         timestamp(field("run_at"), "run_at"),
         timestamp(field("dead_lettered_at"), "dead_lettered_at"),
@@ -416,6 +448,8 @@ pub struct EnqueueOptions {
     pub idempotency_key: Option<String>,
     /// Overrides the retry policy's number of retries for this job.
     pub max_retries: Option<u32>,
+    /// The job's priority ([`JobEnvelope::priority`]); 0 when `None`.
+    pub priority: Option<i8>,
 }
 
 impl EnqueueOptions {
@@ -445,6 +479,14 @@ impl EnqueueOptions {
     /// Sets the number of retries after the first attempt.
     pub fn max_retries(mut self, retries: u32) -> Self {
         self.max_retries = Some(retries);
+        self
+    }
+
+    /// Sets the job's priority, from [`MIN_PRIORITY`] (reserved last) to
+    /// [`MAX_PRIORITY`] (reserved first); 0 by default. Within one
+    /// priority, jobs are reserved oldest first.
+    pub fn priority(mut self, priority: i8) -> Self {
+        self.priority = Some(priority);
         self
     }
 }

@@ -104,6 +104,34 @@ pub enum Error {
     #[error("job {0} not found")]
     NotFound(JobId),
 
+    /// Something an operator named is not where they looked: a job that
+    /// is not in the dead-letter queue (or not in the state asked about),
+    /// a queue no job was ever sent to, an id prefix that matches no job.
+    /// The message says what was looked for, where, and what to do.
+    #[error("not found: {0}")]
+    Missing(String),
+
+    /// A job id prefix matches more than one job.
+    #[error("id prefix `{prefix}` matches {count} jobs (such as {examples}); give more characters of the id")]
+    AmbiguousId {
+        /// The prefix as given.
+        prefix: String,
+        /// How many jobs it matches.
+        count: usize,
+        /// A few of the ids it matches.
+        examples: String,
+    },
+
+    /// A dead job whose stored record cannot be decoded as a job cannot be
+    /// retried: it would only be dead-lettered again.
+    #[error("job {id} cannot be retried as it is: {reason}; delete it and enqueue a corrected job")]
+    NotRetryable {
+        /// The job.
+        id: JobId,
+        /// Why its record cannot run.
+        reason: String,
+    },
+
     /// A stored envelope could not be read (corrupt data or an unknown
     /// envelope version).
     #[error("corrupt envelope for job {id}: {message}")]

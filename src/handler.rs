@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::{
+    cancellation::Cancellation,
     client::Client,
     envelope::JobEnvelope,
     error::BoxError,
@@ -193,6 +194,9 @@ pub struct JobContext {
     pub worker_id: Arc<str>,
     /// A client on the same broker and registry, to enqueue follow-up jobs.
     pub client: Client,
+    /// Raised when an operator cancels the job while it runs; see
+    /// [`Cancellation`] and [`is_cancelled`](JobContext::is_cancelled).
+    pub cancellation: Cancellation,
 }
 
 impl JobContext {
@@ -221,7 +225,22 @@ impl JobContext {
             started_at,
             worker_id: worker_id.into(),
             client,
+            cancellation: Cancellation::new(),
         }
+    }
+
+    /// Whether an operator cancelled the job
+    /// ([`JobControl::cancel`](crate::broker::JobControl::cancel)). A
+    /// handler that sees it should stop and return an error: the job then
+    /// goes to the dead-letter queue as cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancellation.is_cancelled()
+    }
+
+    /// Completes once an operator cancels the job: race long work against
+    /// it (`tokio::select!`). See [`Cancellation`].
+    pub async fn cancelled(&self) {
+        self.cancellation.cancelled().await
     }
 }
 

@@ -90,6 +90,7 @@
 #[cfg(feature = "admin")]
 pub mod admin;
 pub mod broker;
+mod cancellation;
 pub mod client;
 pub mod clock;
 pub mod envelope;
@@ -113,8 +114,10 @@ pub use broker::postgres::PostgresBroker;
 pub use broker::redis::RedisBroker;
 pub use broker::{
     memory::MemoryBroker, Backend, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadListing, DeadPage, DeadQuery,
-    DeadSummary, EnqueueOutcome, Lease, LeaseStatus, LeaseToken, QueueStats, Reservation, ReserveRequest,
+    DeadSummary, EnqueueOutcome, IdPrefix, JobControl, JobDetail, Lease, LeaseStatus, LeaseToken, QueueStats,
+    Reservation, ReserveRequest,
 };
+pub use cancellation::Cancellation;
 pub use client::Client;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use envelope::{AttemptRecord, EnqueueOptions, JobEnvelope};

@@ -15,7 +15,8 @@ use super::{
     AdminState, SharedState,
 };
 use crate::{
-    broker::DeadQuery, broker::QueueStats, error::Error, health::HealthStatus, job::QueueName, worker::WorkerStats,
+    broker::DeadQuery, broker::JobDetail, broker::QueueStats, error::Error, health::HealthStatus, job::QueueName,
+    worker::WorkerStats,
 };
 
 /// An error answer: a status and a JSON body
@@ -47,7 +48,9 @@ impl From<Error> for ApiError {
     fn from(error: Error) -> Self {
         let (status, code) = match &error {
             Error::InvalidConfig(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            Error::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::NotFound(_) | Error::Missing(_) => (StatusCode::NOT_FOUND, "not_found"),
+            Error::AmbiguousId { .. } => (StatusCode::BAD_REQUEST, "bad_request"),
+            Error::NotRetryable { .. } => (StatusCode::CONFLICT, "not_retryable"),
             Error::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable"),
             Error::Backend(_) | Error::CorruptEnvelope { .. } => (StatusCode::BAD_GATEWAY, "broker_error"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -164,7 +167,7 @@ pub(super) async fn show_dead(
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let (queue, id) = dlq::parse_job(&queue, &id)?;
-    Ok(Json(dlq::get_one(&state, &queue, id).await?).into_response())
+    Ok(Json(JobDetail::from(&dlq::get_one(&state, &queue, id).await?)).into_response())
 }
 
 /// `POST /api/dlq/{queue}/{id}/retry`

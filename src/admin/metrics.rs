@@ -140,22 +140,51 @@ impl AdminMetrics {
     pub(super) fn record_worker(&self, worker: &str, stats: &WorkerStats) {
         let worker = worker.to_owned();
         self.with_recorder(|| {
-            for (name, value) in [
-                ("flagship_worker_started_total", stats.started),
-                ("flagship_worker_panicked_total", stats.panicked),
-                ("flagship_worker_timed_out_total", stats.timed_out),
-                ("flagship_worker_recovered_total", stats.recovered),
-                ("flagship_worker_released_total", stats.released),
-                ("flagship_worker_lease_lost_total", stats.lease_lost),
-                ("flagship_worker_broker_errors_total", stats.broker_errors),
-            ] {
-                counter!(name, "worker" => worker.clone()).absolute(value);
+            for ((name, _), value) in WORKER_COUNTERS.iter().zip([
+                stats.started,
+                stats.panicked,
+                stats.timed_out,
+                stats.recovered,
+                stats.released,
+                stats.lease_lost,
+                stats.broker_errors,
+            ]) {
+                counter!(*name, "worker" => worker.clone()).absolute(value);
             }
         });
     }
 }
 
+/// The worker's counters, with their help text, in [`WorkerStats`] order.
+const WORKER_COUNTERS: [(&str, &str); 7] = [
+    ("flagship_worker_started_total", "Attempts this worker started."),
+    (
+        "flagship_worker_panicked_total",
+        "Handler calls that panicked (counted as retryable failures).",
+    ),
+    (
+        "flagship_worker_timed_out_total",
+        "Handler calls stopped by the job timeout.",
+    ),
+    (
+        "flagship_worker_recovered_total",
+        "Jobs whose expired lease this worker recovered.",
+    ),
+    (
+        "flagship_worker_released_total",
+        "Unstarted jobs handed back to ready at shutdown.",
+    ),
+    (
+        "flagship_worker_lease_lost_total",
+        "Jobs whose lease was gone when the worker acknowledged them.",
+    ),
+    ("flagship_worker_broker_errors_total", "Broker calls that failed."),
+];
+
 fn describe_all() {
+    for (name, help) in WORKER_COUNTERS {
+        describe_counter!(name, help);
+    }
     describe_counter!(
         "flagship_jobs_processed_total",
         "Attempts finished by this worker, any outcome."
@@ -173,6 +202,10 @@ fn describe_all() {
     describe_counter!(
         "flagship_jobs_refused_total",
         "Jobs dead-lettered without running: unknown kind, or a payload its schema refuses or that does not decode."
+    );
+    describe_counter!(
+        "flagship_jobs_cancelled_total",
+        "Jobs an operator cancelled while they ran, dead-lettered as cancelled."
     );
     describe_counter!(
         "flagship_jobs_dead_lettered_total",
@@ -232,6 +265,10 @@ impl JobObserver for AdminMetrics {
                     counter!("flagship_jobs_failed_total", &labels).increment(1);
                     counter!("flagship_jobs_dead_lettered_total", &labels).increment(1);
                     counter!("flagship_jobs_refused_total", &labels).increment(1);
+                }
+                JobOutcome::Cancelled => {
+                    counter!("flagship_jobs_dead_lettered_total", &labels).increment(1);
+                    counter!("flagship_jobs_cancelled_total", &labels).increment(1);
                 }
             }
             let [(_, queue), (_, kind)] = labels;

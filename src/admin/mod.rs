@@ -42,8 +42,11 @@
 //!
 //! Paths are relative to where the router is mounted. Errors are JSON
 //! `{"error": {"code": "...", "message": "..."}}` with a 4xx status for bad
-//! input (unknown id, malformed filter, cursor or time, page size out of
-//! range) and 503 when the broker cannot be reached.
+//! input (malformed filter, cursor or time, page size out of range: 400;
+//! an unknown job or queue: 404; a dead job whose record cannot be
+//! retried: 409 `not_retryable`), 501 `not_supported` for live-job calls on
+//! a broker without [`JobControl`](crate::broker::JobControl), and 503 when
+//! the broker cannot be reached.
 //!
 //! | method and path | what it does |
 //! |---|---|
@@ -54,15 +57,23 @@
 //! | `DELETE /api/dlq/{queue}/{id}` | deletes one dead job |
 //! | `POST /api/dlq/retry` | retries every dead job matching a JSON filter `{"queue", "kind", "since", "until"}` (all optional; `{}` is every dead job) |
 //! | `POST /api/dlq/purge` | deletes dead jobs dead-lettered before `{"older_than": "<RFC 3339>"}` (of `"queue"`, or of every queue) |
+//! | `GET /api/jobs?queue=&state=&kind=&since=&until=&limit=&cursor=` | one page of live jobs ([`LiveSummary`](crate::broker::LiveSummary)), by `run_at` over every queue unless `queue` is given; `state` is `ready`, `scheduled`, `active` or several separated by commas (default all three); active ones carry their `lease` (worker, started, deadline) |
+//! | `GET /api/jobs/{queue}/{id}` | one live job ([`JobDetail`](crate::broker::JobDetail)): payload, state, lease, attempts |
+//! | `POST /api/jobs/{queue}/{id}/cancel` | cancels one live job: `{"outcome": "dead_lettered"}` (ready or scheduled, now in the DLQ as "cancelled by operator") or `"signalled"` (active: its worker stops it); 404 when it is not live |
+//! | `POST /api/jobs/cancel` | cancels every live job matching `{"queue", "state", "kind", "since", "until"}`; with `"dry_run": true` only counts them (`would_cancel`, per queue and state) |
+//! | `POST /api/queues/{queue}/pause`, `.../resume` | pauses or resumes a queue (`{"paused", "changed"}`); `/api/queues` shows `paused` |
+//! | `GET /api/workers` | every registered worker, those that stopped heartbeating marked `gone` |
 //! | `GET /api/health` | the latest health report (503 when it says `down`) |
 //! | `GET /metrics` | Prometheus text format |
 //! | `GET /ui` | the dashboard |
 //!
 //! ## Dashboard
 //!
-//! `GET /ui` shows every queue's stats and the dead jobs matching a queue
-//! and kind filter, a page at a time, each with Retry and Delete buttons
-//! and a detail view. Below the list, two bulk forms:
+//! `GET /ui` shows every queue's stats and status (running or paused, with
+//! a Pause or Resume button), the workers panel (every registered worker;
+//! those that stopped heartbeating marked gone), and the dead jobs matching
+//! a queue and kind filter, a page at a time, each with Retry and Delete
+//! buttons and a detail view. Below the list, two bulk forms:
 //!
 //! - **Retry all matching** retries every dead job the filter shown
 //!   matches, on every page (the same operation as `POST /api/dlq/retry`);
@@ -72,10 +83,17 @@
 //!   `POST /api/dlq/purge`). "Now" is read from
 //!   [`AdminBuilder::clock`].
 //!
-//! Each comes back to the list with a notice saying how many jobs it took.
-//! They are plain HTML forms posting to `/ui/dlq/retry` and `/ui/dlq/purge`,
-//! under the same session and cross-site checks as the per-job buttons;
-//! bad input gets a 4xx error page and changes nothing.
+//! Each first shows a page saying how many jobs it would take (`GET
+//! /ui/dlq/retry`, `GET /ui/dlq/purge`), with the button that does it
+//! (a plain HTML form posting there), and comes back to the list with a
+//! notice saying how many jobs it took. They are under the same session and
+//! cross-site checks as the per-job buttons; bad input gets a 4xx error
+//! page and changes nothing.
+//!
+//! `GET /ui/live` lists live jobs by queue, state and kind (active ones
+//! with their worker and lease deadline), each with a detail view
+//! (`/ui/live/{queue}/{id}`) and a Cancel button; "Cancel all matching"
+//! shows the count first, like the DLQ's bulk forms.
 //!
 //! Every mutating call emits an `INFO` tracing event (target
 //! `flagship_worker::admin`) saying what it did.
@@ -106,6 +124,8 @@ mod api;
 mod auth;
 mod dashboard;
 mod dlq;
+mod history;
+mod live;
 mod metrics;
 
 #[cfg(feature = "flagship")]
@@ -268,9 +288,10 @@ impl AdminBuilder {
             (Some(token), false) => Some(auth::Auth::new(&token, self.session_ttl, self.secure_cookie)?),
         };
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
-        let health = self
-            .health
-            .unwrap_or_else(|| Arc::new(BrokerHealth::new(self.broker.clone()).with_clock(clock.clone())));
+        let health = self.health.unwrap_or_else(|| {
+            let health = BrokerHealth::new(self.broker.clone()).dead_letters(self.dlq.clone());
+            Arc::new(health.with_clock(clock.clone()))
+        });
         let state = AdminState {
             broker: self.broker,
             dlq: self.dlq,
@@ -303,11 +324,19 @@ type SharedState = Arc<AdminState>;
 fn routes(state: SharedState) -> Router {
     let api = Router::new()
         .route("/api/queues", get(api::queues))
+        .route("/api/queues/{queue}/history", get(history::queue_history))
         .route("/api/dlq", get(api::list_dead))
         .route("/api/dlq/retry", post(api::retry_matching))
         .route("/api/dlq/purge", post(api::purge))
         .route("/api/dlq/{queue}/{id}", get(api::show_dead).delete(api::delete_dead))
         .route("/api/dlq/{queue}/{id}/retry", post(api::retry_dead))
+        .route("/api/jobs", get(live::list_jobs))
+        .route("/api/jobs/cancel", post(live::cancel_jobs))
+        .route("/api/jobs/{queue}/{id}", get(live::show_job))
+        .route("/api/jobs/{queue}/{id}/cancel", post(live::cancel_job))
+        .route("/api/queues/{queue}/pause", post(live::pause))
+        .route("/api/queues/{queue}/resume", post(live::resume))
+        .route("/api/workers", get(live::workers))
         .route("/api/health", get(api::health))
         .route("/metrics", get(api::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -317,11 +346,24 @@ fn routes(state: SharedState) -> Router {
     let ui = Router::new()
         .route("/ui", get(dashboard::index))
         .route("/ui/", get(dashboard::index))
+        .route("/ui/history", get(dashboard::history_page))
         .route("/ui/jobs/{queue}/{id}", get(dashboard::show))
         .route("/ui/jobs/{queue}/{id}/retry", post(dashboard::retry))
         .route("/ui/jobs/{queue}/{id}/delete", post(dashboard::delete))
-        .route("/ui/dlq/retry", post(dashboard::retry_matching))
-        .route("/ui/dlq/purge", post(dashboard::purge))
+        .route(
+            "/ui/dlq/retry",
+            get(dashboard::confirm_retry_matching).post(dashboard::retry_matching),
+        )
+        .route("/ui/dlq/purge", get(dashboard::confirm_purge).post(dashboard::purge))
+        .route("/ui/live", get(dashboard::live::index))
+        .route(
+            "/ui/live/cancel",
+            get(dashboard::live::confirm_cancel).post(dashboard::live::cancel_matching),
+        )
+        .route("/ui/live/{queue}/{id}", get(dashboard::live::show))
+        .route("/ui/live/{queue}/{id}/cancel", post(dashboard::live::cancel))
+        .route("/ui/queues/{queue}/pause", post(dashboard::live::pause))
+        .route("/ui/queues/{queue}/resume", post(dashboard::live::resume))
         .route("/ui/logout", post(dashboard::logout))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -1,7 +1,10 @@
 //! [`MemoryBroker`]: the in-process default backend.
 
+mod control;
+mod lanes;
+
 use std::{
-    collections::{hash_map::Entry, BTreeSet, HashMap, VecDeque},
+    collections::{hash_map::Entry, BTreeMap, BTreeSet, HashMap, VecDeque},
     fmt,
     ops::Bound,
     sync::{
@@ -16,12 +19,15 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
 mod held;
+mod history;
 
+use self::lanes::Lanes;
 use held::{Held, Kinds};
+use history::{Counted, QueueHistoryState};
 
 use super::{
-    check_page_limit, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage, EnqueueOutcome, Lease, LeaseStatus,
-    LeaseToken, QueueStats, Reservation, ReserveRequest,
+    check_page_limit, history::HistoryLayout, Broker, DeadCursor, DeadFilter, DeadLetterQueue, DeadPage,
+    EnqueueOutcome, Lease, LeaseStatus, LeaseToken, QueueHistory, QueueStats, Reservation, ReserveRequest,
 };
 use crate::{
     clock::{Clock, TokioClock},
@@ -58,6 +64,11 @@ pub struct MemoryBroker {
     next_token: AtomicU64,
     /// How long a completed job's idempotency key is kept.
     key_retention: chrono::TimeDelta,
+    /// Registered workers by id: what each said, when it was last seen and
+    /// when it counts as gone.
+    workers: Mutex<BTreeMap<String, control::Registered>>,
+    /// The queue history's buckets.
+    history_layout: HistoryLayout,
 }
 
 impl fmt::Debug for MemoryBroker {
@@ -85,6 +96,8 @@ struct Queue {
     /// Whether a job was ever stored here: [`Broker::queues`] lists only
     /// those, not queues that were merely asked about.
     has_had_jobs: AtomicBool,
+    /// Whether an operator paused the queue: `reserve` leases nothing.
+    paused: AtomicBool,
 }
 
 /// Where [`QueueState::schedule`] put a job.
@@ -101,11 +114,11 @@ enum Placed {
 struct QueueState {
     /// Every job the queue holds (not yet completed), by id.
     jobs: IdMap<Stored>,
-    /// Ready jobs, in the order of their `run_at` (oldest first). Due
-    /// scheduled jobs are promoted before any job is added at the back, so
-    /// the order holds on a clock that does not go backwards, and the
-    /// front is the oldest ready job.
-    ready: VecDeque<JobId>,
+    /// Ready jobs, one lane per priority, each in the order of its jobs'
+    /// `run_at` (oldest first). Due scheduled jobs are promoted before any
+    /// job is added at the back, so the order holds on a clock that does
+    /// not go backwards, and each lane's front is its oldest ready job.
+    ready: Lanes,
     /// Delayed and backing-off jobs by due time.
     scheduled: BTreeSet<(DateTime<Utc>, JobId)>,
     /// Leased jobs and their leases. Unordered: it holds only jobs in
@@ -124,6 +137,8 @@ struct QueueState {
     completed: u64,
     retried: u64,
     dead_lettered: u64,
+    /// Per-minute and per-hour counts and samples.
+    history: QueueHistoryState,
 }
 
 /// A job the queue holds: 24 bytes besides its id, the envelope behind
@@ -143,9 +158,13 @@ enum JobState {
 }
 
 /// A lease on a job in flight.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Leased {
     token: LeaseToken,
+    /// The worker the reservation named.
+    owner: Option<Arc<str>>,
+    /// An operator asked to cancel the job.
+    cancel_requested: bool,
     deadline: DateTime<Utc>,
     /// When this attempt started.
     started: DateTime<Utc>,
@@ -170,7 +189,16 @@ impl MemoryBroker {
             clock,
             next_token: AtomicU64::new(1),
             key_retention: chrono::TimeDelta::from_std(super::DEFAULT_KEY_RETENTION).unwrap_or(chrono::TimeDelta::MAX),
+            workers: Mutex::new(BTreeMap::new()),
+            history_layout: HistoryLayout::default(),
         }
+    }
+
+    /// Sets the queue history's buckets (minutes for a day and hours for
+    /// 30 days by default).
+    pub fn with_history_layout(mut self, layout: HistoryLayout) -> Self {
+        self.history_layout = layout;
+        self
     }
 
     /// Sets how long completed jobs' idempotency keys are remembered.
@@ -232,6 +260,7 @@ impl MemoryBroker {
             }
             if retried {
                 state.retried += 1;
+                state.history.count(&self.history_layout, now, Counted::Retried, 1);
             }
             state.schedule(lease.id, at, now)
         };
@@ -274,7 +303,7 @@ impl QueueState {
             self.scheduled.pop_first();
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.state = JobState::Ready;
-                self.ready.push_back(id);
+                self.ready.push_back(id, job.held.priority());
             }
         }
         None
@@ -305,13 +334,18 @@ impl QueueState {
         token: LeaseToken,
         deadline: DateTime<Utc>,
         now: DateTime<Utc>,
+        owner: Option<&Arc<str>>,
     ) -> Option<(Reservation, Option<Leased>)> {
         let job = self.jobs.get_mut(&id)?;
         job.state = JobState::Active;
         let envelope = job.held.shared(id, queue);
+        // A recovered job keeps an operator's cancel request.
+        let cancel_requested = self.active.get(&id).is_some_and(|leased| leased.cancel_requested);
         let previous = self.active.insert(
             id,
             Leased {
+                owner: owner.cloned(),
+                cancel_requested,
                 token,
                 deadline,
                 started: now,
@@ -327,6 +361,7 @@ impl QueueState {
             lease,
             deadline,
             expired_attempt_started_at: None,
+            cancel_requested,
         };
         Some((reservation, previous))
     }
@@ -356,7 +391,7 @@ impl QueueState {
         let job = self.jobs.get_mut(&id)?;
         if run_at <= now {
             job.state = JobState::Ready;
-            self.ready.push_back(id);
+            self.ready.push_back(id, job.held.priority());
             Some(Placed::Ready)
         } else {
             job.state = JobState::Scheduled;
@@ -398,13 +433,14 @@ impl QueueState {
             envelope.attempt = 0;
             envelope.run_at = now;
         });
+        let priority = job.held.priority();
         job.state = JobState::Ready;
         if let Some(at) = dead_at {
             self.dead.remove(&(at, id));
         }
         // Due jobs first, keeping ready in `run_at` order.
         self.promote_due(now);
-        self.ready.push_back(id);
+        self.ready.push_back(id, priority);
         true
     }
 
@@ -506,6 +542,14 @@ impl Broker for MemoryBroker {
         true
     }
 
+    fn control(&self) -> Option<&dyn super::JobControl> {
+        Some(self)
+    }
+
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        Some(self)
+    }
+
     async fn reserve(&self, queue: &QueueName, request: ReserveRequest) -> Result<Vec<Reservation>> {
         if request.max == 0 {
             return Err(Error::InvalidConfig("reserve needs max of at least 1".into()));
@@ -524,12 +568,19 @@ impl Broker for MemoryBroker {
             let next_due = {
                 let mut state = q.lock();
                 let next_due = state.promote_due(now);
-                let take = request.max.min(state.ready.len());
+                // Paused: lease nothing; `resume` wakes every waiter.
+                let ready = if q.paused.load(Ordering::Acquire) {
+                    0
+                } else {
+                    state.ready.len()
+                };
+                let take = request.max.min(ready);
                 if take > 0 {
                     let mut out = Vec::with_capacity(take);
                     for _ in 0..take {
                         let Some(id) = state.ready.pop_front() else { break };
-                        if let Some((reservation, _)) = state.lease(id, queue, self.token(), deadline, now) {
+                        let owner = request.worker.as_ref();
+                        if let Some((reservation, _)) = state.lease(id, queue, self.token(), deadline, now, owner) {
                             out.push(reservation);
                         }
                     }
@@ -569,6 +620,7 @@ impl Broker for MemoryBroker {
                 continue;
             };
             let mut state = q.lock();
+            let before = state.completed;
             for lease in group {
                 let Some(stored) = state.remove_active(lease) else {
                     statuses.push(LeaseStatus::Lost);
@@ -581,6 +633,10 @@ impl Broker for MemoryBroker {
                 }
                 finished.push(stored);
                 statuses.push(LeaseStatus::Held);
+            }
+            let done = state.completed - before;
+            if done > 0 {
+                state.history.count(&self.history_layout, now, Counted::Completed, done);
             }
             state.release_expired_keys(now);
         }
@@ -614,6 +670,7 @@ impl Broker for MemoryBroker {
         }
         state.dead.insert((now, lease.id));
         state.dead_lettered += 1;
+        state.history.count(&self.history_layout, now, Counted::DeadLettered, 1);
         Ok(())
     }
 
@@ -638,12 +695,11 @@ impl Broker for MemoryBroker {
                     let state = &mut *state;
                     if let Some(job) = state.jobs.get_mut(&lease.id) {
                         job.state = JobState::Ready;
-                        let run_at = job.held.run_at();
+                        let (run_at, priority) = (job.held.run_at(), job.held.priority());
                         let jobs = &state.jobs;
-                        let at = state
-                            .ready
-                            .partition_point(|id| jobs.get(id).is_some_and(|j| j.held.run_at() < run_at));
-                        state.ready.insert(at, lease.id);
+                        state.ready.insert_by(lease.id, priority, |id| {
+                            jobs.get(id).is_some_and(|j| j.held.run_at() < run_at)
+                        });
                     }
                     statuses.push(LeaseStatus::Held);
                     released += 1;
@@ -672,7 +728,11 @@ impl Broker for MemoryBroker {
                     continue;
                 };
                 leased.deadline = new_deadline;
-                statuses.push(LeaseStatus::Held);
+                statuses.push(if leased.cancel_requested {
+                    LeaseStatus::Cancelled
+                } else {
+                    LeaseStatus::Held
+                });
             }
         }
         Ok(statuses)
@@ -697,7 +757,7 @@ impl Broker for MemoryBroker {
         expired.truncate(max);
         let mut out = Vec::with_capacity(expired.len());
         for (_, id) in expired {
-            let Some((mut reservation, previous)) = state.lease(id, queue, self.token(), deadline, now) else {
+            let Some((mut reservation, previous)) = state.lease(id, queue, self.token(), deadline, now, None) else {
                 continue;
             };
             if let Some(previous) = previous {
@@ -718,12 +778,14 @@ impl Broker for MemoryBroker {
         // Idle reservers sleep until the first due time themselves; no
         // wake-up is needed for jobs promoted here.
         state.promote_due(now);
-        // Ready is in `run_at` order: the front is the oldest.
+        // Each lane is in `run_at` order: the oldest is one of the fronts.
         let oldest_ready_age_ms = state
             .ready
-            .front()
-            .and_then(|id| state.jobs.get(id))
-            .map(|job| (now - job.held.run_at()).num_milliseconds().max(0) as u64);
+            .fronts()
+            .filter_map(|id| state.jobs.get(id))
+            .map(|job| job.held.run_at())
+            .min()
+            .map(|run_at| (now - run_at).num_milliseconds().max(0) as u64);
         Ok(QueueStats {
             ready: state.ready.len() as u64,
             scheduled: state.scheduled.len() as u64,
@@ -737,6 +799,7 @@ impl Broker for MemoryBroker {
             // without a state, or in a state without its job.
             dropped: 0,
             restored: 0,
+            paused: q.paused.load(Ordering::Acquire),
         })
     }
 

@@ -16,14 +16,25 @@ use crate::{
     job::{JobId, QueueName},
 };
 
+pub mod control;
+pub mod history;
+mod live;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod query;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod view;
 
-pub use query::{DeadListing, DeadQuery, DeadSummary};
+pub use control::{
+    ActiveLease, CancelOutcome, JobControl, JobCursor, JobPage, JobQuery, JobState, LiveJob, WorkerEntry, WorkerInfo,
+    CANCEL_REASON, MAX_JOB_PAGE,
+};
+pub use history::{HistoryBucket, HistoryLayout, HistorySample, QueueHistory, Resolution, Series};
+pub use live::{CancelTally, LiveListing, LiveQuery, LiveSummary};
+pub use query::{DeadListing, DeadQuery, DeadSummary, HasJobId, IdPrefix};
+pub use view::JobDetail;
 
 /// How long a completed job's idempotency key stays held by default (24 h).
 pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);
@@ -70,6 +81,11 @@ pub struct Reservation {
     /// For a job returned by [`Broker::recover_expired`]: when the attempt
     /// whose lease expired had started. `None` for a fresh reservation.
     pub expired_attempt_started_at: Option<DateTime<Utc>>,
+    /// Whether an operator asked to cancel the job while it was active
+    /// ([`JobControl::cancel`]); set on reservations from
+    /// [`Broker::recover_expired`], so a job whose worker died after the
+    /// request is not run again.
+    pub cancel_requested: bool,
 }
 
 impl Reservation {
@@ -84,6 +100,7 @@ impl Reservation {
             envelope,
             deadline,
             expired_attempt_started_at: None,
+            cancel_requested: false,
         }
     }
 
@@ -91,6 +108,12 @@ impl Reservation {
     /// attempt started at `started_at`.
     pub fn recovered(mut self, started_at: DateTime<Utc>) -> Self {
         self.expired_attempt_started_at = Some(started_at);
+        self
+    }
+
+    /// Marks this reservation as one of a job an operator asked to cancel.
+    pub fn cancel_requested(mut self, requested: bool) -> Self {
+        self.cancel_requested = requested;
         self
     }
 }
@@ -128,10 +151,22 @@ pub enum LeaseStatus {
     /// The lease was gone (expired and recovered, or already acknowledged);
     /// nothing changed.
     Lost,
+    /// From [`extend`](Broker::extend) only: the lease was held and
+    /// extended, and an operator asked to cancel the job
+    /// ([`JobControl::cancel`]). The worker signals the handler.
+    Cancelled,
 }
 
-/// What to reserve: how many jobs, for how long, and how long to wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl LeaseStatus {
+    /// Whether the lease was held (`Held` or `Cancelled`).
+    pub fn is_held(self) -> bool {
+        matches!(self, LeaseStatus::Held | LeaseStatus::Cancelled)
+    }
+}
+
+/// What to reserve: how many jobs, for how long, how long to wait, and
+/// for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ReserveRequest {
     /// Take at most this many jobs (at least 1).
@@ -140,12 +175,26 @@ pub struct ReserveRequest {
     pub lease: Duration,
     /// When no job is ready, wait up to this long for one (zero: do not wait).
     pub wait: Duration,
+    /// The worker taking them ([`WorkerInfo::id`]), recorded as the lease
+    /// owner that [`JobControl::list_jobs`] shows.
+    pub worker: Option<Arc<str>>,
 }
 
 impl ReserveRequest {
     /// Up to `max` jobs leased for `lease`, waiting up to `wait` for one.
     pub fn new(max: usize, lease: Duration, wait: Duration) -> Self {
-        ReserveRequest { max, lease, wait }
+        ReserveRequest {
+            max,
+            lease,
+            wait,
+            worker: None,
+        }
+    }
+
+    /// Records `worker` as the owner of the leases.
+    pub fn worker(mut self, worker: Arc<str>) -> Self {
+        self.worker = Some(worker);
+        self
     }
 }
 
@@ -187,6 +236,9 @@ pub struct QueueStats {
     /// their id (by another program, or by a script that failed half-way).
     /// Each is logged when put back. Always 0 in memory.
     pub restored: u64,
+    /// Whether the queue is paused ([`JobControl::pause`]): workers
+    /// reserve nothing from it until it is resumed.
+    pub paused: bool,
 }
 
 /// A job queue backend.
@@ -209,9 +261,11 @@ pub struct QueueStats {
 ///   leave them stuck. The backend MAY rewrite `enqueued_at` and `run_at`
 ///   to its own clock.
 /// - [`reserve`](Broker::reserve) MUST hand out each ready job to one
-///   caller at a time, oldest first (FIFO per queue), with a fresh
+///   caller at a time, highest [`priority`](JobEnvelope::priority) first
+///   and oldest first within a priority (FIFO), with a fresh
 ///   [`LeaseToken`], and MUST refuse a `max` of 0 with
-///   [`Error::InvalidConfig`]. When nothing is ready it MUST wait up to
+///   [`Error::InvalidConfig`]. On a paused queue ([`JobControl::pause`])
+///   it MUST lease nothing. When nothing is ready it MUST wait up to
 ///   `request.wait` for work and MUST wake for a newly enqueued or newly
 ///   due job without polling in a busy loop. A stored envelope the backend
 ///   cannot decode MUST be dead-lettered with the reason, never returned,
@@ -301,6 +355,21 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// waiting for it to return. Defaults to `false`.
     fn reserve_is_cancel_safe(&self) -> bool {
         false
+    }
+
+    /// The backend's per-queue history, if it keeps one: workers record
+    /// their samples there. Defaults to `None`; every backend of this crate
+    /// keeps one (wrappers pass their inner backend's on).
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        None
+    }
+
+    /// The backend's operator side, through which a worker registers
+    /// itself ([`JobControl::register_worker`]). Backends that implement
+    /// [`JobControl`] return `Some(self)`; a wrapper passes its inner
+    /// backend's on. Defaults to `None`: the worker then runs unregistered.
+    fn control(&self) -> Option<&dyn JobControl> {
+        None
     }
 
     /// Checks that the backend is reachable.
@@ -476,14 +545,15 @@ pub trait DeadLetterQueue: Send + Sync + fmt::Debug + 'static {
     }
 }
 
-/// A complete backend: a [`Broker`] with its [`DeadLetterQueue`].
+/// A complete backend: a [`Broker`] with its [`DeadLetterQueue`],
+/// [`JobControl`] and [`QueueHistory`].
 ///
 /// Implemented for every type that is both; use `Arc<dyn Backend>` to hold
 /// any backend, and upcast it where one side is wanted
 /// (`let broker: Arc<dyn Broker> = backend;`).
-pub trait Backend: Broker + DeadLetterQueue {}
+pub trait Backend: Broker + DeadLetterQueue + JobControl + QueueHistory {}
 
-impl<T: Broker + DeadLetterQueue> Backend for T {}
+impl<T: Broker + DeadLetterQueue + JobControl + QueueHistory> Backend for T {}
 
 /// Checks a DLQ page size against [`MAX_DEAD_PAGE`].
 pub(crate) fn check_page_limit(limit: usize) -> Result<()> {
@@ -501,7 +571,7 @@ mod tests {
 
     fn _object_safe(_: Box<dyn Broker>, _: Box<dyn DeadLetterQueue>, _: Arc<dyn Backend>) {}
 
-    fn _upcasts(backend: Arc<dyn Backend>) -> (Arc<dyn Broker>, Arc<dyn DeadLetterQueue>) {
-        (backend.clone(), backend)
+    fn _upcasts(backend: Arc<dyn Backend>) -> (Arc<dyn Broker>, Arc<dyn DeadLetterQueue>, Arc<dyn JobControl>) {
+        (backend.clone(), backend.clone(), backend)
     }
 }

@@ -114,23 +114,62 @@ impl Job for UsageIngestionJob {
     }
 }
 
-/// The numbers behind a usage notification.
+/// The numbers behind a usage notification: the spec's `data` of a
+/// `threshold_warning` or `limit_exceeded` notification.
+///
+/// `metric` and `percent` are required; the worker's own notifications add
+/// the period, its start, the limit and the usage; any other keys a
+/// producer sends are kept (in [`extra`](Self::extra)) and passed on in the
+/// webhook.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageAlert {
     /// The metric.
     #[schemars(pattern(ID_PATTERN))]
     pub metric: String,
+    /// The threshold crossed, in percent of the limit (the warning
+    /// percentage, or 100 at the limit).
+    pub percent: u8,
     /// The limit's period.
-    pub period: PeriodKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<PeriodKind>,
     /// When the period started.
-    pub period_start: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period_start: Option<DateTime<Utc>>,
     /// The limit.
-    pub limit: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
     /// Usage when the threshold was crossed.
-    pub current: u64,
-    /// The threshold crossed, in percent of the limit.
-    pub threshold_percent: u8,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
+    /// Any other keys of `data`, passed on as they are.
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl UsageAlert {
+    /// An alert saying `metric` reached `percent` of a limit, with no
+    /// other details.
+    pub fn new(metric: impl Into<String>, percent: u8) -> Self {
+        UsageAlert {
+            metric: metric.into(),
+            percent,
+            period: None,
+            period_start: None,
+            limit: None,
+            current: None,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    /// The alert with the period, its start, the limit and the usage.
+    pub fn with_usage(mut self, period: PeriodKind, period_start: DateTime<Utc>, limit: u64, current: u64) -> Self {
+        self.period = Some(period);
+        self.period_start = Some(period_start);
+        self.limit = Some(limit);
+        self.current = Some(current);
+        self
+    }
 }
 
 /// The details of a `feature_disabled` notification.
@@ -140,6 +179,18 @@ pub struct FeatureDisabled {
     /// The flag that was disabled.
     #[schemars(pattern(ID_PATTERN))]
     pub flag_key: String,
+    /// Why.
+    #[schemars(length(min = 1, max = 1024))]
+    pub reason: String,
+}
+
+/// The details of an `api_key_blocked` notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyBlocked {
+    /// The API key (its id) that was blocked.
+    #[schemars(pattern(ID_PATTERN))]
+    pub key_id: String,
     /// Why.
     #[schemars(length(min = 1, max = 1024))]
     pub reason: String,
@@ -155,6 +206,8 @@ pub enum Notice {
     LimitExceeded(UsageAlert),
     /// Enforcement disabled a feature flag.
     FeatureDisabled(FeatureDisabled),
+    /// Enforcement blocked an API key.
+    ApiKeyBlocked(ApiKeyBlocked),
 }
 
 impl Notice {
@@ -164,6 +217,7 @@ impl Notice {
             Notice::ThresholdWarning(_) => NotificationType::ThresholdWarning,
             Notice::LimitExceeded(_) => NotificationType::LimitExceeded,
             Notice::FeatureDisabled(_) => NotificationType::FeatureDisabled,
+            Notice::ApiKeyBlocked(_) => NotificationType::ApiKeyBlocked,
         }
     }
 }
@@ -212,8 +266,9 @@ pub enum AutoAction {
     DisableFeature,
     /// Block the API key `targetId`.
     BlockApiKey,
-    /// Tell the organization that feature `targetId` was disabled (a
-    /// `feature_disabled` notification).
+    /// Tell the organization what enforcement did to `targetId`: the
+    /// action named by `about` (a `feature_disabled` or `api_key_blocked`
+    /// notification).
     SendNotification,
 }
 
@@ -244,14 +299,47 @@ pub struct AutoActionJob {
     /// The flag key or API key id acted on.
     #[schemars(pattern(ID_PATTERN))]
     pub target_id: String,
-    /// Why, in words for people.
+    /// Why, in words for people. Part of the action's identity: the same
+    /// action for another reason (another period) runs again.
     #[schemars(length(min = 1, max = 1024))]
     pub reason: String,
+    /// For `send_notification`: the action the notification reports
+    /// (`disable_feature` or `block_api_key`); required there, refused
+    /// elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<AutoAction>,
+}
+
+impl AutoActionJob {
+    /// The action's identity: 32 hex digits of a SHA-256 of (organization,
+    /// action, target, what it is about, reason). Two jobs with the same
+    /// identity are one action: the idempotency key, the audit event's id
+    /// and the notification's id derive from it.
+    pub fn identity(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let about = self.about.map_or("", AutoAction::as_str);
+        let text = format!(
+            "{}\n{}\n{}\n{about}\n{}",
+            self.org_id,
+            self.action.as_str(),
+            self.target_id,
+            self.reason
+        );
+        Sha256::digest(text.as_bytes())
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
 }
 
 impl Job for AutoActionJob {
     const KIND: &'static str = "auto-action";
     const QUEUE: &'static str = AUTO_ACTIONS_QUEUE;
+
+    fn idempotency_key(&self) -> Option<String> {
+        Some(format!("auto-action:{}:{}", self.org_id, self.identity()))
+    }
 }
 
 /// Close the ended periods of one length (kind `period-rollover`, queue
@@ -447,6 +535,40 @@ mod tests {
         assert!(registry.validate(NotificationJob::KIND, &wrong).is_err());
         let unknown = json!({ "orgId": "acme", "type": "party", "data": {} });
         assert!(registry.validate(NotificationJob::KIND, &unknown).is_err());
+    }
+
+    #[test]
+    fn auto_action_identities_match_the_typescript_producers() {
+        let job = AutoActionJob {
+            org_id: "acme".into(),
+            action: AutoAction::BlockApiKey,
+            target_id: "k".into(),
+            reason: "r".into(),
+            about: None,
+        };
+        // clients/typescript/test/envelope.test.ts expects the same key.
+        assert_eq!(
+            job.idempotency_key().as_deref(),
+            Some("auto-action:acme:78e96cd8a58766f40584f13bbdae48b8")
+        );
+    }
+
+    #[test]
+    fn notifications_in_the_specs_shape_are_accepted() {
+        let spec = json!({ "orgId": "acme", "type": "threshold_warning", "data": { "metric": "api_calls", "percent": 80, "plan": "pro" } });
+        registry().validate(NotificationJob::KIND, &spec).unwrap();
+        let job: NotificationJob = serde_json::from_value(spec.clone()).unwrap();
+        let Notice::ThresholdWarning(alert) = &job.notice else {
+            panic!("{job:?}")
+        };
+        assert_eq!(
+            (alert.metric.as_str(), alert.percent, alert.limit),
+            ("api_calls", 80, None)
+        );
+        assert_eq!(alert.extra["plan"], "pro", "extra keys are kept");
+        assert_eq!(serde_json::to_value(&job).unwrap(), spec, "and passed on");
+        let no_metric = json!({ "orgId": "acme", "type": "threshold_warning", "data": { "percent": 80 } });
+        assert!(registry().validate(NotificationJob::KIND, &no_metric).is_err());
     }
 
     #[test]

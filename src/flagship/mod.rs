@@ -19,9 +19,11 @@
 //!
 //! Every handler is idempotent: running a job twice leaves the same state
 //! and causes no second side effect. State lives behind the traits in
-//! [`stores`] ([`stores::MemoryStore`], or `RedisStore` with the `redis`
-//! feature); email and webhooks go through [`notify`] (the Resend mailer
-//! and the HTTP webhook sender need the `http` feature).
+//! [`stores`] ([`stores::MemoryStore`], `RedisStore` with the `redis`
+//! feature, `PostgresStore` with the `postgres` feature); auto-actions act
+//! on the product's flags and keys through [`control`]; email and webhooks
+//! go through [`notify`] (the Resend mailer and the HTTP webhook sender
+//! need the `http` feature).
 //!
 //! [`FlagshipModule`] installs everything on a [`Worker`](crate::Worker)
 //! in one call:
@@ -32,7 +34,7 @@
 //!
 //! # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
 //! let backend = Arc::new(MemoryBroker::new());
-//! let services = FlagshipServices::in_memory();
+//! let services = FlagshipServices::in_memory().logging_only();
 //! let worker = FlagshipModule::new(services.clone(), backend.clone())
 //!     .without_schedules()
 //!     .install(Worker::builder(backend))?
@@ -53,6 +55,7 @@
 //! # Ok::<_, flagship_worker::Error>(()) }).unwrap();
 //! ```
 
+pub mod control;
 pub mod handlers;
 mod health;
 mod jobs;
@@ -66,11 +69,14 @@ pub use handlers::{
     AuditHandler, AutoActionHandler, DlqCleanupHandler, HealthCheckHandler, JobRun, NotificationHandler,
     OperatorAlertHandler, PeriodRolloverHandler, UsageAggregationHandler, UsageIngestionHandler,
 };
-pub use health::FlagshipHealth;
+pub use health::{
+    FlagshipHealth, Heartbeat, HeartbeatLiveness, WorkerLiveness, HEARTBEAT_INTERVAL, SCHEDULE_SEEN_PREFIX,
+    WORKER_SEEN_PREFIX,
+};
 pub use jobs::{
-    register_kinds, AuditEvent, AuditEventJob, AutoAction, AutoActionJob, DlqCleanupJob, FeatureDisabled,
-    HealthCheckJob, Notice, NotificationJob, OperatorAlertJob, PeriodRolloverJob, UsageAggregationJob, UsageAlert,
-    UsageEvent, UsageIngestionJob, DEFAULT_DLQ_RETENTION_DAYS, MAX_USAGE_EVENTS,
+    register_kinds, ApiKeyBlocked, AuditEvent, AuditEventJob, AutoAction, AutoActionJob, DlqCleanupJob,
+    FeatureDisabled, HealthCheckJob, Notice, NotificationJob, OperatorAlertJob, PeriodRolloverJob, UsageAggregationJob,
+    UsageAlert, UsageEvent, UsageIngestionJob, DEFAULT_DLQ_RETENTION_DAYS, MAX_USAGE_EVENTS,
 };
 pub use model::{
     ApiKey, ArchivedPeriod, CounterKey, DailyUsage, EnforcementConfig, Flag, HealthRecord, NotificationPreferences,

@@ -160,9 +160,29 @@ pub struct UsageLimit {
     /// The most usage allowed in one period.
     #[schemars(range(min = 1))]
     pub limit: u64,
+    /// What happens automatically when this limit is exceeded (nothing
+    /// by default): each limit has its own actions.
+    #[serde(default)]
+    pub on_exceeded: EnforcementConfig,
 }
 
 impl UsageLimit {
+    /// A limit of `limit` on `metric` per `period`, with no auto-actions.
+    pub fn new(metric: impl Into<String>, period: PeriodKind, limit: u64) -> Self {
+        UsageLimit {
+            metric: metric.into(),
+            period,
+            limit,
+            on_exceeded: EnforcementConfig::default(),
+        }
+    }
+
+    /// The limit with `actions` run when it is exceeded.
+    pub fn on_exceeded(mut self, actions: EnforcementConfig) -> Self {
+        self.on_exceeded = actions;
+        self
+    }
+
     /// The highest threshold `value` has reached, given the warning
     /// percentage.
     pub fn reached(&self, value: u64, warning_percent: u8) -> Option<Threshold> {
@@ -188,14 +208,17 @@ pub enum NotificationType {
     LimitExceeded,
     /// A feature flag was disabled by enforcement.
     FeatureDisabled,
+    /// An API key was blocked by enforcement.
+    ApiKeyBlocked,
 }
 
 impl NotificationType {
     /// Every notification type.
-    pub const ALL: [NotificationType; 3] = [
+    pub const ALL: [NotificationType; 4] = [
         NotificationType::ThresholdWarning,
         NotificationType::LimitExceeded,
         NotificationType::FeatureDisabled,
+        NotificationType::ApiKeyBlocked,
     ];
 
     /// The wire name, e.g. `threshold_warning`.
@@ -204,6 +227,7 @@ impl NotificationType {
             NotificationType::ThresholdWarning => "threshold_warning",
             NotificationType::LimitExceeded => "limit_exceeded",
             NotificationType::FeatureDisabled => "feature_disabled",
+            NotificationType::ApiKeyBlocked => "api_key_blocked",
         }
     }
 }
@@ -266,8 +290,8 @@ pub struct EnforcementConfig {
     /// API keys to block.
     #[serde(default)]
     pub block_api_keys: Vec<String>,
-    /// Whether to tell the organization about each disabled flag (a
-    /// `feature_disabled` notification).
+    /// Whether to tell the organization about each disabled flag and
+    /// blocked key (`feature_disabled` and `api_key_blocked` notifications).
     #[serde(default)]
     pub notify: bool,
 }
@@ -294,9 +318,6 @@ pub struct OrgConfig {
     /// Notification preferences.
     #[serde(default)]
     pub notifications: NotificationPreferences,
-    /// Auto-actions run when a limit is exceeded.
-    #[serde(default)]
-    pub on_limit_exceeded: EnforcementConfig,
 }
 
 impl OrgConfig {
@@ -308,7 +329,6 @@ impl OrgConfig {
             limits: Vec::new(),
             warning_percent: DEFAULT_WARNING_PERCENT,
             notifications: NotificationPreferences::default(),
-            on_limit_exceeded: EnforcementConfig::default(),
         }
     }
 
@@ -368,11 +388,10 @@ impl OrgConfig {
         for recipient in &self.notifications.email_recipients {
             super::notify::check_address(recipient)?;
         }
-        let enforcement = &self.on_limit_exceeded;
-        if let Some(bad) = enforcement
-            .disable_flags
+        if let Some(bad) = self
+            .limits
             .iter()
-            .chain(&enforcement.block_api_keys)
+            .flat_map(|l| l.on_exceeded.disable_flags.iter().chain(&l.on_exceeded.block_api_keys))
             .find(|id| !is_valid_id(id))
         {
             return Err(format!(
@@ -551,11 +570,7 @@ mod tests {
 
     #[test]
     fn thresholds_are_reached_at_the_warning_percentage_and_the_limit() {
-        let limit = UsageLimit {
-            metric: "api_calls".into(),
-            period: PeriodKind::Hourly,
-            limit: 100,
-        };
+        let limit = UsageLimit::new("api_calls", PeriodKind::Hourly, 100);
         assert_eq!(limit.reached(79, 80), None);
         assert_eq!(limit.reached(80, 80), Some(Threshold::Warning));
         assert_eq!(limit.reached(99, 80), Some(Threshold::Warning));

@@ -4,20 +4,22 @@
 use std::{sync::Arc, time::Duration};
 
 use super::{
+    control::{ApiKeyControl, FlagControl, StoreControl},
     handlers::{
         AuditHandler, AutoActionHandler, DlqCleanupHandler, HealthCheckHandler, NotificationHandler,
         OperatorAlertHandler, PeriodRolloverHandler, UsageAggregationHandler, UsageIngestionHandler,
     },
+    health::{HeartbeatLiveness, WorkerLiveness, HEARTBEAT_INTERVAL},
     jobs::{DlqCleanupJob, HealthCheckJob, PeriodRolloverJob, UsageAggregationJob},
-    model::PeriodKind,
-    notify::{LoggingMailer, LoggingWebhookSender, Mailer, WebhookSender},
+    model::{PeriodKind, WebhookEndpoint},
+    notify::{LoggingMailer, LoggingWebhookSender, Mailer, NotConfigured, WebhookSender},
     queues::FLAGSHIP_QUEUES,
     stores::{
         ApiKeyStore, AuditLog, DeliveryLog, FlagStore, HealthStore, MemoryStore, OrgConfigStore, PeriodArchive,
         UsageStore,
     },
 };
-use crate::{Backend, DeadLetterQueue, QueueConfig, Result, Schedule, WorkerBuilder};
+use crate::{Backend, DeadLetterQueue, Error, QueueConfig, Result, Schedule, WorkerBuilder};
 
 /// When a health check reports a problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +31,12 @@ pub struct HealthThresholds {
     /// More jobs dead-lettered than this since the previous check is a
     /// problem (default 10).
     pub max_dlq_growth: u64,
+    /// When every known worker's last heartbeat is older than this, no
+    /// worker is alive (default 3 × [`HEARTBEAT_INTERVAL`]).
+    pub heartbeat_timeout: Duration,
+    /// A maintenance schedule whose run is this late is a missed fire
+    /// (default 5 minutes).
+    pub missed_fire_grace: Duration,
 }
 
 impl Default for HealthThresholds {
@@ -37,6 +45,8 @@ impl Default for HealthThresholds {
             max_ready: 10_000,
             max_oldest_ready_age: Duration::from_secs(300),
             max_dlq_growth: 10,
+            heartbeat_timeout: HEARTBEAT_INTERVAL * 3,
+            missed_fire_grace: Duration::from_secs(300),
         }
     }
 }
@@ -48,6 +58,8 @@ pub struct FlagshipSettings {
     pub email_from: String,
     /// Who receives operator alerts (unhealthy health checks).
     pub operator_emails: Vec<String>,
+    /// A webhook that also receives operator alerts.
+    pub operator_webhook: Option<WebhookEndpoint>,
     /// How long a usage batch id is remembered, so a redelivered batch is
     /// not counted twice (default 7 days).
     pub batch_dedupe_window: Duration,
@@ -63,6 +75,7 @@ impl Default for FlagshipSettings {
         FlagshipSettings {
             email_from: "FlagShip <notifications@flagship.local>".into(),
             operator_emails: Vec::new(),
+            operator_webhook: None,
             batch_dedupe_window: Duration::from_secs(7 * 24 * 3600),
             max_clock_skew: Duration::from_secs(300),
             health: HealthThresholds::default(),
@@ -70,8 +83,15 @@ impl Default for FlagshipSettings {
     }
 }
 
-/// Everything the FlagShip handlers use: the stores, the delivery channels
-/// and the settings. Cheap to clone.
+/// Everything the FlagShip handlers use: the stores, the controls acting
+/// on flags and API keys, the delivery channels and the settings. Cheap to
+/// clone.
+///
+/// No channel is configured until one is given: a notification then fails
+/// (permanently, naming the missing setting), and [`FlagshipModule::install`]
+/// refuses to start without a mailer. [`logging_only`](Self::logging_only)
+/// opts into channels that only log, recorded as `logged` (not `sent`) in
+/// the delivery log.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -93,12 +113,20 @@ pub struct FlagshipServices {
     pub flags: Arc<dyn FlagStore>,
     /// API keys.
     pub api_keys: Arc<dyn ApiKeyStore>,
+    /// Turns flags off for `disable_feature` auto-actions (default: in
+    /// [`flags`](Self::flags)).
+    pub flag_control: Arc<dyn FlagControl>,
+    /// Blocks keys for `block_api_key` auto-actions (default: in
+    /// [`api_keys`](Self::api_keys)).
+    pub api_key_control: Arc<dyn ApiKeyControl>,
     /// Organizations' configuration.
     pub orgs: Arc<dyn OrgConfigStore>,
     /// Which channels delivered which notifications.
     pub deliveries: Arc<dyn DeliveryLog>,
-    /// The latest health report.
+    /// The latest health report, heartbeats and maintenance runs.
     pub health: Arc<dyn HealthStore>,
+    /// Which workers are alive (default: the heartbeats in [`health`](Self::health)).
+    pub liveness: Arc<dyn WorkerLiveness>,
     /// Sends email.
     pub mailer: Arc<dyn Mailer>,
     /// Sends webhooks.
@@ -108,13 +136,16 @@ pub struct FlagshipServices {
 }
 
 impl FlagshipServices {
-    /// Every store backed by `store`, a [`LoggingMailer`], a
-    /// [`LoggingWebhookSender`] and default settings.
+    /// Every store backed by `store`, auto-actions on its flags and keys,
+    /// no channel configured and default settings.
     pub fn from_store<S>(store: Arc<S>) -> Self
     where
         S: AuditLog + UsageStore + PeriodArchive + FlagStore + ApiKeyStore + OrgConfigStore + DeliveryLog + HealthStore,
     {
+        let control = Arc::new(StoreControl::new(store.clone(), store.clone()));
         FlagshipServices {
+            flag_control: control.clone(),
+            api_key_control: control,
             audit: store.clone(),
             usage: store.clone(),
             archive: store.clone(),
@@ -122,16 +153,45 @@ impl FlagshipServices {
             api_keys: store.clone(),
             orgs: store.clone(),
             deliveries: store.clone(),
+            liveness: Arc::new(HeartbeatLiveness::new(store.clone())),
             health: store,
-            mailer: Arc::new(LoggingMailer::new()),
-            webhooks: Arc::new(LoggingWebhookSender::new()),
+            mailer: Arc::new(NotConfigured),
+            webhooks: Arc::new(NotConfigured),
             settings: FlagshipSettings::default(),
         }
     }
 
-    /// Everything in memory ([`MemoryStore`]), logging channels.
+    /// Everything in memory ([`MemoryStore`]), no channel configured.
     pub fn in_memory() -> Self {
         Self::from_store(Arc::new(MemoryStore::new()))
+    }
+
+    /// Channels that only log: a [`LoggingMailer`] and a
+    /// [`LoggingWebhookSender`], for demos and tests. Nobody is told; the
+    /// delivery log says `logged`.
+    pub fn logging_only(self) -> Self {
+        self.with_mailer(Arc::new(LoggingMailer::new()))
+            .with_webhooks(Arc::new(LoggingWebhookSender::new()))
+    }
+
+    /// Disables flags with `control` (e.g. a `PostgresControl` on the
+    /// product's own table).
+    pub fn with_flag_control(mut self, control: Arc<dyn FlagControl>) -> Self {
+        self.flag_control = control;
+        self
+    }
+
+    /// Reads which workers are alive from `liveness` (e.g. a worker
+    /// registry) instead of the heartbeats in the health store.
+    pub fn with_liveness(mut self, liveness: Arc<dyn WorkerLiveness>) -> Self {
+        self.liveness = liveness;
+        self
+    }
+
+    /// Blocks API keys with `control`.
+    pub fn with_api_key_control(mut self, control: Arc<dyn ApiKeyControl>) -> Self {
+        self.api_key_control = control;
+        self
     }
 
     /// Sends email with `mailer`.
@@ -176,7 +236,7 @@ pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// use flagship_worker::{flagship::{FlagshipServices, FlagshipModule}, MemoryBroker, Worker};
 ///
 /// let backend = Arc::new(MemoryBroker::new());
-/// let worker = FlagshipModule::new(FlagshipServices::in_memory(), backend.clone())
+/// let worker = FlagshipModule::new(FlagshipServices::in_memory().logging_only(), backend.clone())
 ///     .install(Worker::builder(backend))?
 ///     .build()?;
 /// # let _ = worker;
@@ -192,6 +252,8 @@ pub struct FlagshipModule {
     schedules: bool,
     /// Jobs run at once per queue.
     concurrency: usize,
+    /// Per-queue exceptions to `concurrency`, as (queue, jobs at once).
+    queue_concurrency: Vec<(String, usize)>,
 }
 
 impl FlagshipModule {
@@ -207,6 +269,7 @@ impl FlagshipModule {
             dead_letters,
             schedules: true,
             concurrency: 10,
+            queue_concurrency: Vec::new(),
         }
     }
 
@@ -228,13 +291,46 @@ impl FlagshipModule {
         &self.services
     }
 
-    /// Registers the handlers, queues and schedules on `builder`.
+    /// Runs `concurrency` jobs of `queue` at once (others keep the
+    /// default of [`concurrency`](Self::concurrency)). An unknown queue
+    /// name is refused by [`install`](Self::install).
+    pub fn queue_concurrency(mut self, queue: impl Into<String>, concurrency: usize) -> Self {
+        self.queue_concurrency.push((queue.into(), concurrency));
+        self
+    }
+
+    /// Registers the handlers, queues and schedules on `builder`. Refuses
+    /// services without a mailer (see [`FlagshipServices::logging_only`])
+    /// and concurrency for a queue FlagShip does not have.
     pub fn install(self, mut builder: WorkerBuilder) -> Result<WorkerBuilder> {
+        if !self.services.mailer.is_configured() {
+            return Err(Error::InvalidConfig(
+                "FlagShip has no mailer: configure one with FlagshipServices::with_mailer (a ResendMailer; for                  `flagship-worker run`, set FLAGSHIP_RESEND_API_KEY and FLAGSHIP_EMAIL_FROM), or opt into                  logging-only delivery with FlagshipServices::logging_only"
+                    .into(),
+            ));
+        }
+        if let Some((unknown, _)) = self
+            .queue_concurrency
+            .iter()
+            .find(|(name, _)| !FLAGSHIP_QUEUES.iter().any(|q| q.name == name))
+        {
+            return Err(Error::InvalidConfig(format!(
+                "concurrency is set for queue `{}`, which is not a FlagShip queue; use one of {}",
+                unknown.escape_debug(),
+                FLAGSHIP_QUEUES.iter().map(|q| q.name).collect::<Vec<_>>().join(", ")
+            )));
+        }
         for queue in FLAGSHIP_QUEUES {
+            let concurrency = self
+                .queue_concurrency
+                .iter()
+                .rev()
+                .find(|(name, _)| name == queue.name)
+                .map_or(self.concurrency, |(_, c)| *c);
             builder = builder.queue(
                 QueueConfig::new(queue.name)?
                     .retry_policy(queue.retry)
-                    .concurrency(self.concurrency),
+                    .concurrency(concurrency),
             );
         }
         let s = &self.services;
@@ -291,6 +387,27 @@ impl FlagshipModule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::MemoryBroker;
+
+    #[test]
+    fn refuses_to_start_without_a_mailer_or_with_an_unknown_queue() {
+        let backend = Arc::new(MemoryBroker::new());
+        let install = |services: FlagshipServices| {
+            FlagshipModule::new(services, backend.clone()).install(crate::Worker::builder(backend.clone()))
+        };
+        let err = install(FlagshipServices::in_memory()).unwrap_err().to_string();
+        assert!(
+            err.contains("no mailer") && err.contains("FLAGSHIP_RESEND_API_KEY"),
+            "{err}"
+        );
+        assert!(install(FlagshipServices::in_memory().logging_only()).is_ok());
+        let err = FlagshipModule::new(FlagshipServices::in_memory().logging_only(), backend.clone())
+            .queue_concurrency("flagship:nope", 3)
+            .install(crate::Worker::builder(backend.clone()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("flagship:nope"), "{err}");
+    }
 
     fn at(s: &str) -> chrono::DateTime<chrono::Utc> {
         s.parse().unwrap()

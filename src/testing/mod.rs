@@ -10,4 +10,6 @@ mod worker;
 
 pub use worker::{TestWorker, MAX_TEST_RUNS};
 #[cfg(feature = "redis")]
+pub mod redis_cluster;
+#[cfg(feature = "redis")]
 pub mod redis_server;

@@ -207,6 +207,7 @@ impl PostgresFixture {
         let database = TestDatabase::create().await?;
         let broker = PostgresBroker::builder(database.url())
             .key_retention(Self::KEY_RETENTION)
+            .history_layout(crate::testing::conformance::short_history_layout())
             .connect()
             .await
             .unwrap_or_else(|e| panic!("cannot connect the broker to the test database: {e}"));

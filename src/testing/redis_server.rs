@@ -142,7 +142,7 @@ pub fn redis_required() -> bool {
 }
 
 /// The `redis-server` binary, if it can run.
-fn find_binary() -> Option<PathBuf> {
+pub(super) fn find_binary() -> Option<PathBuf> {
     let binary = PathBuf::from(std::env::var_os(BINARY_ENV).unwrap_or_else(|| "redis-server".into()));
     let runs = Command::new(&binary)
         .arg("--version")
@@ -194,9 +194,24 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The URL a broker connects with: [`url`](Self::url), or
+    /// `redis+cluster://127.0.0.1:<port>` for a cluster-mode server.
+    pub fn broker_url(&self) -> String {
+        if self.options.cluster {
+            format!("redis+cluster://127.0.0.1:{}", self.port)
+        } else {
+            self.url()
+        }
+    }
+
     /// The port the server listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Its working directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The server's process id while it runs.
@@ -391,10 +406,17 @@ impl Drop for RedisServer {
 /// }
 /// # fn main() {}
 /// ```
+///
+/// [`on_shared_cluster`](RedisFixture::on_shared_cluster) runs a case on the
+/// process's [shared 3-master cluster](super::redis_cluster::RedisCluster::shared)
+/// instead, with its queues under a prefix of its own.
 #[derive(Debug)]
 pub struct RedisFixture {
-    /// The case's own server (stopped when the fixture drops).
-    server: RedisServer,
+    /// The case's own server (stopped when the fixture drops); `None` on
+    /// the shared cluster.
+    server: Option<RedisServer>,
+    /// What the case's queue names start with (on the shared cluster).
+    prefix: Option<String>,
     /// The broker under test.
     broker: Arc<RedisBroker>,
 }
@@ -412,20 +434,41 @@ impl RedisFixture {
     /// Like [`start`](Self::start), with a server configured by `options`.
     pub async fn start_with(options: RedisServerOptions) -> Option<Self> {
         let server = RedisServer::start_with(options)?;
-        let broker = RedisBroker::builder(server.url())
-            .key_retention(Self::KEY_RETENTION)
-            .connect()
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to the test redis-server: {e}"));
+        let broker = Self::connect(server.broker_url()).await;
         Some(RedisFixture {
-            server,
-            broker: Arc::new(broker),
+            server: Some(server),
+            prefix: None,
+            broker,
         })
     }
 
-    /// The server, for checks beyond the suite.
-    pub fn server(&self) -> &RedisServer {
-        &self.server
+    /// A broker on the process's shared 3-master cluster, with queue names
+    /// under a prefix of this fixture's own, so that cases run side by side
+    /// and their queues land on every master; `None` when `redis-server`
+    /// is missing.
+    pub async fn on_shared_cluster() -> Option<Self> {
+        let cluster = super::redis_cluster::RedisCluster::shared()?;
+        Some(RedisFixture {
+            server: None,
+            prefix: Some(super::local::unique_name("c")),
+            broker: Self::connect(cluster.url()).await,
+        })
+    }
+
+    async fn connect(url: String) -> Arc<RedisBroker> {
+        let broker = RedisBroker::builder(url)
+            .key_retention(Self::KEY_RETENTION)
+            .history_layout(crate::testing::conformance::short_history_layout())
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to the test Redis: {e}"));
+        Arc::new(broker)
+    }
+
+    /// The fixture's own server, for checks beyond the suite (`None` on
+    /// the shared cluster).
+    pub fn server(&self) -> Option<&RedisServer> {
+        self.server.as_ref()
     }
 
     /// The broker, for checks beyond the suite.
@@ -441,7 +484,10 @@ impl Fixture for RedisFixture {
     }
 
     fn queue(&self, name: &str) -> Result<QueueName> {
-        QueueName::new(name)
+        match &self.prefix {
+            Some(prefix) => QueueName::new(format!("{prefix}:{name}")),
+            None => QueueName::new(name),
+        }
     }
 
     fn now(&self) -> DateTime<Utc> {

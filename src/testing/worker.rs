@@ -270,6 +270,12 @@ impl Broker for Recorder {
     fn reserve_is_cancel_safe(&self) -> bool {
         self.inner.reserve_is_cancel_safe()
     }
+    fn control(&self) -> Option<&dyn crate::broker::JobControl> {
+        Some(&*self.inner)
+    }
+    fn queue_history(&self) -> Option<&dyn crate::broker::QueueHistory> {
+        self.inner.queue_history()
+    }
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }

@@ -232,6 +232,7 @@ mod tests {
             envelope: Arc::new(envelope),
             deadline: chrono::Utc::now(),
             expired_attempt_started_at: None,
+            cancel_requested: false,
         }
     }
 

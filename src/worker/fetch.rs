@@ -51,7 +51,7 @@ impl Fetcher {
             if stop.is_raised() {
                 return;
             }
-            let request = ReserveRequest::new(max, settings.lease, settings.idle_wait);
+            let request = ReserveRequest::new(max, settings.lease, settings.idle_wait).worker(shared.worker_id.clone());
             // A reserve call is abandoned on stop only where the broker says
             // that leases nothing; otherwise a lease taken by the dropped call
             // would only come back after it expired.

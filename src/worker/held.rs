@@ -6,16 +6,25 @@ use std::sync::{atomic::Ordering, Arc, Mutex, MutexGuard};
 use super::Shared;
 use crate::{
     broker::{Lease, LeaseStatus, LeaseToken, Reservation},
+    cancellation::Cancellation,
     job::{IdMap, JobId, QueueName},
 };
+
+/// A held lease: its token, and the signal its handler watches for an
+/// operator's cancel.
+struct Holding {
+    token: LeaseToken,
+    cancellation: Cancellation,
+}
 
 /// The leases one queue of a worker holds, by job.
 pub(super) struct Held {
     /// The queue every lease here belongs to.
     queue: QueueName,
-    /// Tokens by job: what the heartbeat extends. A lease leaves once its
-    /// job's outcome is recorded (or given up on).
-    tokens: Mutex<IdMap<LeaseToken>>,
+    /// Leases by job: what the heartbeat extends, and the cancellation it
+    /// raises when the broker reports a job cancelled. A lease leaves once
+    /// its job's outcome is recorded (or given up on).
+    tokens: Mutex<IdMap<Holding>>,
 }
 
 impl Held {
@@ -31,7 +40,7 @@ impl Held {
         &self.queue
     }
 
-    fn lock(&self) -> MutexGuard<'_, IdMap<LeaseToken>> {
+    fn lock(&self) -> MutexGuard<'_, IdMap<Holding>> {
         // Inserts and removes cannot leave the map inconsistent.
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -40,7 +49,31 @@ impl Held {
     pub(super) fn hold(&self, reserved: &[Reservation]) {
         let mut tokens = self.lock();
         for r in reserved {
-            tokens.insert(r.lease.id, r.lease.token);
+            let holding = Holding {
+                token: r.lease.token,
+                cancellation: Cancellation::new(),
+            };
+            if r.cancel_requested {
+                holding.cancellation.cancel();
+            }
+            tokens.insert(r.lease.id, holding);
+        }
+    }
+
+    /// The cancellation signal of the held job `id` (a fresh one, never
+    /// raised, if it is not held).
+    pub(super) fn cancellation(&self, id: JobId) -> Cancellation {
+        self.lock().get(&id).map(|h| h.cancellation.clone()).unwrap_or_default()
+    }
+
+    /// Raises the cancellation signal of the held job `id`; whether it is held.
+    pub(super) fn cancel(&self, id: JobId) -> bool {
+        match self.lock().get(&id) {
+            Some(holding) => {
+                holding.cancellation.cancel();
+                true
+            }
+            None => false,
         }
     }
 
@@ -61,10 +94,10 @@ impl Held {
     pub(super) fn leases(&self) -> Vec<Lease> {
         self.lock()
             .iter()
-            .map(|(&id, &token)| Lease {
+            .map(|(&id, holding)| Lease {
                 id,
                 queue: self.queue.clone(),
-                token,
+                token: holding.token,
             })
             .collect()
     }

@@ -7,7 +7,14 @@ use std::sync::{atomic::Ordering, Arc};
 use tracing::Instrument;
 
 use super::{held::Held, settle::Settler, shutdown::Signal, Shared};
-use crate::{broker::LeaseStatus, handler::HandlerError};
+use crate::{
+    broker::{
+        history::{HistorySample, LatencyRecorder},
+        LeaseStatus,
+    },
+    handler::HandlerError,
+    job::QueueName,
+};
 
 /// The most expired leases recovered in one call.
 const RECOVER_BATCH: usize = 256;
@@ -28,8 +35,16 @@ pub(super) async fn heartbeat(shared: Arc<Shared>, held: Arc<Held>) {
         match shared.broker.extend(&leases, settings.lease).await {
             Ok(statuses) => {
                 for (lease, status) in leases.iter().zip(statuses) {
-                    if status == LeaseStatus::Lost {
-                        tracing::warn!(job.id = %lease.id, queue = %lease.queue, "lease lost while the job ran");
+                    match status {
+                        LeaseStatus::Held => {}
+                        LeaseStatus::Lost => {
+                            tracing::warn!(job.id = %lease.id, queue = %lease.queue, "lease lost while the job ran");
+                        }
+                        LeaseStatus::Cancelled => {
+                            if held.cancel(lease.id) {
+                                tracing::info!(job.id = %lease.id, queue = %lease.queue, "job cancelled by operator; handler signalled");
+                            }
+                        }
                     }
                 }
             }
@@ -73,8 +88,59 @@ pub(super) async fn recovery(settler: Arc<Settler>, mut stop: Signal) {
             let started = reservation
                 .expired_attempt_started_at
                 .unwrap_or_else(|| shared.clock.now());
+            if reservation.cancel_requested {
+                // Cancelled while its worker ran it, then the worker died:
+                // the operator's request stands.
+                settler.cancel(&reservation, started).instrument(span).await;
+                continue;
+            }
             let error = HandlerError::retry("lease expired: the worker running the job died or stopped heartbeating");
             settler.fail(&reservation, started, error).instrument(span).await;
         }
+    }
+}
+
+/// Sends the queue's sample to the broker's history every history
+/// interval, and once more when `stop` is raised: the ready depth and
+/// oldest ready age from [`Broker::stats`](crate::Broker::stats), and the
+/// start latencies `latency` counted meanwhile. Does nothing on a broker
+/// without a history.
+pub(super) async fn history(shared: Arc<Shared>, queue: QueueName, latency: Arc<LatencyRecorder>, mut stop: Signal) {
+    if shared.broker.queue_history().is_none() {
+        return;
+    }
+    let mut ticker = tokio::time::interval(shared.settings.history_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let last = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = stop.raised() => true,
+        };
+        record_sample(&shared, &queue, &latency).await;
+        if last {
+            return;
+        }
+    }
+}
+
+/// One sample of `queue` to the broker's history; latencies that could not
+/// be recorded go with the next one.
+async fn record_sample(shared: &Shared, queue: &QueueName, latency: &LatencyRecorder) {
+    let Some(history) = shared.broker.queue_history() else {
+        return;
+    };
+    let stats = match shared.broker.stats(queue).await {
+        Ok(stats) => stats,
+        Err(e) => {
+            shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%queue, error = %e, "reading the queue's depth for its history failed");
+            return;
+        }
+    };
+    let sample = HistorySample::new(stats.ready, stats.oldest_ready_age_ms, latency.take());
+    if let Err(e) = history.record_sample(queue, &sample).await {
+        latency.restore(&sample.latency);
+        shared.counters.broker_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%queue, error = %e, "recording the queue's history sample failed");
     }
 }

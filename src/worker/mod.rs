@@ -32,6 +32,7 @@ mod fetch;
 mod held;
 mod keep;
 mod queue;
+mod registry;
 mod run;
 mod settle;
 pub(crate) mod shutdown;
@@ -45,6 +46,8 @@ const DEFAULT_MIN_PREFETCH: usize = 32;
 /// starting value, and never past [`MAX_CONCURRENCY`] (see
 /// [`QueueConfig::prefetch`]).
 const PREFETCH_GROWTH: usize = 8;
+/// How often a queue's sample goes to the broker's history by default.
+const DEFAULT_HISTORY_INTERVAL: Duration = Duration::from_secs(30);
 /// The shortest lease accepted.
 pub const MIN_LEASE: Duration = Duration::from_millis(100);
 /// The longest lease, job timeout or shutdown deadline accepted (one day).
@@ -219,6 +222,9 @@ struct Settings {
     shutdown_timeout: Duration,
     /// How long an idle reserve call waits for work before trying again.
     idle_wait: Duration,
+    /// How often each queue's depth and start latencies go to the
+    /// broker's history.
+    history_interval: Duration,
 }
 
 /// Counters of what a worker has done since it started (see [`WorkerStats`]).
@@ -231,12 +237,16 @@ pub(crate) struct Counters {
     pub(crate) snoozed: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
     pub(crate) refused: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
     pub(crate) panicked: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) recovered: AtomicU64,
     pub(crate) released: AtomicU64,
     pub(crate) lease_lost: AtomicU64,
     pub(crate) broker_errors: AtomicU64,
+    /// Jobs started and not settled yet (not a lifetime counter: what the
+    /// worker registry shows).
+    pub(crate) in_flight: AtomicU64,
 }
 
 /// A snapshot of a worker's lifecycle counters.
@@ -260,6 +270,9 @@ pub struct WorkerStats {
     /// are: an unknown kind, or a payload (from a producer that did not
     /// validate it) that its schema refuses or that does not decode.
     pub refused: u64,
+    /// Jobs an operator cancelled while they ran, dead-lettered as
+    /// cancelled ([`JobControl::cancel`](crate::broker::JobControl::cancel)).
+    pub cancelled: u64,
     /// Attempts whose handler panicked.
     pub panicked: u64,
     /// Attempts that ran past the job timeout.
@@ -285,6 +298,7 @@ impl Counters {
             snoozed: get(&self.snoozed),
             dead_lettered: get(&self.dead_lettered),
             refused: get(&self.refused),
+            cancelled: get(&self.cancelled),
             panicked: get(&self.panicked),
             timed_out: get(&self.timed_out),
             recovered: get(&self.recovered),
@@ -310,11 +324,14 @@ pub enum JobOutcome {
     /// The job could not run as it is (unknown kind, a payload its schema
     /// refuses or that does not decode) and is in the dead-letter queue.
     Refused,
+    /// An operator cancelled the job while it ran and its handler did not
+    /// finish it: it is in the dead-letter queue as cancelled.
+    Cancelled,
 }
 
 impl JobOutcome {
     /// A short name for logs and metric labels: `completed`, `retried`,
-    /// `snoozed`, `dead_lettered`, `refused`.
+    /// `snoozed`, `dead_lettered`, `refused`, `cancelled`.
     pub fn as_str(&self) -> &'static str {
         match self {
             JobOutcome::Completed => "completed",
@@ -322,6 +339,7 @@ impl JobOutcome {
             JobOutcome::Snoozed => "snoozed",
             JobOutcome::DeadLettered => "dead_lettered",
             JobOutcome::Refused => "refused",
+            JobOutcome::Cancelled => "cancelled",
         }
     }
 }
@@ -482,6 +500,8 @@ impl Worker {
         };
         let mut tasks = JoinSet::new();
         tracing::info!(worker.id = %self.shared.worker_id, queues = self.queues.len(), "worker started");
+        let info = registry::info(&self.shared, &self.queues);
+        let registration = tokio::spawn(registry::heartbeat(self.shared.clone(), info));
         for config in self.queues.iter() {
             tasks.spawn(queue::run_queue(self.shared.clone(), config.clone(), signals.clone()));
         }
@@ -510,6 +530,8 @@ impl Worker {
                 }
             }
         }
+        registration.abort();
+        registry::deregister(&self.shared).await;
         tracing::info!(worker.id = %self.shared.worker_id, "worker stopped");
         Ok(())
     }
@@ -546,7 +568,8 @@ impl Worker {
                 known.join(", ")
             )));
         };
-        let request = crate::broker::ReserveRequest::new(1, self.shared.settings.lease, wait);
+        let request = crate::broker::ReserveRequest::new(1, self.shared.settings.lease, wait)
+            .worker(self.shared.worker_id.clone());
         let Some(job) = self.shared.broker.reserve(queue, request).await?.into_iter().next() else {
             return Ok(None);
         };
@@ -582,6 +605,7 @@ pub struct WorkerBuilder {
     recovery_interval: Option<Duration>,
     shutdown_timeout: Duration,
     idle_wait: Duration,
+    history_interval: Duration,
     worker_id: Option<String>,
     observers: Vec<Arc<dyn JobObserver>>,
     errors: Vec<Error>,
@@ -612,6 +636,7 @@ impl WorkerBuilder {
             recovery_interval: None,
             shutdown_timeout: Duration::from_secs(30),
             idle_wait: Duration::from_secs(1),
+            history_interval: DEFAULT_HISTORY_INTERVAL,
             worker_id: None,
             observers: Vec::new(),
             errors: Vec::new(),
@@ -694,6 +719,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// How often each queue's ready depth, oldest ready age and the start
+    /// latencies measured meanwhile go to the broker's queue history
+    /// (default 30 s, so every minute bucket gets a sample).
+    pub fn history_interval(mut self, interval: Duration) -> Self {
+        self.history_interval = interval;
+        self
+    }
+
     /// How long one idle reserve call waits for work (default 1 s).
     pub fn idle_wait(mut self, wait: Duration) -> Self {
         self.idle_wait = wait;
@@ -741,6 +774,7 @@ impl WorkerBuilder {
         check_duration("recovery interval", recovery_interval, Duration::from_millis(10))?;
         check_duration("shutdown timeout", self.shutdown_timeout, Duration::ZERO)?;
         check_duration("idle wait", self.idle_wait, Duration::from_millis(1))?;
+        check_duration("history interval", self.history_interval, Duration::from_millis(10))?;
         for (kind, policy) in &self.kind_policies {
             policy
                 .validate()
@@ -793,6 +827,7 @@ impl WorkerBuilder {
                 recovery_interval,
                 shutdown_timeout: self.shutdown_timeout,
                 idle_wait: self.idle_wait,
+                history_interval: self.history_interval,
             },
         };
         Ok(Worker {

@@ -43,12 +43,19 @@ pub(super) async fn run_queue(shared: Arc<Shared>, config: QueueConfig, shutdown
     let runner = Arc::new(Runner {
         shared: shared.clone(),
         job_timeout: config.job_timeout,
+        latency: Arc::default(),
     });
 
     let acker = tokio::spawn(settler.clone().acker());
     let mut background = JoinSet::new();
     background.spawn(keep::heartbeat(shared.clone(), held.clone()));
     background.spawn(keep::recovery(settler.clone(), shutdown.stop.clone()));
+    let sampler = tokio::spawn(keep::history(
+        shared.clone(),
+        queue.clone(),
+        runner.latency.clone(),
+        shutdown.stop.clone(),
+    ));
 
     let mut slots = JoinSet::new();
     let fetcher = Fetcher {
@@ -74,6 +81,9 @@ pub(super) async fn run_queue(shared: Arc<Shared>, config: QueueConfig, shutdown
         tracing::error!(%queue, error = %e, "acknowledgement task failed");
     }
     background.shutdown().await;
+    if let Err(e) = sampler.await {
+        tracing::error!(%queue, error = %e, "history sampling task failed");
+    }
 }
 
 /// Runs one reserved job of `config`'s queue to its recorded outcome, with
@@ -105,6 +115,7 @@ async fn run_one_in_span(shared: &Arc<Shared>, config: &QueueConfig, job: Reserv
     let runner = Runner {
         shared: shared.clone(),
         job_timeout: config.job_timeout,
+        latency: Arc::default(),
     };
     let mut ctx = JobContext::new(
         &job.envelope,
@@ -112,6 +123,7 @@ async fn run_one_in_span(shared: &Arc<Shared>, config: &QueueConfig, job: Reserv
         shared.clock.now(),
         shared.client.clone(),
     );
+    ctx.cancellation = settler.held.cancellation(job.lease.id);
     // Never raised: a single run is not shut down.
     let (_keep, mut abort) = super::shutdown::signal();
     let started_at = shared.clock.now();
@@ -140,6 +152,10 @@ async fn run_one_in_span(shared: &Arc<Shared>, config: &QueueConfig, job: Reserv
         Ended::Refused(reason) => {
             ran.error = Some(reason.clone());
             settler.refuse(&job, started_at, reason).await
+        }
+        Ended::Cancelled => {
+            ran.error = Some(crate::broker::CANCEL_REASON.to_owned());
+            settler.cancel(&job, started_at).await
         }
         Ended::Aborted => None,
     };
@@ -172,6 +188,7 @@ async fn slot(runner: Arc<Runner>, settler: Arc<Settler>, buffer: Arc<Buffer>, m
         started_at: chrono::DateTime::UNIX_EPOCH,
         worker_id: shared.worker_id.clone(),
         client: shared.client.clone(),
+        cancellation: Default::default(),
     };
     loop {
         // Cooperate with tokio's budget: jobs can follow each other
@@ -217,8 +234,13 @@ async fn process(
             .counters
             .started
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        runner
+            .latency
+            .record((started_at - reservation.envelope.run_at).to_std().unwrap_or_default());
         tracing::debug!("job started");
         tracing::trace!(payload = %reservation.envelope.payload, "job payload");
+        ctx.cancellation = settler.held.cancellation(reservation.lease.id);
+        shared.counters.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ended = runner
             .run(
                 &reservation.envelope,
@@ -239,6 +261,7 @@ async fn process(
             tracing::error!(panic = %panic_message(&*panic), "recording the job's outcome panicked; it runs again after its lease expires");
             settler.held.forget_one(id);
         }
+        shared.counters.in_flight.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
     .instrument(span)
     .await

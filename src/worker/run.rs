@@ -16,6 +16,7 @@ use futures_util::FutureExt;
 
 use super::{shutdown::Signal, Shared};
 use crate::{
+    broker::history::LatencyRecorder,
     envelope::JobEnvelope,
     error::Error,
     handler::{CallError, HandlerError, JobContext},
@@ -34,6 +35,9 @@ pub(super) enum Ended {
     Refused(String),
     /// Shutdown ran out of time: release the job without counting an attempt.
     Aborted,
+    /// An operator cancelled the job while it ran and the handler did not
+    /// finish it: dead-letter it as cancelled, without retries.
+    Cancelled,
 }
 
 /// Runs one queue's jobs.
@@ -41,6 +45,9 @@ pub(super) struct Runner {
     pub(super) shared: Arc<Shared>,
     /// A handler running longer fails its attempt.
     pub(super) job_timeout: Duration,
+    /// Start latencies (due to started) measured since the last history
+    /// sample.
+    pub(super) latency: Arc<LatencyRecorder>,
 }
 
 impl Runner {
@@ -78,6 +85,27 @@ impl Runner {
         ctx.enqueued_at = envelope.enqueued_at;
         ctx.started_at = started_at;
         let ctx: &JobContext = ctx;
+        let ended = self.call(registered, envelope, parsed, ctx, on_wait, abort).await;
+        // A handler that gave up after a cancel (or ran out of time, or
+        // panicked) ends as cancelled; one that finished has finished.
+        match ended {
+            Ended::Failed(_) if ctx.is_cancelled() => Ended::Cancelled,
+            ended => ended,
+        }
+    }
+
+    /// Calls the handler under the job timeout, with the payload's parse
+    /// from the schema check (`None` when the check needed none).
+    async fn call(
+        &self,
+        registered: &super::Registered,
+        envelope: &JobEnvelope,
+        parsed: Option<serde_json::Value>,
+        ctx: &JobContext,
+        on_wait: impl FnOnce(),
+        abort: &mut Signal,
+    ) -> Ended {
+        let shared = &self.shared;
         // The call itself is inside the caught future: decoding the payload
         // runs in it, and so does any work a handler does before its first `.await`.
         let call =

@@ -18,7 +18,7 @@ use super::{
     FinishedJob, JobOutcome, Shared,
 };
 use crate::{
-    broker::{Lease, LeaseStatus, Reservation},
+    broker::{Lease, LeaseStatus, Reservation, CANCEL_REASON},
     envelope::{AttemptRecord, JobEnvelope},
     error::{Error, Result},
     handler::HandlerError,
@@ -84,6 +84,9 @@ impl Settler {
             Ended::Refused(reason) => {
                 self.refuse(&reservation, started_at, reason).await;
             }
+            Ended::Cancelled => {
+                self.cancel(&reservation, started_at).await;
+            }
             Ended::Aborted => {
                 tracing::warn!("shutdown deadline passed; job released unfinished");
                 let lease = std::slice::from_ref(&reservation.lease);
@@ -148,18 +151,41 @@ impl Settler {
         started_at: DateTime<Utc>,
         reason: String,
     ) -> Option<JobOutcome> {
+        tracing::warn!(%reason, "job refused; dead-lettered");
+        self.bury(job, started_at, &reason, JobOutcome::Refused).await
+    }
+
+    /// Dead-letters a job an operator cancelled while it ran (or before
+    /// its expired lease was recovered), recording the attempt.
+    pub(super) async fn cancel(&self, job: &Reservation, started_at: DateTime<Utc>) -> Option<JobOutcome> {
+        tracing::info!("job cancelled by operator; dead-lettered");
+        self.bury(job, started_at, CANCEL_REASON, JobOutcome::Cancelled).await
+    }
+
+    /// Dead-letters a job at once, without retries, for `reason`: a
+    /// refused or cancelled one (`outcome`).
+    async fn bury(
+        &self,
+        job: &Reservation,
+        started_at: DateTime<Utc>,
+        reason: &str,
+        outcome: JobOutcome,
+    ) -> Option<JobOutcome> {
         let shared = &self.shared;
         let now = shared.clock.now();
         shared.counters.failed.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%reason, "job refused; dead-lettered");
-        let record = AttemptRecord::failed(started_at, now, reason.clone(), Some(shared.worker_id.to_string()));
-        let result = shared.broker.dead_letter(job, Some(record), &reason).await;
+        let record = AttemptRecord::failed(started_at, now, reason, Some(shared.worker_id.to_string()));
+        let result = shared.broker.dead_letter(job, Some(record), reason).await;
         if result.is_ok() {
             shared.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            shared.counters.refused.fetch_add(1, Ordering::Relaxed);
-            self.observe(&job.envelope, JobOutcome::Refused, elapsed(started_at, now));
+            let counter = match outcome {
+                JobOutcome::Cancelled => &shared.counters.cancelled,
+                _ => &shared.counters.refused,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            self.observe(&job.envelope, outcome, elapsed(started_at, now));
         }
-        self.after_outcome(job.lease.id, result).then_some(JobOutcome::Refused)
+        self.after_outcome(job.lease.id, result).then_some(outcome)
     }
 
     /// Tells the worker's observers that an attempt's outcome is recorded.
@@ -267,7 +293,7 @@ impl Settler {
                     let mut completed = 0;
                     for (lease, status) in leases.iter().zip(&statuses) {
                         match status {
-                            LeaseStatus::Held => {
+                            LeaseStatus::Held | LeaseStatus::Cancelled => {
                                 completed += 1;
                                 tracing::debug!(job.id = %lease.id, queue = %lease.queue, "job completed");
                             }
@@ -279,7 +305,7 @@ impl Settler {
                     }
                     shared.counters.completed.fetch_add(completed, Ordering::Relaxed);
                     for (at, envelope, duration) in &observed {
-                        if statuses.get(*at) == Some(&LeaseStatus::Held) {
+                        if statuses.get(*at).is_some_and(|s| s.is_held()) {
                             self.observe(envelope, JobOutcome::Completed, *duration);
                         }
                     }

@@ -20,7 +20,7 @@ use crate::{
 const DAY: u64 = 24 * 3600;
 
 /// Logs in through the form and returns the `Cookie` header value.
-async fn login(router: &Router, base: &str) -> String {
+pub(crate) async fn login(router: &Router, base: &str) -> String {
     let reply = form(router, &format!("{base}/ui/login"), None, &format!("token={TOKEN}")).await;
     assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.body);
     assert_eq!(reply.header("location"), format!("{base}/ui"));
@@ -34,7 +34,7 @@ async fn login(router: &Router, base: &str) -> String {
     set_cookie.split(';').next().unwrap().to_owned()
 }
 
-async fn form(router: &Router, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
+pub(crate) async fn form(router: &Router, uri: &str, cookie: Option<&str>, body: &str) -> Reply {
     let mut builder = Request::builder()
         .method(Method::POST)
         .uri(uri)
@@ -46,7 +46,7 @@ async fn form(router: &Router, uri: &str, cookie: Option<&str>, body: &str) -> R
     send(router, builder.body(Body::from(body.to_owned())).unwrap()).await
 }
 
-async fn page(router: &Router, uri: &str, cookie: Option<&str>) -> Reply {
+pub(crate) async fn page(router: &Router, uri: &str, cookie: Option<&str>) -> Reply {
     let mut builder = Request::builder().method(Method::GET).uri(uri);
     if let Some(cookie) = cookie {
         builder = builder.header(header::COOKIE, cookie);
@@ -615,4 +615,70 @@ fn events_of_a_callsite_first_hit_on_another_thread_are_captured() {
     std::thread::spawn(probe).join().unwrap();
     probe();
     assert!(logs.text().contains("probe event"), "{}", logs.text());
+}
+
+#[tokio::test(start_paused = true)]
+async fn bulk_forms_show_the_count_on_a_confirm_page_before_acting() {
+    let fx = Fixture::new();
+    let a = fx.simple_dead_job("billing", "invoice").await;
+    let b = fx.simple_dead_job("billing", "invoice").await;
+    let other = fx.simple_dead_job("media", "resize").await;
+    tokio::time::advance(Duration::from_secs(2 * 86_400)).await;
+    let router = Router::new().nest("/admin", fx.router());
+    let cookie = login(&router, "/admin").await;
+
+    // The index's bulk forms ask (GET) first.
+    let shown = page(&router, "/admin/ui?queue=billing", Some(&cookie)).await;
+    assert!(
+        shown
+            .body
+            .contains("<form class=\"bulk-retry\" method=\"get\" action=\"/admin/ui/dlq/retry\">"),
+        "{}",
+        shown.body
+    );
+    assert!(shown
+        .body
+        .contains("<form class=\"purge\" method=\"get\" action=\"/admin/ui/dlq/purge\">"));
+
+    let confirm = page(&router, "/admin/ui/dlq/retry?queue=billing&kind=invoice", Some(&cookie)).await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    assert!(
+        confirm
+            .body
+            .contains("This moves 2 dead jobs of queue billing of kind invoice back to ready."),
+        "{}",
+        confirm.body
+    );
+    assert!(confirm
+        .body
+        .contains("<form method=\"post\" action=\"/admin/ui/dlq/retry\">"));
+    assert!(confirm
+        .body
+        .contains("<input type=\"hidden\" name=\"kind\" value=\"invoice\">"));
+    assert!(confirm
+        .body
+        .contains("href=\"/admin/ui?queue=billing&amp;kind=invoice\">Cancel</a>"));
+    let purge = page(&router, "/admin/ui/dlq/purge?queue=&days=1", Some(&cookie)).await;
+    assert!(
+        purge
+            .body
+            .contains("This deletes 3 dead jobs of every queue dead-lettered more than 1 day ago, for good."),
+        "{}",
+        purge.body
+    );
+    assert!(purge.body.contains("<input type=\"hidden\" name=\"days\" value=\"1\">"));
+    let none = page(&router, "/admin/ui/dlq/purge?queue=media&days=3", Some(&cookie)).await;
+    assert!(
+        none.body.contains("This deletes 0 dead jobs of queue media"),
+        "{}",
+        none.body
+    );
+    for id in [a, b] {
+        assert!(fx.is_dead("billing", id).await, "asking changes nothing");
+    }
+    assert!(fx.is_dead("media", other).await);
+
+    let unknown = page(&router, "/admin/ui/dlq/retry?queue=nosuch", Some(&cookie)).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.body.contains("queue `nosuch` is unknown"), "{}", unknown.body);
 }

@@ -169,6 +169,21 @@ async fn metrics_count_outcomes_per_queue_and_kind_and_time_handlers() {
         sample(text, "flagship_worker_started_total", &[("worker", "w1")]),
         Some(5.0)
     );
+
+    // Every metric says what it means.
+    let typed: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    assert!(typed.contains(&"flagship_worker_broker_errors_total"), "{text}");
+    for name in typed {
+        let help = format!("# HELP {name} ");
+        assert!(
+            text.lines().any(|line| line.starts_with(&help)),
+            "no HELP for {name}: {text}"
+        );
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -21,6 +21,24 @@ pub(crate) fn queue(name: &str) -> QueueName {
     QueueName::new(name).unwrap()
 }
 
+/// Wall time with an adjustable offset, so fixtures can die "hours ago"
+/// (and scripted runs happen minute by minute) while a test runs in real
+/// time.
+#[derive(Debug, Default)]
+pub(crate) struct ShiftedClock(std::sync::Mutex<chrono::TimeDelta>);
+
+impl ShiftedClock {
+    pub(crate) fn set_offset(&self, offset: chrono::TimeDelta) {
+        *self.0.lock().unwrap() = offset;
+    }
+}
+
+impl Clock for ShiftedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *self.0.lock().unwrap()
+    }
+}
+
 /// A memory broker on a clock the test can read.
 pub(crate) struct Fixture {
     pub(crate) broker: Arc<MemoryBroker>,

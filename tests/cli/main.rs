@@ -7,6 +7,8 @@
 //! PostgreSQL test uses a database of its own (and skips likewise unless
 //! `FLAGSHIP_REQUIRE_POSTGRES=1`).
 
+mod cluster;
+
 use std::{
     process::{Command, Output},
     time::Duration,
@@ -19,6 +21,10 @@ use flagship_worker::{
     AttemptRecord, Broker, DeadFilter, DeadLetterQueue, JobEnvelope, JobId, QueueName, ReserveRequest,
 };
 use serde_json::{json, Value};
+
+mod history;
+mod live;
+mod polish;
 
 fn queue(name: &str) -> QueueName {
     QueueName::new(name).unwrap()
@@ -84,6 +90,24 @@ async fn is_dead(broker: &RedisBroker, queue_name: &str, id: JobId) -> bool {
     broker.get_dead(&queue(queue_name), id).await.unwrap().is_some()
 }
 
+/// The ids of every page of a listing command, following its cursors.
+fn every_page(server: &RedisServer, list: &[&str]) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut args = list.to_vec();
+        if let Some(c) = &cursor {
+            args.extend(["--cursor", c.as_str()]);
+        }
+        let page = cli_json(server, &args);
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => return seen,
+        }
+    }
+}
+
 fn ids(listing: &Value) -> Vec<String> {
     listing["jobs"]
         .as_array()
@@ -111,7 +135,7 @@ async fn list_filters_and_pages_in_tables_and_json() {
     assert_eq!(ids(&all), [a.to_string(), b.to_string(), c.to_string()]);
     assert!(all["next_cursor"].is_null());
     assert_eq!(all["jobs"][2]["attempts"], 2);
-    assert_eq!(all["jobs"][2]["last_error"], "timeout again");
+    assert_eq!(all["jobs"][2]["reason"], "timeout again");
 
     assert_eq!(
         ids(&cli_json(&server, &["dlq", "list", "--queue", "billing"])),
@@ -125,27 +149,14 @@ async fn list_filters_and_pages_in_tables_and_json() {
     assert!(ids(&cli_json(&server, &["dlq", "list", "--until", "1h"])).is_empty());
 
     // Paging with the printed cursor visits each job once.
-    let mut seen = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let mut args = vec!["dlq", "list", "--limit", "2"];
-        if let Some(c) = &cursor {
-            args.extend(["--cursor", c.as_str()]);
-        }
-        let page = cli_json(&server, &args);
-        seen.extend(ids(&page));
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = Some(next.to_owned()),
-            None => break,
-        }
-    }
+    let seen = every_page(&server, &["dlq", "list", "--limit", "2"]);
     assert_eq!(seen, [a.to_string(), b.to_string(), c.to_string()]);
 
     let table = cli(&server, &["dlq", "list", "--limit", "2"]);
     assert!(table.status.success());
     let text = stdout(&table);
     assert!(
-        text.contains("LAST ERROR") && text.contains(&a.to_string()) && text.contains("card declined"),
+        text.contains("REASON") && text.contains(&a.to_string()) && text.contains("card declined"),
         "{text}"
     );
     assert!(!text.contains(&c.to_string()));
@@ -188,7 +199,7 @@ async fn show_prints_the_payload_and_every_attempt() {
 
     let unknown = cli(&server, &["dlq", "show", &JobId::new().to_string()]);
     assert!(!unknown.status.success());
-    assert!(stderr(&unknown).contains("not in the dead-letter queue"));
+    assert!(stderr(&unknown).contains("not found: job"), "{}", stderr(&unknown));
     let wrong_queue = cli(&server, &["dlq", "show", &id.to_string(), "--queue", "media"]);
     assert!(!wrong_queue.status.success());
     let malformed = cli(&server, &["dlq", "show", "not-an-id"]);
@@ -213,7 +224,7 @@ async fn retry_moves_jobs_back_to_ready_one_or_all_matching() {
     let again = cli(&server, &["dlq", "retry", &one.to_string(), "--queue", "billing"]);
     assert!(!again.status.success(), "a job is retried once");
 
-    let all = cli_json(&server, &["dlq", "retry-all", "--kind", "send-invoice"]);
+    let all = cli_json(&server, &["dlq", "retry-all", "--kind", "send-invoice", "--yes"]);
     assert_eq!(all["retried"], 2);
     for (q, id) in [("billing", invoices[0]), ("media", invoices[1])] {
         assert!(!is_dead(&broker, q, id).await);
@@ -242,21 +253,25 @@ async fn purge_deletes_only_what_died_before_the_cutoff() {
     let young_at = dead_at(&broker, "billing", young).await;
     assert!(young_at > old_at);
 
-    let nothing = cli_json(&server, &["dlq", "purge", "--older-than", "30d"]);
+    let nothing = cli_json(&server, &["dlq", "purge", "--older-than", "30d", "--yes"]);
     assert_eq!(nothing["purged"], 0, "every job is younger than 30 days");
 
     let cutoff = (old_at + (young_at - old_at) / 2).to_rfc3339();
     let output = cli(
         &server,
-        &["dlq", "purge", "--older-than", &cutoff, "--queue", "billing"],
+        &["dlq", "purge", "--older-than", &cutoff, "--queue", "billing", "--yes"],
     );
     assert!(output.status.success(), "{}", stderr(&output));
-    assert!(stdout(&output).starts_with("1 dead jobs"), "{}", stdout(&output));
+    assert!(
+        stdout(&output).starts_with("1 dead job dead-lettered"),
+        "{}",
+        stdout(&output)
+    );
     assert!(!is_dead(&broker, "billing", old).await);
     assert!(is_dead(&broker, "billing", young).await);
     assert!(is_dead(&broker, "media", other).await);
 
-    let rest = cli_json(&server, &["dlq", "purge", "--older-than", "0s"]);
+    let rest = cli_json(&server, &["dlq", "purge", "--older-than", "0s", "--yes"]);
     assert_eq!(rest["purged"], 2, "every queue when none is named");
     let left = broker.count_dead(&DeadFilter::queue(queue("media"))).await.unwrap();
     assert_eq!(left, 0);
@@ -288,12 +303,37 @@ async fn queues_and_health_report_the_broker() {
     let table = stdout(&cli(&server, &["queues"]));
     assert!(table.contains("DEAD-LETTERED") && table.contains("billing") && table.contains("media"));
 
+    // What operators page on: a job dead-lettered just now, and ready work
+    // that no live worker serves. Degraded, not down: exit 0.
     let health = cli_json(&server, &["health"]);
-    assert_eq!(health["status"], "ok");
+    assert_eq!(health["status"], "degraded");
     assert_eq!(health["checks"][0]["name"], "broker");
+    let message = |name: &str| {
+        health["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .map(|c| c["message"].as_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        message("queue billing").contains("1 dead-lettered in the last 60 min"),
+        "{health}"
+    );
+    assert!(
+        message("queue media").contains("1 ready and no live worker serves the queue"),
+        "{health}"
+    );
     let human = cli(&server, &["health"]);
     assert!(human.status.success());
-    assert!(stdout(&human).starts_with("ok"));
+    assert!(stdout(&human).starts_with("degraded"));
+    // Once the dead job is dealt with and the queue is paused, all is well.
+    assert!(cli(&server, &["dlq", "purge", "--older-than", "0s", "--yes"])
+        .status
+        .success());
+    assert!(cli(&server, &["pause", "media"]).status.success());
+    assert_eq!(cli_json(&server, &["health"])["status"], "ok");
 
     let nowhere = Command::new(env!("CARGO_BIN_EXE_flagship-worker"))
         .args(["--redis-url", "redis://127.0.0.1:1", "health"])
@@ -369,7 +409,7 @@ async fn the_commands_work_against_a_postgres_broker() {
 
     let all = json(&["dlq", "list"]);
     assert_eq!(ids(&all), [a.to_string(), b.to_string()]);
-    assert_eq!(all["jobs"][1]["last_error"], "timeout again");
+    assert_eq!(all["jobs"][1]["reason"], "timeout again");
     let shown = json(&["dlq", "show", &b.to_string()]);
     assert_eq!(shown["payload"], json!({"n": 2}));
     assert_eq!(shown["attempts"].as_array().unwrap().len(), 2);
@@ -385,9 +425,30 @@ async fn the_commands_work_against_a_postgres_broker() {
         .collect();
     assert_eq!(names, ["billing", "media"]);
     assert_eq!(queues[0]["ready"], 1);
-    assert!(pg(&["dlq", "purge", "--older-than", "0s"]).status.success());
+    assert!(pg(&["dlq", "purge", "--older-than", "0s", "--yes"]).status.success());
     assert_eq!(broker.count_dead(&DeadFilter::queue(queue("media"))).await.unwrap(), 0);
+    // The retried job is ready and no worker serves billing; paused, it waits on purpose.
+    assert_eq!(json(&["health"])["status"], "degraded");
+    assert!(pg(&["pause", "billing"]).status.success());
     assert_eq!(json(&["health"])["status"], "ok");
+    assert_eq!(json(&["queues"])[0]["paused"], true);
+
+    // Live jobs and priorities on PostgreSQL too.
+    let urgent = json(&[
+        "enqueue",
+        "billing",
+        "send-invoice",
+        "--payload",
+        "{}",
+        "--priority",
+        "5",
+    ]);
+    let live = json(&["jobs", "list", "--queue", "billing", "--state", "ready"]);
+    assert_eq!(ids(&live).len(), 2);
+    assert_eq!(json(&["jobs", "show", urgent["id"].as_str().unwrap()])["priority"], 5);
+    let cancelled = json(&["jobs", "cancel-all", "--queue", "billing", "--yes"]);
+    assert_eq!(cancelled["dead_lettered"], 2);
+    assert!(json(&["workers"]).as_array().unwrap().is_empty());
 
     let other_schema = pg(&["--schema", "nothing_here", "queues"]);
     assert!(!other_schema.status.success(), "the CLI never migrates a schema");

@@ -29,10 +29,10 @@ async fn released_jobs_go_back_in_run_at_order() {
         broker.enqueue(vec![envelope])
     };
     enqueue(1).await.unwrap();
-    let older = broker.reserve(&queue, request).await.unwrap().remove(0);
+    let older = broker.reserve(&queue, request.clone()).await.unwrap().remove(0);
     tokio::time::sleep(Duration::from_secs(600)).await;
     enqueue(2).await.unwrap();
-    let younger = broker.reserve(&queue, request).await.unwrap().remove(0);
+    let younger = broker.reserve(&queue, request.clone()).await.unwrap().remove(0);
     // The worker holding the older job releases it first.
     broker.release(std::slice::from_ref(&older.lease)).await.unwrap();
     broker.release(std::slice::from_ref(&younger.lease)).await.unwrap();

@@ -58,14 +58,12 @@ async fn failing_email_retries_linearly_into_the_dlq_and_is_retried_from_it() {
     let job = NotificationJob {
         notification_id: Some("warning-1".into()),
         org_id: "acme".into(),
-        notice: Notice::ThresholdWarning(UsageAlert {
-            metric: "api_calls".into(),
-            period: PeriodKind::Hourly,
-            period_start: "2026-01-01T10:00:00Z".parse().unwrap(),
-            limit: 100,
-            current: 80,
-            threshold_percent: 80,
-        }),
+        notice: Notice::ThresholdWarning(UsageAlert::new("api_calls", 80).with_usage(
+            PeriodKind::Hourly,
+            "2026-01-01T10:00:00Z".parse().unwrap(),
+            100,
+            80,
+        )),
     };
     let id = worker.client().enqueue(&job).await.unwrap().id();
     let queue = QueueName::new(NOTIFICATIONS_QUEUE).unwrap();

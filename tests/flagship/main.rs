@@ -4,11 +4,15 @@
 //! jobs from the TypeScript producer run by a Rust worker on Redis.
 
 mod dead_letter;
+#[cfg(feature = "cli")]
+mod deploy;
 mod http;
 #[cfg(feature = "redis")]
 mod interop;
 mod mock;
 mod pipeline;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 mod schemas;

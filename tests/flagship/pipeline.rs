@@ -54,17 +54,15 @@ impl Pipeline {
         let services = services.with_mailer(Arc::new(mailer)).with_webhooks(Arc::new(webhooks));
 
         let mut config = OrgConfig::new("acme");
-        config.limits.push(UsageLimit {
-            metric: "api_calls".into(),
-            period: PeriodKind::Hourly,
-            limit: 100,
-        });
+        config
+            .limits
+            .push(UsageLimit::new("api_calls", PeriodKind::Hourly, 100));
         config.notifications.email_recipients = vec!["ops@acme.test".into()];
         config.notifications.webhook = Some(WebhookEndpoint {
             url: format!("{}/flagship", hooks.url),
             secret: SECRET.into(),
         });
-        config.on_limit_exceeded = EnforcementConfig {
+        config.limits[0].on_exceeded = EnforcementConfig {
             disable_flags: vec!["new-ui".into()],
             block_api_keys: vec!["key-1".into()],
             notify: false,

@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use flagship_worker::flagship::{
     stores::{
-        ApiKeyStore, AuditLog, Channel, CounterIncrement, DeliveryLog, FlagStore, HealthStore, MemoryStore,
+        ApiKeyStore, AuditLog, Channel, CounterIncrement, Delivery, DeliveryLog, FlagStore, HealthStore, MemoryStore,
         OrgConfigStore, PeriodArchive, UsageStore,
     },
     ApiKey, AuditEvent, CounterKey, DailyUsage, Flag, HealthRecord, OrgConfig, PeriodKind, Threshold,
@@ -232,11 +232,24 @@ async fn deliveries_and_health<S: DeliveryLog + HealthStore>(store: &S, org: &st
     let key = format!("{org}:n-1");
     assert!(!store.delivered(&key, Channel::Email).await.unwrap());
     store
-        .record_delivery(&key, Channel::Email, at("2026-01-01T10:00:00Z"))
+        .record_delivery(&key, Channel::Email, Delivery::Sent, at("2026-01-01T10:00:00Z"))
         .await
         .unwrap();
     assert!(store.delivered(&key, Channel::Email).await.unwrap());
     assert!(!store.delivered(&key, Channel::Webhook).await.unwrap());
+    store
+        .record_delivery(&key, Channel::Webhook, Delivery::Logged, at("2026-01-01T10:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.delivery(&key, Channel::Email).await.unwrap(),
+        Some(Delivery::Sent)
+    );
+    assert_eq!(
+        store.delivery(&key, Channel::Webhook).await.unwrap(),
+        Some(Delivery::Logged),
+        "a logged delivery is not recorded as sent"
+    );
 
     let report = |id: &str| HealthRecord {
         check_id: format!("{org}-{id}"),
@@ -252,6 +265,24 @@ async fn deliveries_and_health<S: DeliveryLog + HealthStore>(store: &S, org: &st
     store.record_health(&report("1")).await.unwrap();
     store.record_health(&report("2")).await.unwrap();
     assert_eq!(store.latest().await.unwrap(), Some(report("2")));
+
+    let worker = |n: u8| format!("worker:{org}-{n}");
+    store.record_seen(&worker(1), at("2026-01-01T10:00:00Z")).await.unwrap();
+    store.record_seen(&worker(2), at("2026-01-01T10:00:00Z")).await.unwrap();
+    store.record_seen(&worker(1), at("2026-01-01T10:01:00Z")).await.unwrap();
+    store
+        .record_seen(&format!("schedule:{org}"), at("2026-01-01T10:00:00Z"))
+        .await
+        .unwrap();
+    let seen = store.seen(&format!("worker:{org}-")).await.unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (worker(1), at("2026-01-01T10:01:00Z")),
+            (worker(2), at("2026-01-01T10:00:00Z"))
+        ],
+        "the latest time per name, only names with the prefix"
+    );
 }
 
 #[tokio::test]

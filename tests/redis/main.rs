@@ -5,9 +5,12 @@
 
 mod broker;
 mod cluster;
+mod cluster_conformance;
 mod conformance;
+mod failover;
 mod faults;
 mod garbage;
+mod history;
 mod hostile;
 mod setup;
 mod support;

@@ -42,9 +42,15 @@ test("the envelope has the Rust field order and passes the envelope schema", () 
   assert.equal(job.queue, "flagship:audit");
   assert.equal(job.delayMs, 0);
   // Without a key or retries the fields are left out, as serde leaves out `None`.
-  const plain = prepare(flagshipKinds["auto-action"], { orgId: "acme", action: "block_api_key", targetId: "k", reason: "r" });
+  const plain = prepare(flagshipKinds["period-rollover"], { period: "hourly" });
   assert.ok(!plain.envelope.includes("idempotency_key") && !plain.envelope.includes("max_retries"), plain.envelope);
   assert.equal(plain.idempotencyKey, "");
+});
+
+test("an auto-action's key is its identity, as the Rust job derives it", () => {
+  const job = prepare(flagshipKinds["auto-action"], { orgId: "acme", action: "block_api_key", targetId: "k", reason: "r" });
+  // The same value `AutoActionJob::identity` gives (src/flagship/jobs.rs).
+  assert.equal(job.idempotencyKey, "auto-action:acme:78e96cd8a58766f40584f13bbdae48b8");
 });
 
 test("delays and run times become run_at and a delay in ms that Redis adds to its clock", () => {

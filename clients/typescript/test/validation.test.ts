@@ -23,9 +23,12 @@ test("valid payloads of the producer-facing kinds pass", () => {
   const warning = {
     orgId: "acme",
     type: "threshold_warning",
-    data: { metric: "api_calls", period: "hourly", periodStart: "2026-01-01T10:00:00+00:00", limit: 100, current: 85, thresholdPercent: 80 },
+    data: { metric: "api_calls", period: "hourly", periodStart: "2026-01-01T10:00:00+00:00", limit: 100, current: 85, percent: 80 },
   };
   validatePayload("notification", flagshipKinds.notification.schema, warning);
+  // The spec's shape: only the fields the worker needs, extra keys allowed.
+  const spec = { orgId: "acme", type: "threshold_warning", data: { metric: "api_calls", percent: 80, plan: "pro" } };
+  validatePayload("notification", flagshipKinds.notification.schema, spec);
 });
 
 test("errors name the JSON path and the rule, and never the value", () => {
@@ -40,7 +43,7 @@ test("errors name the JSON path and the rule, and never the value", () => {
     ["usage-ingestion", { ...usageIngestion(), orgId: 42 }, "/orgId", /^type: expected string, got integer$/],
     ["auto-action", { ...autoAction(), action: secret }, "/action", /^one of "disable_feature", "block_api_key", "send_notification"$/],
     ["auto-action", { ...autoAction(), reason: "" }, "/reason", /^minLength 1$/],
-    ["notification", { ...notification(), type: secret }, "/type", /^one of "threshold_warning", "limit_exceeded", "feature_disabled"$/],
+    ["notification", { ...notification(), type: secret }, "/type", /^one of "threshold_warning", "limit_exceeded", "feature_disabled", "api_key_blocked"$/],
     ["notification", { orgId: "acme" }, "/type", /^required \(one of/],
     ["notification", { ...notification(), data: { flagKey: "ok", reason: "x".repeat(1025) } }, "/data/reason", /^maxLength 1024$/],
   ];

@@ -104,7 +104,8 @@ pub(super) fn page(base: &str, title: &str, logout: bool, content: &str) -> Stri
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>{title} · flagship-worker</title>\
          <link rel=\"stylesheet\" href=\"{base}/ui/style.css\"></head>\n\
-         <body><header><a class=\"brand\" href=\"{base}/ui\">flagship-worker</a><span class=\"subtitle\">operations</span>{logout}</header>\n\
+         <body><header><a class=\"brand\" href=\"{base}/ui\">flagship-worker</a><span class=\"subtitle\">operations</span>\
+         <nav><a href=\"{base}/ui\">Queues &amp; dead jobs</a><a href=\"{base}/ui/live\">Live jobs</a></nav>{logout}</header>\n\
          <main>{content}</main></body></html>\n",
         title = esc(title)
     )
@@ -112,9 +113,14 @@ pub(super) fn page(base: &str, title: &str, logout: bool, content: &str) -> Stri
 
 /// `1 dead job`, `2 dead jobs`.
 pub(super) fn dead_jobs(n: u64) -> String {
+    count(n, "dead job")
+}
+
+/// `n` of `what`, plural right: `1 job`, `2 jobs`.
+pub(super) fn count(n: u64, what: &str) -> String {
     if n == 1 {
-        "1 dead job".to_owned()
+        format!("1 {what}")
     } else {
-        format!("{n} dead jobs")
+        format!("{n} {what}s")
     }
 }

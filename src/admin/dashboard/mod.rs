@@ -18,12 +18,19 @@ use super::{
 };
 use crate::health::HealthStatus;
 
+mod charts;
+mod history_page;
 mod html;
+pub(super) mod live;
 mod pages;
+
+pub(super) use history_page::history_page;
 
 use self::{
     html::{esc, html, page, url_encode},
-    pages::{bulk_forms, dead_row, filter_form, index_url, login_form, notice, page_with_auth, render_job},
+    pages::{
+        bulk_forms, confirm_page, dead_row, filter_form, index_url, login_form, notice, page_with_auth, render_job,
+    },
 };
 
 const STYLESHEET: &str = include_str!("dashboard.css");
@@ -67,7 +74,7 @@ pub(super) fn error_page(base: &str, status: StatusCode, message: &str) -> Respo
     html(status, page(base, "Error", false, &content))
 }
 
-fn api_error_page(base: &str, error: ApiError) -> Response {
+pub(super) fn api_error_page(base: &str, error: ApiError) -> Response {
     error_page(base, error.status, &error.message)
 }
 
@@ -160,6 +167,8 @@ pub(super) struct IndexParams {
     count: Option<String>,
     /// The purge's "older than", in days.
     days: Option<String>,
+    /// The queue a pause or resume was on.
+    subject: Option<String>,
 }
 
 /// `GET /ui`
@@ -182,6 +191,7 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
     let query = dlq::parse_query(params.queue.as_deref(), params.kind.as_deref(), None, None)?;
     let limit = dlq::parse_limit(params.limit.as_deref())?;
     let stats = all_queue_stats(state).await?;
+    let sparklines = sparklines(state, &stats).await?;
     let page = dlq::list(state, &query, params.cursor.as_deref(), limit).await?;
     let health = state.health.latest().await.ok();
     let now = state.clock.now();
@@ -201,18 +211,26 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
         out.push_str("<p class=\"empty\">No queue has seen a job yet.</p>");
     } else {
         out.push_str(
-            "<table class=\"stats\"><thead><tr><th>Queue</th><th>Ready</th><th>Scheduled</th><th>Active</th>\
-             <th>Dead</th><th>Oldest ready</th><th>Completed</th><th>Retried</th><th>Dead-lettered</th></tr></thead><tbody>",
+            "<table class=\"stats\"><thead><tr><th>Queue</th><th>Status</th><th>Ready</th><th>Scheduled</th><th>Active</th>\
+             <th>Dead</th><th>Oldest ready</th><th>Completed</th><th>Retried</th><th>Dead-lettered</th>\
+             <th>Last hour</th><th></th></tr></thead><tbody>",
         );
-        for (queue, s) in &stats {
+        for ((queue, s), spark) in stats.iter().zip(&sparklines) {
             let oldest = s
                 .oldest_ready_age_ms
                 .map_or_else(|| "—".to_owned(), |ms| format!("{:.1} s", ms as f64 / 1000.0));
             let dead_class = if s.dead > 0 { " class=\"has-dead\"" } else { "" };
+            let status = if s.paused {
+                "<span class=\"queue-status paused\">paused</span>"
+            } else {
+                "<span class=\"queue-status running\">running</span>"
+            };
             let _ = write!(
                 out,
-                "<tr><td><a href=\"{base}/ui?queue={q_url}\">{q}</a></td><td>{}</td><td>{}</td><td>{}</td>\
-                 <td{dead_class}>{}</td><td>{oldest}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr data-queue=\"{q}\"><td><a href=\"{base}/ui?queue={q_url}\">{q}</a></td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td{dead_class}>{}</td><td>{oldest}</td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"spark\"><a href=\"{base}/ui/history?queue={q_url}\">{spark}</a></td>\
+                 <td class=\"actions\"><a href=\"{base}/ui/live?queue={q_url}\">Live jobs</a>{pause}</td></tr>",
                 s.ready,
                 s.scheduled,
                 s.active,
@@ -222,9 +240,14 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
                 s.dead_lettered,
                 q = esc(queue.as_str()),
                 q_url = url_encode(queue.as_str()),
+                pause = live::pause_button(base, queue, s.paused),
             );
         }
         out.push_str("</tbody></table>");
+        let _ = write!(
+            out,
+            "<p class=\"worker\"><a href=\"{base}/ui/history\">History of all queues</a> (charts; times in UTC)</p>"
+        );
     }
     if let Some(worker) = &state.worker {
         let w = worker.stats();
@@ -244,6 +267,18 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
         );
     }
     out.push_str("</section>");
+    if let Some(control) = state.broker.control() {
+        match control.workers().await {
+            Ok(workers) => out.push_str(&live::workers_panel(now, &workers)),
+            Err(e) => {
+                let _ = write!(
+                    out,
+                    "<section><h2>Workers</h2><p class=\"notice error\">The worker registry could not be read: {}</p></section>",
+                    esc(&e.to_string())
+                );
+            }
+        }
+    }
 
     out.push_str("<section><div class=\"section-head\"><h2>Dead-letter queue</h2></div>");
     out.push_str(&filter_form(base, &stats, &query));
@@ -251,7 +286,7 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
         out.push_str("<p class=\"empty\">No dead jobs match.</p>");
     } else {
         out.push_str(
-            "<table class=\"dead\"><thead><tr><th>Queue</th><th>Kind</th><th>Last error</th><th>Attempts</th>\
+            "<table class=\"dead\"><thead><tr><th>Queue</th><th>Kind</th><th>Reason</th><th>Attempts</th>\
              <th>Dead since</th><th></th></tr></thead><tbody>",
         );
         for job in &page.jobs {
@@ -272,6 +307,23 @@ async fn render_index(state: &SharedState, base: &str, params: &IndexParams) -> 
     }
     out.push_str("</section>");
     Ok(page_with_auth(state, base, "Dead-letter queue", &out))
+}
+
+/// Each queue's sparkline of the last hour, in the order of `stats`
+/// (empty when the broker keeps no history).
+async fn sparklines(
+    state: &SharedState,
+    stats: &[(crate::job::QueueName, crate::QueueStats)],
+) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::with_capacity(stats.len());
+    for (queue, _) in stats {
+        let spark = match state.broker.queue_history() {
+            Some(history) => charts::sparkline(&history.history(queue, crate::broker::Resolution::Minute, 60).await?),
+            None => String::new(),
+        };
+        out.push(spark);
+    }
+    Ok(out)
 }
 
 /// `GET /ui/jobs/{queue}/{id}`
@@ -383,6 +435,94 @@ pub(super) async fn purge(
     match purged.await {
         Ok(back) => Redirect::to(&back).into_response(),
         Err(e) => api_error_page(&base, e),
+    }
+}
+
+/// `GET /ui/dlq/retry`: says how many dead jobs "Retry all matching" would
+/// move back to ready, with the button that does it.
+pub(super) async fn confirm_retry_matching(
+    State(state): State<SharedState>,
+    Base(base): Base,
+    params: Result<Query<RetryMatchingForm>, QueryRejection>,
+) -> Response {
+    let form = match params {
+        Ok(Query(form)) => form,
+        Err(e) => return api_error_page(&base, ApiError::bad_request(e.body_text())),
+    };
+    let page = async {
+        let query = dlq::parse_query(form.queue.as_deref(), form.kind.as_deref(), None, None)?;
+        let n = query.count(&*state.broker, &*state.dlq).await?;
+        let what = format!("This moves {} of {} back to ready.", html::dead_jobs(n), scope(&query));
+        let queue = query.queue.as_ref().map_or("", |q| q.as_str());
+        let kind = query.kind.as_deref().unwrap_or("");
+        Ok::<_, ApiError>(confirm_page(
+            &state,
+            &base,
+            "Retry all matching",
+            &what,
+            &format!("{base}/ui/dlq/retry"),
+            &[("queue", queue), ("kind", kind)],
+            &index_url(&base, &query, ""),
+        ))
+    };
+    match page.await {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => api_error_page(&base, e),
+    }
+}
+
+/// `GET /ui/dlq/purge`: says how many dead jobs "Purge older than" would
+/// delete, with the button that does it.
+pub(super) async fn confirm_purge(
+    State(state): State<SharedState>,
+    Base(base): Base,
+    params: Result<Query<PurgeForm>, QueryRejection>,
+) -> Response {
+    let form = match params {
+        Ok(Query(form)) => form,
+        Err(e) => return api_error_page(&base, ApiError::bad_request(e.body_text())),
+    };
+    let page = async {
+        let query = dlq::parse_query(form.queue.as_deref(), None, None, None)?;
+        let days = dlq::parse_days(form.days.as_deref())?;
+        let older_than = dlq::days_before(state.clock.now(), days)?;
+        let n = query
+            .clone()
+            .between(None, Some(older_than))
+            .count(&*state.broker, &*state.dlq)
+            .await?;
+        let unit = if days == 1 { "day" } else { "days" };
+        let what = format!(
+            "This deletes {} of {} dead-lettered more than {days} {unit} ago, for good.",
+            html::dead_jobs(n),
+            scope(&query)
+        );
+        let queue = query.queue.as_ref().map_or("", |q| q.as_str());
+        Ok::<_, ApiError>(confirm_page(
+            &state,
+            &base,
+            "Purge older than",
+            &what,
+            &format!("{base}/ui/dlq/purge"),
+            &[("queue", queue), ("days", &days.to_string())],
+            &index_url(&base, &query, ""),
+        ))
+    };
+    match page.await {
+        Ok(body) => html(StatusCode::OK, body),
+        Err(e) => api_error_page(&base, e),
+    }
+}
+
+/// The queues and kind a bulk action covers, in words.
+fn scope(query: &crate::broker::DeadQuery) -> String {
+    let queues = match &query.queue {
+        Some(queue) => format!("queue {queue}"),
+        None => "every queue".to_owned(),
+    };
+    match &query.kind {
+        Some(kind) => format!("{queues} of kind {kind}"),
+        None => queues,
     }
 }
 

@@ -12,7 +12,7 @@ use super::{
 use crate::{
     admin::{dlq::MAX_PURGE_DAYS, SharedState},
     broker::{DeadQuery, DeadSummary},
-    envelope::JobEnvelope,
+    envelope::{AttemptRecord, JobEnvelope},
     job::JobId,
 };
 
@@ -41,6 +41,14 @@ pub(super) fn notice(params: &IndexParams) -> String {
         (Some("retried"), Some(job), ..) => format!("Job {job} moved back to ready."),
         (Some("deleted"), Some(job), ..) => format!("Job {job} deleted."),
         (Some("retried_matching"), _, Some(n), _) => format!("Moved {} back to ready.", dead_jobs(n)),
+        (Some(notice @ ("paused" | "resumed")), ..) if params.subject.is_some() => {
+            let queue = params.subject.as_deref().unwrap_or_default();
+            if notice == "paused" {
+                format!("Queue {queue} paused: workers take none of its jobs until it is resumed.")
+            } else {
+                format!("Queue {queue} resumed.")
+            }
+        }
         (Some("purged"), _, Some(n), Some(days)) => {
             let unit = if days == 1 { "day" } else { "days" };
             format!("Deleted {} dead-lettered more than {days} {unit} ago.", dead_jobs(n))
@@ -98,7 +106,8 @@ pub(super) fn filter_form(
 }
 
 /// "Retry all matching" (when something matches) for the filter shown, and
-/// "Purge older than" for its queue.
+/// "Purge older than" for its queue. Both lead to a page saying how many
+/// jobs the action takes, where it is confirmed ([`confirm_page`]).
 pub(super) fn bulk_forms(base: &str, query: &DeadQuery, any_match: bool) -> String {
     let queue = query.queue.as_ref().map_or("", |q| q.as_str());
     let queue_field = format!("<input type=\"hidden\" name=\"queue\" value=\"{}\">", esc(queue));
@@ -117,7 +126,7 @@ pub(super) fn bulk_forms(base: &str, query: &DeadQuery, any_match: bool) -> Stri
         };
         let _ = write!(
             out,
-            "<form class=\"bulk-retry\" method=\"post\" action=\"{base}/ui/dlq/retry\">{queue_field}{kind_field}\
+            "<form class=\"bulk-retry\" method=\"get\" action=\"{base}/ui/dlq/retry\">{queue_field}{kind_field}\
              <button type=\"submit\" class=\"retry\">Retry all matching</button>\
              <span>every dead job of {scope}{kind_scope}, on every page</span></form>"
         );
@@ -125,7 +134,7 @@ pub(super) fn bulk_forms(base: &str, query: &DeadQuery, any_match: bool) -> Stri
     let every_kind = if query.kind.is_some() { ", of every kind" } else { "" };
     let _ = write!(
         out,
-        "<form class=\"purge\" method=\"post\" action=\"{base}/ui/dlq/purge\">{queue_field}\
+        "<form class=\"purge\" method=\"get\" action=\"{base}/ui/dlq/purge\">{queue_field}\
          <label>Delete the dead jobs of {scope}{every_kind} dead-lettered more than \
          <input name=\"days\" type=\"number\" min=\"1\" max=\"{MAX_PURGE_DAYS}\" value=\"30\" required> days ago</label>\
          <button type=\"submit\" class=\"danger\">Purge older than</button></form></div>"
@@ -147,7 +156,7 @@ pub(super) fn action_buttons(base: &str, queue: &str, id: JobId) -> String {
 
 pub(super) fn dead_row(base: &str, now: DateTime<Utc>, job: &DeadSummary) -> String {
     let queue = job.queue.as_str();
-    let error = job.last_error.as_deref().unwrap_or("");
+    let error = job.reason.as_deref().unwrap_or("");
     let since = job.dead_lettered_at.map_or_else(String::new, |at| {
         format!("{}<br><small>{}</small>", time(at), ago(now, at))
     });
@@ -197,26 +206,7 @@ pub(super) fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> 
         "</dl><h2>Payload</h2><pre class=\"payload\">{}</pre>",
         esc(job.payload.pretty().trim_end())
     );
-    let _ = write!(out, "<h2>Attempts ({})</h2>", job.attempts.len());
-    if job.attempts.is_empty() {
-        out.push_str("<p class=\"empty\">The job never ran.</p>");
-    } else {
-        out.push_str(
-            "<table class=\"attempts\"><thead><tr><th>#</th><th>Started</th><th>Took</th><th>Worker</th><th>Error</th></tr></thead><tbody>",
-        );
-        for (n, attempt) in job.attempts.iter().enumerate() {
-            let took = (attempt.finished_at - attempt.started_at).num_milliseconds();
-            let _ = write!(
-                out,
-                "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{took} ms</td><td>{}</td><td class=\"error\">{}</td></tr>",
-                n + 1,
-                time(attempt.started_at),
-                esc(attempt.worker.as_deref().unwrap_or("—")),
-                esc(attempt.error.as_deref().unwrap_or("")),
-            );
-        }
-        out.push_str("</tbody></table>");
-    }
+    out.push_str(&attempts_table(&job.attempts, "The job never ran."));
     out.push_str("</section>");
     page_with_auth(state, base, &format!("{} {}", job.kind, job.id), &out)
 }
@@ -224,4 +214,61 @@ pub(super) fn render_job(state: &SharedState, base: &str, job: &JobEnvelope) -> 
 /// The page frame, with a logout button when the dashboard has a login.
 pub(super) fn page_with_auth(state: &SharedState, base: &str, title: &str, content: &str) -> String {
     page(base, title, state.auth.is_some(), content)
+}
+
+/// The page between a bulk form and its action: says what it does to how
+/// many jobs, and posts `fields` to `action` when confirmed.
+pub(super) fn confirm_page(
+    state: &SharedState,
+    base: &str,
+    title: &str,
+    what: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+    back: &str,
+) -> String {
+    let mut hidden = String::new();
+    for (name, value) in fields {
+        let _ = write!(
+            hidden,
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            esc(value)
+        );
+    }
+    let content = format!(
+        "<section class=\"confirm\"><h1>{title}</h1><p class=\"notice warn\" role=\"alert\">{what}</p>\
+         <form method=\"post\" action=\"{action}\">{hidden}\
+         <button type=\"submit\" class=\"danger confirm\">{title}</button> \
+         <a class=\"cancel\" href=\"{back}\">Cancel</a></form></section>",
+        title = esc(title),
+        what = esc(what),
+        action = esc(action),
+        back = esc(back),
+    );
+    page_with_auth(state, base, title, &content)
+}
+
+/// "Attempts (n)" and a row per attempt, or `empty` when there is none.
+pub(super) fn attempts_table(attempts: &[AttemptRecord], empty: &str) -> String {
+    let mut out = format!("<h2>Attempts ({})</h2>", attempts.len());
+    if attempts.is_empty() {
+        let _ = write!(out, "<p class=\"empty\">{}</p>", esc(empty));
+        return out;
+    }
+    out.push_str(
+        "<table class=\"attempts\"><thead><tr><th>#</th><th>Started</th><th>Took</th><th>Worker</th><th>Error</th></tr></thead><tbody>",
+    );
+    for (n, attempt) in attempts.iter().enumerate() {
+        let took = (attempt.finished_at - attempt.started_at).num_milliseconds();
+        let _ = write!(
+            out,
+            "<tr><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{took} ms</td><td>{}</td><td class=\"error\">{}</td></tr>",
+            n + 1,
+            time(attempt.started_at),
+            esc(attempt.worker.as_deref().unwrap_or("—")),
+            esc(attempt.error.as_deref().unwrap_or("")),
+        );
+    }
+    out.push_str("</tbody></table>");
+    out
 }

@@ -36,6 +36,7 @@ pub(super) struct Waiting {
     run_at: DateTime<Utc>,
     attempt: u32,
     max_retries: Option<u32>,
+    priority: i8,
     /// What most jobs do not set; `None` when the envelope sets none of it.
     rest: Option<Box<Rest>>,
 }
@@ -91,6 +92,7 @@ impl Held {
             idempotency_key,
             attempt,
             max_retries,
+            priority,
             enqueued_at,
             run_at,
             attempts,
@@ -118,6 +120,7 @@ impl Held {
             run_at,
             attempt,
             max_retries,
+            priority,
             rest,
         }))
     }
@@ -127,6 +130,14 @@ impl Held {
         match self {
             Held::Waiting(job) => job.run_at,
             Held::Envelope(envelope) => envelope.run_at,
+        }
+    }
+
+    /// The job's priority.
+    pub(super) fn priority(&self) -> i8 {
+        match self {
+            Held::Waiting(job) => job.priority,
+            Held::Envelope(envelope) => envelope.priority,
         }
     }
 
@@ -208,6 +219,7 @@ fn expand(job: &mut Waiting, id: JobId, queue: &QueueName) -> JobEnvelope {
         idempotency_key: rest.idempotency_key,
         attempt: job.attempt,
         max_retries: job.max_retries,
+        priority: job.priority,
         enqueued_at: job.enqueued_at,
         run_at: job.run_at,
         attempts: rest.attempts,
@@ -232,6 +244,7 @@ mod tests {
         full.idempotency_key = Some("key".into());
         full.attempt = 3;
         full.max_retries = Some(7);
+        full.priority = -3;
         full.attempts = vec![AttemptRecord::failed(now, now, "boom", Some("w".into()))];
         full.dead_lettered_at = Some(now);
         full.dead_letter_reason = Some("why".into());

@@ -17,7 +17,10 @@ use super::{
     wake::{Listener, Wakeups},
     PostgresBroker, DEFAULT_SCHEMA, DEFAULT_VACUUM_AFTER,
 };
-use crate::error::{Error, Result};
+use crate::{
+    broker::history::HistoryLayout,
+    error::{Error, Result},
+};
 
 /// Settings for a [`PostgresBroker`]; [`connect`](PostgresBrokerBuilder::connect)
 /// checks them, connects and (by default) migrates.
@@ -41,6 +44,8 @@ pub struct PostgresBrokerBuilder {
     durable_acks: bool,
     /// Vacuum the tables after this many changed rows (`None`: autovacuum only).
     vacuum_after: Option<u64>,
+    /// The queue history's buckets.
+    history: HistoryLayout,
 }
 
 impl std::fmt::Debug for PostgresBrokerBuilder {
@@ -137,6 +142,13 @@ impl PostgresBrokerBuilder {
         self
     }
 
+    /// The queue history's buckets (default: minutes for a day, hours for
+    /// 30 days). Every broker on one schema must use the same layout.
+    pub fn history_layout(mut self, layout: HistoryLayout) -> Self {
+        self.history = layout;
+        self
+    }
+
     /// Checks the settings, connects, migrates (unless turned off) and
     /// starts listening for wake-ups.
     pub async fn connect(self) -> Result<PostgresBroker> {
@@ -220,13 +232,14 @@ impl PostgresBrokerBuilder {
         tracing::info!(postgres = %addr, schema = schema.name(), "connected to PostgreSQL");
         Ok(PostgresBroker {
             pool,
-            sql: Statements::new(&schema, self.durable_acks),
+            sql: Statements::new(&schema, self.durable_acks, &self.history),
             schema,
             wakeups,
             _listener: listener,
             vacuum,
             key_retention: self.key_retention,
             poll_interval: self.poll_interval,
+            history: self.history,
             addr,
         })
     }
@@ -251,6 +264,7 @@ impl PostgresBroker {
             poll_interval: Duration::from_secs(1),
             durable_acks: false,
             vacuum_after: Some(DEFAULT_VACUUM_AFTER),
+            history: HistoryLayout::default(),
         }
     }
 }

@@ -36,11 +36,12 @@ struct Columns {
     histories: Vec<Option<String>>,
     /// The batch's queues, each once.
     distinct_queues: Vec<String>,
+    priorities: Vec<i16>,
     keys: Vec<Option<String>>,
 }
 
 impl Columns {
-    /// Binds the columns both enqueue statements take (`$1` to `$9`).
+    /// Binds the columns both enqueue statements take (`$1` to `$10`).
     fn bind<'q>(&'q self, query: PgQuery<'q>) -> PgQuery<'q> {
         query
             .bind(&self.ids)
@@ -52,6 +53,7 @@ impl Columns {
             .bind(&self.max_retries)
             .bind(&self.histories)
             .bind(&self.distinct_queues)
+            .bind(&self.priorities)
     }
 }
 
@@ -97,6 +99,8 @@ impl Batch {
             columns.kinds.push(job.kind.clone());
             columns.payloads.push(job.payload.json().to_owned());
             columns.keys.push(job.idempotency_key.clone());
+            crate::envelope::check_priority(job.priority)?;
+            columns.priorities.push(i16::from(job.priority));
             columns
                 .delays
                 .push(micros_ceil((job.run_at - job.enqueued_at).to_std().unwrap_or_default()));

@@ -21,14 +21,26 @@ struct Migration {
 }
 
 /// Every migration, oldest first. Never edit one that has shipped; add the next.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "jobs",
-    sql: include_str!("sql/migrations/0001_jobs.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "jobs",
+        sql: include_str!("sql/migrations/0001_jobs.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "control",
+        sql: include_str!("sql/migrations/0002_control.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "history",
+        sql: include_str!("sql/migrations/0003_history.sql"),
+    },
+];
 
 /// The schema version this build reads and writes.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// First key of the advisory lock migrations hold (the second is the
 /// schema name's hash): "fw" in ASCII, to stay clear of other users' locks.

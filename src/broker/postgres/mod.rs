@@ -15,7 +15,7 @@
 //! retention in a small table. The tables, each statement and how other
 //! languages enqueue are in `docs/postgres.md`.
 
-use std::{collections::HashSet, fmt, sync::Arc, time::Duration};
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use sqlx::{PgPool, Row};
@@ -29,7 +29,10 @@ use self::{
     vacuum::Vacuum,
     wake::{Listener, Wakeups},
 };
-use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
+use super::{
+    history::HistoryLayout, Broker, EnqueueOutcome, Lease, LeaseStatus, QueueHistory, QueueStats, Reservation,
+    ReserveRequest,
+};
 use crate::{
     envelope::{truncate_error, AttemptRecord, JobEnvelope, MAX_SCHEDULE_AHEAD},
     error::{Error, Result},
@@ -40,9 +43,11 @@ use crate::{
 pub use sqlx;
 
 mod builder;
+mod control;
 mod dead;
 mod enqueue;
 mod errors;
+mod history;
 mod migrate;
 mod rows;
 mod sql;
@@ -100,6 +105,8 @@ pub struct PostgresBroker {
     /// The longest an idle reserver waits between looks at its queue, in
     /// case a wake-up was lost.
     poll_interval: Duration,
+    /// The queue history's buckets.
+    history: HistoryLayout,
     /// The server, for `Debug` (never the password).
     addr: String,
 }
@@ -149,16 +156,15 @@ fn lease_columns(leases: &[Lease]) -> (Vec<Uuid>, Vec<i64>) {
     sorted.into_iter().unzip()
 }
 
-/// One status per lease: held if its id came back.
-fn statuses(leases: &[Lease], held: &HashSet<Uuid>) -> Vec<LeaseStatus> {
+/// One status per lease: held if its id came back (cancelled when it came
+/// back with its cancel request, from `extend`), lost otherwise.
+fn statuses(leases: &[Lease], held: &HashMap<Uuid, bool>) -> Vec<LeaseStatus> {
     leases
         .iter()
-        .map(|l| {
-            if held.contains(&l.id.as_uuid()) {
-                LeaseStatus::Held
-            } else {
-                LeaseStatus::Lost
-            }
+        .map(|l| match held.get(&l.id.as_uuid()) {
+            Some(false) => LeaseStatus::Held,
+            Some(true) => LeaseStatus::Cancelled,
+            None => LeaseStatus::Lost,
         })
         .collect()
 }
@@ -191,11 +197,19 @@ impl PostgresBroker {
 
     /// Leases due jobs of `queue` with `sql` (reserve or recover), sorted
     /// into queue order; jobs that cannot run are dead-lettered on the way.
-    async fn take(&self, queue: &QueueName, sql: &str, max: usize, lease: Duration) -> Result<Taken> {
+    async fn take(
+        &self,
+        queue: &QueueName,
+        sql: &str,
+        max: usize,
+        lease: Duration,
+        owner: Option<&str>,
+    ) -> Result<Taken> {
         let rows = sqlx::query(sql)
             .bind(queue.as_str())
             .bind(max.min(MAX_BATCH) as i64)
             .bind(micros_ceil(lease))
+            .bind(owner)
             .fetch_all(&self.pool)
             .await
             .map_err(map_err)?;
@@ -307,10 +321,14 @@ impl PostgresBroker {
             query = query.bind(micros);
         }
         let rows = query.fetch_all(&self.pool).await.map_err(map_err)?;
+        // Only `extend` returns the cancel request (a third column).
         let held = rows
             .iter()
-            .map(|row| row.try_get::<Uuid, _>(0).map_err(map_err))
-            .collect::<Result<HashSet<_>>>()?;
+            .map(|row| {
+                let cancel = row.try_get::<bool, _>(2).unwrap_or(false);
+                row.try_get::<Uuid, _>(0).map(|id| (id, cancel)).map_err(map_err)
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
         self.changed(held.len());
         Ok(statuses(leases, &held))
     }
@@ -318,6 +336,10 @@ impl PostgresBroker {
 
 #[async_trait]
 impl Broker for PostgresBroker {
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        Some(self)
+    }
+
     async fn enqueue(&self, jobs: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -339,7 +361,10 @@ impl Broker for PostgresBroker {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let taken = self.take(queue, &self.sql.reserve, request.max, request.lease).await?;
+            let owner = request.worker.as_deref();
+            let taken = self
+                .take(queue, &self.sql.reserve, request.max, request.lease, owner)
+                .await?;
             if !taken.reserved.is_empty() {
                 tracing::debug!(%queue, count = taken.reserved.len(), "jobs reserved");
                 return Ok(taken.reserved);
@@ -412,7 +437,7 @@ impl Broker for PostgresBroker {
         if max == 0 {
             return Ok(Vec::new());
         }
-        let recovered = self.take(queue, &self.sql.recover, max, lease).await?.reserved;
+        let recovered = self.take(queue, &self.sql.recover, max, lease, None).await?.reserved;
         for r in &recovered {
             tracing::warn!(job.id = %r.lease.id, %queue, "lease expired; job recovered");
         }
@@ -440,6 +465,7 @@ impl Broker for PostgresBroker {
             // in no state, or stored under an id that cannot be named.
             dropped: 0,
             restored: 0,
+            paused: row.try_get(8).map_err(map_err)?,
         })
     }
 
@@ -454,6 +480,10 @@ impl Broker for PostgresBroker {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map_err(map_err)?;
         Ok(())
+    }
+
+    fn control(&self) -> Option<&dyn super::JobControl> {
+        Some(self)
     }
 }
 
@@ -483,10 +513,10 @@ mod tests {
         let (ids, tokens) = lease_columns(&reversed);
         assert!(ids.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(tokens, [1, 2, 3]);
-        let held: HashSet<_> = [leases[1].id.as_uuid()].into();
+        let held: HashMap<_, _> = [(leases[1].id.as_uuid(), false), (leases[0].id.as_uuid(), true)].into();
         assert_eq!(
             statuses(&reversed, &held),
-            [LeaseStatus::Lost, LeaseStatus::Held, LeaseStatus::Lost]
+            [LeaseStatus::Lost, LeaseStatus::Held, LeaseStatus::Cancelled]
         );
     }
 }

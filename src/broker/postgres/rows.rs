@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::errors::map_err;
 use crate::{
-    broker::{LeaseToken, Reservation},
+    broker::{ActiveLease, JobState, LeaseToken, LiveJob, Reservation},
     envelope::{AttemptRecord, JobEnvelope, ENVELOPE_VERSION},
     error::Result,
     job::{JobId, QueueName},
@@ -28,10 +28,12 @@ pub(super) struct LeasedRow {
     stored: StoredJob,
     /// For a recovered job: when its expired lease had started.
     expired_started: Option<DateTime<Utc>>,
+    /// For a recovered job: whether an operator asked to cancel it.
+    cancel_requested: bool,
 }
 
 /// The columns every job row has, as stored.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct StoredJob {
     enqueued_at: DateTime<Utc>,
     v: i16,
@@ -44,6 +46,14 @@ struct StoredJob {
 }
 
 impl StoredJob {
+    /// The envelope, or the row shown as the DLQ shows one that cannot
+    /// be decoded.
+    fn envelope_or_shown(self, id: Uuid, queue: &QueueName, run_at: DateTime<Utc>) -> JobEnvelope {
+        let shown = self.clone();
+        self.envelope(id, queue, run_at)
+            .unwrap_or_else(|_| shown.dead_envelope(id, queue, run_at))
+    }
+
     /// Reads the stored columns starting at position `at`: enqueued_at, v,
     /// attempt, max_retries, kind, payload, idempotency_key, attempts.
     fn read(row: &PgRow, at: usize) -> Result<Self> {
@@ -83,6 +93,7 @@ impl StoredJob {
             idempotency_key: self.idempotency_key,
             attempt: count("attempt", self.attempt)?,
             max_retries: self.max_retries.map(|n| count("max_retries", n)).transpose()?,
+            priority: 0,
             enqueued_at: self.enqueued_at,
             run_at,
             attempts,
@@ -111,6 +122,7 @@ impl StoredJob {
             idempotency_key: self.idempotency_key,
             attempt: u32::try_from(self.attempt).unwrap_or(0),
             max_retries: self.max_retries.and_then(|n| u32::try_from(n).ok()),
+            priority: 0,
             enqueued_at: self.enqueued_at,
             run_at,
             attempts,
@@ -143,6 +155,7 @@ impl LeasedRow {
             seq: row.try_get(5).map_err(map_err)?,
             stored: StoredJob::read(row, 6)?,
             expired_started: row.try_get(14).map_err(map_err)?,
+            cancel_requested: row.try_get::<Option<bool>, _>(17).map_err(map_err)?.unwrap_or(false),
         }))
     }
 
@@ -154,12 +167,72 @@ impl LeasedRow {
 
     /// The reservation, or why the job cannot run.
     pub(super) fn reservation(self, queue: &QueueName) -> Result<Reservation, String> {
-        let envelope = self.stored.envelope(self.id, queue, self.run_at)?;
+        let mut envelope = self.stored.envelope(self.id, queue, self.run_at)?;
+        envelope.priority = stored_priority(self.priority);
         let reservation = Reservation::new(Arc::new(envelope), LeaseToken(self.token as u64), self.deadline);
+        let reservation = reservation.cancel_requested(self.cancel_requested);
         Ok(match self.expired_started {
             Some(started) => reservation.recovered(started),
             None => reservation,
         })
+    }
+}
+
+/// A stored priority as the envelope carries it: the `priority` column
+/// is wider than the envelope's range, so a value another program wrote
+/// outside it is clamped.
+pub(super) fn stored_priority(priority: i16) -> i8 {
+    let (min, max) = (
+        i16::from(crate::envelope::MIN_PRIORITY),
+        i16::from(crate::envelope::MAX_PRIORITY),
+    );
+    // In range after the clamp: the conversion cannot fail.
+    i8::try_from(priority.clamp(min, max)).unwrap_or_default()
+}
+
+/// A live job as `live_list.sql` (and, after its state, `live_get.sql`)
+/// returns it.
+#[derive(Debug)]
+pub(super) struct LiveRow {
+    id: Uuid,
+    run_at: DateTime<Utc>,
+    stored: StoredJob,
+    priority: i16,
+    owner: Option<String>,
+    leased_at: Option<DateTime<Utc>>,
+    deadline: Option<DateTime<Utc>>,
+    cancel_requested: bool,
+}
+
+impl LiveRow {
+    /// Reads the row's columns starting at position `at`.
+    pub(super) fn read(row: &PgRow, at: usize) -> Result<Self> {
+        Ok(LiveRow {
+            id: row.try_get(at).map_err(map_err)?,
+            run_at: row.try_get(at + 1).map_err(map_err)?,
+            stored: StoredJob::read(row, at + 2)?,
+            priority: row.try_get(at + 10).map_err(map_err)?,
+            owner: row.try_get(at + 11).map_err(map_err)?,
+            leased_at: row.try_get(at + 12).map_err(map_err)?,
+            deadline: row.try_get(at + 13).map_err(map_err)?,
+            cancel_requested: row.try_get(at + 14).map_err(map_err)?,
+        })
+    }
+
+    /// The job as operators see it in `state`; a row that cannot be
+    /// decoded shows its stored text, as the DLQ shows it.
+    pub(super) fn live_job(self, queue: &QueueName, state: JobState) -> LiveJob {
+        let (id, run_at) = (self.id, self.run_at);
+        let mut envelope = self.stored.envelope_or_shown(id, queue, run_at);
+        envelope.priority = stored_priority(self.priority);
+        match state {
+            JobState::Active => {
+                let started = self.leased_at.unwrap_or(run_at);
+                let lease = ActiveLease::new(self.owner, started, self.deadline.unwrap_or(started));
+                LiveJob::active(envelope, lease, self.cancel_requested)
+            }
+            state => LiveJob::waiting(envelope, state),
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! The broker's SQL: the schema it lives in, and every statement it runs,
 //! built once per broker from the files in `sql/` with the schema filled in.
 
-use crate::error::{Error, Result};
+use crate::{
+    broker::history::{HistoryLayout, Resolution},
+    error::{Error, Result},
+};
 
 /// The schema the broker's tables live in, checked to be a plain lower-case
 /// identifier so it can be written into statements.
@@ -78,6 +81,16 @@ pub(super) struct Statements {
     pub(super) dead_get: String,
     pub(super) dead_retry: String,
     pub(super) dead_delete: String,
+    pub(super) live_list: String,
+    pub(super) live_get: String,
+    pub(super) cancel: String,
+    pub(super) pause: String,
+    pub(super) resume: String,
+    pub(super) register_worker: String,
+    pub(super) workers: String,
+    pub(super) deregister_worker: String,
+    pub(super) history_sample: String,
+    pub(super) history_read: String,
 }
 
 /// The `commit_mode` column of the statements acknowledgements and lease
@@ -94,9 +107,18 @@ fn commit_mode(durable_acks: bool) -> &'static str {
 
 impl Statements {
     /// The statements for `schema`; acknowledgements and lease changes wait
-    /// for the WAL flush only when `durable_acks`.
-    pub(super) fn new(schema: &Schema, durable_acks: bool) -> Self {
-        let fill = |sql: &str| schema.fill(sql).replace("{commit_mode}", commit_mode(durable_acks));
+    /// for the WAL flush only when `durable_acks`; the queue history's
+    /// buckets are `history`'s.
+    pub(super) fn new(schema: &Schema, durable_acks: bool, history: &HistoryLayout) -> Self {
+        let fill = |sql: &str| {
+            schema
+                .fill(sql)
+                .replace("{commit_mode}", commit_mode(durable_acks))
+                .replace("{history_minute_ms}", &history.width_ms(Resolution::Minute).to_string())
+                .replace("{history_minutes_kept}", &history.kept(Resolution::Minute).to_string())
+                .replace("{history_hour_ms}", &history.width_ms(Resolution::Hour).to_string())
+                .replace("{history_hours_kept}", &history.kept(Resolution::Hour).to_string())
+        };
         Statements {
             enqueue: fill(include_str!("sql/enqueue.sql")),
             enqueue_unkeyed: fill(include_str!("sql/enqueue_unkeyed.sql")),
@@ -114,6 +136,16 @@ impl Statements {
             dead_get: fill(include_str!("sql/dead_get.sql")),
             dead_retry: fill(include_str!("sql/dead_retry.sql")),
             dead_delete: fill(include_str!("sql/dead_delete.sql")),
+            live_list: fill(include_str!("sql/live_list.sql")),
+            live_get: fill(include_str!("sql/live_get.sql")),
+            cancel: fill(include_str!("sql/cancel.sql")),
+            pause: fill(include_str!("sql/pause.sql")),
+            resume: fill(include_str!("sql/resume.sql")),
+            register_worker: fill(include_str!("sql/register_worker.sql")),
+            workers: fill(include_str!("sql/workers.sql")),
+            deregister_worker: fill(include_str!("sql/deregister_worker.sql")),
+            history_sample: fill(include_str!("sql/history_sample.sql")),
+            history_read: fill(include_str!("sql/history_read.sql")),
         }
     }
 }
@@ -135,14 +167,20 @@ mod tests {
     #[test]
     fn statements_name_the_schema_and_channel() {
         let schema = Schema::new("jobs_here").unwrap();
-        let statements = Statements::new(&schema, false);
+        let statements = Statements::new(&schema, false, &HistoryLayout::default());
         assert!(statements.enqueue.contains("\"jobs_here\".jobs"));
         assert!(statements.enqueue.contains("pg_notify('jobs_here'"));
-        for sql in [&statements.reserve, &statements.complete, &statements.dead_retry] {
+        for sql in [
+            &statements.reserve,
+            &statements.complete,
+            &statements.dead_retry,
+            &statements.history_sample,
+            &statements.reschedule,
+        ] {
             assert!(!sql.contains('{'), "an unfilled placeholder in {sql}");
         }
         assert!(statements.complete.contains("'synchronous_commit', 'off', true"));
-        let durable = Statements::new(&schema, true);
+        let durable = Statements::new(&schema, true, &HistoryLayout::default());
         assert!(!durable.complete.contains("synchronous_commit"));
         assert!(!durable.enqueue.contains("synchronous_commit") && !statements.enqueue.contains("synchronous_commit"));
     }

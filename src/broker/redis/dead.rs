@@ -83,7 +83,8 @@ impl DeadEntry {
     }
 
     /// The envelope to store when the job is retried: attempt 0, dead
-    /// fields cleared, runnable now. An undecodable one is stored as it is.
+    /// fields cleared, runnable now. An undecodable one (which the callers
+    /// refuse to retry) would be stored as it is.
     fn retried(&self, queue: &QueueName, raw: &[u8], now: DateTime<Utc>) -> Vec<u8> {
         match decode::decode_stored(queue, self.id.as_bytes(), raw) {
             Ok(mut envelope) => {
@@ -250,6 +251,12 @@ impl DeadLetterQueue for RedisBroker {
                 tracing::warn!(job.id = %id, %queue, "dead job has no stored envelope; it cannot be retried");
                 return Ok(false);
             };
+            if let Err(poison) = decode::decode_stored(queue, entry.id.as_bytes(), &raw) {
+                return Err(Error::NotRetryable {
+                    id,
+                    reason: poison.reason.clone(),
+                });
+            }
             match self.retry_entries(queue, &[(entry, raw)]).await?.first() {
                 Some(1) => {
                     tracing::info!(job.id = %id, %queue, "dead job retried");
@@ -272,14 +279,23 @@ impl DeadLetterQueue for RedisBroker {
             let mut last = None;
             self.scan_dead(filter, after.clone(), SCAN_BATCH, |mut entry, _| {
                 last = Some((entry.score.clone(), entry.id.clone()));
-                if let Some(raw) = entry.raw.take() {
-                    page.push((entry, raw));
+                match entry.raw.take() {
+                    // Retrying a record that cannot be decoded would only bury it again.
+                    Some(raw) if decode::decode_stored(&filter.queue, entry.id.as_bytes(), &raw).is_err() => {
+                        tracing::warn!(queue = %filter.queue, job.id = %entry.id, "dead job cannot be decoded; not retried");
+                    }
+                    Some(raw) => page.push((entry, raw)),
+                    None => {}
                 }
                 page.len() < MAX_BATCH / 4
             })
             .await?;
-            if page.is_empty() {
+            if last.is_none() {
                 break;
+            }
+            if page.is_empty() {
+                after = last;
+                continue;
             }
             let results = self.retry_entries(&filter.queue, &page).await?;
             for ((entry, _), result) in page.iter().zip(results) {

@@ -238,6 +238,7 @@ pub(super) fn dead_envelope(
             idempotency_key: None,
             attempt: 0,
             max_retries: None,
+            priority: 0,
             enqueued_at: dead_at,
             run_at: dead_at,
             attempts: Vec::new(),

@@ -9,6 +9,10 @@ use crate::job::QueueName;
 /// slot in a cluster); only [`Broker::queues`](crate::Broker::queues) reads it.
 pub(super) const QUEUES_KEY: &str = "flagship-worker:queues";
 
+/// Hash: worker id → `"<seen ms> <expires ms> <info JSON>"`, the worker
+/// registry (on its own slot in a cluster, like [`QUEUES_KEY`]).
+pub(super) const WORKERS_KEY: &str = "flagship-worker:workers";
+
 /// The names of one queue's keys (see `docs/redis.md` for what each holds).
 #[derive(Debug)]
 pub(super) struct QueueKeys {
@@ -42,6 +46,13 @@ pub(super) struct QueueKeys {
     /// Where the look for envelopes in no state set has got to (an
     /// `HSCAN` cursor over `jobs`).
     pub(super) restore_cursor: String,
+    /// String, present while an operator has the queue paused.
+    pub(super) paused: String,
+    /// Hash: the queue history's minute buckets, a ring of slots (see
+    /// `scripts/history.lua`).
+    pub(super) history_minute: String,
+    /// Hash: the queue history's hour buckets, likewise.
+    pub(super) history_hour: String,
 }
 
 impl QueueKeys {
@@ -62,6 +73,9 @@ impl QueueKeys {
             seq: key("seq"),
             wake: key("wake"),
             restore_cursor: key("restore-cursor"),
+            paused: key("paused"),
+            history_minute: key("history:minute"),
+            history_hour: key("history:hour"),
         }
     }
 }
@@ -75,7 +89,14 @@ mod tests {
         let keys = QueueKeys::new(&QueueName::new("flagship:audit").unwrap());
         assert_eq!(keys.jobs, "{flagship:audit}:jobs");
         assert_eq!(keys.completed_keys, "{flagship:audit}:completed-keys");
-        for key in [&keys.ready, &keys.wake, &keys.lease, &keys.seq] {
+        for key in [
+            &keys.ready,
+            &keys.wake,
+            &keys.lease,
+            &keys.seq,
+            &keys.history_minute,
+            &keys.history_hour,
+        ] {
             assert!(key.starts_with("{flagship:audit}:"), "{key}");
         }
     }

@@ -16,17 +16,19 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use redis::{aio::ConnectionManager, Value};
+use redis::Value;
 use tokio::sync::oneshot;
 
 use super::{
+    conn::Conn,
     decode::{self, array, bytes, int, ms_to_time, shown_id, Poison},
+    history::layout_args,
     keys::QueueKeys,
     scripts::{run, run_all, Call, SCRIPTS},
     PROMOTE_BATCH,
 };
 use crate::{
-    broker::{Lease, LeaseToken, Reservation},
+    broker::{history::HistoryLayout, Lease, LeaseToken, Reservation},
     error::{Error, Result},
     job::{JobId, QueueName},
 };
@@ -42,13 +44,15 @@ const RESTORE_MAX_READY: usize = 4_096;
 #[derive(Clone)]
 pub(super) struct Leaser {
     /// The broker's shared connection.
-    pub(super) conn: ConnectionManager,
+    pub(super) conn: Conn,
     /// The queue's key names.
     pub(super) keys: Arc<QueueKeys>,
     /// The queue.
     pub(super) queue: QueueName,
     /// Leased jobs whose payload is larger (bytes of JSON) are dead-lettered.
     pub(super) max_payload_bytes: usize,
+    /// The queue history's buckets, for dead-lettering.
+    pub(super) history: HistoryLayout,
 }
 
 /// What one reserve pass found.
@@ -68,26 +72,32 @@ pub(super) enum Pass {
 /// A stored job that cannot run, with the lease it was taken under.
 type Poisoned = Vec<(Box<Poison>, LeaseToken)>;
 
-/// The `dead_letter` script on a queue's keys; add its ARGV.
-pub(super) fn dead_letter_call(keys: &QueueKeys) -> Call {
-    SCRIPTS.dead_letter.call(&[
-        &keys.jobs,
-        &keys.active,
-        &keys.lease,
-        &keys.dead,
-        &keys.reasons,
-        &keys.stats,
-    ])
+/// The `dead_letter` script on a queue's keys, with the history layout in
+/// ARGV; add the rest of its ARGV.
+pub(super) fn dead_letter_call(keys: &QueueKeys, history: &HistoryLayout) -> Call {
+    SCRIPTS
+        .dead_letter
+        .call(&[
+            &keys.jobs,
+            &keys.active,
+            &keys.lease,
+            &keys.dead,
+            &keys.reasons,
+            &keys.stats,
+            &keys.history_minute,
+            &keys.history_hour,
+        ])
+        .arg(&layout_args(history)[..])
 }
 
 impl Leaser {
     /// Runs the reserve script once, in a task of its own. Dropping the
     /// returned future leases nothing that stays leased (see the module docs).
-    pub(super) fn reserve_pass(&self, max: usize, lease_ms: u64, knew: String) -> Claim {
+    pub(super) fn reserve_pass(&self, max: usize, lease_ms: u64, knew: String, owner: Option<Arc<str>>) -> Claim {
         let (tx, rx) = oneshot::channel();
         let leaser = self.clone();
         tokio::spawn(async move {
-            let pass = leaser.reserve_once(max, lease_ms, &knew).await;
+            let pass = leaser.reserve_once(max, lease_ms, &knew, owner.as_deref()).await;
             if let Err(Ok(Pass::Leased(unclaimed))) = tx.send(pass) {
                 leaser.hand_back(unclaimed).await;
             }
@@ -99,7 +109,7 @@ impl Leaser {
         }
     }
 
-    async fn reserve_once(&self, max: usize, lease_ms: u64, knew: &str) -> Result<Pass> {
+    async fn reserve_once(&self, max: usize, lease_ms: u64, knew: &str, owner: Option<&str>) -> Result<Pass> {
         let k = &self.keys;
         let call = SCRIPTS
             .reserve
@@ -112,11 +122,13 @@ impl Leaser {
                 &k.seq,
                 &k.wake,
                 &k.stats,
+                &k.paused,
             ])
             .arg(max)
             .arg(lease_ms)
             .arg(PROMOTE_BATCH)
-            .arg(knew);
+            .arg(knew)
+            .arg(owner.unwrap_or(""));
         let mut reply = array("reserve", run(&mut self.conn.clone(), call).await?)?.into_iter();
         let now = int("reserve", &reply.next().unwrap_or_default())?;
         let next_due = int("reserve", &reply.next().unwrap_or_default())?;
@@ -198,15 +210,16 @@ impl Leaser {
     /// reservations, one job at a time: one that cannot run is
     /// dead-lettered, the others are returned.
     async fn take(&self, entries: Vec<Value>, recovered: bool, deadline: DateTime<Utc>) -> Result<Vec<Reservation>> {
-        let stride = if recovered { 4 } else { 3 };
+        let stride = if recovered { 5 } else { 3 };
         let mut good = Vec::with_capacity(entries.len() / stride);
         let mut poisoned = Vec::new();
         let mut it = entries.into_iter();
         while let (Some(id), Some(raw), Some(token)) = (it.next(), it.next(), it.next()) {
-            let started = if recovered {
-                Some(ms_to_time(int("recover", &it.next().unwrap_or_default())?))
+            let (started, cancel_requested) = if recovered {
+                let started = ms_to_time(int("recover", &it.next().unwrap_or_default())?);
+                (Some(started), int("recover", &it.next().unwrap_or_default())? == 1)
             } else {
-                None
+                (None, false)
             };
             let token = LeaseToken(int("lease token", &token)? as u64);
             let id = bytes(id).unwrap_or_default();
@@ -224,6 +237,7 @@ impl Leaser {
                     envelope: Arc::new(envelope),
                     deadline,
                     expired_attempt_started_at: started,
+                    cancel_requested,
                 }),
                 Err(poison) => poisoned.push((poison, token)),
             }
@@ -250,7 +264,7 @@ impl Leaser {
                 } else {
                     (file_as, JobId::new().to_string())
                 };
-                dead_letter_call(&self.keys)
+                dead_letter_call(&self.keys, &self.history)
                     .arg(&poison.stored_id[..])
                     .arg(token.0)
                     .arg("")

@@ -25,17 +25,24 @@ use std::{
 use async_trait::async_trait;
 use redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
-    Value,
+    cluster::ClusterClientBuilder,
+    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+    IntoConnectionInfo, Value,
 };
 
 use self::{
+    conn::{parse_url, Conn, SentinelConn, Topology, URL_FORMS},
     decode::{array, bytes, int, text},
+    history::layout_args,
     keys::{QueueKeys, QUEUES_KEY},
     lease::{dead_letter_call, Leaser, Pass},
-    scripts::{map_err, run, run_all, Lua, SCRIPTS},
+    scripts::{map_err, run, run_all_durable, Lua, Replicas, SCRIPTS},
     wait::{Waiters, Woken},
 };
-use super::{Broker, EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest};
+use super::{
+    history::HistoryLayout, Broker, EnqueueOutcome, Lease, LeaseStatus, QueueHistory, QueueStats, Reservation,
+    ReserveRequest,
+};
 use crate::{
     clock::{Clock, TokioClock},
     envelope::{truncate_error, AttemptRecord, JobEnvelope},
@@ -44,8 +51,11 @@ use crate::{
     schema::DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
+mod conn;
+mod control;
 mod dead;
 mod decode;
+mod history;
 mod keys;
 mod lease;
 mod scripts;
@@ -68,15 +78,24 @@ const PROMOTE_BATCH: usize = 1_000;
 
 /// A broker keeping jobs in Redis 6.2 or later.
 ///
-/// It connects to one Redis server (or a proxy in front of a cluster). The
-/// key layout is ready for Redis Cluster, one queue per slot: every call
-/// touches the keys of one queue only, which the tests check against Redis
-/// in cluster mode; a cluster-aware connection is not built in yet.
+/// It connects to one Redis server (`redis://host:port`), to a Redis
+/// Cluster (`redis+cluster://host:port,host:port`, or
+/// [`RedisBroker::cluster_builder`]) or, through Redis Sentinel, to the
+/// current master (`redis+sentinel://host:port,host:port/<master-name>`, or
+/// [`RedisBroker::sentinel_builder`]). A queue lives on one cluster slot:
+/// every call touches the keys of one queue only, and the queue registry
+/// is written by a separate idempotent command (see `docs/redis.md`).
+/// Connecting to a cluster node with a plain `redis://` URL is refused with
+/// an error saying how to connect.
 ///
 /// Connect with [`RedisBroker::connect`] or [`RedisBroker::builder`]. Clones
 /// of the `Arc` share one multiplexed connection, which reconnects on its
-/// own after a connection loss; calls made while Redis is unreachable fail
-/// with [`Error::Unavailable`] (the worker retries them with backoff).
+/// own after a connection loss (follows slot moves and promoted replicas on
+/// a cluster, asks the sentinels again under Sentinel); calls made while
+/// Redis is unreachable fail with [`Error::Unavailable`] (the worker
+/// retries them with backoff). Redis replication is asynchronous: to make
+/// an enqueue or a completion survive a failover, see
+/// [`RedisBrokerBuilder::wait_for_replicas`].
 ///
 /// Redis must run with `maxmemory-policy noeviction`: any other policy can
 /// silently delete jobs, so connecting refuses it unless
@@ -94,7 +113,7 @@ const PROMOTE_BATCH: usize = 1_000;
 pub struct RedisBroker {
     /// The shared connection for every non-blocking call; it reconnects by
     /// itself after a connection loss.
-    conn: ConnectionManager,
+    conn: Conn,
     /// Dedicated connections for idle reservers blocked on a wake-up list.
     waiters: Waiters,
     /// Key names per queue, built once.
@@ -108,6 +127,10 @@ pub struct RedisBroker {
     key_retention: Duration,
     /// Leased jobs whose payload is larger (bytes of JSON) are dead-lettered.
     max_payload_bytes: usize,
+    /// The queue history's buckets.
+    history: HistoryLayout,
+    /// Replicas that must confirm an enqueue or a completion (`WAIT`).
+    replicas: Option<Replicas>,
     /// The server address, for `Debug`.
     addr: String,
 }
@@ -118,6 +141,8 @@ impl fmt::Debug for RedisBroker {
             .field("addr", &self.addr)
             .field("key_retention", &self.key_retention)
             .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("replicas", &self.replicas)
+            .field("conn", &self.conn)
             .field("clock", &self.clock)
             .field("waiters", &self.waiters)
             .finish_non_exhaustive()
@@ -128,8 +153,11 @@ impl fmt::Debug for RedisBroker {
 /// checks them and connects.
 #[derive(Clone)]
 pub struct RedisBrokerBuilder {
-    /// Where Redis is (`redis://[user:password@]host:port[/db]`).
-    url: String,
+    /// Where Redis is: one server, cluster seeds or sentinels (a URL that
+    /// did not parse fails at connect).
+    topology: std::result::Result<Topology, String>,
+    /// Replicas that must confirm an enqueue or a completion.
+    replicas: Option<Replicas>,
     /// Start even if `maxmemory-policy` is not `noeviction`.
     allow_eviction: bool,
     /// How long completed jobs' idempotency keys stay held.
@@ -142,12 +170,16 @@ pub struct RedisBrokerBuilder {
     connect_timeout: Duration,
     /// Where delays are measured from.
     clock: Arc<dyn Clock>,
+    /// The queue history's buckets.
+    history: HistoryLayout,
 }
 
 impl fmt::Debug for RedisBrokerBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // The URL may carry a password: leave it out.
         f.debug_struct("RedisBrokerBuilder")
+            .field("topology", &self.topology.as_ref().ok())
+            .field("replicas", &self.replicas)
             .field("allow_eviction", &self.allow_eviction)
             .field("key_retention", &self.key_retention)
             .field("max_payload_bytes", &self.max_payload_bytes)
@@ -191,6 +223,30 @@ impl RedisBrokerBuilder {
         self
     }
 
+    /// Makes every enqueue and every completion wait until `replicas`
+    /// replicas of the master holding the queue have the write (Redis
+    /// `WAIT`), at most `timeout`; when fewer confirm in time the call
+    /// fails with [`Error::Unavailable`] (the write is on the master but
+    /// may be lost if the master fails now). Off by default.
+    ///
+    /// Redis replication is asynchronous: without this, a job whose
+    /// enqueue returned `Ok` can vanish when its master dies before
+    /// replicating it and a replica is promoted. With it, every write
+    /// that returned `Ok` is on `replicas` replicas too. The cost is the
+    /// replication delay on each enqueue and completion (no extra round
+    /// trip: `WAIT` travels in the same pipeline), and availability: while
+    /// fewer than `replicas` replicas are up, enqueues fail. Measured in
+    /// `docs/performance.md`; trade-offs in `docs/redis.md`.
+    ///
+    /// `replicas` of 0 turns it off.
+    pub fn wait_for_replicas(mut self, replicas: usize, timeout: Duration) -> Self {
+        self.replicas = (replicas > 0).then_some(Replicas {
+            count: replicas,
+            timeout,
+        });
+        self
+    }
+
     /// How long opening a connection may take (default 2 s).
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
@@ -204,6 +260,13 @@ impl RedisBrokerBuilder {
     /// delays are sent, and Redis adds them to its own clock.
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The queue history's buckets (default: minutes for a day, hours for
+    /// 30 days). Every broker on one Redis must use the same layout.
+    pub fn history_layout(mut self, layout: HistoryLayout) -> Self {
+        self.history = layout;
         self
     }
 
@@ -225,8 +288,42 @@ impl RedisBrokerBuilder {
                 "the idempotency key retention must be above zero".into(),
             ));
         }
-        let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| Error::InvalidConfig(format!("the Redis URL is not valid: {e}")))?;
+        if self.replicas.is_some_and(|r| r.timeout.is_zero()) {
+            return Err(Error::InvalidConfig(
+                "the replica wait timeout must be above zero".into(),
+            ));
+        }
+        let topology = self.topology.clone().map_err(Error::InvalidConfig)?;
+        let (mut conn, waiters, addr) = match &topology {
+            Topology::Single(url) => self.connect_single(url).await?,
+            Topology::Cluster(nodes) => self.connect_cluster(nodes).await?,
+            Topology::Sentinel {
+                sentinels,
+                master,
+                node,
+            } => self.connect_sentinel(sentinels, master, node).await?,
+        };
+        check_eviction_policy(&mut conn, self.allow_eviction).await?;
+        scripts::load_all(&mut conn).await?;
+        tracing::info!(redis = %addr, topology = ?topology, "connected to Redis");
+        Ok(RedisBroker {
+            conn,
+            waiters,
+            keys: RwLock::new(HashMap::new()),
+            registered: Mutex::new(HashSet::new()),
+            clock: self.clock,
+            key_retention: self.key_retention,
+            max_payload_bytes: self.max_payload_bytes,
+            replicas: self.replicas,
+            history: self.history,
+            addr,
+        })
+    }
+
+    /// One server: refused when it is a cluster node.
+    async fn connect_single(&self, url: &str) -> Result<(Conn, Waiters, String)> {
+        let client = redis::Client::open(url)
+            .map_err(|e| Error::InvalidConfig(format!("the Redis URL is not valid: {e}; {URL_FORMS}")))?;
         let addr = client.get_connection_info().addr().to_string();
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -236,32 +333,126 @@ impl RedisBrokerBuilder {
         let mut conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(map_err)?;
-        check_eviction_policy(&mut conn, self.allow_eviction).await?;
-        scripts::load_all(&mut conn).await?;
-        tracing::info!(redis = %addr, "connected to Redis");
-        Ok(RedisBroker {
+        refuse_cluster_node(&mut conn, &addr).await?;
+        let waiters = Waiters::new(wait::Nodes::Single(client), self.connect_timeout);
+        Ok((Conn::Single(conn), waiters, addr))
+    }
+
+    /// A cluster, from any of its nodes.
+    async fn connect_cluster(&self, nodes: &[String]) -> Result<(Conn, Waiters, String)> {
+        let infos = nodes
+            .iter()
+            .map(|n| n.as_str().into_connection_info())
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(|e| Error::InvalidConfig(format!("a Redis Cluster node URL is not valid: {e}; {URL_FORMS}")))?;
+        let Some(seed) = infos.first().cloned() else {
+            return Err(Error::InvalidConfig(format!(
+                "no Redis Cluster node given; {URL_FORMS}"
+            )));
+        };
+        let client = ClusterClientBuilder::new(infos)
+            .connection_timeout(self.connect_timeout)
+            .response_timeout(self.response_timeout)
+            .retries(6)
+            .min_retry_wait(20)
+            .max_retry_wait(1_000)
+            .build()
+            .map_err(|e| Error::InvalidConfig(format!("the Redis Cluster settings are not valid: {e}")))?;
+        let conn = client.get_async_connection().await.map_err(|e| {
+            let mapped = map_err(e);
+            if mapped.is_transient() {
+                mapped
+            } else {
+                Error::InvalidConfig(format!(
+                    "cannot join the Redis Cluster: {mapped}. If this Redis is not a cluster node, {URL_FORMS}"
+                ))
+            }
+        })?;
+        let addr = format!("cluster via {}", seed.addr());
+        let waiters = Waiters::new(wait::Nodes::Cluster(seed), self.connect_timeout);
+        Ok((Conn::cluster(conn), waiters, addr))
+    }
+
+    /// The master the sentinels name.
+    async fn connect_sentinel(
+        &self,
+        sentinels: &[String],
+        master: &str,
+        node: &str,
+    ) -> Result<(Conn, Waiters, String)> {
+        let node_info = node
+            .into_connection_info()
+            .map_err(|e| Error::InvalidConfig(format!("the Redis Sentinel URL is not valid: {e}; {URL_FORMS}")))?;
+        let node_info =
+            SentinelNodeConnectionInfo::default().set_redis_connection_info(node_info.redis_settings().clone());
+        let sentinel = SentinelClient::build(
+            sentinels.iter().map(String::as_str).collect(),
+            master.to_owned(),
+            Some(node_info),
+            SentinelServerType::Master,
+        )
+        .map_err(|e| Error::InvalidConfig(format!("the Redis Sentinel settings are not valid: {e}")))?;
+        let conn = SentinelConn::connect(sentinel, self.connect_timeout, self.response_timeout).await?;
+        let conn = Conn::Sentinel(conn);
+        let waiters = Waiters::new(wait::Nodes::Master(conn.clone()), self.connect_timeout);
+        Ok((
             conn,
-            waiters: Waiters::new(client, self.connect_timeout),
-            keys: RwLock::new(HashMap::new()),
-            registered: Mutex::new(HashSet::new()),
-            clock: self.clock,
-            key_retention: self.key_retention,
-            max_payload_bytes: self.max_payload_bytes,
-            addr,
-        })
+            waiters,
+            format!("master `{master}` via {} sentinels", sentinels.len()),
+        ))
     }
 }
 
-/// Refuses an evicting `maxmemory-policy` unless allowed; warns when the
-/// policy cannot be read (managed Redis often forbids `CONFIG`).
-async fn check_eviction_policy(conn: &mut ConnectionManager, allow_eviction: bool) -> Result<()> {
-    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(conn)
-        .await;
+/// Refuses a plain connection to a cluster node: it would reach only the
+/// slots of that node, and the registry maybe not at all.
+async fn refuse_cluster_node(conn: &mut ConnectionManager, addr: &str) -> Result<()> {
+    let info: redis::RedisResult<String> = redis::cmd("INFO").arg("cluster").query_async(conn).await;
+    match info {
+        Ok(info) if info.lines().any(|l| l.trim() == "cluster_enabled:1") => Err(Error::InvalidConfig(format!(
+            "the Redis at {addr} is a Redis Cluster node: a plain `redis://` URL reaches only the slots of that node. \
+             Connect with `redis+cluster://{addr}` (list more nodes after commas: \
+             `redis+cluster://host:port,host:port`) or `RedisBroker::cluster_builder`"
+        ))),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let mapped = map_err(e);
+            if mapped.is_transient() {
+                return Err(mapped);
+            }
+            tracing::warn!(error = %mapped, "cannot read INFO cluster; assuming Redis is not a cluster node");
+            Ok(())
+        }
+    }
+}
+
+/// Refuses an evicting `maxmemory-policy` unless allowed (on a cluster,
+/// on any master); warns when the policy cannot be read (managed Redis
+/// often forbids `CONFIG`).
+async fn check_eviction_policy(conn: &mut Conn, allow_eviction: bool) -> Result<()> {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("GET").arg("maxmemory-policy");
+    let reply = match conn {
+        Conn::Cluster(cluster, _) => {
+            use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+            cluster
+                .route_command(cmd, RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)))
+                .await
+        }
+        other => cmd.query_async::<Value>(other).await,
+    };
     let policy = match reply {
-        Ok(pair) => pair.into_iter().nth(1),
+        Ok(reply) => {
+            let mut texts = Vec::new();
+            conn::flatten_text(reply, &mut texts);
+            let mut policies: Vec<String> = texts
+                .windows(2)
+                .filter(|pair| pair[0] == "maxmemory-policy")
+                .map(|pair| pair[1].clone())
+                .collect();
+            // The first evicting policy, if any master has one.
+            policies.sort_by_key(|p| p == "noeviction");
+            policies.into_iter().next()
+        }
         Err(e) => {
             let mapped = map_err(e);
             if mapped.is_transient() {
@@ -331,15 +522,16 @@ fn millis_ceil(d: Duration) -> u64 {
     }
 }
 
-/// One status per script reply entry: 1 done, anything else lease lost.
+/// One status per script reply entry: 1 done, 2 done and the job's
+/// cancel requested (from `extend`), anything else lease lost.
 fn statuses(what: &str, reply: Value) -> Result<Vec<LeaseStatus>> {
     array(what, reply)?
         .iter()
         .map(|v| {
-            Ok(if int(what, v)? == 1 {
-                LeaseStatus::Held
-            } else {
-                LeaseStatus::Lost
+            Ok(match int(what, v)? {
+                1 => LeaseStatus::Held,
+                2 => LeaseStatus::Cancelled,
+                _ => LeaseStatus::Lost,
             })
         })
         .collect()
@@ -351,21 +543,66 @@ impl RedisBroker {
         Self::builder(url).connect().await
     }
 
-    /// Starts configuring a broker for `url`
-    /// (`redis://[user:password@]host:port[/db]`).
+    /// Starts configuring a broker for `url`: one server
+    /// (`redis://[user:password@]host:port[/db]`, `rediss://` for TLS), a
+    /// cluster (`redis+cluster://[user:password@]host:port,host:port`, any
+    /// reachable nodes) or the master behind Redis Sentinel
+    /// (`redis+sentinel://[user:password@]host:port,host:port/<master-name>[/<db>]`,
+    /// the sentinels' addresses; user and password are the master's).
     pub fn builder(url: impl Into<String>) -> RedisBrokerBuilder {
+        Self::builder_for(parse_url(&url.into()).map_err(|e| e.to_string()))
+    }
+
+    /// Starts configuring a broker for a Redis Cluster reached through any
+    /// of `nodes` (`redis://[user:password@]host:port` each; the cluster
+    /// tells the rest).
+    pub fn cluster_builder<I: IntoIterator<Item = S>, S: Into<String>>(nodes: I) -> RedisBrokerBuilder {
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let topology = if nodes.is_empty() {
+            Err(format!("no Redis Cluster node given; {URL_FORMS}"))
+        } else {
+            Ok(Topology::Cluster(nodes))
+        };
+        Self::builder_for(topology)
+    }
+
+    /// Starts configuring a broker for the master named `master` that the
+    /// `sentinels` (`redis://host:port` each) watch; it follows a failover.
+    /// `master_url` (`redis://[user:password@]any-host[/db]`) gives the
+    /// master's credentials and database; its host is not used.
+    pub fn sentinel_builder<I: IntoIterator<Item = S>, S: Into<String>>(
+        sentinels: I,
+        master: impl Into<String>,
+        master_url: impl Into<String>,
+    ) -> RedisBrokerBuilder {
+        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
+        let topology = if sentinels.is_empty() {
+            Err(format!("no Redis Sentinel given; {URL_FORMS}"))
+        } else {
+            Ok(Topology::Sentinel {
+                sentinels,
+                master: master.into(),
+                node: master_url.into(),
+            })
+        };
+        Self::builder_for(topology)
+    }
+
+    fn builder_for(topology: std::result::Result<Topology, String>) -> RedisBrokerBuilder {
         RedisBrokerBuilder {
-            url: url.into(),
+            topology,
+            replicas: None,
             allow_eviction: false,
             key_retention: super::DEFAULT_KEY_RETENTION,
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
             response_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(2),
             clock: Arc::new(TokioClock::new()),
+            history: HistoryLayout::default(),
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -393,12 +630,16 @@ impl RedisBroker {
             return Ok(());
         }
         let names: Vec<&str> = new.iter().map(QueueName::as_str).collect();
-        redis::cmd("SADD")
-            .arg(QUEUES_KEY)
-            .arg(&names)
-            .exec_async(&mut self.conn())
-            .await
-            .map_err(map_err)?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD").arg(QUEUES_KEY).arg(&names).ignore();
+        if let Some(replicas) = self.replicas {
+            // Even a registry entry must survive a failover.
+            pipe.cmd("WAIT")
+                .arg(replicas.count)
+                .arg(millis(replicas.timeout).max(1))
+                .ignore();
+        }
+        pipe.exec_async(&mut self.conn()).await.map_err(map_err)?;
         self.registered.lock().unwrap_or_else(|p| p.into_inner()).extend(new);
         Ok(())
     }
@@ -411,7 +652,18 @@ impl RedisBroker {
         envelope.run_at = crate::envelope::after(self.clock.now(), delay)?;
         let call = SCRIPTS
             .retry
-            .call(&[&k.jobs, &k.active, &k.lease, &k.ready, &k.scheduled, &k.stats, &k.wake])
+            .call(&[
+                &k.jobs,
+                &k.active,
+                &k.lease,
+                &k.ready,
+                &k.scheduled,
+                &k.stats,
+                &k.wake,
+                &k.history_minute,
+                &k.history_hour,
+            ])
+            .arg(&layout_args(&self.history)[..])
             .arg(lease.id.to_string())
             .arg(lease.token.0)
             .arg(envelope.to_json())
@@ -430,14 +682,15 @@ impl RedisBroker {
         leases: &[Lease],
         lua: &'static Lua,
         keys: impl Fn(&QueueKeys) -> Vec<&str>,
-        lead: Option<u64>,
+        lead: &[u64],
+        replicas: Option<Replicas>,
     ) -> Result<Vec<LeaseStatus>> {
         let groups = by_queue(leases, |l| &l.queue);
         let mut calls = Vec::with_capacity(groups.len());
         for (queue, idx) in &groups {
             let queue_keys = self.keys(queue);
             let mut call = lua.call(&keys(&queue_keys));
-            if let Some(lead) = lead {
+            if !lead.is_empty() {
                 call = call.arg(lead);
             }
             for &i in idx {
@@ -445,7 +698,7 @@ impl RedisBroker {
             }
             calls.push(call);
         }
-        let replies = run_all(&mut self.conn(), calls).await?;
+        let replies = run_all_durable(&mut self.conn(), calls, replicas).await?;
         let mut out = vec![LeaseStatus::Lost; leases.len()];
         for ((_, idx), reply) in groups.iter().zip(replies) {
             for (&i, status) in idx.iter().zip(statuses(lua.name(), reply)?) {
@@ -462,6 +715,7 @@ impl RedisBroker {
             keys: self.keys(queue),
             queue: queue.clone(),
             max_payload_bytes: self.max_payload_bytes,
+            history: self.history,
         }
     }
 }
@@ -471,6 +725,13 @@ impl Broker for RedisBroker {
     async fn enqueue(&self, jobs: Vec<JobEnvelope>) -> Result<Vec<EnqueueOutcome>> {
         if jobs.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(job) = jobs.iter().find(|j| j.priority != 0) {
+            return Err(Error::InvalidConfig(format!(
+                "job priorities are not supported by the Redis broker yet (job {} has priority {}); \
+                 enqueue it with priority 0, or use the memory or PostgreSQL broker; nothing of the batch was stored",
+                job.id, job.priority
+            )));
         }
         let groups = by_queue(&jobs, |j| &j.queue);
         self.register(groups.iter().map(|(q, _)| q)).await?;
@@ -496,7 +757,7 @@ impl Broker for RedisBroker {
             }
             calls.push(call);
         }
-        let replies = run_all(&mut self.conn(), calls).await?;
+        let replies = run_all_durable(&mut self.conn(), calls, self.replicas).await?;
         let mut outcomes = vec![None; jobs.len()];
         for ((_, idx), reply) in groups.iter().zip(replies) {
             for (&i, entry) in idx.iter().zip(array("enqueue", reply)?) {
@@ -527,7 +788,8 @@ impl Broker for RedisBroker {
         let mut knew = String::from("-");
         loop {
             let max = request.max.min(MAX_BATCH);
-            let (now, next_due) = match leaser.reserve_pass(max, lease_ms, knew.clone()).await? {
+            let pass = leaser.reserve_pass(max, lease_ms, knew.clone(), request.worker.clone());
+            let (now, next_due) = match pass.await? {
                 Pass::Leased(good) if good.is_empty() => continue,
                 Pass::Leased(good) => {
                     tracing::debug!(%queue, count = good.len(), "jobs reserved");
@@ -556,6 +818,14 @@ impl Broker for RedisBroker {
         true
     }
 
+    fn control(&self) -> Option<&dyn super::JobControl> {
+        Some(self)
+    }
+
+    fn queue_history(&self) -> Option<&dyn QueueHistory> {
+        Some(self)
+    }
+
     async fn complete(&self, leases: &[Lease]) -> Result<Vec<LeaseStatus>> {
         if leases.is_empty() {
             return Ok(Vec::new());
@@ -572,9 +842,12 @@ impl Broker for RedisBroker {
                     &k.unique,
                     &k.completed_keys,
                     &k.stats,
+                    &k.history_minute,
+                    &k.history_hour,
                 ]
             },
-            Some(millis(self.key_retention)),
+            &[&layout_args(&self.history)[..], &[millis(self.key_retention)]].concat(),
+            self.replicas,
         )
         .await
     }
@@ -599,7 +872,7 @@ impl Broker for RedisBroker {
         envelope.attempts.extend(attempt);
         envelope.dead_lettered_at = Some(self.clock.now());
         envelope.dead_letter_reason = Some(reason.clone());
-        let call = dead_letter_call(&k)
+        let call = dead_letter_call(&k, &self.history)
             .arg(lease.id.to_string())
             .arg(lease.token.0)
             .arg(envelope.to_json())
@@ -622,6 +895,7 @@ impl Broker for RedisBroker {
             leases,
             &SCRIPTS.release,
             |k| vec![&k.active, &k.lease, &k.ready, &k.wake],
+            &[],
             None,
         )
         .await
@@ -635,7 +909,8 @@ impl Broker for RedisBroker {
             leases,
             &SCRIPTS.extend,
             |k| vec![&k.active, &k.lease],
-            Some(millis(lease)),
+            &[millis(lease)],
+            None,
         )
         .await
     }
@@ -660,11 +935,11 @@ impl Broker for RedisBroker {
         let k = self.keys(queue);
         let call = SCRIPTS
             .stats
-            .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.dead, &k.stats])
+            .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.dead, &k.stats, &k.paused])
             .arg(PROMOTE_BATCH);
         let reply = array("stats", run(&mut self.conn(), call).await?)?;
-        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, dropped, restored, oldest] =
-            <[Value; 11]>::try_from(reply)
+        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, dropped, restored, oldest, paused] =
+            <[Value; 12]>::try_from(reply)
                 .map_err(|r| Error::Backend(format!("unexpected reply from Redis for stats: {r:?}").into()))?;
         let count = |v: &Value| int("stats", v).map(|n| n.max(0) as u64);
         let now = self.clock.now();
@@ -682,6 +957,7 @@ impl Broker for RedisBroker {
             dead_lettered: count(&dead_lettered)?,
             dropped: count(&dropped)?,
             restored: count(&restored)?,
+            paused: count(&paused)? == 1,
         })
     }
 

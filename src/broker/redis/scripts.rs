@@ -1,10 +1,11 @@
 //! The Lua scripts, how they are called (EVALSHA, reloading them after a
 //! Redis restart), and how Redis errors become the crate's [`Error`].
 
-use std::sync::LazyLock;
+use std::{sync::LazyLock, time::Duration};
 
-use redis::{aio::ConnectionManager, Cmd, ErrorKind, RedisError, ServerErrorKind, ToRedisArgs, Value};
+use redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, ToRedisArgs, Value};
 
+use super::conn::{join_all, Conn, NodeAddr};
 use crate::error::Error;
 
 /// A script's source: the shared prelude, then the script itself.
@@ -14,6 +15,17 @@ macro_rules! lua {
             $name,
             concat!(
                 include_str!("scripts/prelude.lua"),
+                include_str!(concat!("scripts/", $name, ".lua"))
+            ),
+        )
+    };
+    // A script recording the queue history: the history helpers go between.
+    ($name:literal, history) => {
+        Lua::new(
+            $name,
+            concat!(
+                include_str!("scripts/prelude.lua"),
+                include_str!("scripts/history.lua"),
                 include_str!(concat!("scripts/", $name, ".lua"))
             ),
         )
@@ -49,15 +61,22 @@ pub(super) struct Scripts {
     pub(super) dead_get: Lua,
     pub(super) dead_retry: Lua,
     pub(super) dead_delete: Lua,
+    pub(super) cancel: Lua,
+    pub(super) live_list: Lua,
+    pub(super) live_get: Lua,
+    pub(super) register_worker: Lua,
+    pub(super) workers: Lua,
+    pub(super) history_sample: Lua,
+    pub(super) history_read: Lua,
 }
 
 /// The scripts, hashed once per process.
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: lua!("enqueue"),
     reserve: lua!("reserve"),
-    complete: lua!("complete"),
-    retry: lua!("retry"),
-    dead_letter: lua!("dead_letter"),
+    complete: lua!("complete", history),
+    retry: lua!("retry", history),
+    dead_letter: lua!("dead_letter", history),
     release: lua!("release"),
     extend: lua!("extend"),
     recover: lua!("recover"),
@@ -67,10 +86,17 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dead_get: lua!("dead_get"),
     dead_retry: lua!("dead_retry"),
     dead_delete: lua!("dead_delete"),
+    cancel: lua!("cancel"),
+    live_list: lua!("live_list"),
+    live_get: lua!("live_get"),
+    register_worker: lua!("register_worker"),
+    workers: lua!("workers"),
+    history_sample: lua!("history_sample", history),
+    history_read: lua!("history_read", history),
 });
 
 impl Scripts {
-    fn all(&self) -> [&Lua; 14] {
+    fn all(&self) -> [&Lua; 21] {
         [
             &self.enqueue,
             &self.reserve,
@@ -86,6 +112,13 @@ impl Scripts {
             &self.dead_get,
             &self.dead_retry,
             &self.dead_delete,
+            &self.cancel,
+            &self.live_list,
+            &self.live_get,
+            &self.register_worker,
+            &self.workers,
+            &self.history_sample,
+            &self.history_read,
         ]
     }
 }
@@ -108,7 +141,11 @@ impl Lua {
     pub(super) fn call(&'static self, keys: &[&str]) -> Call {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash()).arg(keys.len()).arg(keys);
-        Call { lua: self, cmd }
+        Call {
+            lua: self,
+            cmd,
+            first_key: keys.first().map(|k| (*k).to_owned()).unwrap_or_default(),
+        }
     }
 
     fn load_cmd(&self) -> Cmd {
@@ -122,6 +159,8 @@ impl Lua {
 pub(super) struct Call {
     lua: &'static Lua,
     cmd: Cmd,
+    /// Its first key: on a cluster, where it goes.
+    first_key: String,
 }
 
 impl Call {
@@ -133,7 +172,14 @@ impl Call {
 }
 
 /// Loads every script, so that a missing permission shows at connect time.
-pub(super) async fn load_all(conn: &mut ConnectionManager) -> Result<(), Error> {
+pub(super) async fn load_all(conn: &mut Conn) -> Result<(), Error> {
+    if conn.is_cluster() {
+        // A pipeline goes to one node; `SCRIPT LOAD` alone goes to every node.
+        for lua in SCRIPTS.all() {
+            lua.load_cmd().exec_async(conn).await.map_err(map_err)?;
+        }
+        return Ok(());
+    }
     let mut pipe = redis::pipe();
     for lua in SCRIPTS.all() {
         pipe.add_command(lua.load_cmd()).ignore();
@@ -147,7 +193,7 @@ fn is_noscript(e: &RedisError) -> bool {
 
 /// Runs one script call; reloads the script once if Redis lost it (a
 /// restart or `SCRIPT FLUSH`).
-pub(super) async fn run(conn: &mut ConnectionManager, call: Call) -> Result<Value, Error> {
+pub(super) async fn run(conn: &mut Conn, call: Call) -> Result<Value, Error> {
     match call.cmd.query_async::<Value>(conn).await {
         Err(e) if is_noscript(&e) => {
             tracing::debug!(script = call.lua.name, "script not loaded in Redis; loading it");
@@ -161,7 +207,15 @@ pub(super) async fn run(conn: &mut ConnectionManager, call: Call) -> Result<Valu
 /// Runs several script calls in one round trip, in order; reloads scripts
 /// Redis lost and runs the calls that found them missing again. Each call is
 /// atomic on its own; the first error is returned after all calls ran.
-pub(super) async fn run_all(conn: &mut ConnectionManager, calls: Vec<Call>) -> Result<Vec<Value>, Error> {
+///
+/// On a cluster the calls (one per queue, so one slot each) are grouped
+/// by the node serving them, and each node gets its group in one request,
+/// all nodes at once: one round trip, and per node as few requests as one
+/// Redis would get.
+pub(super) async fn run_all(conn: &mut Conn, calls: Vec<Call>) -> Result<Vec<Value>, Error> {
+    if conn.is_cluster() && calls.len() > 1 {
+        return run_per_node(conn, calls).await.into_iter().collect();
+    }
     if calls.len() == 1 {
         let call = calls.into_iter().next().map(|call| run(conn, call));
         return match call {
@@ -191,6 +245,185 @@ pub(super) async fn run_all(conn: &mut ConnectionManager, calls: Vec<Call>) -> R
         }
     }
     results.into_iter().map(|r| r.map_err(map_err)).collect()
+}
+
+/// [`run_all`] on a cluster: one pipeline per node. A call the node
+/// refuses without running it (`MOVED`/`ASK`: the slot moved, `NOSCRIPT`,
+/// `TRYAGAIN`) runs again on its own through the cluster connection, which
+/// follows redirections; a failed request fails its calls (they may have
+/// run, so they are not sent again).
+async fn run_per_node(conn: &mut Conn, calls: Vec<Call>) -> Vec<Result<Value, Error>> {
+    let mut groups: Vec<(Option<NodeAddr>, Vec<usize>)> = Vec::new();
+    for (i, call) in calls.iter().enumerate() {
+        // A node that cannot be named: the call goes on its own.
+        let node = conn.owner(&call.first_key).await.ok().flatten();
+        match groups.iter_mut().find(|(n, _)| node.is_some() && *n == node) {
+            Some((_, idx)) => idx.push(i),
+            None => groups.push((node, vec![i])),
+        }
+    }
+    let sends = groups.iter().map(|(node, idx)| {
+        let mut conn = conn.clone();
+        let calls = &calls;
+        async move {
+            let Some(node) = node else {
+                return vec![None];
+            };
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for &i in idx {
+                pipe.add_command(calls[i].cmd.clone());
+            }
+            match conn.pipeline_on(node, pipe).await {
+                Ok(replies) if replies.len() == idx.len() => replies.into_iter().map(|r| Some(Ok(r))).collect(),
+                Ok(_) => idx
+                    .iter()
+                    .map(|_| {
+                        Some(Err(Error::Backend(
+                            "Redis returned fewer replies than commands sent".into(),
+                        )))
+                    })
+                    .collect(),
+                Err(e) => {
+                    conn.moved(&calls[idx[0]].first_key, None);
+                    let e = map_err(e);
+                    idx.iter().map(|_| Some(Err(clone_error(&e)))).collect()
+                }
+            }
+        }
+    });
+    let sent = join_all(sends.collect()).await;
+    let mut out: Vec<Option<Result<Value, Error>>> = calls.iter().map(|_| None).collect();
+    let mut again = Vec::new();
+    for ((_, idx), replies) in groups.iter().zip(sent) {
+        for (&i, reply) in idx
+            .iter()
+            .zip(replies.into_iter().chain(std::iter::repeat_with(|| None)))
+        {
+            match reply {
+                Some(Ok(Value::ServerError(e))) => {
+                    let e = RedisError::from(e);
+                    if e.kind() == ErrorKind::Server(ServerErrorKind::Moved) {
+                        let addr = e.redirect_node().and_then(|(addr, _)| NodeAddr::parse(addr));
+                        conn.moved(&calls[i].first_key, addr);
+                    }
+                    if is_noscript(&e)
+                        || e.is_cluster_error()
+                        || e.kind() == ErrorKind::Server(ServerErrorKind::TryAgain)
+                    {
+                        again.push(i);
+                    } else {
+                        out[i] = Some(Err(map_err(e)));
+                    }
+                }
+                Some(result) => out[i] = Some(result),
+                None => again.push(i),
+            }
+        }
+    }
+    let reruns = again.iter().map(|&i| {
+        let mut conn = conn.clone();
+        let call = Call {
+            lua: calls[i].lua,
+            cmd: calls[i].cmd.clone(),
+            first_key: calls[i].first_key.clone(),
+        };
+        async move { run(&mut conn, call).await }
+    });
+    for (&i, result) in again.iter().zip(join_all(reruns.collect()).await) {
+        out[i] = Some(result);
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(Error::Backend("a script call got no reply".into()))))
+        .collect()
+}
+
+/// The same error again, for each call of a failed request.
+fn clone_error(e: &Error) -> Error {
+    let message = e.to_string();
+    if e.is_transient() {
+        Error::Unavailable(message.into())
+    } else {
+        Error::Backend(message.into())
+    }
+}
+
+/// How many replicas must confirm a write before it returns (`WAIT`), and
+/// how long to wait for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Replicas {
+    /// Replicas that must confirm.
+    pub(super) count: usize,
+    /// The most time `WAIT` may block.
+    pub(super) timeout: Duration,
+}
+
+/// [`run_all`], then, when `replicas` is set, `WAIT` for them after each
+/// call: the call and its `WAIT` go in one pipeline to the call's node, so
+/// waiting adds no round trip, only the replication delay. When fewer
+/// replicas confirm in time the call fails with [`Error::Unavailable`]
+/// (the write is on the master and may or may not survive a failover).
+pub(super) async fn run_all_durable(
+    conn: &mut Conn,
+    calls: Vec<Call>,
+    replicas: Option<Replicas>,
+) -> Result<Vec<Value>, Error> {
+    let Some(replicas) = replicas else {
+        return run_all(conn, calls).await;
+    };
+    let runs = calls.into_iter().map(|call| {
+        let mut conn = conn.clone();
+        async move { run_durable(&mut conn, call, replicas).await }
+    });
+    join_all(runs.collect()).await.into_iter().collect()
+}
+
+/// One call followed by `WAIT`, in one pipeline; reloads a lost script.
+async fn run_durable(conn: &mut Conn, call: Call, replicas: Replicas) -> Result<Value, Error> {
+    let timeout_ms = u64::try_from(replicas.timeout.as_millis()).unwrap_or(u64::MAX).max(1);
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors()
+        .add_command(call.cmd.clone())
+        .cmd("WAIT")
+        .arg(replicas.count)
+        .arg(timeout_ms);
+    let mut replies: Vec<redis::RedisResult<Value>> = pipe.query_async(conn).await.map_err(map_err)?;
+    if matches!(replies.first(), Some(Err(e)) if is_noscript(e)) {
+        tracing::debug!(script = call.lua.name, "script not loaded in Redis; loading it");
+        call.lua.load_cmd().exec_async(conn).await.map_err(map_err)?;
+        replies = pipe.query_async(conn).await.map_err(map_err)?;
+    }
+    let mut replies = replies.into_iter();
+    let (Some(reply), Some(confirmed)) = (replies.next(), replies.next()) else {
+        return Err(Error::Backend("Redis returned fewer replies than commands sent".into()));
+    };
+    let reply = reply.map_err(map_err)?;
+    let confirmed = match confirmed.map_err(map_err)? {
+        Value::Int(n) => usize::try_from(n).unwrap_or(0),
+        other => {
+            return Err(Error::Backend(
+                format!("unexpected reply from Redis for WAIT: {other:?}").into(),
+            ))
+        }
+    };
+    if confirmed < replicas.count {
+        tracing::warn!(
+            script = call.lua.name,
+            confirmed,
+            wanted = replicas.count,
+            "write not confirmed by enough replicas"
+        );
+        return Err(Error::Unavailable(
+            format!(
+                "the write reached the Redis master but only {confirmed} of {} replicas confirmed it within {:?}, \
+                 so a failover now could lose it; check the replicas (INFO replication). Retrying an enqueue \
+                 may store the job twice unless it has an idempotency key",
+                replicas.count, replicas.timeout
+            )
+            .into(),
+        ));
+    }
+    Ok(reply)
 }
 
 /// A Redis error with what it means for the caller.
@@ -231,8 +464,8 @@ pub(super) fn map_err(e: RedisError) -> Error {
         ),
         Some("NOPERM") => format!(
             "the Redis user may not run a command the broker needs (EVALSHA, SCRIPT LOAD, BLPOP, CLIENT ID, \
-             CLIENT UNBLOCK, SADD, SMEMBERS, ZCOUNT, ZRANGEBYSCORE, LPUSH, LTRIM, MULTI, and what the \
-             scripts call: see docs/redis.md); grant them in the ACL ({e})"
+             CLIENT UNBLOCK, CLIENT INFO, SADD, SMEMBERS, ZCOUNT, ZRANGEBYSCORE, LPUSH, LTRIM, MULTI, WAIT, \
+             CLUSTER SLOTS and CLUSTER NODES on a cluster, and what the scripts call: see docs/redis.md); grant them in the ACL ({e})"
         ),
         _ => format!("Redis refused the operation ({e})"),
     };

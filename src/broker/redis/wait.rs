@@ -8,6 +8,12 @@
 //! timer and, when it fires, ends the `BLPOP` early with `CLIENT UNBLOCK`
 //! from the shared connection.
 //!
+//! On a cluster a waiter blocks on the node serving the queue's slot: the
+//! shared cluster connection names it (and keeps it current), a `MOVED`
+//! reply (the slot moved) points the next wait at the new owner, and an
+//! `ASK` (the slot is being migrated) makes the caller look again shortly.
+//! Under Sentinel a waiter blocks on the master the sentinels name now.
+//!
 //! A wait may be dropped half-way (a worker shutting down drops its idle
 //! reserve call): its connection closes, which ends the `BLPOP`, and a
 //! wake-up token is pushed back in case the dropped `BLPOP` took one meant
@@ -16,11 +22,13 @@
 use std::{future::Future, sync::Mutex, time::Duration};
 
 use redis::{
-    aio::{ConnectionManager, MultiplexedConnection},
-    AsyncConnectionConfig,
+    aio::MultiplexedConnection, AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ErrorKind, ServerErrorKind,
 };
 
-use super::scripts::map_err;
+use super::{
+    conn::{Conn, NodeAddr},
+    scripts::map_err,
+};
 use crate::error::{Error, Result};
 
 /// Extra time allowed for a `BLPOP` reply beyond its own timeout before the
@@ -30,17 +38,41 @@ const REPLY_GRACE: Duration = Duration::from_secs(2);
 const MIN_BLOCK: Duration = Duration::from_millis(5);
 /// Blocking connections kept for reuse.
 const MAX_IDLE: usize = 64;
+/// How long a waiter pauses while its queue's slot is being migrated.
+const MIGRATING_PAUSE: Duration = Duration::from_millis(50);
 
-/// A connection reserved for blocking commands, with its Redis client id.
+/// A connection reserved for blocking commands, with its Redis client id
+/// and the node it is connected to.
 struct Blocker {
     conn: MultiplexedConnection,
     id: i64,
+    node: String,
+}
+
+/// Where blocking connections go.
+pub(super) enum Nodes {
+    /// One server.
+    Single(redis::Client),
+    /// A cluster: the settings of a seed node (credentials, TLS), used with
+    /// the address of the node serving each queue's slot.
+    Cluster(ConnectionInfo),
+    /// The master the sentinels name, found through the shared connection.
+    Master(Conn),
+}
+
+/// Where one wait blocks.
+struct Target {
+    client: redis::Client,
+    /// The node's address, to match pooled connections.
+    node: String,
+    /// The cluster node, for `CLIENT UNBLOCK` routed there.
+    cluster_node: Option<NodeAddr>,
 }
 
 /// The pool of blocking connections.
 pub(super) struct Waiters {
-    /// Opens new blocking connections.
-    client: redis::Client,
+    /// Where new blocking connections go.
+    nodes: Nodes,
     /// How long opening one may take.
     connect_timeout: Duration,
     /// Connections not blocked right now.
@@ -63,27 +95,79 @@ pub(super) enum Woken {
 }
 
 impl Waiters {
-    pub(super) fn new(client: redis::Client, connect_timeout: Duration) -> Self {
+    pub(super) fn new(nodes: Nodes, connect_timeout: Duration) -> Self {
         Waiters {
-            client,
+            nodes,
             connect_timeout,
             idle: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The node a wait on `wake_key` blocks on.
+    async fn target(&self, main: &Conn, wake_key: &str) -> Result<Target> {
+        match &self.nodes {
+            Nodes::Single(client) => Ok(Target {
+                client: client.clone(),
+                node: String::new(),
+                cluster_node: None,
+            }),
+            Nodes::Master(conn) => {
+                let client = conn
+                    .master_client()
+                    .await
+                    .map_err(map_err)?
+                    .ok_or_else(|| Error::Backend("no Redis master connection for a blocking wait".into()))?;
+                let node = client.get_connection_info().addr().to_string();
+                Ok(Target {
+                    client,
+                    node,
+                    cluster_node: None,
+                })
+            }
+            Nodes::Cluster(seed) => {
+                let addr =
+                    main.clone().owner(wake_key).await.map_err(map_err)?.ok_or_else(|| {
+                        Error::Backend("the cluster connection did not name the node of a queue".into())
+                    })?;
+                let info = seed.clone().set_addr(ConnectionAddr::Tcp(addr.host.clone(), addr.port));
+                let client = redis::Client::open(info).map_err(map_err)?;
+                Ok(Target {
+                    client,
+                    node: addr.to_string(),
+                    cluster_node: Some(addr),
+                })
+            }
+        }
+    }
+
+    /// Forgets what is known about `wake_key`'s node and drops the pooled
+    /// connections to `node` (they likely died with the one that failed).
+    fn forget(&self, main: &Conn, wake_key: &str, node: &str) {
+        main.moved(wake_key, None);
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|b| b.node != node);
     }
 
     fn idle_len(&self) -> usize {
         self.idle.lock().map(|idle| idle.len()).unwrap_or_default()
     }
 
-    async fn take(&self) -> Result<Blocker> {
-        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+    async fn take(&self, target: &Target) -> Result<Blocker> {
+        let pooled = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.iter()
+                .rposition(|b| b.node == target.node)
+                .map(|i| idle.swap_remove(i))
+        };
         if let Some(blocker) = pooled {
             return Ok(blocker);
         }
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(None);
-        let mut conn = self
+        let mut conn = target
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await
@@ -97,7 +181,11 @@ impl Waiters {
             .query_async(&mut conn)
             .await
             .map_err(map_err)?;
-        Ok(Blocker { conn, id })
+        Ok(Blocker {
+            conn,
+            id,
+            node: target.node.clone(),
+        })
     }
 
     fn put_back(&self, blocker: Blocker) {
@@ -111,7 +199,7 @@ impl Waiters {
     /// (when given) `due` passes, whichever is first.
     pub(super) async fn wait(
         &self,
-        main: &ConnectionManager,
+        main: &Conn,
         wake_key: &str,
         wait: Duration,
         due: Option<Duration>,
@@ -121,7 +209,8 @@ impl Waiters {
             tokio::time::sleep(due).await;
             return Ok(Woken::Timeout);
         }
-        let blocker = self.take().await?;
+        let target = self.target(main, wake_key).await?;
+        let blocker = self.take(&target).await?;
         let mut abandoned = Abandoned {
             main,
             wake_key,
@@ -139,7 +228,7 @@ impl Waiters {
             Some(due) => {
                 tokio::select! {
                     result = &mut reply => Ok(result),
-                    _ = tokio::time::sleep(due) => match self.unblock(main, blocker.id, &mut reply).await {
+                    _ = tokio::time::sleep(due) => match self.unblock(main, &target, blocker.id, &mut reply).await {
                         Some(result) => Ok(result),
                         // Still blocked: dropping the connection ends the
                         // BLPOP (and `abandoned` puts back a token it took).
@@ -154,9 +243,22 @@ impl Waiters {
                 self.put_back(blocker);
                 Ok(if token.is_some() { Woken::Token } else { Woken::Timeout })
             }
+            Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::Moved) => {
+                // The slot moved: the next wait goes to its new owner.
+                let addr = e.redirect_node().and_then(|(addr, _)| NodeAddr::parse(addr));
+                tracing::debug!(node = ?addr, "queue's slot moved; waiting there next");
+                main.moved(wake_key, addr);
+                self.put_back(blocker);
+                Ok(Woken::Timeout)
+            }
+            Ok(Err(e)) if e.kind() == ErrorKind::Server(ServerErrorKind::Ask) => {
+                // The slot is being migrated: look again shortly.
+                self.put_back(blocker);
+                tokio::time::sleep(MIGRATING_PAUSE.min(wait)).await;
+                Ok(Woken::Timeout)
+            }
             Ok(Err(e)) => {
-                // The other idle connections likely died with this one.
-                self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                self.forget(main, wake_key, &target.node);
                 Err(map_err(e))
             }
             Err(_) => Err(Error::Unavailable(
@@ -170,18 +272,22 @@ impl Waiters {
     /// few tries are made; `None` if it could not be ended.
     async fn unblock<F: Future<Output = O> + Unpin, O>(
         &self,
-        main: &ConnectionManager,
+        main: &Conn,
+        target: &Target,
         id: i64,
         reply: &mut F,
     ) -> Option<O> {
         let mut main = main.clone();
+        let mut cmd = redis::cmd("CLIENT");
+        cmd.arg("UNBLOCK").arg(id).arg("TIMEOUT");
         for pause in [1, 2, 5, 10, 20] {
-            let unblocked: redis::RedisResult<i64> = redis::cmd("CLIENT")
-                .arg("UNBLOCK")
-                .arg(id)
-                .arg("TIMEOUT")
-                .query_async(&mut main)
-                .await;
+            let unblocked: redis::RedisResult<i64> = match &target.cluster_node {
+                Some(node) => main
+                    .on_node(node, &cmd)
+                    .await
+                    .and_then(|v| redis::FromRedisValue::from_redis_value(v).map_err(Into::into)),
+                None => cmd.query_async(&mut main).await,
+            };
             match unblocked {
                 Ok(1) => return tokio::time::timeout(REPLY_GRACE, &mut *reply).await.ok(),
                 Ok(_) => {}
@@ -205,7 +311,7 @@ impl Waiters {
 /// a token back, so the worker it was meant for still wakes. A token too
 /// many only wakes one worker to find nothing.
 struct Abandoned<'a> {
-    main: &'a ConnectionManager,
+    main: &'a Conn,
     wake_key: &'a str,
     armed: bool,
 }

@@ -60,6 +60,8 @@ impl UsageAggregationHandler {
         for usage in days.values() {
             services.archive.put_daily(usage).await?;
         }
+        let schedule = format!("{}flagship:usage-aggregation", crate::flagship::SCHEDULE_SEEN_PREFIX);
+        services.health.record_seen(&schedule, run.now).await?;
         tracing::info!(%day, entries = days.len(), "daily usage aggregated");
         Ok(())
     }

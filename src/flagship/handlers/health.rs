@@ -4,11 +4,11 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 
-use super::{handle_with_process, JobRun};
+use super::{handle_with_process, operator_alert::deliver_operator_alert, JobRun};
 use crate::{
     flagship::{
         model::{HealthRecord, QueueHealth},
-        FlagshipServices, HealthCheckJob, OperatorAlertJob, FLAGSHIP_QUEUES,
+        FlagshipModule, FlagshipServices, HealthCheckJob, OperatorAlertJob, FLAGSHIP_QUEUES, SCHEDULE_SEEN_PREFIX,
     },
     HandlerError, QueueName,
 };
@@ -22,10 +22,17 @@ pub const REALERT_INTERVAL: Duration = Duration::from_secs(3600);
 /// [`HealthStore::latest`](crate::flagship::stores::HealthStore::latest)
 /// returns (for the admin API).
 ///
+/// It also reports "no live worker" when every worker's heartbeat
+/// ([`FlagshipServices::liveness`]) is older than the heartbeat timeout,
+/// and a missed fire for each maintenance schedule whose next run after its
+/// last recorded one is overdue.
+///
 /// An unhealthy report enqueues an [`OperatorAlertJob`] when the previous
 /// report was healthy, and then at most once per [`REALERT_INTERVAL`] while
-/// the problem lasts. Running the same check job again keeps its report
-/// and sends no second alert.
+/// the problem lasts; when the broker is unreachable or refuses the job,
+/// the alert goes out directly through the mailer and the operators'
+/// webhook. Running the same check job again keeps its report and sends
+/// no second alert.
 #[derive(Debug, Clone)]
 pub struct HealthCheckHandler {
     services: FlagshipServices,
@@ -59,7 +66,7 @@ impl HealthCheckHandler {
         if let Some(report) = previous.as_ref().filter(|p| p.check_id == check_id) {
             // This check ran before; only its alert may not have been enqueued.
             if report.last_alert_at == Some(report.checked_at) {
-                run.client.enqueue(&alert_for(report)).await?;
+                self.raise(&alert_for(report), report.broker_reachable, run).await?;
             }
             return Ok(());
         }
@@ -119,6 +126,9 @@ impl HealthCheckHandler {
             ));
         }
 
+        problems.extend(self.dead_workers(run).await?);
+        problems.extend(self.missed_fires(run).await?);
+
         let healthy = problems.is_empty();
         let last_alert = previous.as_ref().filter(|p| !p.healthy).and_then(|p| p.last_alert_at);
         let realert = TimeDelta::from_std(REALERT_INTERVAL).unwrap_or(TimeDelta::MAX);
@@ -147,9 +157,63 @@ impl HealthCheckHandler {
             tracing::warn!(problems = ?report.problems, alert = alert_due, "health check failed");
         }
         if alert_due {
-            run.client.enqueue(&alert_for(&report)).await?;
+            self.raise(&alert_for(&report), reachable, run).await?;
         }
         Ok(())
+    }
+
+    /// Enqueues the alert, or delivers it directly when the broker is
+    /// unreachable or refuses the job.
+    async fn raise(&self, alert: &OperatorAlertJob, reachable: bool, run: &JobRun) -> Result<(), HandlerError> {
+        if reachable {
+            match run.client.enqueue(alert).await {
+                Ok(_) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, alert = %alert.alert_id, "alert not enqueued; delivering it directly")
+                }
+            }
+        } else {
+            tracing::warn!(alert = %alert.alert_id, "broker unreachable; delivering the alert directly");
+        }
+        deliver_operator_alert(&self.services, alert, run.now).await
+    }
+
+    /// "No live worker" when workers report heartbeats and none is recent.
+    async fn dead_workers(&self, run: &JobRun) -> Result<Option<String>, HandlerError> {
+        let workers = self.services.liveness.last_seen().await?;
+        let Some((worker, newest)) = workers.into_iter().max_by_key(|(_, at)| *at) else {
+            return Ok(None);
+        };
+        let timeout = self.services.settings.health.heartbeat_timeout;
+        let age = (run.now - newest).to_std().unwrap_or_default();
+        Ok((age > timeout).then(|| {
+            format!(
+                "no live worker: the latest heartbeat (worker {worker}) is {} s old, more than {} s",
+                age.as_secs(),
+                timeout.as_secs()
+            )
+        }))
+    }
+
+    /// A problem per maintenance schedule whose next run after its last
+    /// recorded one is overdue by more than the grace.
+    async fn missed_fires(&self, run: &JobRun) -> Result<Vec<String>, HandlerError> {
+        let grace = TimeDelta::from_std(self.services.settings.health.missed_fire_grace).unwrap_or(TimeDelta::MAX);
+        let seen = self.services.health.seen(SCHEDULE_SEEN_PREFIX).await?;
+        let mut problems = Vec::new();
+        for schedule in FlagshipModule::schedules()? {
+            let name = format!("{SCHEDULE_SEEN_PREFIX}{}", schedule.name());
+            let Some((_, last)) = seen.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            if let Some(due) = schedule.next_after(*last).filter(|due| *due + grace < run.now) {
+                problems.push(format!(
+                    "schedule {} missed its run due at {due} (last ran {last})",
+                    schedule.name()
+                ));
+            }
+        }
+        Ok(problems)
     }
 }
 
@@ -157,11 +221,178 @@ handle_with_process!(HealthCheckHandler, HealthCheckJob);
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use async_trait::async_trait;
+
     use super::*;
     use crate::{
-        flagship::{handlers::test_support::*, AuditEvent, AuditEventJob, NOTIFICATIONS_QUEUE},
-        Client,
+        broker::{EnqueueOutcome, Lease, LeaseStatus, QueueStats, Reservation, ReserveRequest},
+        flagship::{
+            handlers::test_support::*, stores::HealthStore, AuditEvent, AuditEventJob, Heartbeat, NOTIFICATIONS_QUEUE,
+        },
+        AttemptRecord, Broker, Client, Error, JobEnvelope,
     };
+
+    /// A broker that cannot be reached.
+    #[derive(Debug)]
+    struct Down;
+
+    fn down<T>() -> crate::Result<T> {
+        Err(Error::Unavailable("connection refused".into()))
+    }
+
+    #[async_trait]
+    impl Broker for Down {
+        async fn enqueue(&self, _: Vec<JobEnvelope>) -> crate::Result<Vec<EnqueueOutcome>> {
+            down()
+        }
+        async fn reserve(&self, _: &QueueName, _: ReserveRequest) -> crate::Result<Vec<Reservation>> {
+            down()
+        }
+        async fn complete(&self, _: &[Lease]) -> crate::Result<Vec<LeaseStatus>> {
+            down()
+        }
+        async fn retry_after(&self, _: &Reservation, _: Duration, _: AttemptRecord) -> crate::Result<()> {
+            down()
+        }
+        async fn snooze(&self, _: &Reservation, _: Duration) -> crate::Result<()> {
+            down()
+        }
+        async fn dead_letter(&self, _: &Reservation, _: Option<AttemptRecord>, _: &str) -> crate::Result<()> {
+            down()
+        }
+        async fn release(&self, _: &[Lease]) -> crate::Result<Vec<LeaseStatus>> {
+            down()
+        }
+        async fn extend(&self, _: &[Lease], _: Duration) -> crate::Result<Vec<LeaseStatus>> {
+            down()
+        }
+        async fn recover_expired(&self, _: &QueueName, _: usize, _: Duration) -> crate::Result<Vec<Reservation>> {
+            down()
+        }
+        async fn stats(&self, _: &QueueName) -> crate::Result<QueueStats> {
+            down()
+        }
+        async fn queues(&self) -> crate::Result<Vec<QueueName>> {
+            down()
+        }
+        async fn ping(&self) -> crate::Result<()> {
+            down()
+        }
+    }
+
+    async fn check(f: &Fixture, at_: &str) -> HealthRecord {
+        HealthCheckHandler::new(f.services.clone())
+            .process(HealthCheckJob {}, &f.run(at_))
+            .await
+            .unwrap();
+        f.services.health.latest().await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn alerts_on_dlq_growth_since_the_previous_check() {
+        let mut f = Fixture::new();
+        f.services.settings.health.max_dlq_growth = 1;
+        assert!(check(&f, "2026-01-01T10:00:00Z").await.healthy);
+        for id in ["e-1", "e-2"] {
+            enqueue_audit(&f.client, id).await;
+        }
+        let queue = QueueName::new(crate::flagship::AUDIT_QUEUE).unwrap();
+        let reserved = f
+            .broker
+            .reserve(&queue, ReserveRequest::new(10, Duration::from_secs(60), Duration::ZERO))
+            .await
+            .unwrap();
+        for job in &reserved {
+            f.broker.dead_letter(job, None, "broken").await.unwrap();
+        }
+        let report = check(&f, "2026-01-01T10:01:00Z").await;
+        assert_eq!((report.dead_total, report.dlq_growth), (2, 2));
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("2 jobs dead-lettered since the previous check")),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(f.drain(NOTIFICATIONS_QUEUE).await.len(), 1, "operators alerted");
+    }
+
+    #[tokio::test]
+    async fn alerts_when_no_worker_has_a_recent_heartbeat() {
+        let f = Fixture::new();
+        assert!(
+            check(&f, "2026-01-01T10:00:00Z").await.healthy,
+            "no heartbeats: nothing to judge"
+        );
+        f.store
+            .record_seen("worker:w-1", at("2026-01-01T10:00:00Z"))
+            .await
+            .unwrap();
+        assert!(
+            check(&f, "2026-01-01T10:01:00Z").await.healthy,
+            "a heartbeat a minute old"
+        );
+        let report = check(&f, "2026-01-01T10:05:00Z").await;
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.starts_with("no live worker") && p.contains("w-1")),
+            "{:?}",
+            report.problems
+        );
+        let heartbeat = Heartbeat::new(f.store.clone(), "w-2");
+        heartbeat.beat().await.unwrap();
+        let names: Vec<_> = f
+            .services
+            .liveness
+            .last_seen()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["w-1", "w-2"]);
+    }
+
+    #[tokio::test]
+    async fn alerts_when_a_maintenance_schedule_misses_its_run() {
+        let f = Fixture::new();
+        let rollover = crate::flagship::PeriodRolloverHandler::new(f.services.clone());
+        rollover
+            .process(
+                crate::flagship::PeriodRolloverJob {
+                    period: crate::flagship::PeriodKind::Hourly,
+                },
+                &f.run("2026-01-01T10:00:00Z"),
+            )
+            .await
+            .unwrap();
+        assert!(check(&f, "2026-01-01T11:04:00Z").await.healthy, "within the grace");
+        let report = check(&f, "2026-01-01T11:06:00Z").await;
+        assert_eq!(
+            report.problems,
+            ["schedule flagship:rollover-hourly missed its run due at 2026-01-01 11:00:00 UTC (last ran 2026-01-01 10:00:00 UTC)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn alerts_directly_through_the_mailer_when_the_broker_is_down() {
+        let mut f = Fixture::new();
+        f.services.settings.operator_emails = vec!["oncall@flagship.test".into()];
+        let handler = HealthCheckHandler::new(f.services.clone());
+        let run = JobRun::new(Client::new(Arc::new(Down)), at("2026-01-01T10:00:00Z"));
+        handler.process(HealthCheckJob {}, &run).await.unwrap();
+        handler.process(HealthCheckJob {}, &run).await.unwrap();
+        let report = f.services.health.latest().await.unwrap().unwrap();
+        assert!(!report.broker_reachable);
+        let sent = f.mailer.sent();
+        assert_eq!(sent.len(), 1, "one alert, sent without the broker");
+        assert!(sent[0].text().contains("broker unreachable"), "{}", sent[0].text());
+    }
 
     async fn enqueue_audit(client: &Client, id: &str) {
         let event = AuditEvent {

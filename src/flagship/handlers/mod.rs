@@ -9,10 +9,7 @@ use std::future::Future;
 
 use chrono::{DateTime, Utc};
 
-use super::{
-    notify::DeliveryError,
-    stores::{Channel, DeliveryLog},
-};
+use super::{notify::DeliveryError, stores::Channel, FlagshipServices};
 use crate::{Client, HandlerError, JobContext, JobId};
 
 mod aggregation;
@@ -109,30 +106,37 @@ fn require_id(field: &str, value: &str) -> Result<(), HandlerError> {
 }
 
 /// Delivers through `channel` unless the delivery log says notification
-/// `key` already went out that way, and records a success. `Ok(Some(_))`
-/// is a failed delivery; `Err(_)` a store that could not be read or written.
+/// `key` already went out that way, and records a success (as sent, or as
+/// logged for a logging channel). A failed delivery is added to
+/// `failures`; `Err(_)` is a store that could not be read or written.
 async fn deliver_once(
-    deliveries: &dyn DeliveryLog,
+    services: &FlagshipServices,
     key: &str,
     channel: Channel,
     now: DateTime<Utc>,
     send: impl Future<Output = Result<(), DeliveryError>>,
-) -> Result<Option<DeliveryError>, crate::Error> {
+    failures: &mut Vec<(Channel, DeliveryError)>,
+) -> Result<(), crate::Error> {
+    let deliveries = &*services.deliveries;
     if deliveries.delivered(key, channel).await? {
         tracing::debug!(notification = %key, channel = channel.as_str(), "already delivered; not sent again");
-        return Ok(None);
+        return Ok(());
     }
+    let via = match channel {
+        Channel::Email => services.mailer.delivery(),
+        Channel::Webhook => services.webhooks.delivery(),
+    };
     match send.await {
         Ok(()) => {
-            deliveries.record_delivery(key, channel, now).await?;
-            tracing::info!(notification = %key, channel = channel.as_str(), "notification delivered");
-            Ok(None)
+            deliveries.record_delivery(key, channel, via, now).await?;
+            tracing::info!(notification = %key, channel = channel.as_str(), delivery = via.as_str(), "notification delivered");
         }
         Err(e) => {
             tracing::warn!(notification = %key, channel = channel.as_str(), error = %e, "delivery failed");
-            Ok(Some(e))
+            failures.push((channel, e));
         }
     }
+    Ok(())
 }
 
 /// What the worker should do after some channels failed: nothing if none
@@ -224,11 +228,9 @@ pub(crate) mod test_support {
         /// webhook channels.
         pub(crate) async fn acme(&self) -> OrgConfig {
             let mut config = OrgConfig::new("acme");
-            config.limits.push(UsageLimit {
-                metric: "api_calls".into(),
-                period: PeriodKind::Hourly,
-                limit: 100,
-            });
+            config
+                .limits
+                .push(UsageLimit::new("api_calls", PeriodKind::Hourly, 100));
             config.notifications.email_recipients = vec!["ops@acme.test".into()];
             config.notifications.webhook = Some(WebhookEndpoint {
                 url: "https://hooks.acme.test/flagship".into(),

@@ -7,7 +7,7 @@ use crate::{
     flagship::{
         notify::{DeliveryError, Email, WebhookMessage},
         stores::Channel,
-        FlagshipServices, Notice, NotificationJob, OrgConfig,
+        FlagshipServices, Notice, NotificationJob, OrgConfig, UsageAlert,
     },
     HandlerError,
 };
@@ -65,9 +65,7 @@ impl NotificationHandler {
                 )?;
                 services.mailer.send(&email).await
             };
-            if let Some(e) = deliver_once(&*services.deliveries, &key, Channel::Email, run.now, send).await? {
-                failures.push((Channel::Email, e));
-            }
+            deliver_once(services, &key, Channel::Email, run.now, send, &mut failures).await?;
         }
         if let Some(endpoint) = &preferences.webhook {
             let send = async {
@@ -80,9 +78,7 @@ impl NotificationHandler {
                 };
                 services.webhooks.send(endpoint, &message).await
             };
-            if let Some(e) = deliver_once(&*services.deliveries, &key, Channel::Webhook, run.now, send).await? {
-                failures.push((Channel::Webhook, e));
-            }
+            deliver_once(services, &key, Channel::Webhook, run.now, send, &mut failures).await?;
         }
         delivery_outcome(failures)
     }
@@ -95,23 +91,56 @@ fn email_text(job: &NotificationJob, config: &OrgConfig) -> (String, String) {
     let org = &config.org_id;
     match &job.notice {
         Notice::ThresholdWarning(a) => (
-            format!("[FlagShip] {} at {}% of its {} limit", a.metric, a.threshold_percent, a.period),
+            format!("[FlagShip] {} at {}% of its {}limit", a.metric, a.percent, period_word(a)),
             format!(
-                "Usage of {} for {org} reached {} of {} in the {} period starting {}.\nAt the limit, your configured automatic actions will run.",
-                a.metric, a.current, a.limit, a.period, a.period_start
+                "Usage of {} for {org} reached {}% of its {}limit{}.\nAt the limit, your configured automatic actions will run.",
+                a.metric,
+                a.percent,
+                period_word(a),
+                usage_details(a)
             ),
         ),
         Notice::LimitExceeded(a) => (
-            format!("[FlagShip] {} {} limit exceeded", a.metric, a.period),
+            format!("[FlagShip] {} {}limit exceeded", a.metric, period_word(a)),
             format!(
-                "Usage of {} for {org} reached {} and exceeded the {} limit of {} for the period starting {}.",
-                a.metric, a.current, a.period, a.limit, a.period_start
+                "Usage of {} for {org} exceeded its {}limit{}.",
+                a.metric,
+                period_word(a),
+                usage_details(a)
             ),
         ),
         Notice::FeatureDisabled(d) => (
             format!("[FlagShip] feature {} disabled", d.flag_key),
             format!("Feature flag {} of {org} was disabled: {}.", d.flag_key, d.reason),
         ),
+        Notice::ApiKeyBlocked(b) => (
+            format!("[FlagShip] API key {} blocked", b.key_id),
+            format!("API key {} of {org} was blocked: {}.", b.key_id, b.reason),
+        ),
+    }
+}
+
+/// `hourly ` (with a space) when the alert names its period, else nothing.
+fn period_word(alert: &UsageAlert) -> String {
+    alert.period.map(|p| format!("{p} ")).unwrap_or_default()
+}
+
+/// ` (85 of 100 in the period starting …)`, from the details the alert has.
+fn usage_details(alert: &UsageAlert) -> String {
+    let mut parts = Vec::new();
+    match (alert.current, alert.limit) {
+        (Some(current), Some(limit)) => parts.push(format!("{current} of {limit}")),
+        (Some(current), None) => parts.push(format!("{current} used")),
+        (None, Some(limit)) => parts.push(format!("limit {limit}")),
+        (None, None) => {}
+    }
+    if let Some(start) = alert.period_start {
+        parts.push(format!("in the period starting {start}"));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(" "))
     }
 }
 
@@ -147,22 +176,20 @@ mod tests {
         handlers::test_support::*,
         model::{NotificationType, PeriodKind, WebhookEndpoint},
         notify::{Mailer, WebhookSender, WebhookSigner},
-        stores::OrgConfigStore,
-        FeatureDisabled, UsageAlert,
+        stores::{DeliveryLog, OrgConfigStore},
+        FeatureDisabled,
     };
 
     fn warning() -> NotificationJob {
         NotificationJob {
             notification_id: Some("warning-1".into()),
             org_id: "acme".into(),
-            notice: Notice::ThresholdWarning(UsageAlert {
-                metric: "api_calls".into(),
-                period: PeriodKind::Hourly,
-                period_start: at("2026-01-01T10:00:00Z"),
-                limit: 100,
-                current: 85,
-                threshold_percent: 80,
-            }),
+            notice: Notice::ThresholdWarning(UsageAlert::new("api_calls", 80).with_usage(
+                PeriodKind::Hourly,
+                at("2026-01-01T10:00:00Z"),
+                100,
+                85,
+            )),
         }
     }
 
@@ -284,6 +311,37 @@ mod tests {
         job.notification_id = Some("warning-2".into());
         let err = handler.process(job, &f.run("2026-01-01T10:31:00Z")).await.unwrap_err();
         assert!(matches!(err, HandlerError::Retry(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn delivers_a_notification_in_the_specs_shape_and_logs_logging_as_logged() {
+        let f = Fixture::new();
+        f.acme().await;
+        let spec = serde_json::json!({
+            "orgId": "acme",
+            "type": "threshold_warning",
+            "data": { "metric": "api_calls", "percent": 80, "plan": "pro" },
+        });
+        let job: NotificationJob = serde_json::from_value(spec).unwrap();
+        let run = f.run("2026-01-01T10:31:00Z");
+        NotificationHandler::new(f.services.clone())
+            .process(job, &run)
+            .await
+            .unwrap();
+        let emails = f.mailer.sent();
+        assert_eq!(emails[0].subject(), "[FlagShip] api_calls at 80% of its limit");
+        let (_, hook) = &f.webhooks.sent()[0];
+        let body: serde_json::Value = serde_json::from_slice(&hook.body).unwrap();
+        assert_eq!(body["data"]["percent"], 80);
+        assert_eq!(body["data"]["plan"], "pro", "extra keys reach the webhook");
+        let key = format!("acme:{}", run.job_id);
+        for channel in [Channel::Email, Channel::Webhook] {
+            assert_eq!(
+                f.store.delivery(&key, channel).await.unwrap(),
+                Some(crate::flagship::stores::Delivery::Logged),
+                "a logging channel's delivery is recorded as logged, not sent"
+            );
+        }
     }
 
     #[tokio::test]

@@ -1,15 +1,22 @@
 //! [`OperatorAlertHandler`]: emails the operators.
 
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
 use super::{deliver_once, delivery_outcome, handle_with_process, require_id, JobRun};
 use crate::{
-    flagship::{notify::Email, stores::Channel, FlagshipServices, OperatorAlertJob},
+    flagship::{
+        notify::{Email, WebhookMessage},
+        stores::Channel,
+        FlagshipServices, OperatorAlertJob,
+    },
     HandlerError,
 };
 
 /// Runs `operator-alert` jobs: emails
 /// [`FlagshipSettings::operator_emails`](crate::flagship::FlagshipSettings::operator_emails)
-/// once per alert id. With no operators configured, the alert is logged
-/// and dropped.
+/// and posts to the operators' webhook, once per alert id and channel.
+/// With neither configured, the alert is logged and dropped.
 #[derive(Debug, Clone)]
 pub struct OperatorAlertHandler {
     services: FlagshipServices,
@@ -21,29 +28,60 @@ impl OperatorAlertHandler {
         OperatorAlertHandler { services }
     }
 
-    /// Emails the alert unless it was emailed already.
+    /// Emails the alert (and posts it to the operators' webhook) unless it
+    /// was delivered already.
     pub async fn process(&self, job: OperatorAlertJob, run: &JobRun) -> Result<(), HandlerError> {
         require_id("alertId", &job.alert_id)?;
-        let services = &self.services;
-        let operators = &services.settings.operator_emails;
-        if operators.is_empty() {
-            tracing::warn!(alert = %job.alert_id, subject = %job.subject, "no operator emails configured; alert only logged");
-            return Ok(());
-        }
-        let key = format!("operator-alert:{}", job.alert_id);
+        deliver_operator_alert(&self.services, &job, run.now).await
+    }
+}
+
+/// Delivers an operator alert by email to
+/// [`FlagshipSettings::operator_emails`](crate::flagship::FlagshipSettings::operator_emails)
+/// and to [`FlagshipSettings::operator_webhook`](crate::flagship::FlagshipSettings::operator_webhook),
+/// once per channel and alert id: through the `operator-alert` job, or
+/// directly when the broker cannot take the job.
+pub(crate) async fn deliver_operator_alert(
+    services: &FlagshipServices,
+    alert: &OperatorAlertJob,
+    now: DateTime<Utc>,
+) -> Result<(), HandlerError> {
+    let operators = &services.settings.operator_emails;
+    let webhook = services.settings.operator_webhook.as_ref();
+    if operators.is_empty() && webhook.is_none() {
+        tracing::warn!(alert = %alert.alert_id, subject = %alert.subject, "no operator emails or webhook configured; alert only logged");
+        return Ok(());
+    }
+    let key = format!("operator-alert:{}", alert.alert_id);
+    let mut failures = Vec::new();
+    if !operators.is_empty() {
         let send = async {
             let email = Email::new(
                 services.settings.email_from.clone(),
                 operators.clone(),
-                format!("[FlagShip operators] {}", job.subject),
-                job.body.clone(),
+                format!("[FlagShip operators] {}", alert.subject),
+                alert.body.clone(),
                 key.clone(),
             )?;
             services.mailer.send(&email).await
         };
-        let failure = deliver_once(&*services.deliveries, &key, Channel::Email, run.now, send).await?;
-        delivery_outcome(failure.map(|e| (Channel::Email, e)).into_iter().collect())
+        deliver_once(services, &key, Channel::Email, now, send, &mut failures).await?;
     }
+    if let Some(endpoint) = webhook {
+        let body = json!({
+            "type": "operator_alert",
+            "timestamp": now,
+            "data": { "alertId": alert.alert_id, "subject": alert.subject, "body": alert.body },
+        });
+        let message = WebhookMessage {
+            id: format!("msg_{key}"),
+            timestamp: now,
+            body: body.to_string().into_bytes(),
+        };
+        let send = services.webhooks.send(endpoint, &message);
+        deliver_once(services, &key, Channel::Webhook, now, send, &mut failures).await?;
+    }
+    delivery_outcome(failures)
 }
 
 handle_with_process!(OperatorAlertHandler, OperatorAlertJob);

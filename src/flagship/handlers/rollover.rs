@@ -27,6 +27,12 @@ impl PeriodRolloverHandler {
         let closed = self.services.usage.close_periods(job.period, run.now).await?;
         let total: u64 = closed.iter().map(|p| p.total).sum();
         tracing::info!(period = %job.period, counters = closed.len(), total, "usage periods rolled over");
+        let schedule = format!(
+            "{}flagship:rollover-{}",
+            crate::flagship::SCHEDULE_SEEN_PREFIX,
+            job.period
+        );
+        self.services.health.record_seen(&schedule, run.now).await?;
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::{handle_with_process, require_id, JobRun};
 use crate::{
     flagship::{
-        model::{CounterKey, OrgConfig, Threshold},
+        model::{CounterKey, EnforcementConfig, OrgConfig, Threshold},
         stores::CounterIncrement,
         AutoAction, AutoActionJob, FlagshipServices, Notice, NotificationJob, UsageAlert, UsageIngestionJob,
     },
@@ -121,18 +121,17 @@ impl UsageIngestionHandler {
                 continue;
             }
             let notification_id = threshold_notification_id(&key, reached);
-            let alert = UsageAlert {
-                metric: key.metric.clone(),
-                period: key.period,
-                period_start: key.period_start,
-                limit: limit.limit,
-                current: value,
-                threshold_percent: if reached == Threshold::Limit {
-                    100
-                } else {
-                    config.warning_percent
-                },
+            let percent = if reached == Threshold::Limit {
+                100
+            } else {
+                config.warning_percent
             };
+            let alert = UsageAlert::new(key.metric.clone(), percent).with_usage(
+                key.period,
+                key.period_start,
+                limit.limit,
+                value,
+            );
             tracing::info!(org = %key.org_id, metric = %key.metric, period = %key.period, value, limit = limit.limit, threshold = reached.as_str(), "usage threshold crossed");
             let notice = match reached {
                 Threshold::Warning => Notice::ThresholdWarning(alert),
@@ -145,11 +144,13 @@ impl UsageIngestionHandler {
             };
             follow_ups.push(run.client.envelope(&notification, &EnqueueOptions::new())?);
             if reached == Threshold::Limit {
+                // No usage figure in the reason: it is part of each
+                // action's identity, so a rerun must produce the same one.
                 let reason = format!(
-                    "{} usage of {value} reached the {} limit of {} (period starting {})",
+                    "{} reached the {} limit of {} (period starting {})",
                     key.metric, key.period, limit.limit, key.period_start
                 );
-                self.enforcement(&config, &notification_id, &reason, run, &mut follow_ups)?;
+                enforcement(&config.org_id, &limit.on_exceeded, &reason, run, &mut follow_ups)?;
                 reached_marks.push((key.clone(), Threshold::Warning));
             }
             reached_marks.push((key, reached));
@@ -162,37 +163,38 @@ impl UsageIngestionHandler {
         }
         Ok(())
     }
+}
 
-    /// The organization's auto-actions for an exceeded limit.
-    fn enforcement(
-        &self,
-        config: &OrgConfig,
-        notification_id: &str,
-        reason: &str,
-        run: &JobRun,
-        follow_ups: &mut Vec<JobEnvelope>,
-    ) -> Result<(), HandlerError> {
-        let enforcement = &config.on_limit_exceeded;
-        let flags = enforcement.disable_flags.iter().flat_map(|flag| {
-            let notify = enforcement.notify.then_some((AutoAction::SendNotification, flag));
-            [Some((AutoAction::DisableFeature, flag)), notify]
-        });
-        let keys = enforcement
-            .block_api_keys
-            .iter()
-            .map(|key| Some((AutoAction::BlockApiKey, key)));
-        for (action, target) in flags.chain(keys).flatten() {
+/// The auto-actions of an exceeded limit: each flag disabled and each key
+/// blocked, each followed by a notification saying so when `notify` is on.
+/// Each job's idempotency key derives from the action's identity, so a
+/// rerun enqueues nothing new.
+fn enforcement(
+    org_id: &str,
+    actions: &EnforcementConfig,
+    reason: &str,
+    run: &JobRun,
+    follow_ups: &mut Vec<JobEnvelope>,
+) -> Result<(), HandlerError> {
+    let flags = actions
+        .disable_flags
+        .iter()
+        .map(|flag| (AutoAction::DisableFeature, flag));
+    let keys = actions.block_api_keys.iter().map(|key| (AutoAction::BlockApiKey, key));
+    for (action, target) in flags.chain(keys) {
+        let notify = actions.notify.then_some((AutoAction::SendNotification, Some(action)));
+        for (action, about) in [Some((action, None)), notify].into_iter().flatten() {
             let job = AutoActionJob {
-                org_id: config.org_id.clone(),
+                org_id: org_id.to_owned(),
                 action,
                 target_id: target.clone(),
                 reason: reason.to_owned(),
+                about,
             };
-            let key = format!("auto-action:{notification_id}:{}:{target}", action.as_str());
-            follow_ups.push(run.client.envelope(&job, &EnqueueOptions::new().idempotency_key(key))?);
+            follow_ups.push(run.client.envelope(&job, &EnqueueOptions::new())?);
         }
-        Ok(())
     }
+    Ok(())
 }
 
 handle_with_process!(UsageIngestionHandler, UsageIngestionJob);
@@ -260,9 +262,11 @@ mod tests {
     async fn warns_once_then_enforces_once_at_the_limit() {
         let f = Fixture::new();
         let mut config = f.acme().await;
-        config.on_limit_exceeded.disable_flags = vec!["new-ui".into()];
-        config.on_limit_exceeded.block_api_keys = vec!["key-1".into()];
-        config.on_limit_exceeded.notify = true;
+        config.limits[0].on_exceeded = EnforcementConfig {
+            disable_flags: vec!["new-ui".into()],
+            block_api_keys: vec!["key-1".into()],
+            notify: true,
+        };
         f.store.put_org(&config).await.unwrap();
         let handler = UsageIngestionHandler::new(f.services.clone());
         let run = f.run("2026-01-01T10:30:00Z");
@@ -275,7 +279,7 @@ mod tests {
         let Notice::ThresholdWarning(alert) = &sent[0].notice else {
             panic!("expected a warning, got {:?}", sent[0]);
         };
-        assert_eq!((alert.current, alert.limit, alert.threshold_percent), (85, 100, 80));
+        assert_eq!((alert.current, alert.limit, alert.percent), (Some(85), Some(100), 80));
         assert!(f.drain(AUTO_ACTIONS_QUEUE).await.is_empty());
 
         // Another batch below the limit: no second warning.
@@ -290,7 +294,7 @@ mod tests {
         handler.process(over, &run).await.unwrap();
         let sent = notifications(&f).await;
         assert_eq!(sent.len(), 1, "{sent:?}");
-        assert!(matches!(&sent[0].notice, Notice::LimitExceeded(a) if a.current == 100));
+        assert!(matches!(&sent[0].notice, Notice::LimitExceeded(a) if a.current == Some(100)));
         let actions: Vec<AutoActionJob> = f
             .drain(AUTO_ACTIONS_QUEUE)
             .await
@@ -303,7 +307,8 @@ mod tests {
             [
                 (AutoAction::DisableFeature, "new-ui"),
                 (AutoAction::SendNotification, "new-ui"),
-                (AutoAction::BlockApiKey, "key-1")
+                (AutoAction::BlockApiKey, "key-1"),
+                (AutoAction::SendNotification, "key-1"),
             ]
         );
         assert!(
@@ -311,11 +316,70 @@ mod tests {
             "{}",
             actions[0].reason
         );
+        assert_eq!(actions[1].about, Some(AutoAction::DisableFeature));
+        assert_eq!(actions[3].about, Some(AutoAction::BlockApiKey));
         assert!(f
             .store
             .threshold_marked(&hourly("2026-01-01T10:00:00Z"), Threshold::Limit)
             .await
             .unwrap());
+    }
+
+    async fn actions(f: &Fixture) -> Vec<(AutoAction, String)> {
+        f.drain(AUTO_ACTIONS_QUEUE)
+            .await
+            .iter()
+            .map(|e| e.payload.decode::<AutoActionJob>().unwrap())
+            .map(|a| (a.action, a.target_id))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn each_limit_runs_its_own_actions() {
+        let f = Fixture::new();
+        let mut config = f.acme().await;
+        let disable = |flag: &str| EnforcementConfig {
+            disable_flags: vec![flag.into()],
+            ..EnforcementConfig::default()
+        };
+        config.limits[0].on_exceeded = disable("api-feature");
+        config.limits.push(
+            crate::flagship::UsageLimit::new("seats", PeriodKind::Hourly, 10).on_exceeded(EnforcementConfig {
+                block_api_keys: vec!["seat-key".into()],
+                ..disable("seat-feature")
+            }),
+        );
+        f.store.put_org(&config).await.unwrap();
+        let handler = UsageIngestionHandler::new(f.services.clone());
+        let run = f.run("2026-01-01T10:30:00Z");
+
+        handler
+            .process(batch("b-1", 150, "2026-01-01T10:20:00Z"), &run)
+            .await
+            .unwrap();
+        assert_eq!(
+            actions(&f).await,
+            [(AutoAction::DisableFeature, "api-feature".to_owned())],
+            "exceeding api_calls runs api_calls' actions only"
+        );
+
+        let seats = UsageIngestionJob {
+            org_id: "acme".into(),
+            batch_id: "b-2".into(),
+            events: vec![UsageEvent {
+                metric: "seats".into(),
+                quantity: 12,
+                timestamp: at("2026-01-01T10:21:00Z"),
+            }],
+        };
+        handler.process(seats, &run).await.unwrap();
+        assert_eq!(
+            actions(&f).await,
+            [
+                (AutoAction::DisableFeature, "seat-feature".to_owned()),
+                (AutoAction::BlockApiKey, "seat-key".to_owned())
+            ]
+        );
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::model::WebhookEndpoint;
+use super::{model::WebhookEndpoint, stores::Delivery};
 use crate::HandlerError;
 
 mod egress;
@@ -205,6 +205,17 @@ impl Email {
 pub trait Mailer: Send + Sync + fmt::Debug + 'static {
     /// Sends one email.
     async fn send(&self, email: &Email) -> Result<(), DeliveryError>;
+
+    /// What a successful [`send`](Mailer::send) did, for the delivery log:
+    /// [`Delivery::Sent`] unless the mailer only logs.
+    fn delivery(&self) -> Delivery {
+        Delivery::Sent
+    }
+
+    /// Whether this is a real mailer (`false` only for [`NotConfigured`]).
+    fn is_configured(&self) -> bool {
+        true
+    }
 }
 
 /// One webhook delivery: the Standard Webhooks `webhook-id`, the attempt's
@@ -232,6 +243,43 @@ pub struct WebhookMessage {
 pub trait WebhookSender: Send + Sync + fmt::Debug + 'static {
     /// Delivers one message to `endpoint`.
     async fn send(&self, endpoint: &WebhookEndpoint, message: &WebhookMessage) -> Result<(), DeliveryError>;
+
+    /// What a successful [`send`](WebhookSender::send) did, for the
+    /// delivery log: [`Delivery::Sent`] unless the sender only logs.
+    fn delivery(&self) -> Delivery {
+        Delivery::Sent
+    }
+}
+
+/// The channel of services nobody configured: every delivery fails
+/// permanently, saying which setting is missing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotConfigured;
+
+#[async_trait]
+impl Mailer for NotConfigured {
+    async fn send(&self, _: &Email) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Permanent(
+            "no mailer is configured: set one with FlagshipServices::with_mailer (for `flagship-worker run`, \
+             FLAGSHIP_RESEND_API_KEY), then retry the job from the dead-letter queue"
+                .into(),
+        ))
+    }
+
+    fn is_configured(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
+impl WebhookSender for NotConfigured {
+    async fn send(&self, _: &WebhookEndpoint, _: &WebhookMessage) -> Result<(), DeliveryError> {
+        Err(DeliveryError::Permanent(
+            "no webhook sender is configured: set one with FlagshipServices::with_webhooks (an \
+             HttpWebhookSender), then retry the job from the dead-letter queue"
+                .into(),
+        ))
+    }
 }
 
 /// A mailer that logs each email (recipient count and subject, never the
@@ -257,9 +305,13 @@ impl LoggingMailer {
 #[async_trait]
 impl Mailer for LoggingMailer {
     async fn send(&self, email: &Email) -> Result<(), DeliveryError> {
-        tracing::info!(recipients = email.to.len(), subject = %email.subject, key = %email.idempotency_key, "email sent (logging mailer)");
+        tracing::info!(recipients = email.to.len(), subject = %email.subject, key = %email.idempotency_key, "email logged, not sent (logging mailer)");
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).push(email.clone());
         Ok(())
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Logged
     }
 }
 
@@ -286,12 +338,16 @@ impl LoggingWebhookSender {
 #[async_trait]
 impl WebhookSender for LoggingWebhookSender {
     async fn send(&self, endpoint: &WebhookEndpoint, message: &WebhookMessage) -> Result<(), DeliveryError> {
-        tracing::info!(url = %endpoint.url, webhook.id = %message.id, bytes = message.body.len(), "webhook sent (logging sender)");
+        tracing::info!(url = %endpoint.url, webhook.id = %message.id, bytes = message.body.len(), "webhook logged, not sent (logging sender)");
         self.sent
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((endpoint.url.clone(), message.clone()));
         Ok(())
+    }
+
+    fn delivery(&self) -> Delivery {
+        Delivery::Logged
     }
 }
 

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 
 use super::{
-    ApiKeyStore, AuditLog, BatchOutcome, Channel, CounterIncrement, DeliveryLog, FlagStore, HealthStore,
+    ApiKeyStore, AuditLog, BatchOutcome, Channel, CounterIncrement, Delivery, DeliveryLog, FlagStore, HealthStore,
     OrgConfigStore, PeriodArchive, UsageStore, DELIVERY_RETENTION,
 };
 use crate::{
@@ -54,9 +54,11 @@ struct State {
     flags: HashMap<(String, String), Flag>,
     api_keys: HashMap<(String, String), ApiKey>,
     orgs: HashMap<String, OrgConfig>,
-    /// Deliveries by (notification key, channel), with when they happened.
-    deliveries: HashMap<(String, Channel), DateTime<Utc>>,
+    /// Deliveries by (notification key, channel), with how and when they happened.
+    deliveries: HashMap<(String, Channel), (Delivery, DateTime<Utc>)>,
     health: Option<HealthRecord>,
+    /// Heartbeats and maintenance runs by name, with when they were last seen.
+    seen: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl MemoryStore {
@@ -291,15 +293,19 @@ impl OrgConfigStore for MemoryStore {
 
 #[async_trait]
 impl DeliveryLog for MemoryStore {
-    async fn delivered(&self, key: &str, channel: Channel) -> Result<bool> {
-        Ok(self.state().deliveries.contains_key(&(key.to_owned(), channel)))
+    async fn delivery(&self, key: &str, channel: Channel) -> Result<Option<Delivery>> {
+        Ok(self
+            .state()
+            .deliveries
+            .get(&(key.to_owned(), channel))
+            .map(|(via, _)| *via))
     }
 
-    async fn record_delivery(&self, key: &str, channel: Channel, at: DateTime<Utc>) -> Result<()> {
+    async fn record_delivery(&self, key: &str, channel: Channel, via: Delivery, at: DateTime<Utc>) -> Result<()> {
         let mut state = self.state();
         let horizon = at - delta(DELIVERY_RETENTION);
-        state.deliveries.retain(|_, when| *when > horizon);
-        state.deliveries.insert((key.to_owned(), channel), at);
+        state.deliveries.retain(|_, (_, when)| *when > horizon);
+        state.deliveries.insert((key.to_owned(), channel), (via, at));
         Ok(())
     }
 }
@@ -313,5 +319,20 @@ impl HealthStore for MemoryStore {
 
     async fn latest(&self) -> Result<Option<HealthRecord>> {
         Ok(self.state().health.clone())
+    }
+
+    async fn record_seen(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        self.state().seen.insert(name.to_owned(), at);
+        Ok(())
+    }
+
+    async fn seen(&self, prefix: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+        Ok(self
+            .state()
+            .seen
+            .range(prefix.to_owned()..)
+            .take_while(|(name, _)| name.starts_with(prefix))
+            .map(|(name, at)| (name.clone(), *at))
+            .collect())
     }
 }

@@ -1,6 +1,7 @@
 //! Where FlagShip keeps its state: one trait per kind of state, each
-//! implemented in memory ([`MemoryStore`]) and, with the `redis` feature, in
-//! Redis (`RedisStore`).
+//! implemented in memory ([`MemoryStore`]), with the `redis` feature in
+//! Redis (`RedisStore`) and with the `postgres` feature in PostgreSQL
+//! (`PostgresStore`).
 //!
 //! Every write a handler makes is idempotent, so that running a job twice
 //! leaves the same state as running it once.
@@ -17,10 +18,14 @@ use super::{
 use crate::Result;
 
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 mod redis;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 #[cfg(feature = "redis")]
 pub use redis::RedisStore;
 
@@ -132,6 +137,25 @@ pub trait PeriodArchive: Send + Sync + fmt::Debug + 'static {
     async fn daily(&self, org_id: &str, from: NaiveDate, to: NaiveDate) -> Result<Vec<DailyUsage>>;
 }
 
+/// Reads an organization's configuration stored as JSON, refusing one
+/// written before limits had their own actions: its `onLimitExceeded`
+/// would otherwise be dropped without a word, and no limit enforced.
+pub(crate) fn decode_org_config(raw: &str) -> Result<OrgConfig> {
+    let value: serde_json::Value = serde_json::from_str(raw)
+        .map_err(|e| crate::Error::Backend(format!("a stored organization configuration is not JSON: {e}").into()))?;
+    if value.get("onLimitExceeded").is_some() {
+        let org = value.get("orgId").and_then(|o| o.as_str()).unwrap_or("?");
+        return Err(crate::Error::InvalidConfig(format!(
+            "the stored configuration of organization `{}` has `onLimitExceeded`, which this version replaced by \
+             each limit's `onExceeded`: move the actions into the limits they belong to and store it again \
+             with put_org",
+            org.escape_debug()
+        )));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| crate::Error::Backend(format!("a stored organization configuration cannot be read: {e}").into()))
+}
+
 /// Feature flags.
 ///
 /// # Contract
@@ -207,29 +231,68 @@ impl Channel {
 /// How long the delivery log remembers a delivery.
 pub const DELIVERY_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
-/// Which notification channels have delivered which notifications, so a
-/// retry sends only what failed.
+/// How a channel delivered a notification: for real, or only into the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Delivery {
+    /// Handed to the mail service or the webhook receiver, which accepted it.
+    Sent,
+    /// Only written to the worker's log (a [`LoggingMailer`](super::notify::LoggingMailer)
+    /// or [`LoggingWebhookSender`](super::notify::LoggingWebhookSender)):
+    /// nobody was told.
+    Logged,
+}
+
+impl Delivery {
+    /// `sent` or `logged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::Sent => "sent",
+            Delivery::Logged => "logged",
+        }
+    }
+
+    /// The delivery named `name` (as [`as_str`](Self::as_str) writes it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Delivery::Sent, Delivery::Logged]
+            .into_iter()
+            .find(|d| d.as_str() == name)
+    }
+}
+
+/// Which notification channels have delivered which notifications, and
+/// how, so a retry sends only what failed.
 ///
 /// # Contract
 ///
 /// A recorded delivery MUST be reported by
-/// [`delivered`](DeliveryLog::delivered) for at least
-/// [`DELIVERY_RETENTION`].
+/// [`delivery`](DeliveryLog::delivery), with how it was delivered, for at
+/// least [`DELIVERY_RETENTION`].
 #[async_trait]
 pub trait DeliveryLog: Send + Sync + fmt::Debug + 'static {
-    /// Whether `channel` delivered notification `key`.
-    async fn delivered(&self, key: &str, channel: Channel) -> Result<bool>;
+    /// How `channel` delivered notification `key`, if it did.
+    async fn delivery(&self, key: &str, channel: Channel) -> Result<Option<Delivery>>;
 
-    /// Records that `channel` delivered notification `key`.
-    async fn record_delivery(&self, key: &str, channel: Channel, at: DateTime<Utc>) -> Result<()>;
+    /// Records that `channel` delivered notification `key` (`via` says
+    /// whether it was sent or only logged).
+    async fn record_delivery(&self, key: &str, channel: Channel, via: Delivery, at: DateTime<Utc>) -> Result<()>;
+
+    /// Whether `channel` delivered notification `key`, sent or logged.
+    async fn delivered(&self, key: &str, channel: Channel) -> Result<bool> {
+        Ok(self.delivery(key, channel).await?.is_some())
+    }
 }
 
-/// The latest health check result, for the admin API.
+/// The latest health check result, for the admin API, and when things the
+/// health check watches were last seen: workers' heartbeats
+/// (`worker:<id>`) and maintenance runs (`schedule:<name>`).
 ///
 /// # Contract
 ///
-/// [`latest`](HealthStore::latest) MUST return the most recently recorded
-/// report.
+/// - [`latest`](HealthStore::latest) MUST return the most recently recorded
+///   report.
+/// - [`seen`](HealthStore::seen) MUST return every name recorded by
+///   [`record_seen`](HealthStore::record_seen) that starts with the prefix,
+///   with the time of its latest record, sorted by name.
 #[async_trait]
 pub trait HealthStore: Send + Sync + fmt::Debug + 'static {
     /// Records a report, replacing the previous one.
@@ -237,6 +300,13 @@ pub trait HealthStore: Send + Sync + fmt::Debug + 'static {
 
     /// The latest report, if any check has run.
     async fn latest(&self) -> Result<Option<HealthRecord>>;
+
+    /// Records that `name` was seen (alive, or run) at `at`, replacing its
+    /// previous time.
+    async fn record_seen(&self, name: &str, at: DateTime<Utc>) -> Result<()>;
+
+    /// Every name starting with `prefix`, and when it was last seen.
+    async fn seen(&self, prefix: &str) -> Result<Vec<(String, DateTime<Utc>)>>;
 }
 
 #[cfg(test)]
@@ -244,6 +314,15 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+
+    #[test]
+    fn configurations_with_the_old_org_wide_actions_are_refused() {
+        let old = r#"{"orgId":"acme","limits":[],"onLimitExceeded":{"disableFlags":["x"]}}"#;
+        let err = decode_org_config(old).unwrap_err().to_string();
+        assert!(err.contains("onExceeded") && err.contains("acme"), "{err}");
+        let new = serde_json::to_string(&OrgConfig::new("acme")).unwrap();
+        assert_eq!(decode_org_config(&new).unwrap(), OrgConfig::new("acme"));
+    }
 
     fn _object_safe(_: Arc<dyn AuditLog>, _: Arc<dyn UsageStore>, _: Arc<dyn PeriodArchive>, _: Arc<dyn FlagStore>) {}
     fn _more_object_safe(

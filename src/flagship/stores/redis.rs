@@ -20,8 +20,9 @@
 //! | `P:{org}:audit` / `P:{org}:audit-order` | hash / zset | event id → JSON; id by time (µs) |
 //! | `P:{org}:flags` / `P:{org}:api-keys` | hash | key / id → JSON |
 //! | `P:{org}:config` | string | the organization's configuration JSON |
-//! | `P:delivery:<key>:<channel>` | string, expiring | delivered notifications |
+//! | `P:delivery:<key>:<channel>` | string, expiring | delivered notifications: `sent` or `logged`, a space, the time |
 //! | `P:health` | string | the latest health report JSON |
+//! | `P:seen` | hash | heartbeat or maintenance run name → last seen (ms since the epoch) |
 //!
 //! A counter update and its batch-id check are one script, as are a
 //! period's archive-and-reset, an audit append, and a flag or key change.
@@ -34,7 +35,7 @@ use redis::{aio::ConnectionManager, Script};
 use serde::{de::DeserializeOwned, Serialize};
 
 use super::{
-    ApiKeyStore, AuditLog, BatchOutcome, Channel, CounterIncrement, DeliveryLog, FlagStore, HealthStore,
+    ApiKeyStore, AuditLog, BatchOutcome, Channel, CounterIncrement, Delivery, DeliveryLog, FlagStore, HealthStore,
     OrgConfigStore, PeriodArchive, UsageStore, DELIVERY_RETENTION,
 };
 use crate::{
@@ -539,24 +540,29 @@ impl OrgConfigStore for RedisStore {
             .query_async(&mut self.conn())
             .await
             .map_err(redis_error)?;
-        raw.map(|raw| decode("organization configuration", &raw)).transpose()
+        raw.map(|raw| super::decode_org_config(&raw)).transpose()
     }
 }
 
 #[async_trait]
 impl DeliveryLog for RedisStore {
-    async fn delivered(&self, key: &str, channel: Channel) -> Result<bool> {
-        redis::cmd("EXISTS")
+    async fn delivery(&self, key: &str, channel: Channel) -> Result<Option<Delivery>> {
+        let raw: Option<String> = redis::cmd("GET")
             .arg(format!("{}:delivery:{key}:{}", self.prefix, channel.as_str()))
             .query_async(&mut self.conn())
             .await
-            .map_err(redis_error)
+            .map_err(redis_error)?;
+        // Entries written before deliveries said how hold a timestamp: sent.
+        Ok(raw.map(|raw| {
+            let via = raw.split_once(' ').map_or("sent", |(via, _)| via);
+            Delivery::from_name(via).unwrap_or(Delivery::Sent)
+        }))
     }
 
-    async fn record_delivery(&self, key: &str, channel: Channel, at: DateTime<Utc>) -> Result<()> {
+    async fn record_delivery(&self, key: &str, channel: Channel, via: Delivery, at: DateTime<Utc>) -> Result<()> {
         redis::cmd("SET")
             .arg(format!("{}:delivery:{key}:{}", self.prefix, channel.as_str()))
-            .arg(at.to_rfc3339())
+            .arg(format!("{} {}", via.as_str(), at.to_rfc3339()))
             .arg("PX")
             .arg(millis(DELIVERY_RETENTION))
             .query_async::<()>(&mut self.conn())
@@ -583,6 +589,35 @@ impl HealthStore for RedisStore {
             .await
             .map_err(redis_error)?;
         raw.map(|raw| decode("health report", &raw)).transpose()
+    }
+
+    async fn record_seen(&self, name: &str, at: DateTime<Utc>) -> Result<()> {
+        redis::cmd("HSET")
+            .arg(format!("{}:seen", self.prefix))
+            .arg(name)
+            .arg(at.timestamp_millis())
+            .query_async::<()>(&mut self.conn())
+            .await
+            .map_err(redis_error)
+    }
+
+    async fn seen(&self, prefix: &str) -> Result<Vec<(String, DateTime<Utc>)>> {
+        let all: Vec<(String, i64)> = redis::cmd("HGETALL")
+            .arg(format!("{}:seen", self.prefix))
+            .query_async(&mut self.conn())
+            .await
+            .map_err(redis_error)?;
+        let mut seen = all
+            .into_iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, ms)| {
+                DateTime::from_timestamp_millis(ms)
+                    .map(|at| (name, at))
+                    .ok_or_else(|| Error::Backend(format!("a stored time {ms} is out of range").into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        seen.sort();
+        Ok(seen)
     }
 }
 

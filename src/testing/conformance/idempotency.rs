@@ -57,7 +57,7 @@ pub async fn idempotent_enqueue<F: Fixture + ?Sized>(f: &F) {
 /// one job is stored and the 3,199 others are told its id.
 pub async fn idempotent_enqueue_race<F: Fixture + ?Sized>(f: &F) {
     const TASKS: usize = 64;
-    const EACH: usize = 50;
+    const EACH: usize = 10;
     let b = f.backend();
     let q = queue(f, "idempotent-race");
     let now = f.now();

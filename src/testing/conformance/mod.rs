@@ -13,7 +13,11 @@
 //! The cases live in one file per topic, in the order the macro runs
 //! them: enqueue and reserve (and dropping reserve calls), leases, retries (`retry_after`, `snooze`,
 //! `release`, `extend`, recovery of expired leases), idempotency keys,
-//! stats and queues, and the dead-letter queue. All are re-exported here.
+//! stats and queues, the queue history (buckets fill, add up to the
+//! counters, expire; see [`short_history_layout`] for backends on a real
+//! clock), the dead-letter queue, and operators' control (live jobs by
+//! state, pause, cancel, priorities, the worker registry). All are
+//! re-exported here.
 //!
 //! The cases panic with a message on failure, like any test. They keep
 //! time-based steps short (leases of 200 to 300 ms, delays of 100 to
@@ -60,8 +64,10 @@
 //!   not queues that were only asked about (`stats`, `reserve`, DLQ calls).
 
 mod cancel;
+mod control;
 mod dead_letters;
 mod enqueue;
+mod history;
 mod idempotency;
 mod leases;
 mod retries;
@@ -69,6 +75,11 @@ mod stats;
 mod support;
 
 pub use cancel::dropped_reserve_leaves_nothing_leased;
+pub use control::{
+    cancel_active_job_is_signalled, cancel_ready_and_scheduled_jobs, list_jobs_by_state,
+    list_jobs_pages_without_skips_or_repeats, pause_stops_reservations_until_resumed, priorities_order_reservations,
+    worker_registry,
+};
 pub use dead_letters::{
     concurrent_retry_dead_reenqueues_once, dead_letter_keeps_job_and_history, delete_dead, list_dead_filters,
     list_dead_pages_without_skips_or_repeats, list_dead_refuses_bad_page_sizes, purge_dead_removes_only_strictly_older,
@@ -78,6 +89,9 @@ pub use enqueue::{
     batch_enqueue_spans_queues, delayed_job_not_visible_before_run_at, envelope_round_trips,
     reserve_hands_each_job_to_one_caller, reserve_is_fifo_per_queue, reserve_takes_at_most_max,
     reserve_waits_and_wakes_on_enqueue, reserve_wakes_when_delayed_job_falls_due,
+};
+pub use history::{
+    history_adds_up_to_the_counters, history_buckets_expire, history_buckets_fill, short_history_layout,
 };
 pub use idempotency::{
     completed_key_released_after_retention, idempotency_key_lifecycle, idempotent_enqueue, idempotent_enqueue_race,
@@ -242,6 +256,9 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; oldest_ready_age_counts_jobs_that_fell_due_unseen);
         $crate::conformance_tests!(@case [$test] $fixture; a_new_job_runs_after_every_job_already_due);
         $crate::conformance_tests!(@case [$test] $fixture; queues_lists_queues_with_jobs);
+        $crate::conformance_tests!(@case [$test] $fixture; history_buckets_fill);
+        $crate::conformance_tests!(@case [$test] $fixture; history_adds_up_to_the_counters);
+        $crate::conformance_tests!(@case [$test] $fixture; history_buckets_expire);
         $crate::conformance_tests!(@case [$test] $fixture; dead_letter_keeps_job_and_history);
         $crate::conformance_tests!(@case [$test] $fixture; list_dead_filters);
         $crate::conformance_tests!(@case [$test] $fixture; list_dead_pages_without_skips_or_repeats);
@@ -251,6 +268,13 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; retry_dead_matching_filter);
         $crate::conformance_tests!(@case [$test] $fixture; delete_dead);
         $crate::conformance_tests!(@case [$test] $fixture; purge_dead_removes_only_strictly_older);
+        $crate::conformance_tests!(@case [$test] $fixture; list_jobs_by_state);
+        $crate::conformance_tests!(@case [$test] $fixture; list_jobs_pages_without_skips_or_repeats);
+        $crate::conformance_tests!(@case [$test] $fixture; pause_stops_reservations_until_resumed);
+        $crate::conformance_tests!(@case [$test] $fixture; cancel_ready_and_scheduled_jobs);
+        $crate::conformance_tests!(@case [$test] $fixture; cancel_active_job_is_signalled);
+        $crate::conformance_tests!(@case [$test] $fixture; priorities_order_reservations);
+        $crate::conformance_tests!(@case [$test] $fixture; worker_registry);
     };
     (@case [$attr:meta] $fixture:expr; $name:ident $(, $arg:expr)*) => {
         #[$attr]

@@ -59,6 +59,7 @@ pub async fn stats_count_every_state<F: Fixture + ?Sized>(f: &F) {
         dead_lettered: 1,
         dropped: 0,
         restored: 0,
+        paused: false,
     };
     assert_eq!(s, expected);
 

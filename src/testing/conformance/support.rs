@@ -118,7 +118,7 @@ pub(super) fn failure<F: Fixture + ?Sized>(f: &F, error: &str) -> AttemptRecord 
 }
 
 pub(super) fn request(max: usize, lease: Duration, wait: Duration) -> ReserveRequest {
-    ReserveRequest { max, lease, wait }
+    ReserveRequest::new(max, lease, wait)
 }
 
 pub(super) fn ids(reserved: &[Reservation]) -> Vec<JobId> {

@@ -10,6 +10,8 @@
 mod bad_input;
 mod concurrency;
 mod config;
+mod control;
+mod history;
 mod leases;
 mod panics_and_timeouts;
 mod retries;

@@ -20,6 +20,19 @@ function codePoints(s: string): number {
 }
 void codePoints;
 
+/** The details of an `api_key_blocked` notification. */
+export type ApiKeyBlocked = {
+  /** The API key (its id) that was blocked. */
+  keyId: string;
+  /** Why. */
+  reason: string;
+};
+/** The details of an `api_key_blocked` notification. */
+export const ApiKeyBlockedSchema = z.looseObject({
+  keyId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
+  reason: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 1024 || (s.length <= 2048 && codePoints(s) <= 1024), { message: "maxLength 1024" }),
+});
+
 /** Something that happened in an organization, kept in its audit trail. */
 export type AuditEvent = {
   /** What was done, e.g. `flag.updated`. */
@@ -84,29 +97,48 @@ export type PeriodKind = "hourly" | "daily" | "monthly";
  */
 export const PeriodKindSchema = z.enum(["hourly", "daily", "monthly"]);
 
-/** The numbers behind a usage notification. */
+/**
+ * The numbers behind a usage notification: the spec's `data` of a
+ * `threshold_warning` or `limit_exceeded` notification.
+ *
+ * `metric` and `percent` are required; the worker's own notifications add
+ * the period, its start, the limit and the usage; any other keys a
+ * producer sends are kept (in [`extra`](Self::extra)) and passed on in the
+ * webhook.
+ */
 export type UsageAlert = {
   /** Usage when the threshold was crossed. */
-  current: number;
+  current?: number | null | undefined;
   /** The limit. */
-  limit: number;
+  limit?: number | null | undefined;
   /** The metric. */
   metric: string;
+  /**
+   * The threshold crossed, in percent of the limit (the warning
+   * percentage, or 100 at the limit).
+   */
+  percent: number;
   /** The limit's period. */
-  period: PeriodKind;
+  period?: PeriodKind | null | undefined;
   /** When the period started. */
-  periodStart: string;
-  /** The threshold crossed, in percent of the limit. */
-  thresholdPercent: number;
+  periodStart?: string | null | undefined;
 };
-/** The numbers behind a usage notification. */
+/**
+ * The numbers behind a usage notification: the spec's `data` of a
+ * `threshold_warning` or `limit_exceeded` notification.
+ *
+ * `metric` and `percent` are required; the worker's own notifications add
+ * the period, its start, the limit and the usage; any other keys a
+ * producer sends are kept (in [`extra`](Self::extra)) and passed on in the
+ * webhook.
+ */
 export const UsageAlertSchema = z.looseObject({
-  current: z.number().int().min(0, { message: "minimum 0 (format uint64)" }).max(9007199254740991, { message: "maximum 9007199254740991 (format uint64)" }),
-  limit: z.number().int().min(0, { message: "minimum 0 (format uint64)" }).max(9007199254740991, { message: "maximum 9007199254740991 (format uint64)" }),
+  current: z.number().int().min(0, { message: "minimum 0 (format uint64)" }).max(9007199254740991, { message: "maximum 9007199254740991 (format uint64)" }).nullable().optional(),
+  limit: z.number().int().min(0, { message: "minimum 0 (format uint64)" }).max(9007199254740991, { message: "maximum 9007199254740991 (format uint64)" }).nullable().optional(),
   metric: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
-  period: PeriodKindSchema,
-  periodStart: z.iso.datetime({ offset: true, message: "format date-time (RFC 3339, with Z or an offset)" }),
-  thresholdPercent: z.number().int().min(0, { message: "minimum 0 (format uint8)" }).max(255, { message: "maximum 255 (format uint8)" }),
+  percent: z.number().int().min(0, { message: "minimum 0 (format uint8)" }).max(255, { message: "maximum 255 (format uint8)" }),
+  period: PeriodKindSchema.nullable().optional(),
+  periodStart: z.iso.datetime({ offset: true, message: "format date-time (RFC 3339, with Z or an offset)" }).nullable().optional(),
 });
 
 /** One metered use of a metric. */
@@ -137,17 +169,27 @@ export const AuditEventJobSchema = z.looseObject({
 
 /** Disable a flag, block an API key or send a notification, and audit it. Queue `flagship:auto-actions`. */
 export type AutoActionJob = {
+  /**
+   * For `send_notification`: the action the notification reports
+   * (`disable_feature` or `block_api_key`); required there, refused
+   * elsewhere.
+   */
+  about?: AutoAction | null | undefined;
   /** What to do. */
   action: AutoAction;
   /** The organization. */
   orgId: string;
-  /** Why, in words for people. */
+  /**
+   * Why, in words for people. Part of the action's identity: the same
+   * action for another reason (another period) runs again.
+   */
   reason: string;
   /** The flag key or API key id acted on. */
   targetId: string;
 };
 /** Disable a flag, block an API key or send a notification, and audit it. Queue `flagship:auto-actions`. */
 export const AutoActionJobSchema = z.looseObject({
+  about: AutoActionSchema.nullable().optional(),
   action: AutoActionSchema,
   orgId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
   reason: z.string().refine((s) => s.length >= 2 || (s.length >= 1 && codePoints(s) >= 1), { message: "minLength 1" }).refine((s) => s.length <= 1024 || (s.length <= 2048 && codePoints(s) <= 1024), { message: "maxLength 1024" }),
@@ -208,6 +250,17 @@ export type NotificationJob = {
   orgId: string;
   data: FeatureDisabled;
   type: "feature_disabled";
+} | {
+  /**
+   * A stable id for the notification: the webhook id, the base of the
+   * email's idempotency key and of the delivery log's entries. When
+   * absent, the job id is used.
+   */
+  notificationId?: string | null | undefined;
+  /** The organization. */
+  orgId: string;
+  data: ApiKeyBlocked;
+  type: "api_key_blocked";
 };
 /** Deliver a notification by email and webhook as the organization prefers. Queue `flagship:notifications`. */
 export const NotificationJobSchema = z.discriminatedUnion("type", [
@@ -228,6 +281,12 @@ export const NotificationJobSchema = z.discriminatedUnion("type", [
     orgId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
     data: FeatureDisabledSchema,
     type: z.literal("feature_disabled"),
+  }),
+  z.looseObject({
+    notificationId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }).nullable().optional(),
+    orgId: z.string().regex(new RegExp("^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$", "u"), { message: "pattern ^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$" }),
+    data: ApiKeyBlockedSchema,
+    type: z.literal("api_key_blocked"),
   }),
 ]);
 
@@ -285,6 +344,8 @@ export const UsageIngestionJobSchema = z.looseObject({
 
 /** Compile-time proof that each type is what its schema parses to. */
 type Agree<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const _ApiKeyBlockedAgrees: Agree<ApiKeyBlocked, z.output<typeof ApiKeyBlockedSchema>> = true;
+void _ApiKeyBlockedAgrees;
 const _AuditEventAgrees: Agree<AuditEvent, z.output<typeof AuditEventSchema>> = true;
 void _AuditEventAgrees;
 const _AutoActionAgrees: Agree<AutoAction, z.output<typeof AutoActionSchema>> = true;

@@ -15,6 +15,15 @@ WITH moved AS (
     INSERT INTO {schema}.counters AS c (queue, shard, retried)
     SELECT queue, (pg_backend_pid() % 16)::smallint, $6::bigint FROM moved WHERE $6::bigint > 0
     ON CONFLICT (queue, shard) DO UPDATE SET retried = c.retried + excluded.retried
+), history AS (
+    INSERT INTO {schema}.history AS h (queue, resolution, bucket, shard, retried)
+    SELECT m.queue, l.resolution, floor(extract(epoch FROM now()) * 1000 / l.width)::bigint,
+           (pg_backend_pid() % 16)::smallint, $6::bigint
+    FROM moved m CROSS JOIN (VALUES (0::smallint, {history_minute_ms}::numeric),
+                                    (1::smallint, {history_hour_ms}::numeric)) AS l(resolution, width)
+    WHERE $6::bigint > 0
+    ORDER BY 1, 2
+    ON CONFLICT (queue, resolution, bucket, shard) DO UPDATE SET retried = h.retried + excluded.retried
 )
 SELECT queue, (SELECT count(*) FROM (SELECT pg_notify('{channel}', m.queue)) n) AS woken, {commit_mode}
 FROM moved m

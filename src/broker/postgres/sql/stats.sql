@@ -1,4 +1,5 @@
--- stats: queue $1's counts, the age of its oldest ready job (ms) and its totals.
+-- stats: queue $1's counts, the age of its oldest ready job (ms), its
+-- totals, and whether it is paused.
 SELECT
     (SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND state = 0 AND run_at <= now()) AS ready,
     (SELECT count(*) FROM {schema}.jobs WHERE queue = $1 AND state = 0 AND run_at > now()) AS scheduled,
@@ -8,5 +9,6 @@ SELECT
      FROM {schema}.jobs WHERE queue = $1 AND state = 0 AND run_at <= now()) AS oldest_ready_ms,
     coalesce(sum(completed), 0)::bigint AS completed,
     coalesce(sum(retried), 0)::bigint AS retried,
-    coalesce(sum(dead_lettered), 0)::bigint AS dead_lettered
+    coalesce(sum(dead_lettered), 0)::bigint AS dead_lettered,
+    EXISTS (SELECT 1 FROM {schema}.paused_queues WHERE name = $1) AS paused
 FROM {schema}.counters WHERE queue = $1

@@ -1,9 +1,15 @@
 -- extend: move the deadline of held leases to now + ARGV[1] ms.
 -- KEYS: 1 active, 2 lease
 -- ARGV: 1 lease in ms, then pairs: id, lease token
--- Returns one entry per pair: 1 done, 0 lease lost.
+-- Returns one entry per pair: 1 done, 2 done and an operator asked to
+-- cancel the job, 0 lease lost.
 check_types({KEYS[1], 'zset', KEYS[2], 'hash'})
-local out, held = check_leases(KEYS[2], 2)
+local out, held, entries = check_leases(KEYS[2], 2)
+for i = 1, #out do
+  if out[i] == 1 and cancel_requested(entries[i]) then
+    out[i] = 2
+  end
+end
 if #held > 0 then
   local deadline = int(now_ms() + tonumber(ARGV[1]))
   local deadlines = {}

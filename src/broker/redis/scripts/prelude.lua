@@ -58,15 +58,22 @@ local function variadic(cmd, key, args)
   end
 end
 
--- A lease entry is "<token>:<started-ms>"; does it hold `token`?
+-- A lease entry is "<token>:<started-ms>:<cancel>:<owner>": `cancel` is
+-- 'c' once an operator asked to cancel the job ('' before), `owner` the id
+-- of the worker that reserved it ('' when unknown). Entries written before
+-- those fields existed end after <started-ms>. Does `entry` hold `token`?
 local function holds(entry, token)
   return entry and string.sub(entry, 1, #token + 1) == token .. ':'
 end
 
 -- When the lease in `entry` started, in milliseconds.
 local function lease_started(entry)
-  local sep = string.find(entry, ':', 1, true)
-  return sep and tonumber(string.sub(entry, sep + 1)) or nil
+  return tonumber(string.match(entry, '^[^:]*:(%d+)'))
+end
+
+-- Whether an operator asked to cancel the job leased in `entry`.
+local function cancel_requested(entry)
+  return entry and string.match(entry, '^[^:]*:[^:]*:c:') ~= nil
 end
 
 -- The largest lease token kept exact: tokens are Lua numbers (doubles).
@@ -138,7 +145,8 @@ local function keep_hashed(active, lease)
 end
 
 -- Checks the `id token` pairs of ARGV from position `from` against the
--- lease hash. Returns one status per pair (1 held, 0 lost) and the held ids.
+-- lease hash. Returns one status per pair (1 held, 0 lost), the held ids
+-- and the lease entries of all the pairs.
 local function check_leases(lease, from)
   local ids = {}
   for i = from, #ARGV, 2 do
@@ -154,7 +162,7 @@ local function check_leases(lease, from)
       out[i] = 0
     end
   end
-  return out, held
+  return out, held, entries
 end
 
 -- Ends the leases of `ids` (removals only).
@@ -173,12 +181,15 @@ local function end_lease(active, lease, id, token)
 end
 
 -- Leases the jobs `ids` whose `envelopes` exist under new tokens (from
--- `seq`) until now + lease_ms. For each appends id, envelope and token to
--- `out`, then calls `more(i)` if given. Returns the ids without an envelope.
-local function lease_jobs(active, lease, seq, ids, envelopes, now, lease_ms, out, more)
+-- `seq`) until now + lease_ms, for the worker `owner` ('' or nil when
+-- unknown), keeping the cancel requests `cancels[i]` ('c') if given. For
+-- each appends id, envelope and token to `out`, then calls `more(i)` if
+-- given. Returns the ids without an envelope.
+local function lease_jobs(active, lease, seq, ids, envelopes, now, lease_ms, out, more, owner, cancels)
   local token = redis.call('INCRBY', seq, #ids) - #ids
   local deadline = int(now + lease_ms)
-  local started = ':' .. int(now)
+  local started = ':' .. int(now) .. ':'
+  local tail = ':' .. (owner or '')
   local deadlines, leases, gone = {}, {}, {}
   for i, id in ipairs(ids) do
     token = token + 1
@@ -187,7 +198,7 @@ local function lease_jobs(active, lease, seq, ids, envelopes, now, lease_ms, out
       deadlines[#deadlines + 1] = deadline
       deadlines[#deadlines + 1] = id
       leases[#leases + 1] = id
-      leases[#leases + 1] = t .. started
+      leases[#leases + 1] = t .. started .. ((cancels and cancels[i]) or '') .. tail
       out[#out + 1] = id
       out[#out + 1] = envelopes[i]
       out[#out + 1] = t

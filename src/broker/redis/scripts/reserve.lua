@@ -1,9 +1,11 @@
 -- reserve: promote due jobs, then lease up to ARGV[1] ready jobs, oldest first.
--- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 lease, 6 seq, 7 wake, 8 stats
+-- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 lease, 6 seq, 7 wake, 8 stats, 9 paused
 -- ARGV: 1 max jobs, 2 lease in ms, 3 most scheduled jobs to promote,
 --       4 what the caller knew before a wake-up token woke it: the due time
 --       (ms) of the first scheduled job, '' for none, or '-' when it was not
---       woken by a token
+--       woken by a token, 5 the reserving worker's id ('' when unknown)
+-- A paused queue (KEYS[9] exists) leases nothing: the reply is {now, -1, 0},
+-- and the caller waits for the wake-up token `resume` pushes.
 -- Returns {now-ms, next-due-in-ms or -1, dropped, id, envelope, token, id, envelope, token, ...}.
 -- next-due is only given when nothing was taken from ready: how long until
 -- the first scheduled job falls due. An id without an envelope (written by
@@ -16,6 +18,9 @@
 local jobs, ready, scheduled, active, lease, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', lease, 'hash', seq, 'string',
   KEYS[7], 'list', stats, 'hash'})
+if redis.call('EXISTS', KEYS[9]) == 1 then
+  return {now_ms(), -1, 0}
+end
 -- Before LPOP: INCRBY on a sequence that is not a number would fail after it.
 check_seq(seq)
 local now = now_ms()
@@ -39,7 +44,8 @@ if not ids then
 end
 
 local out = {now, -1, 0}
-local gone = lease_jobs(active, lease, seq, ids, redis.call('HMGET', jobs, unpack(ids)), now, tonumber(ARGV[2]), out)
+local gone = lease_jobs(active, lease, seq, ids, redis.call('HMGET', jobs, unpack(ids)), now, tonumber(ARGV[2]), out,
+  nil, ARGV[5])
 if #gone > 0 then
   out[3] = #gone
   count(stats, 'dropped', #gone)

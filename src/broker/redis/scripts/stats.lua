@@ -1,8 +1,9 @@
 -- stats: promote due jobs, then count the queue.
--- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 dead, 6 stats
+-- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 dead, 6 stats, 7 paused
 -- ARGV: 1 most scheduled jobs to promote
 -- Returns {now-ms, ready, scheduled, active, dead, completed, retried,
---          dead_lettered, dropped, restored, envelope of the oldest ready job or false}.
+--          dead_lettered, dropped, restored, envelope of the oldest ready job or false,
+--          1 if the queue is paused else 0}.
 -- A counter holding something other than a number reads as 0.
 check_types({KEYS[1], 'hash', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'zset', KEYS[6], 'hash'})
 local now = now_ms()
@@ -32,4 +33,5 @@ return {
   counter(4),
   counter(5),
   oldest,
+  redis.call('EXISTS', KEYS[7]),
 }

@@ -35,7 +35,7 @@ if stored ~= ARGV[2] then
   return 3
 end
 -- Removals first (see reserve).
-if redis.call('ZREM', scheduled, id) == 0 and redis.call('LREM', ready, 1, id) == 0 then
+if redis.call('ZREM', scheduled, id) == 0 and remove_ready(ready, id) == 0 then
   return 0
 end
 local now = now_ms_precise()

@@ -19,7 +19,7 @@ local due = redis.call('ZSCORE', scheduled, id)
 if due then
   return {'scheduled', envelope, due}
 end
-if redis.call('LPOS', ready, id) then
+if is_ready(ready, id) then
   return {'ready', envelope, ''}
 end
 return {}

@@ -1,4 +1,5 @@
--- reserve: promote due jobs, then lease up to ARGV[1] ready jobs, oldest first.
+-- reserve: promote due jobs, then lease up to ARGV[1] ready jobs, highest priority
+-- first, oldest first within one priority (see prelude.lua, "Priorities").
 -- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 lease, 6 seq, 7 wake, 8 stats, 9 paused
 -- ARGV: 1 max jobs, 2 lease in ms, 3 most scheduled jobs to promote,
 --       4 what the caller knew before a wake-up token woke it: the due time
@@ -29,7 +30,7 @@ local now = now_ms()
 -- writes after them then are too, so workers keep draining a full Redis.
 promote_due(scheduled, ready, now, tonumber(ARGV[3]))
 
-local ids = redis.call('LPOP', ready, tonumber(ARGV[1]))
+local ids = take_ready(ready, tonumber(ARGV[1]))
 if not ids then
   local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
   local next_due = -1
@@ -51,7 +52,7 @@ if #gone > 0 then
   count(stats, 'dropped', #gone)
 end
 -- Pass the baton: another idle worker can take what is left.
-if redis.call('LLEN', ready) > 0 then
+if any_ready(ready) then
   wake(KEYS[7])
 end
 return out

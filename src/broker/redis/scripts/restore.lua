@@ -18,7 +18,7 @@ if redis.call('HLEN', jobs) == 0 then
   redis.call('DEL', cursor_key)
   return {0}
 end
-local ready_len = redis.call('LLEN', ready)
+local ready_len = ready_count(ready)
 if ready_len > tonumber(ARGV[2]) then
   return {2}
 end
@@ -32,7 +32,7 @@ local fields, orphans = page[2], {}
 for i = 1, #fields, 2 do
   local id = fields[i]
   if not redis.call('ZSCORE', scheduled, id) and not redis.call('ZSCORE', active, id)
-      and not redis.call('ZSCORE', dead, id) and not redis.call('LPOS', ready, id) then
+      and not redis.call('ZSCORE', dead, id) and not is_ready(ready, id) then
     orphans[#orphans + 1] = id
   end
 end

@@ -9,5 +9,6 @@ mod conformance;
 mod faults;
 mod garbage;
 mod hostile;
+mod priorities;
 mod setup;
 mod support;

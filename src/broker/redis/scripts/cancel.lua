@@ -11,6 +11,7 @@
 local jobs, ready, scheduled, active, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', lease, 'hash', KEYS[6], 'zset',
   KEYS[7], 'hash', KEYS[8], 'hash'})
+check_ready_types(ready)
 local id = ARGV[1]
 if redis.call('ZSCORE', active, id) then
   local entry = redis.call('HGET', lease, id)

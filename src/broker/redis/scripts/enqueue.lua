@@ -17,6 +17,7 @@
 local jobs, ready, scheduled, unique, completed_keys, job_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', unique, 'hash', completed_keys, 'zset', job_keys, 'hash',
   KEYS[7], 'list'})
+check_ready_types(ready)
 if #ARGV % 4 ~= 0 then
   return redis.error_reply('ERR flagship-worker: enqueue takes four arguments per job (id, envelope, delay ms, ' ..
     'idempotency key), got ' .. #ARGV .. '; nothing was stored')

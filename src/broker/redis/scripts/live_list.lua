@@ -11,6 +11,7 @@ local kind = ARGV[1]
 local ids, extras = {}, {}
 if kind == 'ready' then
   check_types({jobs, 'hash', state, 'list'})
+  check_ready_types(state)
   for _, l in ipairs(ready_lists(state)) do
     for _, id in ipairs(redis.call('LRANGE', l[1], 0, -1)) do
       ids[#ids + 1] = id

@@ -154,6 +154,18 @@ local function ready_lists(ready)
   return out
 end
 
+-- check_types for the keys of priorities: the set of priorities in use, the
+-- marker and every ready list the set names.
+local function check_ready_types(ready)
+  check_types({sibling(ready, 'priorities'), 'zset', sibling(ready, 'prioritised'), 'string'})
+  local types = {}
+  for _, l in ipairs(ready_lists(ready)) do
+    types[#types + 1] = l[1]
+    types[#types + 1] = 'list'
+  end
+  check_types(types)
+end
+
 -- How many jobs are ready at any priority.
 local function ready_count(ready)
   local n = 0

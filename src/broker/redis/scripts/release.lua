@@ -4,6 +4,7 @@
 -- Returns one entry per pair: 1 done, 0 lease lost. Released jobs keep their
 -- relative order at the front of the queue.
 check_types({KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'list', KEYS[4], 'list'})
+check_ready_types(KEYS[3])
 local out, back = check_leases(KEYS[2], 1)
 if #back > 0 then
   end_leases(KEYS[1], KEYS[2], back)

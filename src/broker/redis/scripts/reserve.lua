@@ -19,6 +19,7 @@
 local jobs, ready, scheduled, active, lease, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', lease, 'hash', seq, 'string',
   KEYS[7], 'list', stats, 'hash'})
+check_ready_types(ready)
 if redis.call('EXISTS', KEYS[9]) == 1 then
   return {now_ms(), -1, 0}
 end

@@ -14,6 +14,7 @@
 local jobs, ready, scheduled, active, dead, stats, cursor_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', dead, 'zset', stats, 'hash',
   KEYS[7], 'list', cursor_key, 'string'})
+check_ready_types(ready)
 if redis.call('HLEN', jobs) == 0 then
   redis.call('DEL', cursor_key)
   return {0}

@@ -6,6 +6,7 @@
 --          1 if the queue is paused else 0}.
 -- A counter holding something other than a number reads as 0.
 check_types({KEYS[1], 'hash', KEYS[2], 'list', KEYS[3], 'zset', KEYS[4], 'zset', KEYS[5], 'zset', KEYS[6], 'hash'})
+check_ready_types(KEYS[2])
 local now = now_ms()
 promote_due(KEYS[3], KEYS[2], now, tonumber(ARGV[1]))
 local counters = redis.call('HMGET', KEYS[6], 'completed', 'retried', 'dead_lettered', 'dropped', 'restored')

@@ -66,7 +66,10 @@ async fn a_backed_off_retry_falls_due_into_its_priority() {
     let r = broker.reserve(&q, take(1, 30_000)).await.unwrap().remove(0);
     assert_eq!(r.envelope.id, high.id);
     let record = AttemptRecord::failed(Utc::now(), Utc::now(), "try again later", None);
-    broker.retry_after(&r, Duration::from_millis(100), record).await.unwrap();
+    broker
+        .retry_after(&r, Duration::from_millis(100), record)
+        .await
+        .unwrap();
     broker.enqueue(vec![low.clone()]).await.unwrap();
     // Reading the stats promotes due jobs.
     eventually("the retry falls due", Duration::from_secs(5), || {

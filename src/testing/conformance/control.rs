@@ -6,8 +6,8 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use super::{
     support::{
-        assert_within, enqueue_new, failure, get_dead, ids, job, join, ms, queue, request, reserve_now, reserve_one, stats,
-        timeless, OrFail, GUARD, LONG,
+        assert_within, enqueue_new, failure, get_dead, ids, job, join, ms, queue, request, reserve_now, reserve_one,
+        stats, timeless, OrFail, GUARD, LONG,
     },
     Fixture,
 };
@@ -368,7 +368,11 @@ pub async fn priorities_order_reservations<F: Fixture + ?Sized>(f: &F) {
     }
     assert_eq!(stats(&*b, &q).await.ready, 7, "ready jobs of every priority count");
     let ready = JobQuery::new(q.clone(), JobState::Ready);
-    assert_eq!(list(&*b, &ready).await.len(), 7, "ready jobs of every priority are listed");
+    assert_eq!(
+        list(&*b, &ready).await.len(),
+        7,
+        "ready jobs of every priority are listed"
+    );
     let first = reserve_now(&*b, &q, 3, LONG).await;
     assert_eq!(
         ids(&first),
@@ -419,7 +423,10 @@ pub async fn jobs_return_to_their_priority<F: Fixture + ?Sized>(f: &F) {
         .or_fail("dead_letter");
     assert!(b.retry_dead(&q, high.id).await.or_fail("retry_dead"));
     let r = reserve_one(&*b, &q, LONG).await;
-    assert_eq!(r.envelope.id, high.id, "a job retried from the DLQ returns to its priority");
+    assert_eq!(
+        r.envelope.id, high.id,
+        "a job retried from the DLQ returns to its priority"
+    );
     b.complete_one(&r.lease).await.or_fail("complete_one");
     let r = reserve_one(&*b, &q, LONG).await;
     assert_eq!(r.envelope.id, low.id, "the lower priority comes last");

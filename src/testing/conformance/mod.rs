@@ -73,8 +73,8 @@ mod support;
 
 pub use cancel::dropped_reserve_leaves_nothing_leased;
 pub use control::{
-    cancel_active_job_is_signalled, cancel_ready_and_scheduled_jobs, list_jobs_by_state,
-    list_jobs_pages_without_skips_or_repeats, pause_stops_reservations_until_resumed, priorities_order_reservations, jobs_return_to_their_priority,
+    cancel_active_job_is_signalled, cancel_ready_and_scheduled_jobs, jobs_return_to_their_priority, list_jobs_by_state,
+    list_jobs_pages_without_skips_or_repeats, pause_stops_reservations_until_resumed, priorities_order_reservations,
     worker_registry,
 };
 pub use dead_letters::{

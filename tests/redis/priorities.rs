@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use flagship_worker::{
-    broker::{CancelOutcome, JobControl, JobState},
-    AttemptRecord, Broker, JobEnvelope, QueueName,
+    broker::{redis::RedisBroker, CancelOutcome, JobControl, JobState},
+    AttemptRecord, Broker, JobEnvelope, JobId, QueueName,
 };
 use redis::Commands;
 
@@ -18,6 +18,12 @@ fn with(q: &QueueName, n: u64, priority: i8) -> JobEnvelope {
     let mut j = job(q, n);
     j.priority = priority;
     j
+}
+
+/// The ids of up to `max` jobs reserved now, in reservation order.
+async fn reserve_ids(broker: &RedisBroker, q: &QueueName, max: usize) -> Vec<JobId> {
+    let got = broker.reserve(q, take(max, 30_000)).await.unwrap();
+    got.iter().map(|r| r.envelope.id).collect()
 }
 
 /// Each priority other than 0 has a list of its own in the queue's hash
@@ -48,8 +54,7 @@ async fn each_priority_has_its_list_in_the_queue_slot_until_it_empties() {
     assert_eq!(in_use, ["-3", "5"], "a list emptied by a cancel leaves the set");
     assert_eq!(broker.stats(&q).await.unwrap().ready, 3);
 
-    let got = broker.reserve(&q, take(10, 30_000)).await.unwrap();
-    let order: Vec<_> = got.iter().map(|r| r.envelope.id).collect();
+    let order = reserve_ids(&broker, &q, 10).await;
     assert_eq!(order, [high.id, base.id, low.id], "highest priority first");
     let exists: bool = conn.exists("{prio-keys}:priorities").unwrap();
     assert!(!exists, "every list is empty: no priority is in use");
@@ -77,8 +82,7 @@ async fn a_backed_off_retry_falls_due_into_its_priority() {
         async move { broker.stats(&q).await.unwrap().ready == 2 }
     })
     .await;
-    let got = broker.reserve(&q, take(2, 30_000)).await.unwrap();
-    let order: Vec<_> = got.iter().map(|r| r.envelope.id).collect();
+    let order = reserve_ids(&broker, &q, 2).await;
     assert_eq!(order, [high.id, low.id], "the retried job returns to its priority");
 }
 
@@ -98,8 +102,7 @@ async fn an_orphan_is_restored_into_its_priority() {
     // Recovery runs the orphan scan.
     broker.recover_expired(&q, 10, Duration::from_secs(30)).await.unwrap();
     assert_eq!(broker.stats(&q).await.unwrap().restored, 1);
-    let got = broker.reserve(&q, take(2, 30_000)).await.unwrap();
-    let order: Vec<_> = got.iter().map(|r| r.envelope.id).collect();
+    let order = reserve_ids(&broker, &q, 2).await;
     assert_eq!(order, [high.id, base.id], "the restored job is back in its priority");
 }
 

@@ -236,3 +236,47 @@ async fn a_job_cancelled_while_its_dead_worker_held_it_is_not_run_again() {
         "{stats:?}"
     );
 }
+
+/// Finishes its job when it sees the cancel: the work was done, so the job
+/// completes.
+struct FinishesOnCancel(mpsc::UnboundedSender<JobId>);
+
+#[async_trait]
+impl Handler for FinishesOnCancel {
+    type Job = Task;
+
+    async fn handle(&self, _: Task, ctx: &JobContext) -> Result<(), HandlerError> {
+        let _ = self.0.send(ctx.id);
+        ctx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_finishes_after_the_cancel_completes_the_job() {
+    let broker = Arc::new(MemoryBroker::new());
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let worker = Worker::builder(broker.clone())
+        .heartbeat(HEARTBEAT)
+        .handler(FinishesOnCancel(started_tx))
+        .build()
+        .unwrap();
+    let running = start(&worker);
+    worker.client().enqueue(&task(1)).await.unwrap();
+    let id = started.recv().await.unwrap();
+    assert_eq!(broker.cancel(&queue(), id).await.unwrap(), CancelOutcome::Signalled);
+    tokio::time::timeout(Duration::from_secs(3600), async {
+        while worker.stats().completed == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the job completed within an hour of virtual time");
+    running.stop().await;
+    assert_eq!(
+        broker.get_dead(&queue(), id).await.unwrap(),
+        None,
+        "a finished job is not dead"
+    );
+    assert_eq!(worker.stats().cancelled, 0);
+}

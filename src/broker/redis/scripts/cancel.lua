@@ -11,6 +11,7 @@
 local jobs, ready, scheduled, active, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', lease, 'hash', KEYS[6], 'zset',
   KEYS[7], 'hash', KEYS[8], 'hash'})
+check_ready_types(ready)
 local id = ARGV[1]
 if redis.call('ZSCORE', active, id) then
   local entry = redis.call('HGET', lease, id)
@@ -35,7 +36,7 @@ if stored ~= ARGV[2] then
   return 3
 end
 -- Removals first (see reserve).
-if redis.call('ZREM', scheduled, id) == 0 and redis.call('LREM', ready, 1, id) == 0 then
+if redis.call('ZREM', scheduled, id) == 0 and remove_ready(ready, id) == 0 then
   return 0
 end
 local now = now_ms_precise()

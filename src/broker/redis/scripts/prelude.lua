@@ -157,7 +157,11 @@ end
 -- check_types for the keys of priorities: the set of priorities in use, the
 -- marker and every ready list the set names.
 local function check_ready_types(ready)
-  check_types({sibling(ready, 'priorities'), 'zset', sibling(ready, 'prioritised'), 'string'})
+  local set = sibling(ready, 'priorities')
+  check_types({set, 'zset', sibling(ready, 'prioritised'), 'string'})
+  if redis.call('EXISTS', set) == 0 then
+    return -- only `ready`, which the caller checks
+  end
   local types = {}
   for _, l in ipairs(ready_lists(ready)) do
     types[#types + 1] = l[1]
@@ -177,7 +181,8 @@ end
 
 -- Whether a job is ready at any priority.
 local function any_ready(ready)
-  return redis.call('LLEN', ready) > 0 or ready_count(ready) > 0
+  return redis.call('LLEN', ready) > 0 or
+    (redis.call('EXISTS', sibling(ready, 'priorities')) == 1 and ready_count(ready) > 0)
 end
 
 -- Forgets priority `p` in the set of priorities in use when its list is empty.

@@ -124,8 +124,8 @@ mod api;
 mod auth;
 mod dashboard;
 mod dlq;
-mod live;
 mod history;
+mod live;
 mod metrics;
 
 #[cfg(feature = "flagship")]

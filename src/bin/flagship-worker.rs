@@ -42,14 +42,14 @@ use flagship_worker::{
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
-#[path = "flagship-worker/run.rs"]
-mod run;
 #[path = "flagship-worker/confirm.rs"]
 mod confirm;
 #[path = "flagship-worker/enqueue.rs"]
 mod enqueue;
 #[path = "flagship-worker/live.rs"]
 mod live;
+#[path = "flagship-worker/run.rs"]
+mod run;
 
 use confirm::{count, Destructive};
 

@@ -17,8 +17,8 @@ use crate::{
 };
 
 pub mod control;
-mod live;
 pub mod history;
+mod live;
 pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -31,10 +31,10 @@ pub use control::{
     ActiveLease, CancelOutcome, JobControl, JobCursor, JobPage, JobQuery, JobState, LiveJob, WorkerEntry, WorkerInfo,
     CANCEL_REASON, MAX_JOB_PAGE,
 };
+pub use history::{HistoryBucket, HistoryLayout, HistorySample, QueueHistory, Resolution, Series};
 pub use live::{CancelTally, LiveListing, LiveQuery, LiveSummary};
 pub use query::{DeadListing, DeadQuery, DeadSummary, HasJobId, IdPrefix};
 pub use view::JobDetail;
-pub use history::{HistoryBucket, HistoryLayout, HistorySample, QueueHistory, Resolution, Series};
 
 /// How long a completed job's idempotency key stays held by default (24 h).
 pub const DEFAULT_KEY_RETENTION: Duration = Duration::from_secs(24 * 3600);

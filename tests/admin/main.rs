@@ -6,8 +6,8 @@ mod auth;
 mod bad_input;
 mod browser;
 mod dashboard;
-mod live;
 mod history;
+mod live;
 #[path = "../support/logs.rs"]
 mod logs;
 mod metrics;

@@ -79,7 +79,10 @@ async fn the_commands_list_and_act_on_queues_of_every_master() {
     assert_eq!(health["checks"][0]["status"], "ok", "{health}");
     assert_eq!(health["status"], "degraded", "{health}");
     for name in &names {
-        assert!(health.to_string().contains(name.as_str()), "{name} missing from {health}");
+        assert!(
+            health.to_string().contains(name.as_str()),
+            "{name} missing from {health}"
+        );
     }
 
     let plain = cli(&format!("redis://127.0.0.1:{}", cluster.node(0).port()), &["queues"]);

@@ -22,9 +22,9 @@ use flagship_worker::{
 };
 use serde_json::{json, Value};
 
+mod history;
 mod live;
 mod polish;
-mod history;
 
 fn queue(name: &str) -> QueueName {
     QueueName::new(name).unwrap()

@@ -51,8 +51,8 @@ use crate::{
     schema::DEFAULT_MAX_PAYLOAD_BYTES,
 };
 
-mod control;
 mod conn;
+mod control;
 mod dead;
 mod decode;
 mod history;
@@ -901,8 +901,14 @@ impl Broker for RedisBroker {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
-        self.per_lease(leases, &SCRIPTS.extend, |k| vec![&k.active, &k.lease], &[millis(lease)], None)
-            .await
+        self.per_lease(
+            leases,
+            &SCRIPTS.extend,
+            |k| vec![&k.active, &k.lease],
+            &[millis(lease)],
+            None,
+        )
+        .await
     }
 
     async fn recover_expired(&self, queue: &QueueName, max: usize, lease: Duration) -> Result<Vec<Reservation>> {

@@ -421,6 +421,12 @@ pub async fn jobs_return_to_their_priority<F: Fixture + ?Sized>(f: &F) {
     b.dead_letter(&r, None, "dead for the test")
         .await
         .or_fail("dead_letter");
+    let dead = b.get_dead(&q, high.id).await.or_fail("get_dead");
+    assert_eq!(
+        dead.map(|d| d.priority),
+        Some(high.priority),
+        "the dead-letter queue shows the job's priority"
+    );
     assert!(b.retry_dead(&q, high.id).await.or_fail("retry_dead"));
     let r = reserve_one(&*b, &q, LONG).await;
     assert_eq!(

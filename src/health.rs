@@ -259,7 +259,7 @@ impl BrokerHealth {
 }
 
 /// How many of `queue`'s active jobs have a lease deadline before `cutoff`.
-async fn stuck_jobs(control: &dyn JobControl, queue: &QueueName, cutoff: DateTime<Utc>) -> Result<u64> {
+pub(crate) async fn stuck_jobs(control: &dyn JobControl, queue: &QueueName, cutoff: DateTime<Utc>) -> Result<u64> {
     let query = JobQuery::new(queue.clone(), JobState::Active);
     let mut stuck = 0;
     let mut cursor = None;

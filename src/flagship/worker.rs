@@ -37,6 +37,10 @@ pub struct HealthThresholds {
     /// A maintenance schedule whose run is this late is a missed fire
     /// (default 5 minutes).
     pub missed_fire_grace: Duration,
+    /// An active job whose lease deadline passed longer ago than this is
+    /// stuck: its worker died or hangs and nothing recovers it (default
+    /// [`DEFAULT_STUCK_GRACE`](crate::health::DEFAULT_STUCK_GRACE), 30 s).
+    pub stuck_grace: Duration,
 }
 
 impl Default for HealthThresholds {
@@ -47,6 +51,7 @@ impl Default for HealthThresholds {
             max_dlq_growth: 10,
             heartbeat_timeout: HEARTBEAT_INTERVAL * 3,
             missed_fire_grace: Duration::from_secs(300),
+            stuck_grace: crate::health::DEFAULT_STUCK_GRACE,
         }
     }
 }

@@ -241,15 +241,22 @@ async fn process(
         tracing::trace!(payload = %reservation.envelope.payload, "job payload");
         ctx.cancellation = settler.held.cancellation(reservation.lease.id);
         shared.counters.in_flight.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ended = runner
-            .run(
-                &reservation.envelope,
-                started_at,
-                ctx,
-                || buffer.hand_off(),
-                &mut shutdown.abort,
-            )
-            .await;
+        // Cancelled while it waited in the buffer (the heartbeat said so),
+        // or recovered with a cancel request: it does not start.
+        let ended = if ctx.is_cancelled() {
+            tracing::info!("job cancelled by operator before it started; not run");
+            super::run::Ended::Cancelled
+        } else {
+            runner
+                .run(
+                    &reservation.envelope,
+                    started_at,
+                    ctx,
+                    || buffer.hand_off(),
+                    &mut shutdown.abort,
+                )
+                .await
+        };
         // Recording the outcome may wait on the broker (or on a full
         // acknowledgement queue): let another slot take the next job meanwhile.
         let id = reservation.lease.id;

@@ -87,6 +87,11 @@ impl Settler {
             Ended::Cancelled => {
                 self.cancel(&reservation, started_at).await;
             }
+            // An operator asked to cancel it: the cancel holds, rather than
+            // the job running again elsewhere.
+            Ended::Aborted if self.held.cancellation(reservation.lease.id).is_cancelled() => {
+                self.cancel(&reservation, started_at).await;
+            }
             Ended::Aborted => {
                 tracing::warn!("shutdown deadline passed; job released unfinished");
                 let lease = std::slice::from_ref(&reservation.lease);

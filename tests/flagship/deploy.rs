@@ -308,3 +308,34 @@ async fn the_worker_binary_refuses_to_start_without_a_mailer_and_names_the_setti
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("FLAGSHIP_RESEND_API_KEY is not set"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_worker_binary_takes_every_redis_url_form_and_refuses_a_shared_schema() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let run = |broker: &str, broker_schema: &str| {
+        Command::new(env!("CARGO_BIN_EXE_flagship-worker"))
+            .arg("run")
+            .env("FLAGSHIP_BROKER_URL", broker)
+            .env("FLAGSHIP_BROKER_SCHEMA", broker_schema)
+            .env("FLAGSHIP_STORE_URL", db.url())
+            .env_remove("FLAGSHIP_STORE_SCHEMA")
+            .env("FLAGSHIP_LOG_DELIVERIES_ONLY", "true")
+            .env("FLAGSHIP_ADMIN_TOKEN", TOKEN)
+            .output()
+            .unwrap()
+    };
+    // A cluster URL goes to RedisBroker, which cannot reach port 1.
+    let cluster = run("redis+cluster://127.0.0.1:1", "flagship_worker");
+    assert!(!cluster.status.success());
+    let stderr = String::from_utf8_lossy(&cluster.stderr);
+    assert!(!stderr.contains("must start with"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    // The broker's tables in the stores' schema would mix two migration histories.
+    let shared = run(&db.url(), "flagship");
+    assert!(!shared.status.success());
+    let stderr = String::from_utf8_lossy(&shared.stderr);
+    assert!(
+        stderr.contains("FLAGSHIP_BROKER_SCHEMA and FLAGSHIP_STORE_SCHEMA"),
+        "{stderr}"
+    );
+}

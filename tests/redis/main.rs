@@ -12,5 +12,6 @@ mod faults;
 mod garbage;
 mod history;
 mod hostile;
+mod priorities;
 mod setup;
 mod support;

@@ -16,6 +16,10 @@ export const DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024;
 export const MAX_IDEMPOTENCY_KEY_BYTES = 512;
 /** The most retries a job may ask for. */
 export const MAX_RETRIES = 1000;
+/** The lowest job priority (reserved last). */
+export const MIN_PRIORITY = -10;
+/** The highest job priority (reserved first). */
+export const MAX_PRIORITY = 10;
 /** The furthest ahead a job may be scheduled: about ten years (3,660 days). */
 export const MAX_SCHEDULE_AHEAD_MS = 10 * 366 * 24 * 3600 * 1000;
 
@@ -29,6 +33,12 @@ export interface EnqueueOptions {
   readonly idempotencyKey?: string;
   /** Overrides the queue's retry policy's number of retries for this job (0 to 1,000). */
   readonly maxRetries?: number;
+  /**
+   * Reservation priority within the queue, an integer from -10 to 10
+   * (default 0): a higher priority is reserved first; jobs of one priority
+   * are reserved oldest first.
+   */
+  readonly priority?: number;
 }
 
 /** A job ready to send: its id, envelope JSON, delay and key, as the script takes them. */
@@ -102,6 +112,12 @@ function checkKey(key: string): void {
   }
 }
 
+function checkPriority(priority: number): void {
+  if (!Number.isInteger(priority) || priority < MIN_PRIORITY || priority > MAX_PRIORITY) {
+    throw new InvalidOptionsError(`\`priority\` must be an integer from ${MIN_PRIORITY} to ${MAX_PRIORITY}`);
+  }
+}
+
 function checkRetries(retries: number): void {
   if (!Number.isInteger(retries) || retries < 0 || retries > MAX_RETRIES) {
     throw new InvalidOptionsError(`\`maxRetries\` must be an integer from 0 to ${MAX_RETRIES}`);
@@ -111,7 +127,7 @@ function checkRetries(retries: number): void {
 /**
  * Validates a payload and builds its job: the envelope JSON in the Rust
  * field order (`v, id, type, queue, payload, idempotency_key, attempt,
- * max_retries, enqueued_at, run_at, attempts`), with the payload checked as
+ * max_retries, priority, enqueued_at, run_at, attempts`), with the payload checked as
  * the worker will read it, i.e. parsed back from the JSON sent.
  */
 export function prepareJob(
@@ -134,6 +150,7 @@ export function prepareJob(
   const key = options.idempotencyKey ?? spec.idempotencyKey?.(sent) ?? "";
   if (options.idempotencyKey !== undefined || key !== "") checkKey(key);
   if (options.maxRetries !== undefined) checkRetries(options.maxRetries);
+  if (options.priority !== undefined) checkPriority(options.priority);
   const { runAt, delayMs } = schedule(options, now);
 
   const id = uuidv7(now);
@@ -144,6 +161,7 @@ export function prepareJob(
     (key !== "" ? `"idempotency_key":${JSON.stringify(key)},` : "") +
     `"attempt":0,` +
     (options.maxRetries !== undefined ? `"max_retries":${options.maxRetries},` : "") +
+    (options.priority !== undefined && options.priority !== 0 ? `"priority":${options.priority},` : "") +
     `"enqueued_at":"${enqueuedAt}","run_at":"${runAtText}","attempts":[]}`;
   return { id, queue: spec.queue, envelope, delayMs, idempotencyKey: key };
 }

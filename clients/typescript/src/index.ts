@@ -16,8 +16,10 @@ export {
   DEFAULT_MAX_PAYLOAD_BYTES,
   ENVELOPE_VERSION,
   MAX_IDEMPOTENCY_KEY_BYTES,
+  MAX_PRIORITY,
   MAX_RETRIES,
   MAX_SCHEDULE_AHEAD_MS,
+  MIN_PRIORITY,
   prepareJob,
 } from "./envelope.js";
 export type { EnqueueOptions, PreparedJob } from "./envelope.js";

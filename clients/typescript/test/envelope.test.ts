@@ -85,6 +85,9 @@ test("bad options are refused before anything is built", () => {
   refused({ idempotencyKey: "é".repeat(257) }, /got 514/);
   refused({ maxRetries: 1001 }, /0 to 1000/);
   refused({ maxRetries: 1.5 }, /integer/);
+  refused({ priority: 11 }, /-10 to 10/);
+  refused({ priority: -11 }, /-10 to 10/);
+  refused({ priority: 0.5 }, /integer/);
 });
 
 test("the payload is checked as sent: parsed back from its JSON", () => {

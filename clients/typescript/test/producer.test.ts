@@ -79,6 +79,18 @@ describe("Producer against a real redis-server", { skip: !redisAvailable() }, ()
     assert.equal(await redis.llen("{flagship:audit}:ready"), 0);
   });
 
+  test("a job with a priority goes to its priority's ready list, named in the set of priorities in use", async () => {
+    const plain = await producer.enqueue("auto-action", autoAction("key-p0"));
+    const high = await producer.enqueue("auto-action", autoAction("key-p7"), { priority: 7 });
+    const low = await producer.enqueue("auto-action", autoAction("key-m2"), { priority: -2 });
+    const stored = JSON.parse((await redis.hget("{flagship:auto-actions}:jobs", high.id)) ?? "{}") as Record<string, unknown>;
+    assert.equal(stored.priority, 7);
+    assert.deepEqual(await redis.lrange("{flagship:auto-actions}:ready", 0, -1), [plain.id]);
+    assert.deepEqual(await redis.lrange("{flagship:auto-actions}:ready:7", 0, -1), [high.id]);
+    assert.deepEqual(await redis.lrange("{flagship:auto-actions}:ready:-2", 0, -1), [low.id]);
+    assert.deepEqual(await redis.zrange("{flagship:auto-actions}:priorities", "0", "-1"), ["-2", "7"]);
+  });
+
   test("a batch across queues returns outcomes in order and splits into calls of at most 1,000 jobs", async () => {
     const jobs: JobRequest<Kinds>[] = [];
     for (let i = 0; i < 2 * MAX_BATCH + 5; i++) {

@@ -22,9 +22,16 @@ use tokio::sync::watch;
 /// Settings of `flagship-worker run`; each has an environment variable.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The broker: `redis://host:6379` or `postgres://user@host/database`.
+    /// The broker: `postgres://user@host/database`, or Redis in any form
+    /// `RedisBroker` takes (`redis://host:6379`, `rediss://…`,
+    /// `redis+cluster://h1:7001,h2:7002`, `redis+sentinel://h:26379/master`).
     #[arg(long, env = "FLAGSHIP_BROKER_URL", hide_env_values = true, value_name = "URL")]
     broker_url: String,
+
+    /// The PostgreSQL schema of the broker's tables (with a `postgres://`
+    /// broker); it must differ from `--store-schema`.
+    #[arg(long, env = "FLAGSHIP_BROKER_SCHEMA", default_value = "flagship_worker")]
+    broker_schema: String,
 
     /// Where FlagShip's state is kept: `postgres://…` (tables in schema
     /// `--store-schema`) or `redis://…`.
@@ -130,21 +137,29 @@ fn parse_queue_concurrency(text: &str) -> Result<(String, usize), String> {
 
 /// Connects everything, then runs until SIGTERM or SIGINT.
 pub(crate) async fn run(args: RunArgs) -> Result<(), Error> {
+    let postgres = |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if postgres(&args.broker_url) && postgres(&args.store_url) && args.broker_schema == args.store_schema {
+        return Err(Error::InvalidConfig(format!(
+            "the broker and the stores would share the schema `{}`: give FLAGSHIP_BROKER_SCHEMA and \
+             FLAGSHIP_STORE_SCHEMA different names",
+            args.store_schema
+        )));
+    }
     let services = services(&args).await?;
-    if args.broker_url.starts_with("redis://") || args.broker_url.starts_with("rediss://") {
+    if postgres(&args.broker_url) {
+        let broker = PostgresBroker::builder(args.broker_url.as_str())
+            .schema(args.broker_schema.as_str())
+            .connect()
+            .await?;
+        serve(Arc::new(broker), services, &args).await
+    } else {
+        // Every other URL is Redis's: `RedisBroker` says what it takes.
         serve(
             Arc::new(RedisBroker::connect(args.broker_url.as_str()).await?),
             services,
             &args,
         )
         .await
-    } else if args.broker_url.starts_with("postgres://") || args.broker_url.starts_with("postgresql://") {
-        let broker = PostgresBroker::builder(args.broker_url.as_str()).connect().await?;
-        serve(Arc::new(broker), services, &args).await
-    } else {
-        Err(Error::InvalidConfig(
-            "FLAGSHIP_BROKER_URL must start with redis:// or postgres://".into(),
-        ))
     }
 }
 

@@ -155,7 +155,16 @@ impl JobControl for MemoryBroker {
         let Some(q) = self.existing(queue) else {
             return Ok(CancelOutcome::NotFound);
         };
-        let outcome = q.lock().cancel(queue, id, now);
+        let outcome = {
+            let mut state = q.lock();
+            let outcome = state.cancel(queue, id, now);
+            if outcome == CancelOutcome::DeadLettered {
+                state
+                    .history
+                    .count(&self.history_layout, now, super::history::Counted::DeadLettered, 1);
+            }
+            outcome
+        };
         tracing::info!(job.id = %id, %queue, ?outcome, "job cancelled by operator");
         Ok(outcome)
     }

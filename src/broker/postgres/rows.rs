@@ -243,12 +243,13 @@ pub(super) struct DeadRow {
     pub(super) dead_at: DateTime<Utc>,
     reason: Option<String>,
     run_at: DateTime<Utc>,
+    priority: i16,
     stored: StoredJob,
 }
 
 impl DeadRow {
     /// Reads a row: id, dead_at, dead_reason, then the stored columns with
-    /// run_at between enqueued_at and v.
+    /// run_at between enqueued_at and v, then priority.
     pub(super) fn read(row: &PgRow) -> Result<Self> {
         let stored = StoredJob {
             enqueued_at: row.try_get(3).map_err(map_err)?,
@@ -265,6 +266,7 @@ impl DeadRow {
             dead_at: row.try_get(1).map_err(map_err)?,
             reason: row.try_get(2).map_err(map_err)?,
             run_at: row.try_get(4).map_err(map_err)?,
+            priority: row.try_get(12).map_err(map_err)?,
             stored,
         })
     }
@@ -272,6 +274,7 @@ impl DeadRow {
     /// The envelope operators see, with when and why it died.
     pub(super) fn envelope(self, queue: &QueueName) -> JobEnvelope {
         let mut envelope = self.stored.dead_envelope(self.id, queue, self.run_at);
+        envelope.priority = stored_priority(self.priority);
         envelope.dead_lettered_at = Some(self.dead_at);
         envelope.dead_letter_reason = self.reason;
         envelope

@@ -11,6 +11,7 @@ use redis::Value;
 
 use super::{
     decode::{self, array, bytes, int, ms_to_time, text},
+    history::layout_args,
     keys::WORKERS_KEY,
     millis,
     scripts::{map_err, run, SCRIPTS},
@@ -188,7 +189,10 @@ impl JobControl for RedisBroker {
                     &k.dead,
                     &k.reasons,
                     &k.stats,
+                    &k.history_minute,
+                    &k.history_hour,
                 ])
+                .arg(&layout_args(&self.history)[..])
                 .arg(id.to_string())
                 .arg(stored)
                 .arg(dead)

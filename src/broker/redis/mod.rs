@@ -726,12 +726,8 @@ impl Broker for RedisBroker {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        if let Some(job) = jobs.iter().find(|j| j.priority != 0) {
-            return Err(Error::InvalidConfig(format!(
-                "job priorities are not supported by the Redis broker yet (job {} has priority {}); \
-                 enqueue it with priority 0, or use the memory or PostgreSQL broker; nothing of the batch was stored",
-                job.id, job.priority
-            )));
+        for job in &jobs {
+            crate::envelope::check_priority(job.priority)?;
         }
         let groups = by_queue(&jobs, |j| &j.queue);
         self.register(groups.iter().map(|(q, _)| q)).await?;
@@ -938,14 +934,19 @@ impl Broker for RedisBroker {
             .call(&[&k.jobs, &k.ready, &k.scheduled, &k.active, &k.dead, &k.stats, &k.paused])
             .arg(PROMOTE_BATCH);
         let reply = array("stats", run(&mut self.conn(), call).await?)?;
-        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, dropped, restored, oldest, paused] =
+        let [_, ready, scheduled, active, dead, completed, retried, dead_lettered, dropped, restored, heads, paused] =
             <[Value; 12]>::try_from(reply)
                 .map_err(|r| Error::Backend(format!("unexpected reply from Redis for stats: {r:?}").into()))?;
         let count = |v: &Value| int("stats", v).map(|n| n.max(0) as u64);
         let now = self.clock.now();
-        let oldest_ready_age_ms = bytes(oldest)
-            .and_then(|raw| serde_json::from_slice::<JobEnvelope>(&raw).ok())
-            .map(|envelope| (now - envelope.run_at).num_milliseconds().max(0) as u64);
+        // The head of each priority's ready list: the oldest of them is the
+        // queue's oldest ready job.
+        let oldest_ready_age_ms = array("stats", heads)?
+            .into_iter()
+            .filter_map(bytes)
+            .filter_map(|raw| serde_json::from_slice::<JobEnvelope>(&raw).ok())
+            .map(|envelope| (now - envelope.run_at).num_milliseconds().max(0) as u64)
+            .max();
         Ok(QueueStats {
             ready: count(&ready)?,
             scheduled: count(&scheduled)?,

@@ -86,7 +86,7 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     dead_get: lua!("dead_get"),
     dead_retry: lua!("dead_retry"),
     dead_delete: lua!("dead_delete"),
-    cancel: lua!("cancel"),
+    cancel: lua!("cancel", history),
     live_list: lua!("live_list"),
     live_get: lua!("live_get"),
     register_worker: lua!("register_worker"),

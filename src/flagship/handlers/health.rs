@@ -22,7 +22,9 @@ pub const REALERT_INTERVAL: Duration = Duration::from_secs(3600);
 /// [`HealthStore::latest`](crate::flagship::stores::HealthStore::latest)
 /// returns (for the admin API).
 ///
-/// It also reports "no live worker" when every worker's heartbeat
+/// It also reports jobs stuck in active (their lease deadline passed more
+/// than [`HealthThresholds::stuck_grace`](crate::flagship::HealthThresholds::stuck_grace)
+/// ago), "no live worker" when every worker's heartbeat
 /// ([`FlagshipServices::liveness`]) is older than the heartbeat timeout,
 /// and a missed fire for each maintenance schedule whose next run after its
 /// last recorded one is overdue.
@@ -105,6 +107,9 @@ impl HealthCheckHandler {
                         max_age / 1000
                     ));
                 }
+                if stats.active > 0 {
+                    problems.extend(self.stuck(broker.as_ref(), &QueueName::new(queue.name)?, run).await);
+                }
                 queues.push(QueueHealth {
                     queue: queue.name.to_owned(),
                     ready: stats.ready,
@@ -176,6 +181,22 @@ impl HealthCheckHandler {
             tracing::warn!(alert = %alert.alert_id, "broker unreachable; delivering the alert directly");
         }
         deliver_operator_alert(&self.services, alert, run.now).await
+    }
+
+    /// Jobs of `queue` active past their lease by more than the stuck
+    /// grace: their worker died or hangs, and nothing recovers them.
+    async fn stuck(&self, broker: &dyn crate::Broker, queue: &QueueName, run: &JobRun) -> Option<String> {
+        let control = broker.control()?;
+        let grace = self.services.settings.health.stuck_grace;
+        let cutoff = run.now.checked_sub_signed(TimeDelta::from_std(grace).ok()?)?;
+        match crate::health::stuck_jobs(control, queue, cutoff).await {
+            Ok(0) => None,
+            Ok(stuck) => Some(format!(
+                "{queue}: {stuck} jobs active past their lease by more than {} s (a worker died or hangs and nothing recovers them)",
+                grace.as_secs()
+            )),
+            Err(e) => Some(format!("{queue}: active jobs unavailable: {e}")),
+        }
     }
 
     /// "No live worker" when workers report heartbeats and none is recent.
@@ -314,6 +335,31 @@ mod tests {
                 .problems
                 .iter()
                 .any(|p| p.contains("2 jobs dead-lettered since the previous check")),
+            "{:?}",
+            report.problems
+        );
+        assert_eq!(f.drain(NOTIFICATIONS_QUEUE).await.len(), 1, "operators alerted");
+    }
+
+    #[tokio::test]
+    async fn alerts_when_a_job_is_stuck_in_active_past_its_lease() {
+        let f = Fixture::new();
+        enqueue_audit(&f.client, "e-1").await;
+        let queue = QueueName::new(crate::flagship::AUDIT_QUEUE).unwrap();
+        let reserved = f
+            .broker
+            .reserve(&queue, ReserveRequest::new(1, Duration::from_secs(60), Duration::ZERO))
+            .await
+            .unwrap();
+        let deadline = reserved[0].deadline;
+        let within = check(&f, &(deadline + TimeDelta::seconds(29)).to_rfc3339()).await;
+        assert!(within.healthy, "within the grace: {:?}", within.problems);
+        let report = check(&f, &(deadline + TimeDelta::seconds(31)).to_rfc3339()).await;
+        assert!(
+            report
+                .problems
+                .iter()
+                .any(|p| p.contains("1 jobs active past their lease by more than 30 s")),
             "{:?}",
             report.problems
         );

@@ -6,8 +6,8 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use super::{
     support::{
-        assert_within, enqueue_new, get_dead, ids, job, join, ms, queue, request, reserve_now, reserve_one, stats,
-        timeless, OrFail, GUARD, LONG,
+        assert_within, enqueue_new, failure, get_dead, ids, job, join, ms, queue, request, reserve_now, reserve_one,
+        stats, timeless, OrFail, GUARD, LONG,
     },
     Fixture,
 };
@@ -341,10 +341,9 @@ pub async fn cancel_active_job_is_signalled<F: Fixture + ?Sized>(f: &F) {
 }
 
 /// Reservation takes the highest priority first and, within a priority,
-/// the oldest job first; a released job goes back to its place. A backend
-/// that does not order by priority MUST refuse a job with a priority other
-/// than 0 at enqueue with [`Error::InvalidConfig`], storing nothing,
-/// rather than ignore it; the case then checks that refusal only.
+/// the oldest job first; a released job goes back to its place. Every
+/// backend MUST order by priority: ready jobs of every priority count in
+/// the stats and are listed.
 pub async fn priorities_order_reservations<F: Fixture + ?Sized>(f: &F) {
     let b = f.backend();
     let q = queue(f, "priorities");
@@ -353,25 +352,6 @@ pub async fn priorities_order_reservations<F: Fixture + ?Sized>(f: &F) {
         j.priority = priority;
         j
     };
-    let probe = with(99, 1);
-    match b.enqueue(vec![probe.clone()]).await {
-        Err(Error::InvalidConfig(message)) => {
-            assert!(
-                message.contains("priorit"),
-                "the refusal must name priorities: {message}"
-            );
-            assert_eq!(stats(&*b, &q).await.ready, 0, "a refused job was stored");
-            return;
-        }
-        outcome => {
-            assert_eq!(
-                outcome.or_fail("enqueue"),
-                [crate::broker::EnqueueOutcome::Enqueued(probe.id)]
-            );
-            let r = reserve_one(&*b, &q, LONG).await;
-            b.complete_one(&r.lease).await.or_fail("complete_one");
-        }
-    }
     let jobs = vec![
         with(0, 0),
         with(1, 5),
@@ -386,6 +366,13 @@ pub async fn priorities_order_reservations<F: Fixture + ?Sized>(f: &F) {
         enqueue_new(&*b, vec![j]).await;
         f.advance(ms(2)).await;
     }
+    assert_eq!(stats(&*b, &q).await.ready, 7, "ready jobs of every priority count");
+    let ready = JobQuery::new(q.clone(), JobState::Ready);
+    assert_eq!(
+        list(&*b, &ready).await.len(),
+        7,
+        "ready jobs of every priority are listed"
+    );
     let first = reserve_now(&*b, &q, 3, LONG).await;
     assert_eq!(
         ids(&first),
@@ -405,6 +392,52 @@ pub async fn priorities_order_reservations<F: Fixture + ?Sized>(f: &F) {
     );
     let active = JobQuery::new(q.clone(), JobState::Active);
     assert_eq!(list(&*b, &active).await.len(), 7, "every job is active");
+}
+
+/// A job moving back to ready goes back among its own priority, ahead of
+/// older jobs of a lower one: retried at once, released, and retried from
+/// the dead-letter queue.
+pub async fn jobs_return_to_their_priority<F: Fixture + ?Sized>(f: &F) {
+    let b = f.backend();
+    let q = queue(f, "priority-return");
+    let mut low = job(f, &q, "prio", 0);
+    low.priority = -5;
+    let mut high = job(f, &q, "prio", 1);
+    high.priority = 5;
+    enqueue_new(&*b, vec![low.clone()]).await;
+    f.advance(ms(2)).await;
+    enqueue_new(&*b, vec![high.clone()]).await;
+    let r = reserve_one(&*b, &q, LONG).await;
+    assert_eq!(r.envelope.id, high.id, "highest priority first");
+    b.retry_after(&r, Duration::ZERO, failure(f, "once more"))
+        .await
+        .or_fail("retry_after");
+    let r = reserve_one(&*b, &q, LONG).await;
+    assert_eq!(r.envelope.id, high.id, "a retried job returns to its priority");
+    assert_eq!(r.envelope.priority, 5, "a retried job keeps its priority");
+    b.release(std::slice::from_ref(&r.lease)).await.or_fail("release");
+    let r = reserve_one(&*b, &q, LONG).await;
+    assert_eq!(r.envelope.id, high.id, "a released job returns to its priority");
+    b.dead_letter(&r, None, "dead for the test")
+        .await
+        .or_fail("dead_letter");
+    let dead = b.get_dead(&q, high.id).await.or_fail("get_dead");
+    assert_eq!(
+        dead.map(|d| d.priority),
+        Some(high.priority),
+        "the dead-letter queue shows the job's priority"
+    );
+    assert!(b.retry_dead(&q, high.id).await.or_fail("retry_dead"));
+    let r = reserve_one(&*b, &q, LONG).await;
+    assert_eq!(
+        r.envelope.id, high.id,
+        "a job retried from the DLQ returns to its priority"
+    );
+    b.complete_one(&r.lease).await.or_fail("complete_one");
+    let r = reserve_one(&*b, &q, LONG).await;
+    assert_eq!(r.envelope.id, low.id, "the lower priority comes last");
+    b.complete_one(&r.lease).await.or_fail("complete_one");
+    assert_eq!(stats(&*b, &q).await.ready, 0, "nothing is left ready");
 }
 
 /// The worker registry lists registered workers by id, marks those whose

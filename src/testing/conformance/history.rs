@@ -14,7 +14,7 @@ use super::{
 };
 use crate::broker::{
     history::{HistoryLayout, HistorySample, LatencyCounts, Resolution, Series},
-    Backend, QueueStats,
+    Backend, CancelOutcome, QueueStats,
 };
 use crate::job::QueueName;
 
@@ -131,7 +131,8 @@ pub async fn history_buckets_fill<F: Fixture + ?Sized>(f: &F) {
     assert!(empty.buckets.iter().all(|b| b.ready.is_none()));
 }
 
-/// Over buckets not yet expired, the buckets add up to the stats counters,
+/// Over buckets not yet expired, the buckets add up to the stats counters
+/// (an operator's cancel of a waiting job counts as dead-lettered),
 /// however the acknowledgements spread over buckets; a later sample of the
 /// same minute bucket does not replace the first, and an hour bucket keeps
 /// the highest.
@@ -146,8 +147,13 @@ pub async fn history_adds_up_to_the_counters<F: Fixture + ?Sized>(f: &F) {
             f.advance(minute).await;
         }
     }
+    // An operator's cancel of a waiting job is a dead-lettering too.
+    let waiting = job(f, &q, "cancelled", 99);
+    let id = waiting.id;
+    b.enqueue(vec![waiting]).await.or_fail("enqueue");
+    assert_eq!(b.cancel(&q, id).await.or_fail("cancel"), CancelOutcome::DeadLettered);
     let s = stats(&*b, &q).await;
-    assert_eq!(counts(&s), (6, 3, 3), "{s:?}");
+    assert_eq!(counts(&s), (6, 3, 4), "{s:?}");
     for resolution in [Resolution::Minute, Resolution::Hour] {
         let series = series(&*b, &q, resolution).await;
         assert_eq!(

@@ -76,7 +76,7 @@ mod support;
 
 pub use cancel::dropped_reserve_leaves_nothing_leased;
 pub use control::{
-    cancel_active_job_is_signalled, cancel_ready_and_scheduled_jobs, list_jobs_by_state,
+    cancel_active_job_is_signalled, cancel_ready_and_scheduled_jobs, jobs_return_to_their_priority, list_jobs_by_state,
     list_jobs_pages_without_skips_or_repeats, pause_stops_reservations_until_resumed, priorities_order_reservations,
     worker_registry,
 };
@@ -274,6 +274,7 @@ macro_rules! conformance_tests {
         $crate::conformance_tests!(@case [$test] $fixture; cancel_ready_and_scheduled_jobs);
         $crate::conformance_tests!(@case [$test] $fixture; cancel_active_job_is_signalled);
         $crate::conformance_tests!(@case [$test] $fixture; priorities_order_reservations);
+        $crate::conformance_tests!(@case [$test] $fixture; jobs_return_to_their_priority);
         $crate::conformance_tests!(@case [$test] $fixture; worker_registry);
     };
     (@case [$attr:meta] $fixture:expr; $name:ident $(, $arg:expr)*) => {

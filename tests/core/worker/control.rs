@@ -54,6 +54,10 @@ struct Setup {
 }
 
 fn setup(cooperative: bool, job_timeout: Duration) -> Setup {
+    setup_with(cooperative, QueueConfig::for_queue(queue()).job_timeout(job_timeout))
+}
+
+fn setup_with(cooperative: bool, config: QueueConfig) -> Setup {
     let broker = Arc::new(MemoryBroker::new());
     let (started_tx, started) = mpsc::unbounded_channel();
     let (cancelled_tx, cancelled) = mpsc::unbounded_channel();
@@ -61,7 +65,7 @@ fn setup(cooperative: bool, job_timeout: Duration) -> Setup {
         .lease(HEARTBEAT * 3)
         .heartbeat(HEARTBEAT)
         .worker_id("control-test-worker")
-        .queue(QueueConfig::for_queue(queue()).job_timeout(job_timeout))
+        .queue(config)
         .handler(Waits {
             started: started_tx,
             cancelled: cancelled_tx,
@@ -235,4 +239,73 @@ async fn a_job_cancelled_while_its_dead_worker_held_it_is_not_run_again() {
         (1, 1, 0),
         "{stats:?}"
     );
+}
+
+/// Finishes its job when it sees the cancel: the work was done, so the job
+/// completes.
+struct FinishesOnCancel(mpsc::UnboundedSender<JobId>);
+
+#[async_trait]
+impl Handler for FinishesOnCancel {
+    type Job = Task;
+
+    async fn handle(&self, _: Task, ctx: &JobContext) -> Result<(), HandlerError> {
+        let _ = self.0.send(ctx.id);
+        ctx.cancelled().await;
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handler_that_finishes_after_the_cancel_completes_the_job() {
+    let broker = Arc::new(MemoryBroker::new());
+    let (started_tx, mut started) = mpsc::unbounded_channel();
+    let worker = Worker::builder(broker.clone())
+        .heartbeat(HEARTBEAT)
+        .handler(FinishesOnCancel(started_tx))
+        .build()
+        .unwrap();
+    let running = start(&worker);
+    worker.client().enqueue(&task(1)).await.unwrap();
+    let id = started.recv().await.unwrap();
+    assert_eq!(broker.cancel(&queue(), id).await.unwrap(), CancelOutcome::Signalled);
+    tokio::time::timeout(Duration::from_secs(3600), async {
+        while worker.stats().completed == 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the job completed within an hour of virtual time");
+    running.stop().await;
+    assert_eq!(
+        broker.get_dead(&queue(), id).await.unwrap(),
+        None,
+        "a finished job is not dead"
+    );
+    assert_eq!(worker.stats().cancelled, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_job_cancelled_while_it_waits_in_the_buffer_never_starts() {
+    let mut s = setup_with(true, QueueConfig::for_queue(queue()).concurrency(1));
+    let first = s.worker.client().enqueue(&task(1)).await.unwrap().id();
+    let second = s.worker.client().enqueue(&task(2)).await.unwrap().id();
+    let running = start(&s.worker);
+    assert_eq!(s.started.recv().await.unwrap(), first);
+    // The second is leased into the buffer behind the first (prefetch).
+    assert_eq!(
+        s.broker.cancel(&queue(), second).await.unwrap(),
+        CancelOutcome::Signalled,
+        "the prefetched job is leased"
+    );
+    // One heartbeat brings the cancel to the worker; then the first ends.
+    tokio::time::sleep(HEARTBEAT * 2).await;
+    assert_eq!(
+        s.broker.cancel(&queue(), first).await.unwrap(),
+        CancelOutcome::Signalled
+    );
+    dead_as_cancelled(&s.broker, first).await;
+    dead_as_cancelled(&s.broker, second).await;
+    assert!(s.started.try_recv().is_err(), "the cancelled second job never started");
+    running.stop().await;
 }

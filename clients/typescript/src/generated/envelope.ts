@@ -74,6 +74,12 @@ export type JobEnvelope = {
   max_retries?: number | null | undefined;
   /** The job's data; must match the kind's JSON Schema. */
   payload: unknown;
+  /**
+   * Reservation priority within the queue, from [`MIN_PRIORITY`] to
+   * [`MAX_PRIORITY`]: a higher priority is reserved first; jobs of one
+   * priority are reserved oldest first. 0 (the default) when absent.
+   */
+  priority?: number | undefined;
   /** The queue the job runs on. */
   queue: QueueName;
   /** When the job may run next. */
@@ -94,6 +100,7 @@ export const JobEnvelopeSchema = z.looseObject({
   idempotency_key: z.string().nullable().optional(),
   max_retries: z.number().int().min(0, { message: "minimum 0 (format uint32)" }).max(4294967295, { message: "maximum 4294967295 (format uint32)" }).nullable().optional(),
   payload: z.unknown().nonoptional(),
+  priority: z.number().int().min(-10, { message: "minimum -10 (format int8)" }).max(10, { message: "maximum 10 (format int8)" }).optional(),
   queue: QueueNameSchema,
   run_at: z.iso.datetime({ offset: true, message: "format date-time (RFC 3339, with Z or an offset)" }),
   type: z.string(),

@@ -19,6 +19,14 @@ WITH target AS (
     INSERT INTO {schema}.counters AS c (queue, shard, dead_lettered)
     SELECT $1, (pg_backend_pid() % 16)::smallint, count(*) FROM dead HAVING count(*) > 0
     ON CONFLICT (queue, shard) DO UPDATE SET dead_lettered = c.dead_lettered + excluded.dead_lettered
+), history AS (
+    INSERT INTO {schema}.history AS h (queue, resolution, bucket, shard, dead_lettered)
+    SELECT $1, l.resolution, floor(extract(epoch FROM now()) * 1000 / l.width)::bigint,
+           (pg_backend_pid() % 16)::smallint, count(*)
+    FROM dead d CROSS JOIN (VALUES (0::smallint, {history_minute_ms}::numeric),
+                                    (1::smallint, {history_hour_ms}::numeric)) AS l(resolution, width)
+    GROUP BY l.resolution, l.width ORDER BY 1, 2
+    ON CONFLICT (queue, resolution, bucket, shard) DO UPDATE SET dead_lettered = h.dead_lettered + excluded.dead_lettered
 )
 SELECT outcome FROM signalled
 UNION ALL

@@ -1,7 +1,8 @@
 -- dead_list: up to $7 dead jobs of queue $1, oldest dead-lettered first
 -- (then by id), of kind $2 (NULL: any), dead-lettered in [$3, $4) (NULL:
 -- unbounded), after the entry ($5, $6) (NULL: from the start).
-SELECT id, dead_at, dead_reason, enqueued_at, run_at, v, attempt, max_retries, kind, payload, idempotency_key, attempts
+SELECT id, dead_at, dead_reason, enqueued_at, run_at, v, attempt, max_retries, kind, payload, idempotency_key, attempts,
+       priority
 FROM {schema}.jobs
 WHERE queue = $1 AND state = 2
   AND ($2::text IS NULL OR kind = $2)

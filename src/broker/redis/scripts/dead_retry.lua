@@ -4,6 +4,7 @@
 -- Returns one entry per triple: 1 retried, 0 not dead (already retried or
 -- deleted), 2 changed since it was read (read it again and retry).
 check_types({KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'hash', KEYS[4], 'list', KEYS[5], 'list', KEYS[6], 'zset'})
+check_ready_types(KEYS[4])
 local out, moved = {}, {}
 for i = 1, #ARGV, 3 do
   local id = ARGV[i]

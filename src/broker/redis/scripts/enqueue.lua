@@ -3,10 +3,13 @@
 -- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 unique, 5 completed-keys, 6 job-keys, 7 wake
 -- ARGV: four per job: id, envelope JSON, delay in ms (<= 0: ready now),
 --       idempotency key ('' for none)
+-- A job goes to the ready list of the priority its envelope states (field
+-- "priority", -10..=10, absent for 0): see prelude.lua, "Priorities".
 -- Returns one entry per job: 1 when stored, or the id of the job already
 -- holding its idempotency key (or its own id when that id is already stored).
 -- A batch with an id that is not a canonical job id (a UUID in lower-case
--- hyphenated form, 8-4-4-4-12 hex digits), a delay that is not a number or
+-- hyphenated form, 8-4-4-4-12 hex digits), a delay that is not a number, a
+-- priority out of range or
 -- a wrong number of arguments is refused whole with an error reply that
 -- names the first such job: nothing of it is stored.
 -- All writes come after all checks, the first one being HSET jobs: when Redis
@@ -14,6 +17,7 @@
 local jobs, ready, scheduled, unique, completed_keys, job_keys = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', unique, 'hash', completed_keys, 'zset', job_keys, 'hash',
   KEYS[7], 'list'})
+check_ready_types(ready)
 if #ARGV % 4 ~= 0 then
   return redis.error_reply('ERR flagship-worker: enqueue takes four arguments per job (id, envelope, delay ms, ' ..
     'idempotency key), got ' .. #ARGV .. '; nothing was stored')
@@ -21,6 +25,8 @@ end
 local now = now_ms()
 local n = #ARGV / 4
 
+-- Each job's priority (stated in its envelope), and whether one is not 0.
+local prios, prioritised = {}, false
 local hex4 = '[0-9a-f][0-9a-f][0-9a-f][0-9a-f]'
 local canonical = '^' .. hex4 .. hex4 .. '%-' .. hex4 .. '%-' .. hex4 .. '%-' .. hex4 .. '%-' .. hex4 .. hex4 .. hex4 .. '$'
 for i = 1, n do
@@ -36,6 +42,15 @@ for i = 1, n do
     return redis.error_reply('ERR flagship-worker: job ' .. i .. ' of the batch has a delay that is not a number ' ..
       '(milliseconds expected); nothing of the batch was stored')
   end
+  local p = envelope_priority(ARGV[base + 2])
+  if not p then
+    return redis.error_reply('ERR flagship-worker: job ' .. i .. ' of the batch has a "priority" that is not an ' ..
+      'integer from -10 to 10; nothing of the batch was stored')
+  end
+  prios[i] = p
+  if p ~= 0 then
+    prioritised = true
+  end
 end
 
 local ids = {}
@@ -50,7 +65,7 @@ for i = 1, n, 4000 do
   end
 end
 
-local out, envelopes, ready_ids, due, held, job_key_pairs, released = {}, {}, {}, {}, {}, {}, {}
+local out, envelopes, ready_ids, ready_prios, due, held, job_key_pairs, released = {}, {}, {}, {}, {}, {}, {}, {}
 local batch_ids, batch_keys = {}, {}
 for i = 1, n do
   local base = (i - 1) * 4
@@ -90,6 +105,7 @@ for i = 1, n do
       due[#due + 1] = id
     else
       ready_ids[#ready_ids + 1] = id
+      ready_prios[#ready_ids] = prios[i]
     end
   end
 end
@@ -103,10 +119,14 @@ if #envelopes > 0 then
     variadic('HSET', unique, held)
     variadic('HSET', job_keys, job_key_pairs)
   end
+  if prioritised then
+    -- From now on, jobs moving back to ready go to their priority's list.
+    redis.call('SET', sibling(ready, 'prioritised'), '1')
+  end
   if #ready_ids > 0 then
     -- After jobs already due. Not before HSET jobs: that must stay the
     -- first write (see above).
-    push_ready(scheduled, ready, now, ready_ids)
+    push_ready(scheduled, ready, now, ready_ids, ready_prios)
   end
   if #due > 0 then
     variadic('ZADD', scheduled, due)

@@ -6,6 +6,7 @@
 -- finding a ready job linear in the length of ready).
 local jobs, ready, scheduled, active, lease = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', lease, 'hash'})
+check_ready_types(ready)
 local id = ARGV[1]
 local envelope = redis.call('HGET', jobs, id)
 if not envelope then
@@ -19,7 +20,7 @@ local due = redis.call('ZSCORE', scheduled, id)
 if due then
   return {'scheduled', envelope, due}
 end
-if redis.call('LPOS', ready, id) then
+if is_ready(ready, id) then
   return {'ready', envelope, ''}
 end
 return {}

@@ -1,6 +1,7 @@
 -- live_list: every job of one state, for operators' listings (the caller
 -- filters, orders and pages; reading the whole state is linear in its size).
 -- KEYS: 1 jobs, 2 the state's key (ready list, scheduled or active zset), 3 lease
+-- For 'ready', every priority's list is read (named after KEYS[2]).
 -- ARGV: 1 the state: 'ready', 'scheduled' or 'active'
 -- Returns {now-ms, id, envelope or false, extra, ...}: extra is '' for a
 -- ready job, its due time (ms) for a scheduled one, and
@@ -10,9 +11,12 @@ local kind = ARGV[1]
 local ids, extras = {}, {}
 if kind == 'ready' then
   check_types({jobs, 'hash', state, 'list'})
-  ids = redis.call('LRANGE', state, 0, -1)
-  for i = 1, #ids do
-    extras[i] = ''
+  check_ready_types(state)
+  for _, l in ipairs(ready_lists(state)) do
+    for _, id in ipairs(redis.call('LRANGE', l[1], 0, -1)) do
+      ids[#ids + 1] = id
+      extras[#ids] = ''
+    end
   end
 else
   check_types({jobs, 'hash', state, 'zset', lease, 'hash'})

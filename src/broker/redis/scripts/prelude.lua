@@ -94,28 +94,219 @@ local function check_seq(seq)
   end
 end
 
+-- Priorities. Jobs of priority 0 wait in the queue's `ready` list; jobs of
+-- another priority p (-10..=10, higher reserved first) in `ready:<p>`, a
+-- list of its own. The sorted set `priorities` holds (scored by itself)
+-- every p != 0 whose list may hold jobs; the string `prioritised` exists
+-- once the queue was sent a job of priority != 0 (only then do scripts read
+-- envelopes to learn where a job goes back to). Those keys are named after
+-- the ready key the script is given (same {hash tag}, same slot).
+
+-- The name of the queue's key `name`, beside its ready key `ready` ("{q}:ready").
+local function sibling(ready, name)
+  return string.sub(ready, 1, -6) .. name
+end
+
+-- The ready list of priority `p`.
+local function ready_list(ready, p)
+  if p == 0 then
+    return ready
+  end
+  return ready .. ':' .. int(p)
+end
+
+-- The priority an envelope states: 0 when it states none (the field is
+-- omitted at 0), nil when it states one that is not an integer in -10..=10.
+-- Envelopes without the text "priority" are not decoded.
+local function envelope_priority(envelope)
+  if not envelope or not string.find(envelope, '"priority"', 1, true) then
+    return 0
+  end
+  local ok, decoded = pcall(cjson.decode, envelope)
+  if not ok or type(decoded) ~= 'table' or decoded.priority == nil then
+    return 0
+  end
+  local p = decoded.priority
+  if type(p) ~= 'number' or p ~= math.floor(p) or p < -10 or p > 10 then
+    return nil
+  end
+  return p
+end
+
+-- Every ready list of the queue, in reservation order (highest priority
+-- first), with its priority: {{key, p}, ...}.
+local function ready_lists(ready)
+  local ps = redis.call('ZREVRANGE', sibling(ready, 'priorities'), 0, -1)
+  local out, base_done = {}, false
+  for _, p in ipairs(ps) do
+    p = tonumber(p)
+    if p and p ~= 0 then
+      if p < 0 and not base_done then
+        out[#out + 1] = {ready, 0}
+        base_done = true
+      end
+      out[#out + 1] = {ready_list(ready, p), p}
+    end
+  end
+  if not base_done then
+    out[#out + 1] = {ready, 0}
+  end
+  return out
+end
+
+-- check_types for the keys of priorities: the set of priorities in use, the
+-- marker and every ready list the set names.
+local function check_ready_types(ready)
+  local set = sibling(ready, 'priorities')
+  check_types({set, 'zset', sibling(ready, 'prioritised'), 'string'})
+  if redis.call('EXISTS', set) == 0 then
+    return -- only `ready`, which the caller checks
+  end
+  local types = {}
+  for _, l in ipairs(ready_lists(ready)) do
+    types[#types + 1] = l[1]
+    types[#types + 1] = 'list'
+  end
+  check_types(types)
+end
+
+-- How many jobs are ready at any priority.
+local function ready_count(ready)
+  local n = 0
+  for _, l in ipairs(ready_lists(ready)) do
+    n = n + redis.call('LLEN', l[1])
+  end
+  return n
+end
+
+-- Whether a job is ready at any priority.
+local function any_ready(ready)
+  return redis.call('LLEN', ready) > 0 or
+    (redis.call('EXISTS', sibling(ready, 'priorities')) == 1 and ready_count(ready) > 0)
+end
+
+-- Forgets priority `p` in the set of priorities in use when its list is empty.
+local function forget_if_empty(ready, key, p)
+  if p ~= 0 and redis.call('LLEN', key) == 0 then
+    redis.call('ZREM', sibling(ready, 'priorities'), int(p))
+  end
+end
+
+-- Takes up to `n` ready ids, highest priority first, oldest first within
+-- one; false when none is ready.
+local function take_ready(ready, n)
+  local set = sibling(ready, 'priorities')
+  if redis.call('EXISTS', set) == 0 then
+    return redis.call('LPOP', ready, n)
+  end
+  local taken = {}
+  for _, l in ipairs(ready_lists(ready)) do
+    if #taken >= n then
+      break
+    end
+    local ids = redis.call('LPOP', l[1], n - #taken)
+    if ids then
+      for _, id in ipairs(ids) do
+        taken[#taken + 1] = id
+      end
+    end
+    forget_if_empty(ready, l[1], l[2])
+  end
+  if #taken == 0 then
+    return false
+  end
+  return taken
+end
+
+-- Puts `ids` in the ready lists of their priorities: at the back (RPUSH),
+-- or at the front keeping their order when `front`. `prios` gives each id's
+-- priority; without it they are read from the envelopes in `jobs`, if the
+-- queue ever had a job of priority != 0 (else all are 0).
+local function push_lists(ready, ids, front, prios)
+  if #ids == 0 then
+    return
+  end
+  if not prios and redis.call('EXISTS', sibling(ready, 'prioritised')) == 1 then
+    prios = {}
+    local jobs = sibling(ready, 'jobs')
+    for i = 1, #ids, 4000 do
+      local part = redis.call('HMGET', jobs, unpack(ids, i, math.min(i + 3999, #ids)))
+      for j = 1, #part do
+        prios[i + j - 1] = envelope_priority(part[j]) or 0
+      end
+    end
+  end
+  local groups, order = {}, {}
+  for i, id in ipairs(ids) do
+    local p = (prios and prios[i]) or 0
+    if not groups[p] then
+      groups[p] = {}
+      order[#order + 1] = p
+    end
+    local g = groups[p]
+    g[#g + 1] = id
+  end
+  for _, p in ipairs(order) do
+    local g = groups[p]
+    if front then
+      local reversed = {}
+      for i = #g, 1, -1 do
+        reversed[#reversed + 1] = g[i]
+      end
+      variadic('LPUSH', ready_list(ready, p), reversed)
+    else
+      variadic('RPUSH', ready_list(ready, p), g)
+    end
+    if p ~= 0 then
+      redis.call('ZADD', sibling(ready, 'priorities'), int(p), int(p))
+    end
+  end
+end
+
+-- Removes `id` from whichever ready list holds it; 1 when one did, else 0.
+local function remove_ready(ready, id)
+  for _, l in ipairs(ready_lists(ready)) do
+    if redis.call('LREM', l[1], 1, id) == 1 then
+      forget_if_empty(ready, l[1], l[2])
+      return 1
+    end
+  end
+  return 0
+end
+
+-- Whether a ready list holds `id` (LPOS: linear in the lists' lengths).
+local function is_ready(ready, id)
+  for _, l in ipairs(ready_lists(ready)) do
+    if redis.call('LPOS', l[1], id) then
+      return true
+    end
+  end
+  return false
+end
+
 -- Most due jobs one script promotes besides what it was asked for.
 local PROMOTE_LIMIT = 1000
 
--- Moves up to `limit` scheduled jobs due by `now` to the back of ready, in
--- due order; returns how many it moved.
+-- Moves up to `limit` scheduled jobs due by `now` to the back of their
+-- ready lists, in due order; returns how many it moved.
 local function promote_due(scheduled, ready, now, limit)
   local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, limit)
   if #due > 0 then
     variadic('ZREM', scheduled, due)
-    variadic('RPUSH', ready, due)
+    push_lists(ready, due, false)
   end
   return #due
 end
 
--- Adds `ids`, ready as of `now`, at the back of ready, after the jobs that
--- fell due before them, so ready stays in run-time order and its head is
--- the oldest ready job (what `stats` reports the age of). When more jobs
--- are due than one call promotes, `ids` join them in `scheduled` instead,
--- due now: the next promotion puts them in order.
-local function push_ready(scheduled, ready, now, ids)
+-- Adds `ids`, ready as of `now`, at the back of their ready lists, after
+-- the jobs that fell due before them, so each list stays in run-time order
+-- and its head is its oldest job (what `stats` reports the age of). When
+-- more jobs are due than one call promotes, `ids` join them in `scheduled`
+-- instead, due now: the next promotion puts them in order. `prios` as for
+-- push_lists.
+local function push_ready(scheduled, ready, now, ids, prios)
   if promote_due(scheduled, ready, now, PROMOTE_LIMIT) < PROMOTE_LIMIT then
-    variadic('RPUSH', ready, ids)
+    push_lists(ready, ids, false, prios)
   else
     local due = {}
     for _, id in ipairs(ids) do

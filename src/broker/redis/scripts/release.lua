@@ -1,18 +1,14 @@
--- release: put leased jobs back at the front of ready without counting an attempt.
+-- release: put leased jobs back at the front of their priority's ready list without counting an attempt.
 -- KEYS: 1 active, 2 lease, 3 ready, 4 wake
 -- ARGV: pairs: id, lease token
 -- Returns one entry per pair: 1 done, 0 lease lost. Released jobs keep their
 -- relative order at the front of the queue.
 check_types({KEYS[1], 'zset', KEYS[2], 'hash', KEYS[3], 'list', KEYS[4], 'list'})
+check_ready_types(KEYS[3])
 local out, back = check_leases(KEYS[2], 1)
 if #back > 0 then
   end_leases(KEYS[1], KEYS[2], back)
-  -- LPUSH puts its last argument first: push in reverse to keep the order.
-  local reversed = {}
-  for i = #back, 1, -1 do
-    reversed[#reversed + 1] = back[i]
-  end
-  variadic('LPUSH', KEYS[3], reversed)
+  push_lists(KEYS[3], back, true)
   wake(KEYS[4])
 end
 return out

@@ -1,4 +1,5 @@
--- reserve: promote due jobs, then lease up to ARGV[1] ready jobs, oldest first.
+-- reserve: promote due jobs, then lease up to ARGV[1] ready jobs, highest priority
+-- first, oldest first within one priority (see prelude.lua, "Priorities").
 -- KEYS: 1 jobs, 2 ready, 3 scheduled, 4 active, 5 lease, 6 seq, 7 wake, 8 stats, 9 paused
 -- ARGV: 1 max jobs, 2 lease in ms, 3 most scheduled jobs to promote,
 --       4 what the caller knew before a wake-up token woke it: the due time
@@ -18,6 +19,7 @@
 local jobs, ready, scheduled, active, lease, seq, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', lease, 'hash', seq, 'string',
   KEYS[7], 'list', stats, 'hash'})
+check_ready_types(ready)
 if redis.call('EXISTS', KEYS[9]) == 1 then
   return {now_ms(), -1, 0}
 end
@@ -29,7 +31,7 @@ local now = now_ms()
 -- writes after them then are too, so workers keep draining a full Redis.
 promote_due(scheduled, ready, now, tonumber(ARGV[3]))
 
-local ids = redis.call('LPOP', ready, tonumber(ARGV[1]))
+local ids = take_ready(ready, tonumber(ARGV[1]))
 if not ids then
   local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
   local next_due = -1
@@ -51,7 +53,7 @@ if #gone > 0 then
   count(stats, 'dropped', #gone)
 end
 -- Pass the baton: another idle worker can take what is left.
-if redis.call('LLEN', ready) > 0 then
+if any_ready(ready) then
   wake(KEYS[7])
 end
 return out

@@ -14,11 +14,12 @@
 local jobs, ready, scheduled, active, dead, stats, cursor_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
 check_types({jobs, 'hash', ready, 'list', scheduled, 'zset', active, 'zset', dead, 'zset', stats, 'hash',
   KEYS[7], 'list', cursor_key, 'string'})
+check_ready_types(ready)
 if redis.call('HLEN', jobs) == 0 then
   redis.call('DEL', cursor_key)
   return {0}
 end
-local ready_len = redis.call('LLEN', ready)
+local ready_len = ready_count(ready)
 if ready_len > tonumber(ARGV[2]) then
   return {2}
 end
@@ -32,7 +33,7 @@ local fields, orphans = page[2], {}
 for i = 1, #fields, 2 do
   local id = fields[i]
   if not redis.call('ZSCORE', scheduled, id) and not redis.call('ZSCORE', active, id)
-      and not redis.call('ZSCORE', dead, id) and not redis.call('LPOS', ready, id) then
+      and not redis.call('ZSCORE', dead, id) and not is_ready(ready, id) then
     orphans[#orphans + 1] = id
   end
 end

@@ -8,6 +8,7 @@
 local id = ARGV[5]
 check_types({KEYS[1], 'hash', KEYS[2], 'zset', KEYS[3], 'hash', KEYS[4], 'list', KEYS[5], 'zset', KEYS[6], 'hash',
   KEYS[7], 'list'})
+check_ready_types(KEYS[4])
 if not end_lease(KEYS[2], KEYS[3], id, ARGV[6]) then
   return 0
 end

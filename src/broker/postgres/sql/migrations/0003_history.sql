@@ -1,4 +1,4 @@
--- Migration 2: the queue history (see docs/postgres.md, "Queue history").
+-- Migration 3: the queue history (see docs/postgres.md, "Queue history").
 --
 -- One row per queue, resolution (0 minute, 1 hour), bucket (ms since the
 -- epoch divided by the bucket width) and shard. Acknowledgements count into

@@ -7,8 +7,9 @@
 //! Driven over the DevTools protocol (a websocket). Skips with a notice
 //! when no Chromium is installed, unless `FLAGSHIP_REQUIRE_BROWSER=1`. With
 //! `FLAGSHIP_SCREENSHOT_DIR=docs` it also writes `dashboard.png`,
-//! `dashboard-job.png`, `dashboard-queues.png`, `dashboard-live.png` and
-//! `dashboard-confirm.png` there.
+//! `dashboard-job.png`, `dashboard-queues.png`, `dashboard-live.png`,
+//! `dashboard-confirm.png`, `dashboard-sparklines.png` and
+//! `dashboard-history.png` there.
 
 use std::{collections::VecDeque, path::PathBuf, process::Stdio, sync::Arc, time::Duration};
 
@@ -560,7 +561,7 @@ async fn a_real_browser_sees_the_history_charts_match_the_api() {
     assert_eq!(spark_total, api_completed.to_string());
     let shots = std::env::var_os("FLAGSHIP_SCREENSHOT_DIR").map(PathBuf::from);
     if let Some(dir) = &shots {
-        devtools.screenshot(&dir.join("dashboard-queues.png")).await;
+        devtools.screenshot(&dir.join("dashboard-sparklines.png")).await;
     }
 
     // The history page, reached through the sparkline.

@@ -151,7 +151,7 @@ async fn garbage_rows_are_dead_lettered_with_the_reason_and_the_worker_goes_on()
 
     assert_eq!(worker.stats().completed, 6);
     assert_eq!(done(broker.pool()).await.len(), 6);
-    for (id, reason) in expected {
+    for (id, reason) in expected.iter().copied() {
         let dead = broker.get_dead(&q, id).await.unwrap().expect("the garbage row is dead");
         let why = dead.dead_letter_reason.unwrap_or_default();
         assert!(why.contains(reason), "{id}: expected {reason:?} in {why:?}");
@@ -168,6 +168,24 @@ async fn garbage_rows_are_dead_lettered_with_the_reason_and_the_worker_goes_on()
     );
     // The worker retries none of them: each ran at most once.
     assert_eq!(worker.stats().retried, 0);
+    // A row that cannot run as a job cannot be retried from the DLQ either;
+    // one that decodes (an unknown kind, a refused payload) can.
+    for (id, reason) in &expected {
+        let retried = broker.retry_dead(&q, *id).await;
+        let undecodable = ["payload is not JSON", "version 2", "attempt history"]
+            .iter()
+            .any(|r| reason.contains(r));
+        if undecodable {
+            let err = retried.expect_err("an undecodable dead job is not retried");
+            assert!(
+                matches!(err, flagship_worker::Error::NotRetryable { .. }),
+                "{id}: {err}"
+            );
+            assert!(broker.get_dead(&q, *id).await.unwrap().is_some(), "it stays dead");
+        } else {
+            assert!(retried.unwrap(), "{id} ({reason}) decodes and is retried");
+        }
+    }
 }
 
 #[tokio::test]

@@ -34,6 +34,17 @@ fn decode_cursor(cursor: &DeadCursor) -> Result<(DateTime<Utc>, Uuid)> {
 }
 
 impl PostgresBroker {
+    /// Dead job `id` of `queue`, as stored.
+    async fn dead_row(&self, queue: &QueueName, id: JobId) -> Result<Option<DeadRow>> {
+        let row = sqlx::query(&self.sql.dead_get)
+            .bind(queue.as_str())
+            .bind(id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        row.as_ref().map(DeadRow::read).transpose()
+    }
+
     /// Moves up to `limit` dead jobs back to pending: `id` alone, or those
     /// matching `filter`; returns how many moved.
     async fn retry_rows(&self, filter: &DeadFilter, id: Option<Uuid>, limit: usize) -> Result<u64> {
@@ -98,20 +109,14 @@ impl DeadLetterQueue for PostgresBroker {
     }
 
     async fn get_dead(&self, queue: &QueueName, id: JobId) -> Result<Option<JobEnvelope>> {
-        let row = sqlx::query(&self.sql.dead_get)
-            .bind(queue.as_str())
-            .bind(id.as_uuid())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(map_err)?;
-        Ok(row
-            .as_ref()
-            .map(DeadRow::read)
-            .transpose()?
-            .map(|row| row.envelope(queue)))
+        Ok(self.dead_row(queue, id).await?.map(|row| row.envelope(queue)))
     }
 
     async fn retry_dead(&self, queue: &QueueName, id: JobId) -> Result<bool> {
+        // A row that cannot run as a job would only die again: say so.
+        if let Some(reason) = self.dead_row(queue, id).await?.and_then(|row| row.undecodable(queue)) {
+            return Err(Error::NotRetryable { id, reason });
+        }
         let retried = self
             .retry_rows(&DeadFilter::queue(queue.clone()), Some(id.as_uuid()), 1)
             .await?

@@ -271,6 +271,12 @@ impl DeadRow {
         })
     }
 
+    /// Why the row cannot run as a job (it would only be dead-lettered
+    /// again), or `None` when it decodes.
+    pub(super) fn undecodable(&self, queue: &QueueName) -> Option<String> {
+        self.stored.clone().envelope(self.id, queue, self.run_at).err()
+    }
+
     /// The envelope operators see, with when and why it died.
     pub(super) fn envelope(self, queue: &QueueName) -> JobEnvelope {
         let mut envelope = self.stored.dead_envelope(self.id, queue, self.run_at);

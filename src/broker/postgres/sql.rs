@@ -110,10 +110,22 @@ impl Statements {
     /// for the WAL flush only when `durable_acks`; the queue history's
     /// buckets are `history`'s.
     pub(super) fn new(schema: &Schema, durable_acks: bool, history: &HistoryLayout) -> Self {
+        // The history's two resolutions and the bucket of `now()` in each,
+        // as the acknowledging statements count into them.
+        let widths = format!(
+            "(VALUES (0::smallint, {}::numeric), (1::smallint, {}::numeric)) AS l(resolution, width)",
+            history.width_ms(Resolution::Minute),
+            history.width_ms(Resolution::Hour)
+        );
         let fill = |sql: &str| {
             schema
                 .fill(sql)
                 .replace("{commit_mode}", commit_mode(durable_acks))
+                .replace("{history_widths}", &widths)
+                .replace(
+                    "{history_bucket}",
+                    "floor(extract(epoch FROM now()) * 1000 / l.width)::bigint",
+                )
                 .replace("{history_minute_ms}", &history.width_ms(Resolution::Minute).to_string())
                 .replace("{history_minutes_kept}", &history.kept(Resolution::Minute).to_string())
                 .replace("{history_hour_ms}", &history.width_ms(Resolution::Hour).to_string())
@@ -161,6 +173,24 @@ mod tests {
         }
         for bad in ["", "Upper", "has-dash", "2jobs", "pg_jobs", "quo\"te", &"a".repeat(64)] {
             assert!(Schema::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn every_placeholder_is_filled() {
+        let schema = Schema::new("jobs_here").unwrap();
+        let statements = Statements::new(&schema, false, &HistoryLayout::default());
+        for sql in [
+            &statements.complete,
+            &statements.reschedule,
+            &statements.dead_letter,
+            &statements.cancel,
+        ] {
+            assert!(!sql.contains("{history"), "{sql}");
+            assert!(
+                sql.contains("floor(extract(epoch FROM now()) * 1000 / l.width)"),
+                "{sql}"
+            );
         }
     }
 

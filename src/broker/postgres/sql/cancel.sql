@@ -21,10 +21,9 @@ WITH target AS (
     ON CONFLICT (queue, shard) DO UPDATE SET dead_lettered = c.dead_lettered + excluded.dead_lettered
 ), history AS (
     INSERT INTO {schema}.history AS h (queue, resolution, bucket, shard, dead_lettered)
-    SELECT $1, l.resolution, floor(extract(epoch FROM now()) * 1000 / l.width)::bigint,
+    SELECT $1, l.resolution, {history_bucket},
            (pg_backend_pid() % 16)::smallint, count(*)
-    FROM dead d CROSS JOIN (VALUES (0::smallint, {history_minute_ms}::numeric),
-                                    (1::smallint, {history_hour_ms}::numeric)) AS l(resolution, width)
+    FROM dead d CROSS JOIN {history_widths}
     GROUP BY l.resolution, l.width ORDER BY 1, 2
     ON CONFLICT (queue, resolution, bucket, shard) DO UPDATE SET dead_lettered = h.dead_lettered + excluded.dead_lettered
 )

@@ -22,10 +22,9 @@ WITH done AS (
     ON CONFLICT (queue, shard) DO UPDATE SET completed = c.completed + excluded.completed
 ), history AS (
     INSERT INTO {schema}.history AS h (queue, resolution, bucket, shard, completed)
-    SELECT d.queue, l.resolution, floor(extract(epoch FROM now()) * 1000 / l.width)::bigint,
+    SELECT d.queue, l.resolution, {history_bucket},
            (pg_backend_pid() % 16)::smallint, count(*)
-    FROM done d CROSS JOIN (VALUES (0::smallint, {history_minute_ms}::numeric),
-                                    (1::smallint, {history_hour_ms}::numeric)) AS l(resolution, width)
+    FROM done d CROSS JOIN {history_widths}
     GROUP BY d.queue, l.resolution, l.width ORDER BY 1, 2
     ON CONFLICT (queue, resolution, bucket, shard) DO UPDATE SET completed = h.completed + excluded.completed
 ), released AS (

@@ -17,10 +17,9 @@ WITH moved AS (
     ON CONFLICT (queue, shard) DO UPDATE SET retried = c.retried + excluded.retried
 ), history AS (
     INSERT INTO {schema}.history AS h (queue, resolution, bucket, shard, retried)
-    SELECT m.queue, l.resolution, floor(extract(epoch FROM now()) * 1000 / l.width)::bigint,
+    SELECT m.queue, l.resolution, {history_bucket},
            (pg_backend_pid() % 16)::smallint, $6::bigint
-    FROM moved m CROSS JOIN (VALUES (0::smallint, {history_minute_ms}::numeric),
-                                    (1::smallint, {history_hour_ms}::numeric)) AS l(resolution, width)
+    FROM moved m CROSS JOIN {history_widths}
     WHERE $6::bigint > 0
     ORDER BY 1, 2
     ON CONFLICT (queue, resolution, bucket, shard) DO UPDATE SET retried = h.retried + excluded.retried

@@ -18,11 +18,12 @@ use crate::broker::{
 };
 use crate::job::QueueName;
 
-/// A layout for backends on a real clock: minute buckets of 200 ms (8
-/// kept, 1.6 s), hour buckets of 800 ms (5 kept, 4 s).
+/// A layout for backends on a real clock: minute buckets of 400 ms (8
+/// kept, 3.2 s, so a case slowed by a busy machine still sums buckets that
+/// have not expired), hour buckets of 1.6 s (5 kept, 8 s).
 pub fn short_history_layout() -> HistoryLayout {
     let ms = Duration::from_millis;
-    HistoryLayout::new(ms(200), 8, ms(800), 5).unwrap_or_default()
+    HistoryLayout::new(ms(400), 8, ms(1_600), 5).unwrap_or_default()
 }
 
 async fn series(b: &dyn Backend, q: &QueueName, resolution: Resolution) -> Series {
